@@ -1,0 +1,290 @@
+//! The Codex backend: `POST /backend-api/codex/responses` (SSE), `GET /backend-api/codex/models`,
+//! `GET /backend-api/wham/usage` (protocol.md § Backend).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State as AxState};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::config::FaultRoute;
+use crate::conn::ConnHandle;
+use crate::faults::{apply_fault, json_response, rejection_response};
+use crate::grants::Rejection;
+use crate::models::models_response;
+use crate::response_stream::spawn_stream;
+use crate::sse::{response_events, ResponseScript};
+use crate::state::{now_unix, Account, Shared, State};
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+fn account_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get("chatgpt-account-id")?.to_str().ok()
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Checks the caller's credentials; on success rolls the account's usage windows forward and
+/// returns its id.
+fn authorize(state: &mut State, headers: &HeaderMap, now: i64) -> Result<String, Rejection> {
+    let account_id = state.authorize_bearer(bearer(headers), account_header(headers), now)?;
+    if let Some(a) = state.accounts.get_mut(&account_id) {
+        a.roll_windows(now);
+    }
+    Ok(account_id)
+}
+
+/// Effective usage: a limited account has used its whole primary window until the limit resets.
+fn effective_primary(a: &Account, now: i64) -> (f64, i64) {
+    match a.limited_until(now) {
+        Some(until) => (100.0, until),
+        None => (a.primary_used_percent, a.primary_reset_at),
+    }
+}
+
+/// The `x-codex-*` rate-limit headers upstream puts on every answer for an account.
+fn rate_limit_headers(a: &Account, now: i64) -> Vec<(&'static str, String)> {
+    let (primary, primary_reset) = effective_primary(a, now);
+    vec![
+        ("x-codex-primary-used-percent", primary.to_string()),
+        ("x-codex-primary-window-minutes", "300".into()),
+        ("x-codex-primary-reset-at", primary_reset.to_string()),
+        (
+            "x-codex-primary-reset-after-seconds",
+            (primary_reset - now).max(0).to_string(),
+        ),
+        (
+            "x-codex-secondary-used-percent",
+            a.secondary_used_percent.to_string(),
+        ),
+        ("x-codex-secondary-window-minutes", "10080".into()),
+        (
+            "x-codex-secondary-reset-at",
+            a.secondary_reset_at.to_string(),
+        ),
+        (
+            "x-codex-secondary-reset-after-seconds",
+            (a.secondary_reset_at - now).max(0).to_string(),
+        ),
+        // Capitalised like a Python backend prints booleans: clients must compare
+        // case-insensitively (the Codex CLI does).
+        ("x-codex-credits-has-credits", "False".into()),
+        ("x-codex-credits-unlimited", "False".into()),
+        ("x-codex-credits-balance", "0".into()),
+    ]
+}
+
+fn add_headers(resp: &mut Response, headers: Vec<(&'static str, String)>) {
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(HeaderName::from_static(name), v);
+        }
+    }
+}
+
+fn header_snapshot(headers: &HeaderMap) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        out.entry(name.as_str().to_string())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    out
+}
+
+fn detail(status: u16, detail: &str) -> Response {
+    json_response(status, &json!({ "detail": detail }))
+}
+
+/// `GET` on `/responses`: newer CLIs try a WebSocket first; we do not serve one, so 426 makes
+/// them fall back to HTTP (protocol.md).
+pub(crate) async fn responses_get(
+    AxState(shared): AxState<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Response {
+    if is_websocket_upgrade(&headers) {
+        shared.lock().counters.websocket_upgrades_refused += 1;
+        return detail(426, "WebSocket transport is not available; use HTTP.");
+    }
+    StatusCode::METHOD_NOT_ALLOWED.into_response()
+}
+
+pub(crate) async fn responses(
+    AxState(shared): AxState<Arc<Shared>>,
+    ConnectInfo(conn): ConnectInfo<ConnHandle>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if is_websocket_upgrade(&headers) {
+        shared.lock().counters.websocket_upgrades_refused += 1;
+        return detail(426, "WebSocket transport is not available; use HTTP.");
+    }
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    {
+        let mut state = shared.lock();
+        state.counters.responses_calls += 1;
+        state.counters.last_responses_headers = Some(header_snapshot(&headers));
+        state.counters.last_responses_body = parsed.clone();
+    }
+    if let Some(resp) = apply_fault(&shared, FaultRoute::Responses, &conn).await {
+        return resp;
+    }
+
+    let now = now_unix();
+    let mut state = shared.lock();
+    let account_id = match authorize(&mut state, &headers, now) {
+        Ok(id) => id,
+        Err(r) => return rejection_response(&r),
+    };
+    // The ChatGPT backend's own request checks (FastAPI-style `detail` bodies, as observed by
+    // third-party clients): it only streams, and never stores.
+    let Some(request) = parsed.filter(Value::is_object) else {
+        return detail(400, "Request body must be a JSON object.");
+    };
+    if request.get("stream") != Some(&Value::Bool(true)) {
+        return detail(400, "Stream must be set to true");
+    }
+    if request.get("store") == Some(&Value::Bool(true)) {
+        return detail(400, "Store must be set to false");
+    }
+    let Some(account) = state.accounts.get(&account_id) else {
+        return detail(401, "Unauthorized");
+    };
+    let limit_headers = rate_limit_headers(account, now);
+    if let Some(until) = account.limited_until(now) {
+        let body = json!({"error": {
+            "type": "usage_limit_reached",
+            "message": "You've hit your usage limit. Try again later.",
+            "plan_type": account.spec.plan,
+            "resets_at": until,
+            "resets_in_seconds": (until - now).max(0),
+        }});
+        let mut resp = json_response(429, &body);
+        add_headers(&mut resp, limit_headers);
+        return resp;
+    }
+    state.counters.account(&account_id).responses_calls += 1;
+
+    let response_id = format!("resp_{}", uuid::Uuid::new_v4().simple());
+    let item_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("gpt-5-codex");
+    let events = response_events(&ResponseScript {
+        response_id: &response_id,
+        item_id: &item_id,
+        model,
+        text: &state.cfg.responses_text,
+        n_deltas: state.cfg.stream_deltas,
+        input_tokens: (body.len() as u64 / 4).max(1),
+        created_at: now,
+    });
+    let gate = state.gate.clone();
+    let omit_content_type = state.cfg.omit_sse_content_type;
+    drop(state);
+
+    let mut resp = Response::new(spawn_stream(shared.clone(), events, gate));
+    let h = resp.headers_mut();
+    if !omit_content_type {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        );
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(&format!("req_{}", uuid::Uuid::new_v4().simple())) {
+        h.insert(HeaderName::from_static("x-request-id"), v);
+    }
+    add_headers(&mut resp, limit_headers);
+    resp
+}
+
+pub(crate) async fn models(
+    AxState(shared): AxState<Arc<Shared>>,
+    ConnectInfo(conn): ConnectInfo<ConnHandle>,
+    headers: HeaderMap,
+) -> Response {
+    shared.lock().counters.models_calls += 1;
+    if let Some(resp) = apply_fault(&shared, FaultRoute::Models, &conn).await {
+        return resp;
+    }
+    let now = now_unix();
+    let mut state = shared.lock();
+    let account_id = match authorize(&mut state, &headers, now) {
+        Ok(id) => id,
+        Err(r) => return rejection_response(&r),
+    };
+    let (body, etag) = models_response();
+    let mut resp = json_response(200, &body);
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    if let Some(a) = state.accounts.get(&account_id) {
+        add_headers(&mut resp, rate_limit_headers(a, now));
+    }
+    resp
+}
+
+pub(crate) async fn usage(
+    AxState(shared): AxState<Arc<Shared>>,
+    ConnectInfo(conn): ConnectInfo<ConnHandle>,
+    headers: HeaderMap,
+) -> Response {
+    shared.lock().counters.usage_calls += 1;
+    if let Some(resp) = apply_fault(&shared, FaultRoute::Usage, &conn).await {
+        return resp;
+    }
+    let now = now_unix();
+    let mut state = shared.lock();
+    let account_id = match authorize(&mut state, &headers, now) {
+        Ok(id) => id,
+        Err(r) => return rejection_response(&r),
+    };
+    let Some(a) = state.accounts.get(&account_id) else {
+        return detail(401, "Unauthorized");
+    };
+    json_response(200, &usage_body(a, now))
+}
+
+/// protocol.md's `/wham/usage` shape.
+fn usage_body(a: &Account, now: i64) -> Value {
+    let limited = a.limited_until(now).is_some();
+    let (primary, primary_reset) = effective_primary(a, now);
+    let window = |used: f64, secs: i64, reset_at: i64| {
+        json!({
+            "used_percent": used,
+            "limit_window_seconds": secs,
+            "reset_after_seconds": (reset_at - now).max(0),
+            "reset_at": reset_at,
+        })
+    };
+    json!({
+        "plan_type": a.spec.plan,
+        "rate_limit": {
+            "allowed": !limited,
+            "limit_reached": limited,
+            "primary_window": window(primary, crate::state::PRIMARY_WINDOW_SECS, primary_reset),
+            "secondary_window": window(a.secondary_used_percent, crate::state::SECONDARY_WINDOW_SECS, a.secondary_reset_at),
+        },
+        "credits": {"has_credits": false, "unlimited": false, "balance": "0"},
+    })
+}
