@@ -1,0 +1,59 @@
+# Codex Vault. Quick start: `make run` (sets everything up, builds, launches) and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+UI_DIST := ui/dist/index.html
+BIN := target/debug/codex-vault
+
+.PHONY: run deps deps-test ui build test lint test-rust e2e e2e-run clean
+export PATH := $(CURDIR)/.cache/cargo-tools/bin:$(PATH)
+
+run: build ## set up, build and launch the desktop app
+	@if [ -z "$$DISPLAY$$WAYLAND_DISPLAY" ]; then \
+	  echo "No display here: the desktop window needs one. Use the CLI: $(BIN) --help"; \
+	  $(BIN) accounts list; \
+	else \
+	  $(BIN); \
+	fi
+
+deps:
+	@scripts/ensure-deps.sh build
+
+deps-test:
+	@scripts/ensure-deps.sh test
+	@scripts/ensure-codex-cli.sh
+	@scripts/ensure-e2e-tools.sh
+
+ui: deps
+	cd ui && npm run build
+
+build: ui
+	$(CARGO) build -p codex-vault
+
+# The fast tier CI runs: lint, every Rust test, the UI's checks and tests, the WebDriver smoke.
+# Runs inside its own D-Bus session + gnome-keyring (scripts/keyring-session.sh), never the developer's.
+test: deps-test
+	cd ui && npm run build && npm test
+	scripts/keyring-session.sh $(MAKE) --no-print-directory lint test-rust e2e-run
+
+# The desktop app in a real WebKit window under Xvfb (tauri-driver + WebKitWebDriver).
+e2e: deps-test ui
+	$(CARGO) build -p codex-vault -p codex-vault-testkit
+	scripts/keyring-session.sh $(MAKE) --no-print-directory e2e-run
+
+e2e-run:
+	.cache/e2e-venv/bin/python tests/e2e/smoke.py
+
+# Both feature sets: the desktop build and the headless core (`--no-default-features`, no WebKit).
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p codex-vault --no-default-features --all-targets -- -D warnings
+
+# Tests run against the desktop binary (the one users run; its CLI is the same code).
+test-rust:
+	$(CARGO) build -p codex-vault -p codex-vault-testkit
+	$(CARGO) test --workspace
+
+clean:
+	$(CARGO) clean
+	rm -rf ui/dist ui/node_modules .cache

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what building and testing Codex Vault needs, only what is missing, saying what it does.
+# Usage: scripts/ensure-deps.sh [build|test]   (test adds the headless test tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=${1:-build}
+# Tauri's build dependencies on Debian/Ubuntu (tauri.app prerequisites), plus what the app runs with.
+pkgs=(build-essential pkg-config curl file ca-certificates libwebkit2gtk-4.1-dev libxdo-dev libssl-dev
+      libayatana-appindicator3-dev librsvg2-dev dbus gnome-keyring libsecret-tools)
+if [ "$mode" = test ]; then
+  # Headless testing: a private D-Bus + keyring, an X server, WebKit's WebDriver for e2e.
+  pkgs+=(xvfb xauth webkit2gtk-driver python3-venv imagemagick)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if ! command -v apt-get >/dev/null; then
+    echo "ensure-deps: missing system packages (${missing[*]}) and no apt-get: install them with your package manager." >&2
+    exit 1
+  fi
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    sudo="sudo"
+    echo "ensure-deps: installing with sudo (you may be asked for your password)."
+  fi
+  echo "ensure-deps: installing system packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "ensure-deps: cargo not found: install Rust from rustup.rs" >&2; exit 1; }
+command -v npm >/dev/null || { echo "ensure-deps: npm not found: install Node.js 20.19 or newer" >&2; exit 1; }
+
+# UI dependencies, from the lock file; again only when the lock changed since the last install.
+if [ ! -f ui/node_modules/.package-lock.json ] || [ ui/package-lock.json -nt ui/node_modules/.package-lock.json ]; then
+  echo "ensure-deps: installing UI dependencies (npm ci)"
+  (cd ui && npm ci --no-audit --no-fund --loglevel=error)
+fi

@@ -1,0 +1,267 @@
+//! The domain: an account slot, its health, and why it failed. No I/O here.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch: how times are stored in SQLite (sortable, comparable in SQL).
+pub type UnixMs = i64;
+
+pub fn now_ms() -> UnixMs {
+    Utc::now().timestamp_millis()
+}
+
+pub fn ms_to_rfc3339(ms: UnixMs) -> String {
+    match Utc.timestamp_millis_opt(ms).single() {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        None => String::from("1970-01-01T00:00:00Z"),
+    }
+}
+
+pub fn rfc3339_to_ms(s: &str) -> Option<UnixMs> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc).timestamp_millis())
+}
+
+/// What the stored status column can hold. `Disabled` is a separate user switch and is
+/// derived in the view, so disabling never erases a terminal reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Healthy,
+    Refreshing,
+    RateLimited,
+    Disabled,
+    Terminal,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Healthy => "healthy",
+            Status::Refreshing => "refreshing",
+            Status::RateLimited => "rate_limited",
+            Status::Disabled => "disabled",
+            Status::Terminal => "terminal",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "healthy" => Status::Healthy,
+            "refreshing" => Status::Refreshing,
+            "rate_limited" => Status::RateLimited,
+            "disabled" => Status::Disabled,
+            "terminal" => Status::Terminal,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a credential is dead: kept on the row and shown to the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureReason {
+    pub code: String,
+    pub message: String,
+    pub http_status: Option<u16>,
+    pub at: UnixMs,
+}
+
+/// A transient problem (network, 5xx): shown as a warning, never makes an account terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    pub message: String,
+    pub at: UnixMs,
+}
+
+/// One row of `accounts`, without its secrets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    pub id: String,
+    pub label: String,
+    pub email: Option<String>,
+    pub chatgpt_account_id: String,
+    pub chatgpt_user_id: String,
+    pub plan: Option<String>,
+    pub fedramp: bool,
+    pub status: Status,
+    pub failure: Option<FailureReason>,
+    pub last_error: Option<LastError>,
+    pub access_expires_at: Option<UnixMs>,
+    pub last_refresh_at: Option<UnixMs>,
+    pub rate_limited_until: Option<UnixMs>,
+    pub generation: i64,
+    pub disabled: bool,
+    pub created_at: UnixMs,
+    pub updated_at: UnixMs,
+}
+
+impl Account {
+    /// The status a user sees: disabled wins (the user's choice), then the stored state;
+    /// a rate limit whose time has passed reads as healthy again.
+    pub fn effective_status(&self, now: UnixMs) -> Status {
+        if self.disabled {
+            return Status::Disabled;
+        }
+        match self.status {
+            Status::RateLimited if self.rate_limited_until.is_some_and(|t| t <= now) => {
+                Status::Healthy
+            }
+            s => s,
+        }
+    }
+
+    pub fn view(&self, now: UnixMs) -> AccountView {
+        let status = self.effective_status(now);
+        AccountView {
+            id: self.id.clone(),
+            label: self.label.clone(),
+            email: self.email.clone(),
+            chatgpt_account_id: self.chatgpt_account_id.clone(),
+            plan: self.plan.clone(),
+            status,
+            failure: self.failure.as_ref().map(|f| FailureView {
+                code: f.code.clone(),
+                message: f.message.clone(),
+                http_status: f.http_status,
+                at: ms_to_rfc3339(f.at),
+            }),
+            last_error: self.last_error.as_ref().map(|e| LastErrorView {
+                message: e.message.clone(),
+                at: ms_to_rfc3339(e.at),
+            }),
+            access_expires_at: self.access_expires_at.map(ms_to_rfc3339),
+            last_refresh_at: self.last_refresh_at.map(ms_to_rfc3339),
+            rate_limited_until: if status == Status::RateLimited {
+                self.rate_limited_until.map(ms_to_rfc3339)
+            } else {
+                None
+            },
+            usage: None,
+            created_at: ms_to_rfc3339(self.created_at),
+        }
+    }
+}
+
+/// The public shape of an account: `accounts list --json`, `/v1/accounts`, the UI.
+/// Field names are a contract (DESIGN.md § CLI contract).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountView {
+    pub id: String,
+    pub label: String,
+    pub email: Option<String>,
+    pub chatgpt_account_id: String,
+    pub plan: Option<String>,
+    pub status: Status,
+    pub failure: Option<FailureView>,
+    pub last_error: Option<LastErrorView>,
+    pub access_expires_at: Option<String>,
+    pub last_refresh_at: Option<String>,
+    pub rate_limited_until: Option<String>,
+    pub usage: Option<serde_json::Value>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureView {
+    pub code: String,
+    pub message: String,
+    pub http_status: Option<u16>,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastErrorView {
+    pub message: String,
+    pub at: String,
+}
+
+/// True when `s` holds a character that must never reach a terminal, a log line or a header
+/// (control characters, including newlines, DEL and the C1 range).
+pub fn has_control_chars(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Account {
+        Account {
+            id: "a1".into(),
+            label: "work".into(),
+            email: Some("ana@corp.com".into()),
+            chatgpt_account_id: "acc".into(),
+            chatgpt_user_id: "user".into(),
+            plan: Some("team".into()),
+            fedramp: false,
+            status: Status::Healthy,
+            failure: None,
+            last_error: None,
+            access_expires_at: Some(1_700_000_000_000),
+            last_refresh_at: None,
+            rate_limited_until: None,
+            generation: 0,
+            disabled: false,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn disabled_wins_over_terminal_but_keeps_reason() {
+        let mut a = sample();
+        a.status = Status::Terminal;
+        a.failure = Some(FailureReason {
+            code: "refresh_token_reused".into(),
+            message: "m".into(),
+            http_status: Some(401),
+            at: 0,
+        });
+        a.disabled = true;
+        let v = a.view(0);
+        assert_eq!(v.status, Status::Disabled);
+        assert_eq!(v.failure.unwrap().code, "refresh_token_reused");
+    }
+
+    #[test]
+    fn expired_rate_limit_reads_healthy() {
+        let mut a = sample();
+        a.status = Status::RateLimited;
+        a.rate_limited_until = Some(1000);
+        assert_eq!(a.effective_status(999), Status::RateLimited);
+        assert_eq!(a.effective_status(1000), Status::Healthy);
+        assert_eq!(a.view(2000).rate_limited_until, None);
+    }
+
+    #[test]
+    fn view_serializes_contract_fields() {
+        let v = serde_json::to_value(sample().view(0)).unwrap();
+        for k in [
+            "id",
+            "label",
+            "email",
+            "chatgpt_account_id",
+            "plan",
+            "status",
+            "failure",
+            "last_error",
+            "access_expires_at",
+            "last_refresh_at",
+            "rate_limited_until",
+            "usage",
+        ] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+        assert_eq!(v["status"], "healthy");
+        assert_eq!(v["access_expires_at"], "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn control_chars_detected() {
+        assert!(has_control_chars("a\nb"));
+        assert!(has_control_chars("a\u{1b}[31m"));
+        assert!(has_control_chars("a\u{85}"));
+        assert!(!has_control_chars("ana@corp.com"));
+    }
+}

@@ -1,0 +1,242 @@
+//! The headless faces: subcommands per DESIGN.md § CLI contract. Each parses, calls the service,
+//! prints; errors are mapped to a message and an exit code in one place (`run`).
+
+use crate::error::AppError;
+use crate::oauth::auth_json::{self, AuthSource};
+use crate::service::Service;
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_TERMINAL: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "codex-vault",
+    version,
+    about = "Holds many ChatGPT/Codex sign-ins, keeps them fresh, serves them to local tools."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage the accounts in the vault.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// List the accounts (one object per account with --json).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import a Codex CLI auth.json (default: $CODEX_HOME/auth.json, else ~/.codex/auth.json; `-` reads stdin).
+    Import {
+        path: Option<String>,
+        #[arg(long)]
+        label: Option<String>,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign in with ChatGPT in the browser (PKCE); prints the URL too.
+    Login {
+        #[arg(long)]
+        label: Option<String>,
+        /// Do not try to open a browser; just print the URL.
+        #[arg(long, env = "CODEX_VAULT_NO_BROWSER")]
+        no_browser: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Remove an account (its history is kept).
+    Remove {
+        #[arg(value_name = "ID|LABEL")]
+        account: String,
+    },
+}
+
+/// Runs a parsed subcommand; prints the error (code + message, never a token) on failure.
+pub fn run(command: Command) -> ExitCode {
+    match dispatch(command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e} [{}]", e.code());
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<ExitCode, AppError> {
+    match command {
+        Command::Accounts(AccountsCommand::List { json }) => list(json),
+        Command::Accounts(AccountsCommand::Import { path, label, json }) => {
+            import(path, label, json)
+        }
+        Command::Accounts(AccountsCommand::Login {
+            label,
+            no_browser,
+            timeout,
+        }) => login(label, no_browser, timeout),
+        Command::Accounts(AccountsCommand::Remove { account }) => {
+            let service = Service::open_default()?;
+            let removed = service.remove(&account)?;
+            println!("Removed account {} ({}).", removed.label, removed.id);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn warn_key_store(service: &Service) {
+    if let Some(w) = service.info().warning {
+        eprintln!("warning: {w}");
+    }
+}
+
+fn list(json: bool) -> Result<ExitCode, AppError> {
+    let service = Service::open_default()?;
+    warn_key_store(&service);
+    let accounts = service.list()?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        // Serialising plain data into a String cannot fail.
+        let text = serde_json::to_string_pretty(&accounts).expect("AccountView serialises");
+        let _ = writeln!(out, "{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if accounts.is_empty() {
+        let _ = writeln!(
+            out,
+            "No accounts yet. Add one with `codex-vault accounts import` (reads ~/.codex/auth.json)."
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for a in &accounts {
+        let reason = a
+            .failure
+            .as_ref()
+            .map(|f| format!("  [{}] {}", f.code, f.message))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<20} {:<32} {:<10} {:<12} {}{}",
+            a.label,
+            a.email.as_deref().unwrap_or("-"),
+            a.plan.as_deref().unwrap_or("-"),
+            a.status.as_str(),
+            a.id,
+            reason
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(path: Option<String>, label: Option<String>, json: bool) -> Result<ExitCode, AppError> {
+    // Parse and validate before the store is opened: a bad file changes nothing on disk.
+    let (source, bytes) = match path.as_deref() {
+        Some("-") => (AuthSource::Stdin, auth_json::read_stdin()),
+        Some(p) => {
+            let p = PathBuf::from(p);
+            (AuthSource::File(p.clone()), auth_json::read_file(&p))
+        }
+        None => {
+            let home = crate::paths::codex_home().ok_or_else(|| {
+                AppError::Config(
+                    "no CODEX_HOME and no home directory: give the auth.json path".into(),
+                )
+            })?;
+            let p = home.join("auth.json");
+            (AuthSource::File(p.clone()), auth_json::read_file(&p))
+        }
+    };
+    let cred = bytes
+        .and_then(|b| auth_json::parse(&b))
+        .map_err(|error| AppError::AuthJson {
+            origin: source.clone(),
+            error,
+        })?;
+    if let Some(l) = &label {
+        crate::service::validate_label(l)?;
+    }
+    let service = Service::open_default()?;
+    warn_key_store(&service);
+    let outcome = service.import(&cred, label.as_deref())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome).expect("ImportOutcome serialises")
+        );
+    } else {
+        println!("{}", outcome.sentence());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Config(format!("cannot start the async runtime: {e}")))
+}
+
+fn login(label: Option<String>, no_browser: bool, timeout: u64) -> Result<ExitCode, AppError> {
+    use crate::oauth::client::TokenClient;
+    use crate::oauth::login::{LoginFlow, LoginOptions};
+    if let Some(l) = &label {
+        crate::service::validate_label(l)?;
+    }
+    // Open the store first: a locked keychain should fail before the user signs in.
+    let service = Service::open_default()?;
+    let mut opts = LoginOptions::from_env().map_err(AppError::Config)?;
+    opts.timeout = std::time::Duration::from_secs(timeout);
+    let rt = runtime()?;
+    let cred = rt.block_on(async {
+        let flow = LoginFlow::start(&opts, TokenClient::new(opts.issuer.clone())).await?;
+        println!("Sign in with ChatGPT: open this URL in your browser:");
+        println!("{}", flow.url());
+        println!(
+            "Waiting for the browser (callback on port {}; Ctrl-C cancels)...",
+            flow.port()
+        );
+        let _ = std::io::stdout().flush();
+        if !no_browser {
+            open_browser(flow.url());
+        }
+        flow.wait().await
+    })?;
+    let outcome = service.sign_in(&cred, label.as_deref())?;
+    println!("{}", outcome.sentence());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Best effort: the URL is printed anyway, so a missing opener is not an error.
+fn open_browser(url: &str) {
+    let mut cmd = if cfg!(target_os = "macos") {
+        std::process::Command::new("open")
+    } else if cfg!(windows) {
+        let mut c = std::process::Command::new("cmd");
+        c.args(["/C", "start", ""]);
+        c
+    } else {
+        std::process::Command::new("xdg-open")
+    };
+    let spawned = cmd
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if let Err(e) = spawned {
+        tracing::info!("could not open a browser: {e}");
+    }
+}

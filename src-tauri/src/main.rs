@@ -1,0 +1,26 @@
+// Without a console window on Windows release builds; the CLI still prints when run from one.
+#![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
+
+use clap::Parser;
+use codex_vault::cli::{self, Cli};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    codex_vault::init_logging();
+    let args = Cli::parse();
+    match args.command {
+        Some(command) => cli::run(command),
+        None => desktop(),
+    }
+}
+
+#[cfg(feature = "desktop")]
+fn desktop() -> ExitCode {
+    codex_vault::desktop::run()
+}
+
+#[cfg(not(feature = "desktop"))]
+fn desktop() -> ExitCode {
+    eprintln!("this build has no desktop app (built without the `desktop` feature); use the subcommands, see --help");
+    ExitCode::from(cli::EXIT_USAGE)
+}

@@ -1,0 +1,435 @@
+//! "Sign in with ChatGPT": PKCE (S256) + state, the exact authorize URL of protocol.md, and a
+//! one-shot callback server on 127.0.0.1 (1455, else 1457 — the only registered redirect ports).
+
+use super::auth_json::{identity_from_claims, AuthJsonError, Credential, TokenSet};
+use super::client::{ExchangeError, Issuer, TokenClient, CLIENT_ID};
+use super::jwt;
+use crate::account::now_ms;
+use crate::secret::Secret;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub const DEFAULT_CALLBACK_PORTS: [u16; 2] = [1455, 1457];
+pub const SCOPE: &str =
+    "openid profile email offline_access api.connectors.read api.connectors.invoke";
+pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("the sign-in callback ports {ports} are all in use (another `codex login` or Codex Vault sign-in may be running); finish or cancel it and try again")]
+    PortsBusy { ports: String },
+    #[error("cannot start the sign-in callback server: {0}")]
+    Bind(String),
+    #[error("the sign-in was cancelled: {0}")]
+    Cancelled(String),
+    #[error(
+        "the sign-in answer did not match this sign-in (state mismatch); start the sign-in again"
+    )]
+    StateMismatch,
+    #[error("this ChatGPT account has no access to Codex (missing_codex_entitlement): its plan or its workspace admin does not allow Codex")]
+    MissingEntitlement,
+    #[error("the sign-in was refused ({code}): {description}")]
+    Denied { code: String, description: String },
+    #[error("the sign-in callback had no authorization code")]
+    NoCode,
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
+    #[error("the sign-in returned an unusable id_token: {0}")]
+    Identity(#[from] AuthJsonError),
+    #[error("the sign-in did not finish within {0} seconds")]
+    TimedOut(u64),
+}
+
+impl LoginError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            LoginError::PortsBusy { .. } => "login_ports_busy",
+            LoginError::Bind(_) => "login_bind",
+            LoginError::Cancelled(_) => "login_cancelled",
+            LoginError::StateMismatch => "login_state_mismatch",
+            LoginError::MissingEntitlement => "missing_codex_entitlement",
+            LoginError::Denied { .. } => "login_denied",
+            LoginError::NoCode => "login_no_code",
+            LoginError::Exchange(_) => "login_exchange_failed",
+            LoginError::Identity(e) => e.code(),
+            LoginError::TimedOut(_) => "login_timed_out",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoginOptions {
+    pub issuer: Issuer,
+    /// Tried in order; 0 means "any free port" (tests, so parallel runs never collide).
+    pub ports: Vec<u16>,
+    pub timeout: Duration,
+}
+
+impl LoginOptions {
+    /// Issuer from `CODEX_VAULT_AUTH_BASE`; ports from `CODEX_VAULT_CALLBACK_PORTS` (e.g. `1455,1457`).
+    pub fn from_env() -> Result<LoginOptions, String> {
+        let ports = match std::env::var("CODEX_VAULT_CALLBACK_PORTS") {
+            Ok(s) if !s.trim().is_empty() => s
+                .split(',')
+                .map(|p| p.trim().parse::<u16>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| format!("CODEX_VAULT_CALLBACK_PORTS must be port numbers separated by commas, not `{s}`"))?,
+            _ => DEFAULT_CALLBACK_PORTS.to_vec(),
+        };
+        Ok(LoginOptions {
+            issuer: Issuer::from_env(),
+            ports,
+            timeout: DEFAULT_LOGIN_TIMEOUT,
+        })
+    }
+}
+
+/// PKCE pair: verifier = 64 random bytes base64url; challenge = base64url(SHA-256(verifier)).
+pub struct Pkce {
+    pub verifier: Secret,
+    pub challenge: String,
+}
+
+pub fn pkce() -> Pkce {
+    let verifier = random_b64(64);
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    Pkce {
+        verifier: Secret::new(verifier),
+        challenge,
+    }
+}
+
+fn random_b64(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn redirect_uri(port: u16) -> String {
+    format!("http://localhost:{port}/auth/callback")
+}
+
+/// The authorize URL, parameters in protocol.md's order.
+pub fn authorize_url(issuer: &Issuer, redirect_uri: &str, challenge: &str, state: &str) -> String {
+    let mut url = url::Url::parse(&issuer.authorize_url()).unwrap_or_else(|_| {
+        url::Url::parse("https://auth.openai.com/oauth/authorize").expect("constant URL parses")
+    });
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", CLIENT_ID)
+        .append_pair("redirect_uri", redirect_uri)
+        .append_pair("scope", SCOPE)
+        .append_pair("code_challenge", challenge)
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("id_token_add_organizations", "true")
+        .append_pair("codex_cli_simplified_flow", "true")
+        .append_pair("state", state)
+        .append_pair("originator", "codex_cli_rs");
+    url.into()
+}
+
+type Outcome = Result<Credential, LoginError>;
+
+struct Callback {
+    state: String,
+    verifier: Secret,
+    redirect_uri: String,
+    client: TokenClient,
+    result: Mutex<Option<oneshot::Sender<Outcome>>>,
+}
+
+impl Callback {
+    fn finish(&self, outcome: Outcome) {
+        // Only the first answer counts; later requests find the flow already finished.
+        let sender = self.result.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(tx) = sender {
+            let _ = tx.send(outcome);
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.result
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+    }
+}
+
+/// A sign-in in progress: open `url()` in a browser, then `wait()`.
+pub struct LoginFlow {
+    url: String,
+    port: u16,
+    callback: Arc<Callback>,
+    result: oneshot::Receiver<Outcome>,
+    shutdown: Option<oneshot::Sender<()>>,
+    timeout: Duration,
+}
+
+/// Cancels a pending sign-in from elsewhere (the UI's Cancel button).
+#[derive(Clone)]
+pub struct LoginCanceller(Arc<Callback>);
+
+impl LoginCanceller {
+    pub fn cancel(&self, why: &str) {
+        self.0.finish(Err(LoginError::Cancelled(why.to_string())));
+    }
+}
+
+impl LoginFlow {
+    /// Binds the callback server (first free port of `opts.ports`) and prepares the URL.
+    pub async fn start(opts: &LoginOptions, client: TokenClient) -> Result<LoginFlow, LoginError> {
+        let listener = bind_first(&opts.ports).await?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| LoginError::Bind(e.to_string()))?
+            .port();
+        let pkce = pkce();
+        let state = random_b64(32);
+        let redirect = redirect_uri(port);
+        let url = authorize_url(&opts.issuer, &redirect, &pkce.challenge, &state);
+        let (tx, rx) = oneshot::channel();
+        let callback = Arc::new(Callback {
+            state,
+            verifier: pkce.verifier,
+            redirect_uri: redirect,
+            client,
+            result: Mutex::new(Some(tx)),
+        });
+        let app = Router::new()
+            .route("/auth/callback", get(on_callback))
+            .route("/cancel", get(on_cancel))
+            .with_state(callback.clone());
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+        });
+        Ok(LoginFlow {
+            url,
+            port,
+            callback,
+            result: rx,
+            shutdown: Some(stop_tx),
+            timeout: opts.timeout,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn canceller(&self) -> LoginCanceller {
+        LoginCanceller(self.callback.clone())
+    }
+
+    /// Waits for the browser to come back (or a cancel, or the timeout); the server then stops.
+    pub async fn wait(mut self) -> Outcome {
+        let outcome = match tokio::time::timeout(self.timeout, &mut self.result).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(LoginError::Cancelled("the sign-in server stopped".into())),
+            Err(_) => Err(LoginError::TimedOut(self.timeout.as_secs())),
+        };
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+        outcome
+    }
+}
+
+impl Drop for LoginFlow {
+    fn drop(&mut self) {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn bind_first(ports: &[u16]) -> Result<TcpListener, LoginError> {
+    for &port in ports {
+        match TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                tracing::info!(port, "sign-in callback port in use, trying the next");
+            }
+            Err(e) => return Err(LoginError::Bind(format!("port {port}: {e}"))),
+        }
+    }
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    Err(LoginError::PortsBusy {
+        ports: list.join(" and "),
+    })
+}
+
+async fn on_cancel(State(cb): State<Arc<Callback>>) -> Response {
+    // `codex login` sends this when it finds our port busy: give the port back, and say so.
+    cb.finish(Err(LoginError::Cancelled(
+        "another sign-in (for example `codex login`) asked for the callback port".into(),
+    )));
+    (StatusCode::OK, "Codex Vault: sign-in cancelled.").into_response()
+}
+
+async fn on_callback(
+    State(cb): State<Arc<Callback>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if cb.is_finished() {
+        return page(
+            StatusCode::GONE,
+            "This sign-in is already finished",
+            "Start a new sign-in from Codex Vault.",
+        );
+    }
+    if q.get("state") != Some(&cb.state) {
+        cb.finish(Err(LoginError::StateMismatch));
+        return page(StatusCode::BAD_REQUEST, "Sign-in failed", "The answer did not match the sign-in that was started (state mismatch). Start the sign-in again from Codex Vault.");
+    }
+    if let Some(code) = q.get("error") {
+        let raw = q.get("error_description").map(String::as_str).unwrap_or("");
+        let description = super::classify::redact(raw);
+        let err =
+            if code == "missing_codex_entitlement" || raw.contains("missing_codex_entitlement") {
+                LoginError::MissingEntitlement
+            } else {
+                LoginError::Denied {
+                    code: super::classify::redact(code),
+                    description,
+                }
+            };
+        let text = err.to_string();
+        cb.finish(Err(err));
+        return page(StatusCode::OK, "Sign-in failed", &text);
+    }
+    let Some(code) = q.get("code").filter(|c| !c.is_empty()) else {
+        cb.finish(Err(LoginError::NoCode));
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "The answer had no authorization code.",
+        );
+    };
+    match exchange(&cb, code).await {
+        Ok(cred) => {
+            let who = cred.identity.email.clone();
+            cb.finish(Ok(cred));
+            page(
+                StatusCode::OK,
+                "Signed in",
+                &format!("Codex Vault now holds the sign-in of {who}. You can close this tab."),
+            )
+        }
+        Err(e) => {
+            let text = e.to_string();
+            cb.finish(Err(e));
+            page(StatusCode::OK, "Sign-in failed", &text)
+        }
+    }
+}
+
+async fn exchange(cb: &Callback, code: &str) -> Outcome {
+    let t = cb
+        .client
+        .exchange_code(code, &cb.redirect_uri, &cb.verifier)
+        .await?;
+    // exchange_code guarantees all three are present.
+    let (Some(id_token), Some(access), Some(refresh)) =
+        (t.id_token, t.access_token, t.refresh_token)
+    else {
+        return Err(ExchangeError::BadResponse("missing tokens".into()).into());
+    };
+    let claims = jwt::decode_claims(id_token.expose(), "id_token").map_err(AuthJsonError::from)?;
+    let identity = identity_from_claims(&claims, None)?;
+    let access_expires_at = jwt::access_token_exp(access.expose())
+        .map(|s| s.saturating_mul(1000))
+        .or_else(|| t.expires_in.map(|s| now_ms() + s.saturating_mul(1000)));
+    Ok(Credential {
+        identity,
+        tokens: TokenSet {
+            id_token,
+            access_token: access,
+            refresh_token: refresh,
+            access_expires_at,
+        },
+        last_refresh: Some(now_ms()),
+    })
+}
+
+fn page(status: StatusCode, title: &str, text: &str) -> Response {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Codex Vault: {t}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;line-height:1.5}}</style>\
+         </head><body><h1>{t}</h1><p>{x}</p></body></html>",
+        t = esc(title),
+        x = esc(text)
+    );
+    (status, Html(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_challenge_is_s256_of_verifier() {
+        let p = pkce();
+        assert_eq!(p.verifier.expose().len(), 86); // 64 bytes, base64url without padding
+        let expect = URL_SAFE_NO_PAD.encode(Sha256::digest(p.verifier.expose().as_bytes()));
+        assert_eq!(p.challenge, expect);
+    }
+
+    #[test]
+    fn authorize_url_has_protocol_parameters_in_order() {
+        let issuer = Issuer {
+            base: "https://auth.openai.com".into(),
+        };
+        let u = authorize_url(&issuer, &redirect_uri(1455), "CH", "ST");
+        let parsed = url::Url::parse(&u).unwrap();
+        assert_eq!(parsed.path(), "/oauth/authorize");
+        let keys: Vec<String> = parsed.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        assert_eq!(
+            keys,
+            [
+                "response_type",
+                "client_id",
+                "redirect_uri",
+                "scope",
+                "code_challenge",
+                "code_challenge_method",
+                "id_token_add_organizations",
+                "codex_cli_simplified_flow",
+                "state",
+                "originator"
+            ]
+        );
+        let q: HashMap<_, _> = parsed.query_pairs().into_owned().collect();
+        assert_eq!(q["client_id"], CLIENT_ID);
+        assert_eq!(q["redirect_uri"], "http://localhost:1455/auth/callback");
+        assert_eq!(q["scope"], SCOPE);
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert_eq!(q["originator"], "codex_cli_rs");
+    }
+}

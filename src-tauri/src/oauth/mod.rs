@@ -1,0 +1,7 @@
+//! Everything that speaks OAuth with OpenAI's issuer, and the credential formats it produces.
+
+pub mod auth_json;
+pub mod classify;
+pub mod client;
+pub mod jwt;
+pub mod login;

@@ -1,0 +1,397 @@
+//! The opened vault: store + data key. The one object the desktop app, `serve` and the CLI share;
+//! each face calls these functions and maps `AppError` once.
+
+use crate::account::{has_control_chars, now_ms, AccountView};
+use crate::error::AppError;
+use crate::oauth::auth_json::{Credential, TokenSet};
+use crate::store::{NewAccount, SealedTokens, Store};
+use crate::vault::{Field, KeyRequest, KeyStoreKind, Vault, VaultError};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+const KEY_CHECK_META: &str = "key_check";
+pub const MAX_LABEL_CHARS: usize = 64;
+
+pub struct Service {
+    store: Store,
+    vault: Vault,
+    data_dir: PathBuf,
+}
+
+/// What `store_info` shows: where data is, how it is protected, and any warning to surface.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StoreInfo {
+    pub data_dir: String,
+    pub key_store: KeyStoreKind,
+    pub warning: Option<String>,
+}
+
+/// What an import did, in words the CLI prints and the UI shows.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ImportOutcome {
+    Added {
+        account: AccountView,
+    },
+    /// Same ChatGPT account already held: its tokens were replaced by the file's newer ones.
+    Updated {
+        account: AccountView,
+    },
+    /// Same ChatGPT account already held with tokens at least as new: nothing replaced.
+    KeptNewer {
+        account: AccountView,
+    },
+    /// A browser sign-in of a ChatGPT account not held before.
+    SignedIn {
+        account: AccountView,
+    },
+    /// A browser sign-in of a held account: the same row revived, its history kept.
+    SignedInAgain {
+        account: AccountView,
+    },
+}
+
+impl ImportOutcome {
+    pub fn account(&self) -> &AccountView {
+        match self {
+            ImportOutcome::Added { account }
+            | ImportOutcome::Updated { account }
+            | ImportOutcome::KeptNewer { account }
+            | ImportOutcome::SignedIn { account }
+            | ImportOutcome::SignedInAgain { account } => account,
+        }
+    }
+
+    pub fn sentence(&self) -> String {
+        let a = self.account();
+        let who = format!(
+            "{} ({}{})",
+            a.label,
+            a.email.as_deref().unwrap_or("no email"),
+            a.plan
+                .as_deref()
+                .map(|p| format!(", {p}"))
+                .unwrap_or_default()
+        );
+        match self {
+            ImportOutcome::Added { .. } => format!("Imported account {who} as {}.", a.id),
+            ImportOutcome::Updated { .. } => {
+                format!("Updated existing account {who}: the file's tokens are newer.")
+            }
+            ImportOutcome::KeptNewer { .. } => format!(
+                "Account {who} is already held; kept the newer tokens already held (the file's are not newer)."
+            ),
+            ImportOutcome::SignedIn { .. } => format!("Signed in: added account {who} as {}.", a.id),
+            ImportOutcome::SignedInAgain { .. } => {
+                format!("Signed in again to existing account {who}; its history is kept.")
+            }
+        }
+    }
+}
+
+impl Service {
+    /// Opens the store in `data_dir` and unlocks its data key (creating one only for a store
+    /// that has nothing sealed yet).
+    pub fn open(data_dir: &Path, kind: KeyStoreKind) -> Result<Service, AppError> {
+        let store = Store::open(data_dir)?;
+        let has_sealed_data = store.has_sealed_data()?;
+        let vault = Vault::unlock(&KeyRequest {
+            store_id: store.store_id(),
+            data_dir,
+            kind,
+            has_sealed_data,
+        })?;
+        match store.meta_get(KEY_CHECK_META)? {
+            Some(blob) if !vault.verify_key_check(&blob) => {
+                // With sealed data present this key cannot open it; without, the check is stale.
+                if has_sealed_data {
+                    return Err(VaultError::KeyMismatch {
+                        store_id: store.store_id().to_string(),
+                    }
+                    .into());
+                }
+                store.meta_set(KEY_CHECK_META, &vault.key_check())?;
+            }
+            Some(_) => {}
+            None => store.meta_set(KEY_CHECK_META, &vault.key_check())?,
+        }
+        Ok(Service {
+            store,
+            vault,
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// Opens the store the environment names (`CODEX_VAULT_HOME`, `CODEX_VAULT_KEY_STORE`).
+    pub fn open_default() -> Result<Service, AppError> {
+        let kind = KeyStoreKind::from_env().map_err(AppError::Config)?;
+        Service::open(&crate::paths::data_dir()?, kind)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    pub fn info(&self) -> StoreInfo {
+        StoreInfo {
+            data_dir: self.data_dir.display().to_string(),
+            key_store: self.vault.kind(),
+            warning: match self.vault.kind() {
+                KeyStoreKind::Keychain => None,
+                KeyStoreKind::File => Some(format!(
+                    "The data key is kept in a file ({}), not in the OS keychain (CODEX_VAULT_KEY_STORE=file): anyone who can read your files can read your sign-ins.",
+                    self.data_dir.join("data-key").display()
+                )),
+            },
+        }
+    }
+
+    pub fn list(&self) -> Result<Vec<AccountView>, AppError> {
+        let now = now_ms();
+        Ok(self
+            .store
+            .list_accounts()?
+            .iter()
+            .map(|a| a.view(now))
+            .collect())
+    }
+
+    pub fn view(&self, reference: &str) -> Result<AccountView, AppError> {
+        Ok(self.store.find_account(reference)?.view(now_ms()))
+    }
+
+    fn seal(&self, account_id: &str, t: &TokenSet) -> SealedTokens {
+        SealedTokens {
+            access_token: self
+                .vault
+                .seal(account_id, Field::AccessToken, &t.access_token),
+            id_token: self.vault.seal(account_id, Field::IdToken, &t.id_token),
+            refresh_token: self
+                .vault
+                .seal(account_id, Field::RefreshToken, &t.refresh_token),
+            refresh_fingerprint: t.refresh_token.fingerprint(),
+            access_expires_at: t.access_expires_at,
+        }
+    }
+
+    /// Stores a parsed auth.json. A known ChatGPT account (same account id + user id) is updated
+    /// in place, and only when the file is newer than our last rotation: an old backup must never
+    /// replace a live grant.
+    pub fn import(
+        &self,
+        cred: &Credential,
+        label: Option<&str>,
+    ) -> Result<ImportOutcome, AppError> {
+        if let Some(l) = label {
+            validate_label(l)?;
+        }
+        let id = &cred.identity;
+        let existing = self
+            .store
+            .find_by_identity(&id.chatgpt_account_id, &id.chatgpt_user_id)?;
+        let Some(existing) = existing else {
+            let account_id = uuid::Uuid::new_v4().to_string();
+            let label = match label {
+                Some(l) => l.to_string(),
+                None => self.unique_label(&default_label(&id.email))?,
+            };
+            let new = NewAccount {
+                id: account_id.clone(),
+                label,
+                email: Some(id.email.clone()),
+                chatgpt_account_id: id.chatgpt_account_id.clone(),
+                chatgpt_user_id: id.chatgpt_user_id.clone(),
+                plan: id.plan.clone(),
+                fedramp: id.fedramp,
+                last_refresh_at: cred.last_refresh,
+            };
+            self.store.insert_account(
+                &new,
+                &self.seal(&account_id, &cred.tokens),
+                "imported",
+                None,
+            )?;
+            return Ok(ImportOutcome::Added {
+                account: self.view(&account_id)?,
+            });
+        };
+
+        if let Some(l) = label.filter(|l| *l != existing.label) {
+            self.store.set_label(&existing.id, l)?;
+        }
+        let newer = match (cred.last_refresh, existing.last_refresh_at) {
+            (Some(file), Some(ours)) => file > ours,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let same_grant = self
+            .store
+            .secrets(&existing.id)?
+            .is_some_and(|s| s.refresh_fingerprint == cred.tokens.refresh_token.fingerprint());
+        if newer && !same_grant {
+            let replaced = self.store.replace_grant(
+                &existing.id,
+                existing.generation,
+                &self.seal(&existing.id, &cred.tokens),
+                Some(&id.email),
+                id.plan.as_deref(),
+                cred.last_refresh,
+                "imported_again",
+                Some("tokens replaced by the imported file's newer ones"),
+            )?;
+            if replaced {
+                return Ok(ImportOutcome::Updated {
+                    account: self.view(&existing.id)?,
+                });
+            }
+            // A refresh committed a newer generation meanwhile: ours is now the newer grant.
+        }
+        self.store.append_event(
+            &existing.id,
+            "imported_again",
+            Some("kept the newer tokens already held"),
+        )?;
+        Ok(ImportOutcome::KeptNewer {
+            account: self.view(&existing.id)?,
+        })
+    }
+
+    /// Stores a browser sign-in. A fresh sign-in is always the newest grant: a held account
+    /// (same account id + user id) gets it in place and comes back to life, history kept.
+    pub fn sign_in(
+        &self,
+        cred: &Credential,
+        label: Option<&str>,
+    ) -> Result<ImportOutcome, AppError> {
+        if let Some(l) = label {
+            validate_label(l)?;
+        }
+        let id = &cred.identity;
+        // A refresh of the old grant may commit between our read and our write: re-read and retry.
+        for _ in 0..5 {
+            let existing = self
+                .store
+                .find_by_identity(&id.chatgpt_account_id, &id.chatgpt_user_id)?;
+            let Some(existing) = existing else {
+                let account_id = uuid::Uuid::new_v4().to_string();
+                let label = match label {
+                    Some(l) => l.to_string(),
+                    None => self.unique_label(&default_label(&id.email))?,
+                };
+                let new = NewAccount {
+                    id: account_id.clone(),
+                    label,
+                    email: Some(id.email.clone()),
+                    chatgpt_account_id: id.chatgpt_account_id.clone(),
+                    chatgpt_user_id: id.chatgpt_user_id.clone(),
+                    plan: id.plan.clone(),
+                    fedramp: id.fedramp,
+                    last_refresh_at: cred.last_refresh,
+                };
+                self.store.insert_account(
+                    &new,
+                    &self.seal(&account_id, &cred.tokens),
+                    "signed_in",
+                    None,
+                )?;
+                return Ok(ImportOutcome::SignedIn {
+                    account: self.view(&account_id)?,
+                });
+            };
+            if let Some(l) = label.filter(|l| *l != existing.label) {
+                self.store.set_label(&existing.id, l)?;
+            }
+            let detail = existing
+                .failure
+                .as_ref()
+                .map(|f| format!("revived from {}", f.code));
+            if self.store.replace_grant(
+                &existing.id,
+                existing.generation,
+                &self.seal(&existing.id, &cred.tokens),
+                Some(&id.email),
+                id.plan.as_deref(),
+                cred.last_refresh,
+                "signed_in",
+                detail.as_deref(),
+            )? {
+                return Ok(ImportOutcome::SignedInAgain {
+                    account: self.view(&existing.id)?,
+                });
+            }
+        }
+        Err(crate::store::StoreError::Conflict.into())
+    }
+
+    pub fn remove(&self, reference: &str) -> Result<AccountView, AppError> {
+        let account = self.store.find_account(reference)?;
+        self.store.remove_account(&account.id)?;
+        Ok(account.view(now_ms()))
+    }
+
+    fn unique_label(&self, base: &str) -> Result<String, AppError> {
+        let mut candidate = base.to_string();
+        let mut n = 2;
+        while self.store.label_exists(&candidate)? {
+            candidate = format!("{base}-{n}");
+            n += 1;
+        }
+        Ok(candidate)
+    }
+}
+
+pub fn validate_label(label: &str) -> Result<(), AppError> {
+    if label.trim().is_empty() {
+        return Err(AppError::InvalidLabel("it is empty".into()));
+    }
+    if has_control_chars(label) {
+        return Err(AppError::InvalidLabel(
+            "it contains control characters".into(),
+        ));
+    }
+    if label.chars().count() > MAX_LABEL_CHARS {
+        return Err(AppError::InvalidLabel(format!(
+            "it is longer than {MAX_LABEL_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// `ana@corp.com` → `ana`: a readable default that the user can rename.
+fn default_label(email: &str) -> String {
+    let local = email.split('@').next().unwrap_or(email);
+    let cleaned: String = local
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'))
+        .take(MAX_LABEL_CHARS - 4)
+        .collect();
+    if cleaned.is_empty() {
+        "account".to_string()
+    } else {
+        cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_labels() {
+        assert_eq!(default_label("ana@corp.com"), "ana");
+        assert_eq!(default_label("@x"), "account");
+        assert_eq!(default_label("a b\u{1b}c@x"), "abc");
+    }
+
+    #[test]
+    fn labels_validated() {
+        assert!(validate_label("work").is_ok());
+        assert!(validate_label("").is_err());
+        assert!(validate_label("a\r\nX-Injected: 1").is_err());
+        assert!(validate_label(&"x".repeat(65)).is_err());
+    }
+}

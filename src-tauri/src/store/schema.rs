@@ -1,0 +1,92 @@
+//! Versioned schema. `PRAGMA user_version` holds how many migrations ran; a DB whose version is
+//! higher than ours was written by a newer Codex Vault and is refused, never "repaired".
+
+use rusqlite::{Connection, Transaction};
+
+/// Each entry runs once, in order, in one transaction with the version bump. Append only.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    );
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE accounts (
+        id                  TEXT PRIMARY KEY,
+        label               TEXT NOT NULL UNIQUE,
+        email               TEXT,
+        chatgpt_account_id  TEXT NOT NULL,
+        chatgpt_user_id     TEXT NOT NULL,
+        plan                TEXT,
+        fedramp             INTEGER NOT NULL DEFAULT 0,
+        status              TEXT NOT NULL DEFAULT 'healthy',
+        failure_code        TEXT,
+        failure_message     TEXT,
+        failure_http_status INTEGER,
+        failure_at          INTEGER,
+        last_error          TEXT,
+        last_error_at       INTEGER,
+        access_expires_at   INTEGER,
+        last_refresh_at     INTEGER,
+        rate_limited_until  INTEGER,
+        generation          INTEGER NOT NULL DEFAULT 0,
+        disabled            INTEGER NOT NULL DEFAULT 0,
+        created_at          INTEGER NOT NULL,
+        updated_at          INTEGER NOT NULL,
+        UNIQUE (chatgpt_account_id, chatgpt_user_id)
+    );
+    -- Secrets apart from the row: a write of label/status/usage never touches them, and the
+    -- refresh token has its own column so no other write can drop a rotation.
+    CREATE TABLE account_secrets (
+        account_id            TEXT PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+        access_token          BLOB NOT NULL,
+        id_token              BLOB NOT NULL,
+        refresh_token         BLOB NOT NULL,
+        refresh_fingerprint   TEXT NOT NULL,
+        previous_refresh_fingerprint TEXT,
+        rotated_at            INTEGER
+    );
+    CREATE TABLE refresh_leases (
+        account_id  TEXT PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+        holder      TEXT NOT NULL,
+        expires_at  INTEGER NOT NULL
+    );
+    CREATE TABLE refresh_intents (
+        account_id  TEXT PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+        generation  INTEGER NOT NULL,
+        holder      TEXT NOT NULL,
+        started_at  INTEGER NOT NULL
+    );
+    -- Append-only history; no foreign key, so an account's story outlives its removal.
+    CREATE TABLE account_events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        account_id  TEXT NOT NULL,
+        at          INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        detail      TEXT
+    );
+    CREATE INDEX account_events_by_account ON account_events(account_id, id);
+    "#,
+];
+
+pub const LATEST: i64 = MIGRATIONS.len() as i64;
+
+pub fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+/// Runs the migrations this DB has not seen. The caller has already refused a newer DB.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current = user_version(conn)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx: Transaction<'_> = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

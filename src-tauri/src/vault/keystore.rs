@@ -1,0 +1,186 @@
+//! Where the data key lives: the OS keychain (default) or an opt-in 0600 file. The key is read at
+//! most once per process and store, then shared; it is created only for a store with no sealed data.
+
+use super::seal::DataKey;
+use super::{KeyRequest, VaultError};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use zeroize::Zeroizing;
+
+pub const KEYCHAIN_SERVICE: &str = "codex-vault";
+pub const KEY_FILE_NAME: &str = "data-key";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStoreKind {
+    Keychain,
+    File,
+}
+
+impl KeyStoreKind {
+    /// `CODEX_VAULT_KEY_STORE=file` is the explicit opt-in for machines without a keychain.
+    pub fn from_env() -> Result<KeyStoreKind, String> {
+        match std::env::var("CODEX_VAULT_KEY_STORE").ok().as_deref() {
+            None | Some("") | Some("keychain") => Ok(KeyStoreKind::Keychain),
+            Some("file") => Ok(KeyStoreKind::File),
+            Some(other) => Err(format!(
+                "CODEX_VAULT_KEY_STORE must be `keychain` or `file`, not `{other}`"
+            )),
+        }
+    }
+}
+
+static KEYCHAIN_READS: AtomicU64 = AtomicU64::new(0);
+static KEY_CACHE: OnceLock<Mutex<HashMap<String, Arc<DataKey>>>> = OnceLock::new();
+
+/// How many times this process read a data key from its key store (the benchmark and a test
+/// check it stays at 1 per store).
+pub fn keychain_reads() -> u64 {
+    KEYCHAIN_READS.load(Ordering::Relaxed)
+}
+
+fn cache() -> &'static Mutex<HashMap<String, Arc<DataKey>>> {
+    KEY_CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+pub(super) fn obtain(req: &KeyRequest<'_>) -> Result<Arc<DataKey>, VaultError> {
+    let cache_key = format!("{:?}:{}", req.kind, req.store_id);
+    // A poisoned lock only means another thread panicked mid-insert; the map itself is intact.
+    let mut cached = cache().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(k) = cached.get(&cache_key) {
+        return Ok(k.clone());
+    }
+    let backend: Box<dyn KeyBackend> = match req.kind {
+        KeyStoreKind::Keychain => Box::new(Keychain::new(req.store_id)?),
+        KeyStoreKind::File => Box::new(KeyFile {
+            path: req.data_dir.join(KEY_FILE_NAME),
+        }),
+    };
+    KEYCHAIN_READS.fetch_add(1, Ordering::Relaxed);
+    let key = match backend.load()? {
+        Some(k) => k,
+        None if req.has_sealed_data => {
+            return Err(VaultError::KeyMissing {
+                store_id: req.store_id.to_string(),
+            })
+        }
+        None => {
+            let k = DataKey::generate();
+            backend.save(&k)?;
+            tracing::info!(store = req.store_id, kind = ?req.kind, "created a new data key for an empty store");
+            k
+        }
+    };
+    let key = Arc::new(key);
+    cached.insert(cache_key, key.clone());
+    Ok(key)
+}
+
+trait KeyBackend {
+    fn load(&self) -> Result<Option<DataKey>, VaultError>;
+    fn save(&self, key: &DataKey) -> Result<(), VaultError>;
+}
+
+fn encode(key: &DataKey) -> Zeroizing<String> {
+    Zeroizing::new(STANDARD.encode(key.as_bytes()))
+}
+
+fn decode(text: &str) -> Result<DataKey, VaultError> {
+    let bytes =
+        Zeroizing::new(
+            STANDARD
+                .decode(text.trim())
+                .map_err(|_| VaultError::KeyCorrupt {
+                    detail: "not base64".into(),
+                })?,
+        );
+    let arr: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| VaultError::KeyCorrupt {
+            detail: format!("{} bytes instead of 32", bytes.len()),
+        })?;
+    Ok(DataKey::from_bytes(arr))
+}
+
+struct Keychain {
+    entry: keyring_core::Entry,
+}
+
+impl Keychain {
+    fn new(store_id: &str) -> Result<Keychain, VaultError> {
+        init_default_store()?;
+        let entry = keyring_core::Entry::new(KEYCHAIN_SERVICE, &format!("data-key:{store_id}"))
+            .map_err(unavailable)?;
+        Ok(Keychain { entry })
+    }
+}
+
+fn unavailable(e: keyring_core::Error) -> VaultError {
+    VaultError::KeychainUnavailable {
+        detail: e.to_string(),
+    }
+}
+
+impl KeyBackend for Keychain {
+    fn load(&self) -> Result<Option<DataKey>, VaultError> {
+        match self.entry.get_password() {
+            Ok(text) => decode(&Zeroizing::new(text)).map(Some),
+            // NoEntry is how "no key yet" is told apart from "keychain unavailable".
+            Err(keyring_core::Error::NoEntry) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    fn save(&self, key: &DataKey) -> Result<(), VaultError> {
+        self.entry.set_password(&encode(key)).map_err(unavailable)
+    }
+}
+
+/// Installs the platform's real credential store once per process (never a mock).
+fn init_default_store() -> Result<(), VaultError> {
+    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
+    INIT.get_or_init(|| {
+        #[cfg(target_os = "linux")]
+        let store = zbus_secret_service_keyring_store::Store::new();
+        #[cfg(target_os = "macos")]
+        let store = apple_native_keyring_store::keychain::Store::new();
+        #[cfg(target_os = "windows")]
+        let store = windows_native_keyring_store::Store::new();
+        store
+            .map(|s| keyring_core::set_default_store(s))
+            .map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(|detail| VaultError::KeychainUnavailable { detail })
+}
+
+struct KeyFile {
+    path: PathBuf,
+}
+
+impl KeyBackend for KeyFile {
+    fn load(&self) -> Result<Option<DataKey>, VaultError> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => decode(&Zeroizing::new(text)).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(file_err(&self.path, e)),
+        }
+    }
+
+    fn save(&self, key: &DataKey) -> Result<(), VaultError> {
+        crate::fsutil::write_private_new(&self.path, encode(key).as_bytes())
+            .map_err(|e| file_err(&self.path, e))
+    }
+}
+
+fn file_err(path: &Path, e: std::io::Error) -> VaultError {
+    VaultError::KeyFile {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    }
+}

@@ -1,0 +1,116 @@
+//! Envelope encryption: one random 256-bit data key per store, kept in the OS keychain (or, by
+//! explicit opt-in, a 0600 file), seals every token with XChaCha20-Poly1305 before it reaches SQLite.
+//! Why one key rather than one keychain item per account: see DESIGN.md § Storage.
+
+mod keystore;
+mod seal;
+
+pub use keystore::{keychain_reads, KeyStoreKind};
+pub use seal::{DataKey, Field};
+
+use crate::secret::Secret;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("the OS keychain is unavailable ({detail}). On Linux, install and unlock a Secret Service (gnome-keyring or KeePassXC) and sign in to a desktop session; on a headless machine you may opt in to a key file with CODEX_VAULT_KEY_STORE=file")]
+    KeychainUnavailable { detail: String },
+    #[error("the data key for this store (keychain item `codex-vault` / `data-key:{store_id}`) is missing, but the store holds encrypted sign-ins. Nothing was changed. Restore the keychain item (for example from a keyring backup), or move the data directory aside and start fresh")]
+    KeyMissing { store_id: String },
+    #[error("the data key for this store does not open its data (keychain item `data-key:{store_id}` was replaced?). Nothing was changed")]
+    KeyMismatch { store_id: String },
+    #[error("the data key for this store is unreadable ({detail}). Nothing was changed")]
+    KeyCorrupt { detail: String },
+    #[error("the key file {path} could not be used: {detail}")]
+    KeyFile { path: String, detail: String },
+    #[error("an encrypted {field} for account {account_id} does not open (damaged, or moved from another account)")]
+    Tampered {
+        account_id: String,
+        field: &'static str,
+    },
+}
+
+impl VaultError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            VaultError::KeychainUnavailable { .. } => "keychain_unavailable",
+            VaultError::KeyMissing { .. } => "key_missing",
+            VaultError::KeyMismatch { .. } => "key_mismatch",
+            VaultError::KeyCorrupt { .. } => "key_corrupt",
+            VaultError::KeyFile { .. } => "key_file",
+            VaultError::Tampered { .. } => "secret_tampered",
+        }
+    }
+}
+
+/// What the store tells the vault when it opens: decides whether a key may be created.
+pub struct KeyRequest<'a> {
+    pub store_id: &'a str,
+    pub data_dir: &'a Path,
+    pub kind: KeyStoreKind,
+    /// True when any sealed blob exists: then a missing key is an error, never a new key.
+    pub has_sealed_data: bool,
+}
+
+/// An opened vault: the data key of one store, shared by everything in this process.
+#[derive(Clone)]
+pub struct Vault {
+    key: Arc<DataKey>,
+    kind: KeyStoreKind,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// Loads the store's data key (once per process), or creates one for a store with no sealed data.
+    pub fn unlock(req: &KeyRequest<'_>) -> Result<Vault, VaultError> {
+        let key = keystore::obtain(req)?;
+        Ok(Vault {
+            key,
+            kind: req.kind,
+        })
+    }
+
+    pub fn kind(&self) -> KeyStoreKind {
+        self.kind
+    }
+
+    pub fn seal(&self, account_id: &str, field: Field, plaintext: &Secret) -> Vec<u8> {
+        self.key
+            .seal(account_id, field, plaintext.expose().as_bytes())
+    }
+
+    pub fn open(&self, account_id: &str, field: Field, blob: &[u8]) -> Result<Secret, VaultError> {
+        let bytes = self
+            .key
+            .open(account_id, field, blob)
+            .ok_or_else(|| VaultError::Tampered {
+                account_id: account_id.to_string(),
+                field: field.name(),
+            })?;
+        String::from_utf8(bytes)
+            .map(Secret::new)
+            .map_err(|_| VaultError::Tampered {
+                account_id: account_id.to_string(),
+                field: field.name(),
+            })
+    }
+
+    /// A known plaintext sealed under the key, kept in the DB, so a wrong key is told apart from damage.
+    pub fn key_check(&self) -> Vec<u8> {
+        self.key.seal("", Field::KeyCheck, KEY_CHECK_PLAINTEXT)
+    }
+
+    pub fn verify_key_check(&self, blob: &[u8]) -> bool {
+        self.key.open("", Field::KeyCheck, blob).as_deref() == Some(KEY_CHECK_PLAINTEXT)
+    }
+}
+
+const KEY_CHECK_PLAINTEXT: &[u8] = b"codex-vault key check v1";
