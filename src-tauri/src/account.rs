@@ -88,6 +88,8 @@ pub struct Account {
     pub failure: Option<FailureReason>,
     pub last_error: Option<LastError>,
     pub access_expires_at: Option<UnixMs>,
+    /// The access token's `iat`: with `exp` it gives the token's lifetime (scheduler lead times).
+    pub access_issued_at: Option<UnixMs>,
     pub last_refresh_at: Option<UnixMs>,
     pub rate_limited_until: Option<UnixMs>,
     pub generation: i64,
@@ -199,6 +201,7 @@ mod tests {
             failure: None,
             last_error: None,
             access_expires_at: Some(1_700_000_000_000),
+            access_issued_at: None,
             last_refresh_at: None,
             rate_limited_until: None,
             generation: 0,

@@ -29,6 +29,11 @@ pub enum Command {
     /// Manage the accounts in the vault.
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Print a valid access token of an account (refreshing it if needed).
+    Token {
+        #[arg(value_name = "ID|LABEL")]
+        account: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +63,11 @@ pub enum AccountsCommand {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// Refresh an account's tokens now.
+    Refresh {
+        #[arg(value_name = "ID|LABEL")]
+        account: String,
+    },
     /// Remove an account (its history is kept).
     Remove {
         #[arg(value_name = "ID|LABEL")]
@@ -69,6 +79,20 @@ pub enum AccountsCommand {
 pub fn run(command: Command) -> ExitCode {
     match dispatch(command) {
         Ok(code) => code,
+        Err(AppError::Refresh(crate::refresh::RefreshError::Terminal { account, reason })) => {
+            eprintln!(
+                "error: account {account} needs sign-in: {} ({}{}, since {}) [{}]",
+                reason.message,
+                reason.code,
+                reason
+                    .http_status
+                    .map(|s| format!(", HTTP {s}"))
+                    .unwrap_or_default(),
+                crate::account::ms_to_rfc3339(reason.at),
+                reason.code
+            );
+            ExitCode::from(EXIT_TERMINAL)
+        }
         Err(e) => {
             eprintln!("error: {e} [{}]", e.code());
             ExitCode::from(EXIT_ERROR)
@@ -87,6 +111,8 @@ fn dispatch(command: Command) -> Result<ExitCode, AppError> {
             no_browser,
             timeout,
         }) => login(label, no_browser, timeout),
+        Command::Token { account } => token(&account),
+        Command::Accounts(AccountsCommand::Refresh { account }) => refresh_now(&account),
         Command::Accounts(AccountsCommand::Remove { account }) => {
             let service = Service::open_default()?;
             let removed = service.remove(&account)?;
@@ -197,6 +223,11 @@ fn login(label: Option<String>, no_browser: bool, timeout: u64) -> Result<ExitCo
     }
     // Open the store first: a locked keychain should fail before the user signs in.
     let service = Service::open_default()?;
+    if let Some(l) = &label {
+        if service.store().label_exists(l)? {
+            return Err(crate::store::StoreError::LabelTaken(l.clone()).into());
+        }
+    }
     let mut opts = LoginOptions::from_env().map_err(AppError::Config)?;
     opts.timeout = std::time::Duration::from_secs(timeout);
     let rt = runtime()?;
@@ -239,4 +270,33 @@ fn open_browser(url: &str) {
     if let Err(e) = spawned {
         tracing::info!("could not open a browser: {e}");
     }
+}
+
+fn token(reference: &str) -> Result<ExitCode, AppError> {
+    let service = Service::open_default()?;
+    let id = service.store().find_account(reference)?.id;
+    let tm = service.token_manager();
+    let token = runtime()?.block_on(async {
+        // A refresh left unfinished by a crashed process is settled first (once).
+        tm.recover_intents().await;
+        tm.access_token(&id).await
+    })?;
+    println!("{}", token.token.expose());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn refresh_now(reference: &str) -> Result<ExitCode, AppError> {
+    let service = Service::open_default()?;
+    let account = service.store().find_account(reference)?;
+    let tm = service.token_manager();
+    let token = runtime()?.block_on(tm.force_refresh(&account.id, None))?;
+    println!(
+        "Refreshed {}; the access token is valid until {}.",
+        account.label,
+        token
+            .expires_at
+            .map(crate::account::ms_to_rfc3339)
+            .unwrap_or_else(|| "an unknown time".into())
+    );
+    Ok(ExitCode::SUCCESS)
 }

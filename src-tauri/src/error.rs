@@ -20,6 +20,8 @@ pub enum AppError {
     },
     #[error(transparent)]
     Login(#[from] LoginError),
+    #[error(transparent)]
+    Refresh(#[from] crate::refresh::RefreshError),
     #[error("invalid label: {0}")]
     InvalidLabel(String),
     #[error("{0}")]
@@ -35,6 +37,7 @@ impl AppError {
             AppError::Vault(e) => e.code(),
             AppError::AuthJson { error, .. } => error.code(),
             AppError::Login(e) => e.code(),
+            AppError::Refresh(e) => e.code(),
             AppError::InvalidLabel(_) => "invalid_label",
             AppError::Config(_) => "config",
             AppError::NoDataDir => "no_data_dir",

@@ -7,6 +7,7 @@ pub mod error;
 pub mod fsutil;
 pub mod oauth;
 pub mod paths;
+pub mod refresh;
 pub mod secret;
 pub mod service;
 pub mod store;

@@ -8,12 +8,13 @@ use crate::store::{NewAccount, SealedTokens, Store};
 use crate::vault::{Field, KeyRequest, KeyStoreKind, Vault, VaultError};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const KEY_CHECK_META: &str = "key_check";
 pub const MAX_LABEL_CHARS: usize = 64;
 
 pub struct Service {
-    store: Store,
+    store: Arc<Store>,
     vault: Vault,
     data_dir: PathBuf,
 }
@@ -94,29 +95,39 @@ impl Service {
     /// that has nothing sealed yet).
     pub fn open(data_dir: &Path, kind: KeyStoreKind) -> Result<Service, AppError> {
         let store = Store::open(data_dir)?;
-        let has_sealed_data = store.has_sealed_data()?;
-        let vault = Vault::unlock(&KeyRequest {
-            store_id: store.store_id(),
+        let store_id = store.store_id().to_string();
+        let req = KeyRequest {
+            store_id: &store_id,
             data_dir,
             kind,
-            has_sealed_data,
-        })?;
+        };
+        let vault = match Vault::load(&req)? {
+            Some(v) => v,
+            // No key yet: mint one under the store's write lock, after checking again under it,
+            // so two processes opening a new store at once can never mint two keys.
+            None => store.with_write_lock(|conn| {
+                if let Some(v) = Vault::load(&req)? {
+                    return Ok(v);
+                }
+                if Store::has_sealed_data_in(conn)? {
+                    return Err(AppError::from(VaultError::KeyMissing {
+                        store_id: store_id.clone(),
+                    }));
+                }
+                let v = Vault::create(&req)?;
+                Store::meta_set_in(conn, KEY_CHECK_META, &v.key_check())?;
+                Ok(v)
+            })?,
+        };
         match store.meta_get(KEY_CHECK_META)? {
             Some(blob) if !vault.verify_key_check(&blob) => {
-                // With sealed data present this key cannot open it; without, the check is stale.
-                if has_sealed_data {
-                    return Err(VaultError::KeyMismatch {
-                        store_id: store.store_id().to_string(),
-                    }
-                    .into());
-                }
-                store.meta_set(KEY_CHECK_META, &vault.key_check())?;
+                return Err(VaultError::KeyMismatch { store_id }.into());
             }
             Some(_) => {}
             None => store.meta_set(KEY_CHECK_META, &vault.key_check())?,
         }
         Ok(Service {
-            store,
+            store: Arc::new(store),
             vault,
             data_dir: data_dir.to_path_buf(),
         })
@@ -128,7 +139,7 @@ impl Service {
         Service::open(&crate::paths::data_dir()?, kind)
     }
 
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
@@ -152,12 +163,37 @@ impl Service {
 
     pub fn list(&self) -> Result<Vec<AccountView>, AppError> {
         let now = now_ms();
+        // A live refresh lease (any process) shows as "refreshing" on an otherwise healthy account.
+        let refreshing: Vec<String> = self
+            .store
+            .active_leases()?
+            .into_iter()
+            .filter(|(_, holder)| !crate::refresh::holder_is_dead(holder))
+            .map(|(id, _)| id)
+            .collect();
         Ok(self
             .store
             .list_accounts()?
             .iter()
-            .map(|a| a.view(now))
+            .map(|a| {
+                let mut v = a.view(now);
+                if v.status == crate::account::Status::Healthy && refreshing.contains(&a.id) {
+                    v.status = crate::account::Status::Refreshing;
+                }
+                v
+            })
             .collect())
+    }
+
+    /// The refresh engine over this store, talking to the issuer the environment names.
+    pub fn token_manager(&self) -> crate::refresh::TokenManager {
+        use crate::oauth::client::{Issuer, TokenClient};
+        crate::refresh::TokenManager::new(
+            self.store.clone(),
+            self.vault.clone(),
+            TokenClient::new(Issuer::from_env()),
+            crate::refresh::RefreshConfig::from_env(),
+        )
     }
 
     pub fn view(&self, reference: &str) -> Result<AccountView, AppError> {
@@ -175,6 +211,7 @@ impl Service {
                 .seal(account_id, Field::RefreshToken, &t.refresh_token),
             refresh_fingerprint: t.refresh_token.fingerprint(),
             access_expires_at: t.access_expires_at,
+            access_issued_at: t.access_issued_at,
         }
     }
 

@@ -132,7 +132,7 @@ fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
             "control chars in account id",
             with_claims(&|c| c[auth]["chatgpt_account_id"] = json!("acc\u{7}x")),
             "auth_json_control_chars",
-            "account id",
+            "account_id` contains control characters",
         ),
         (
             "missing refresh token",

@@ -287,7 +287,20 @@ fn data_dir_is_0700_and_its_files_0600() {
         .permissions()
         .mode();
     assert_eq!(dir_mode & 0o777, 0o700);
+    // Hold a connection with a write in the WAL, so -wal and -shm exist while modes are read.
+    let conn = rusqlite::Connection::open(env.vault_home().join("codex-vault.db")).unwrap();
+    conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    conn.execute(
+        "INSERT INTO settings (key, value) VALUES ('probe', '1')",
+        [],
+    )
+    .unwrap();
     let snap = env.snapshot();
+    assert!(
+        snap.keys().any(|p| p.to_string_lossy().ends_with("-wal")),
+        "no WAL file to check: {:?}",
+        snap.keys().collect::<Vec<_>>()
+    );
     assert!(!snap.is_empty());
     for p in snap.keys() {
         let mode = std::fs::metadata(p).unwrap().permissions().mode();

@@ -121,7 +121,7 @@ async fn faults_are_transient_and_never_terminal() {
     let mut reasons = Vec::new();
     for _ in 0..7 {
         match c.refresh(&rt).await {
-            RefreshOutcome::Transient { reason } => reasons.push(reason),
+            RefreshOutcome::Transient { reason, .. } => reasons.push(reason),
             other => panic!("a fault must be transient, got {other:?}"),
         }
     }
@@ -142,7 +142,10 @@ async fn unreachable_issuer_is_transient() {
         base: format!("http://127.0.0.1:{port}"),
     });
     match c.refresh(&Secret::new("rt_x")).await {
-        RefreshOutcome::Transient { reason } => assert!(reason.contains("connect"), "{reason}"),
+        RefreshOutcome::Transient { reason, ambiguous } => {
+            assert!(reason.contains("connect"), "{reason}");
+            assert!(!ambiguous, "a refused connection never reached the server");
+        }
         other => panic!("{other:?}"),
     }
 }

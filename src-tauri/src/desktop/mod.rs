@@ -41,7 +41,21 @@ pub fn run() -> ExitCode {
             e.to_body()
         }),
     };
+    // The background refresher runs as long as the app: unfinished refreshes of a crashed
+    // process are settled first, then tokens are kept fresh ahead of expiry.
+    let token_manager = state.service.as_ref().ok().map(|s| s.token_manager());
     let result = tauri::Builder::default()
+        .setup(move |_app| {
+            if let Some(tm) = token_manager {
+                tauri::async_runtime::spawn(async move {
+                    tm.recover_intents().await;
+                    let _scheduler = crate::refresh::Scheduler::spawn(tm);
+                    // Held for the life of the app (dropping it stops the scheduler).
+                    std::future::pending::<()>().await;
+                });
+            }
+            Ok(())
+        })
         .manage(state)
         .invoke_handler(tauri::generate_handler![
             commands::list_accounts,

@@ -116,6 +116,8 @@ pub struct TokenSet {
     pub refresh_token: Secret,
     /// From the access token's `exp`; `None` when unreadable (not an error).
     pub access_expires_at: Option<UnixMs>,
+    /// From the access token's `iat`, when present.
+    pub access_issued_at: Option<UnixMs>,
 }
 
 /// Reads at most 1 MiB (+1 byte to detect more) from a reader.
@@ -239,6 +241,7 @@ pub fn parse(bytes: &[u8]) -> Result<Credential, AuthJsonError> {
         tokens: TokenSet {
             id_token: Secret::new(id_token_text),
             access_expires_at: jwt::access_token_exp(access).map(|s| s.saturating_mul(1000)),
+            access_issued_at: jwt::access_token_iat(access).map(|s| s.saturating_mul(1000)),
             access_token: Secret::new(access),
             refresh_token: Secret::new(refresh),
         },
@@ -259,6 +262,9 @@ pub fn identity_from_claims(
         plan,
         fedramp,
     } = jwt::identity_from_claims(claims)?;
+    if account_id_hint.is_some_and(has_control_chars) {
+        return Err(AuthJsonError::ControlChars("tokens.account_id"));
+    }
     let account_id = match (chatgpt_account_id, account_id_hint) {
         (Some(c), Some(f)) if c != f => {
             return Err(AuthJsonError::AccountIdMismatch {
@@ -399,9 +405,18 @@ mod tests {
 
     #[test]
     fn errors_never_contain_token_text() {
+        // Token text placed where error messages quote the file: none of it may come back.
         let mut v = file(id_claims());
-        v["tokens"]["account_id"] = json!("acc-other");
+        v["tokens"]["refresh_token"] = json!("rt_abc def");
         let e = parse_value(&v).unwrap_err().to_string();
-        assert!(!e.contains("rt_abc"));
+        assert!(!e.contains("rt_abc"), "{e}");
+        let mut v = file(json!("eyJhbGciOiJub25lIn0.not-base64!!.sig"));
+        v["tokens"]["account_id"] = json!("acc-1");
+        let e = parse_value(&v).unwrap_err().to_string();
+        assert!(!e.contains("eyJhbGci"), "{e}");
+        let mut v = file(id_claims());
+        v["tokens"]["account_id"] = json!("acc-\u{1b}[31mother");
+        let e = parse_value(&v).unwrap_err().to_string();
+        assert!(!e.contains('\u{1b}'), "escape echoed: {e:?}");
     }
 }

@@ -46,7 +46,13 @@ pub fn error_code(body: &Value) -> Option<String> {
     }
     .or_else(|| body.get("code").and_then(Value::as_str))?;
     let code = code.trim().to_ascii_lowercase();
-    (!code.is_empty()).then_some(code)
+    // Only a code-shaped string is a code: anything else (a page of text, escapes) is dropped,
+    // because codes are stored, shown and matched on.
+    let code_shaped = (1..=64).contains(&code.len())
+        && code.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        });
+    code_shaped.then_some(code)
 }
 
 /// The human message, redacted and capped: `error.message`, `error_description`, or `message`.
@@ -62,6 +68,12 @@ pub fn error_message(body: &Value) -> Option<String> {
 
 /// Classifies a non-2xx answer of the token endpoint.
 pub fn classify_error(status: u16, body: &[u8]) -> Failure {
+    // protocol.md: 5xx and 429 are transient whatever their body says.
+    if status >= 500 || status == 429 {
+        return Failure::Transient {
+            reason: format!("the sign-in server answered HTTP {status}"),
+        };
+    }
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let code = json.as_ref().and_then(error_code);
     let message = json.as_ref().and_then(error_message);
@@ -83,11 +95,6 @@ pub fn classify_error(status: u16, body: &[u8]) -> Failure {
                 http_status: Some(status),
             };
         }
-    }
-    if status >= 500 || status == 429 {
-        return Failure::Transient {
-            reason: format!("the sign-in server answered HTTP {status}"),
-        };
     }
     if json.is_none() {
         // A CDN/proxy page (HTML 403, captive portal…) is a network problem, not a dead grant.
@@ -263,6 +270,24 @@ mod tests {
                 r#"{"error":"invalid_request"}"#.into(),
                 "transient",
                 None,
+            ),
+            (
+                503,
+                r#"{"error":"invalid_grant"}"#.into(),
+                "transient",
+                None,
+            ),
+            (
+                429,
+                r#"{"error":{"code":"access_denied"}}"#.into(),
+                "transient",
+                None,
+            ),
+            (
+                401,
+                r#"{"error":"<script>alert(1)</script>"}"#.into(),
+                "terminal",
+                Some("unauthorized"),
             ),
         ];
         for (status, body, kind, code) in cases {

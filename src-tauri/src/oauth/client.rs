@@ -65,6 +65,9 @@ pub enum RefreshOutcome {
     },
     Transient {
         reason: String,
+        /// True when the request may have reached the server without us seeing the answer
+        /// (timeout, connection broken after sending): upstream may have rotated the token.
+        ambiguous: bool,
     },
 }
 
@@ -89,7 +92,10 @@ impl From<Failure> for RefreshOutcome {
                 message,
                 http_status,
             },
-            Failure::Transient { reason } => RefreshOutcome::Transient { reason },
+            Failure::Transient { reason } => RefreshOutcome::Transient {
+                reason,
+                ambiguous: false,
+            },
         }
     }
 }
@@ -149,7 +155,12 @@ impl TokenClient {
             .await;
         let (status, bytes) = match read(sent).await {
             Ok(x) => x,
-            Err(reason) => return RefreshOutcome::Transient { reason },
+            Err(e) => {
+                return RefreshOutcome::Transient {
+                    ambiguous: !e.never_sent,
+                    reason: e.reason,
+                }
+            }
         };
         if !(200..300).contains(&status) {
             return classify_error(status, &bytes).into();
@@ -160,6 +171,7 @@ impl TokenClient {
             }
             _ => RefreshOutcome::Transient {
                 reason: format!("the sign-in server answered HTTP {status} without tokens"),
+                ambiguous: false,
             },
         }
     }
@@ -184,7 +196,9 @@ impl TokenClient {
             .form(&form)
             .send()
             .await;
-        let (status, bytes) = read(sent).await.map_err(ExchangeError::Network)?;
+        let (status, bytes) = read(sent)
+            .await
+            .map_err(|e| ExchangeError::Network(e.reason))?;
         if !(200..300).contains(&status) {
             let json: Option<Value> = serde_json::from_slice(&bytes).ok();
             return Err(ExchangeError::Refused {
@@ -214,13 +228,26 @@ impl TokenClient {
     }
 }
 
-async fn read(sent: reqwest::Result<reqwest::Response>) -> Result<(u16, Vec<u8>), String> {
-    let mut resp = sent.map_err(describe)?;
+struct ReadError {
+    reason: String,
+    /// The request certainly never reached the server (connection refused, DNS…).
+    never_sent: bool,
+}
+
+async fn read(sent: reqwest::Result<reqwest::Response>) -> Result<(u16, Vec<u8>), ReadError> {
+    let err = |e: reqwest::Error| ReadError {
+        never_sent: e.is_connect(),
+        reason: describe(e),
+    };
+    let mut resp = sent.map_err(err)?;
     let status = resp.status().as_u16();
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(describe)? {
+    while let Some(chunk) = resp.chunk().await.map_err(err)? {
         if body.len() + chunk.len() > MAX_BODY {
-            return Err(format!("HTTP {status} answer larger than {MAX_BODY} bytes"));
+            return Err(ReadError {
+                reason: format!("HTTP {status} answer larger than {MAX_BODY} bytes"),
+                never_sent: false,
+            });
         }
         body.extend_from_slice(&chunk);
     }

@@ -157,8 +157,17 @@ pub fn identity_from_claims(claims: &Map<String, Value>) -> Result<IdentityClaim
 /// The access token's `exp` in Unix seconds. `None` when unreadable: protocol.md then falls
 /// back to the age of the last refresh, so this is never an error.
 pub fn access_token_exp(token: &str) -> Option<i64> {
+    numeric_claim(token, "exp")
+}
+
+/// The access token's `iat` in Unix seconds, when readable.
+pub fn access_token_iat(token: &str) -> Option<i64> {
+    numeric_claim(token, "iat")
+}
+
+fn numeric_claim(token: &str, claim: &str) -> Option<i64> {
     let claims = decode_claims(token, "access_token").ok()?;
-    match claims.get("exp")? {
+    match claims.get(claim)? {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
         _ => None,
     }

@@ -88,8 +88,15 @@ impl LoginOptions {
                 .map_err(|_| format!("CODEX_VAULT_CALLBACK_PORTS must be port numbers separated by commas, not `{s}`"))?,
             _ => DEFAULT_CALLBACK_PORTS.to_vec(),
         };
+        let issuer = Issuer::from_env();
+        if url::Url::parse(&issuer.authorize_url()).is_err() {
+            return Err(format!(
+                "CODEX_VAULT_AUTH_BASE is not a URL: `{}`",
+                issuer.base
+            ));
+        }
         Ok(LoginOptions {
-            issuer: Issuer::from_env(),
+            issuer,
             ports,
             timeout: DEFAULT_LOGIN_TIMEOUT,
         })
@@ -123,9 +130,12 @@ pub fn redirect_uri(port: u16) -> String {
 
 /// The authorize URL, parameters in protocol.md's order.
 pub fn authorize_url(issuer: &Issuer, redirect_uri: &str, challenge: &str, state: &str) -> String {
-    let mut url = url::Url::parse(&issuer.authorize_url()).unwrap_or_else(|_| {
-        url::Url::parse("https://auth.openai.com/oauth/authorize").expect("constant URL parses")
-    });
+    // `LoginOptions::from_env` validated the issuer; a hand-built one that is not a URL
+    // yields an obviously broken link rather than a silent fallback to production.
+    let mut url = match url::Url::parse(&issuer.authorize_url()) {
+        Ok(u) => u,
+        Err(_) => return format!("{}?invalid-issuer", issuer.authorize_url()),
+    };
     url.query_pairs_mut()
         .append_pair("response_type", "code")
         .append_pair("client_id", CLIENT_ID)
@@ -151,19 +161,16 @@ struct Callback {
 }
 
 impl Callback {
-    fn finish(&self, outcome: Outcome) {
-        // Only the first answer counts; later requests find the flow already finished.
-        let sender = self.result.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(tx) = sender {
-            let _ = tx.send(outcome);
-        }
+    /// Takes the right to finish the flow: exactly one request (or cancel) gets it.
+    fn take(&self) -> Option<oneshot::Sender<Outcome>> {
+        self.result.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    fn is_finished(&self) -> bool {
-        self.result
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
+    fn finish(&self, outcome: Outcome) -> bool {
+        match self.take() {
+            Some(tx) => tx.send(outcome).is_ok(),
+            None => false,
+        }
     }
 }
 
@@ -183,7 +190,7 @@ pub struct LoginCanceller(Arc<Callback>);
 
 impl LoginCanceller {
     pub fn cancel(&self, why: &str) {
-        self.0.finish(Err(LoginError::Cancelled(why.to_string())));
+        let _ = self.0.finish(Err(LoginError::Cancelled(why.to_string())));
     }
 }
 
@@ -281,67 +288,76 @@ async fn bind_first(ports: &[u16]) -> Result<TcpListener, LoginError> {
 
 async fn on_cancel(State(cb): State<Arc<Callback>>) -> Response {
     // `codex login` sends this when it finds our port busy: give the port back, and say so.
-    cb.finish(Err(LoginError::Cancelled(
+    let cancelled = cb.finish(Err(LoginError::Cancelled(
         "another sign-in (for example `codex login`) asked for the callback port".into(),
     )));
-    (StatusCode::OK, "Codex Vault: sign-in cancelled.").into_response()
+    let text = if cancelled {
+        "Codex Vault: sign-in cancelled."
+    } else {
+        "Codex Vault: the sign-in had already finished."
+    };
+    (StatusCode::OK, text).into_response()
 }
 
 async fn on_callback(
     State(cb): State<Arc<Callback>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if cb.is_finished() {
-        return page(
-            StatusCode::GONE,
-            "This sign-in is already finished",
-            "Start a new sign-in from Codex Vault.",
-        );
-    }
+    // A stale tab of an earlier sign-in (or a forged request) gets a 400 and the flow keeps
+    // waiting for the real answer, as the Codex CLI's own server does.
     if q.get("state") != Some(&cb.state) {
-        cb.finish(Err(LoginError::StateMismatch));
-        return page(StatusCode::BAD_REQUEST, "Sign-in failed", "The answer did not match the sign-in that was started (state mismatch). Start the sign-in again from Codex Vault.");
-    }
-    if let Some(code) = q.get("error") {
-        let raw = q.get("error_description").map(String::as_str).unwrap_or("");
-        let description = super::classify::redact(raw);
-        let err =
-            if code == "missing_codex_entitlement" || raw.contains("missing_codex_entitlement") {
-                LoginError::MissingEntitlement
-            } else {
-                LoginError::Denied {
-                    code: super::classify::redact(code),
-                    description,
-                }
-            };
-        let text = err.to_string();
-        cb.finish(Err(err));
-        return page(StatusCode::OK, "Sign-in failed", &text);
-    }
-    let Some(code) = q.get("code").filter(|c| !c.is_empty()) else {
-        cb.finish(Err(LoginError::NoCode));
         return page(
             StatusCode::BAD_REQUEST,
             "Sign-in failed",
-            "The answer had no authorization code.",
+            "The answer did not match the sign-in that is waiting (state mismatch). If you started several sign-ins, use the tab of the latest one.",
+        );
+    }
+    // Exactly one request gets to finish the flow; a reload or a duplicate gets 410.
+    let Some(tx) = cb.take() else {
+        return page(
+            StatusCode::GONE,
+            "This sign-in is already finished",
+            "Return to Codex Vault; start a new sign-in there if you need one.",
         );
     };
-    match exchange(&cb, code).await {
-        Ok(cred) => {
-            let who = cred.identity.email.clone();
-            cb.finish(Ok(cred));
-            page(
-                StatusCode::OK,
-                "Signed in",
-                &format!("Codex Vault now holds the sign-in of {who}. You can close this tab."),
+    let outcome = match q.get("error") {
+        Some(code) => {
+            let raw = q.get("error_description").map(String::as_str).unwrap_or("");
+            Err(
+                if code == "missing_codex_entitlement" || raw.contains("missing_codex_entitlement")
+                {
+                    LoginError::MissingEntitlement
+                } else {
+                    LoginError::Denied {
+                        code: super::classify::redact(code),
+                        description: super::classify::redact(raw),
+                    }
+                },
             )
         }
-        Err(e) => {
-            let text = e.to_string();
-            cb.finish(Err(e));
-            page(StatusCode::OK, "Sign-in failed", &text)
-        }
+        None => match q.get("code").filter(|c| !c.is_empty()) {
+            Some(code) => exchange(&cb, code).await,
+            None => Err(LoginError::NoCode),
+        },
+    };
+    let (title, text) = match &outcome {
+        Ok(cred) => (
+            "Signed in",
+            format!(
+                "Signed in as {}. Return to Codex Vault; you can close this tab.",
+                cred.identity.email
+            ),
+        ),
+        Err(e) => ("Sign-in failed", e.to_string()),
+    };
+    if tx.send(outcome).is_err() {
+        return page(
+            StatusCode::GONE,
+            "Sign-in no longer awaited",
+            "Codex Vault stopped waiting for this sign-in (timed out or cancelled). Start a new sign-in there.",
+        );
     }
+    page(StatusCode::OK, title, &text)
 }
 
 async fn exchange(cb: &Callback, code: &str) -> Outcome {
@@ -357,6 +373,7 @@ async fn exchange(cb: &Callback, code: &str) -> Outcome {
     };
     let claims = jwt::decode_claims(id_token.expose(), "id_token").map_err(AuthJsonError::from)?;
     let identity = identity_from_claims(&claims, None)?;
+    let access_issued_at = jwt::access_token_iat(access.expose()).map(|s| s.saturating_mul(1000));
     let access_expires_at = jwt::access_token_exp(access.expose())
         .map(|s| s.saturating_mul(1000))
         .or_else(|| t.expires_in.map(|s| now_ms() + s.saturating_mul(1000)));
@@ -367,6 +384,7 @@ async fn exchange(cb: &Callback, code: &str) -> Outcome {
             access_token: access,
             refresh_token: refresh,
             access_expires_at,
+            access_issued_at,
         },
         last_refresh: Some(now_ms()),
     })

@@ -12,6 +12,7 @@ pub struct SealedTokens {
     pub refresh_token: Vec<u8>,
     pub refresh_fingerprint: String,
     pub access_expires_at: Option<UnixMs>,
+    pub access_issued_at: Option<UnixMs>,
 }
 
 /// The sealed secrets of one account as read back, with the generation they belong to.
@@ -36,7 +37,8 @@ pub struct NewAccount {
 
 const ACCOUNT_COLUMNS: &str = "id, label, email, chatgpt_account_id, chatgpt_user_id, plan, fedramp, status,
     failure_code, failure_message, failure_http_status, failure_at, last_error, last_error_at,
-    access_expires_at, last_refresh_at, rate_limited_until, generation, disabled, created_at, updated_at";
+    access_expires_at, last_refresh_at, rate_limited_until, generation, disabled, created_at, updated_at,
+    access_issued_at";
 
 fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
     let status: String = r.get(7)?;
@@ -75,6 +77,7 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         disabled: r.get(18)?,
         created_at: r.get(19)?,
         updated_at: r.get(20)?,
+        access_issued_at: r.get(21)?,
     })
 }
 
@@ -165,8 +168,8 @@ impl Store {
         let now = now_ms();
         let inserted = tx.execute(
             "INSERT INTO accounts (id, label, email, chatgpt_account_id, chatgpt_user_id, plan, fedramp,
-                status, access_expires_at, last_refresh_at, generation, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'healthy', ?8, ?9, 0, ?10, ?10)",
+                status, access_expires_at, last_refresh_at, generation, created_at, updated_at, access_issued_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'healthy', ?8, ?9, 0, ?10, ?10, ?11)",
             params![
                 new.id,
                 new.label,
@@ -177,7 +180,8 @@ impl Store {
                 new.fedramp,
                 tokens.access_expires_at,
                 new.last_refresh_at,
-                now
+                now,
+                tokens.access_issued_at
             ],
         );
         if let Err(e) = inserted {
@@ -249,7 +253,7 @@ impl Store {
                 failure_code = NULL, failure_message = NULL, failure_http_status = NULL, failure_at = NULL,
                 last_error = NULL, last_error_at = NULL, rate_limited_until = NULL,
                 email = COALESCE(?3, email), plan = COALESCE(?4, plan),
-                access_expires_at = ?5, last_refresh_at = ?6, updated_at = ?7
+                access_expires_at = ?5, last_refresh_at = ?6, updated_at = ?7, access_issued_at = ?8
              WHERE id = ?1 AND generation = ?2",
             params![
                 account_id,
@@ -258,7 +262,8 @@ impl Store {
                 plan,
                 tokens.access_expires_at,
                 last_refresh_at,
-                now
+                now,
+                tokens.access_issued_at
             ],
         )?;
         if moved == 0 {

@@ -3,10 +3,12 @@
 
 mod accounts;
 mod events;
+mod refresh;
 pub mod schema;
 
 pub use accounts::{NewAccount, SealedTokens, StoredSecrets};
 pub use events::Event;
+pub use refresh::{Intent, Rotation};
 
 use crate::fsutil;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
@@ -171,7 +173,11 @@ impl Store {
     }
 
     pub fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.conn().execute(
+        Self::meta_set_in(&self.conn(), key, value)
+    }
+
+    pub fn meta_set_in(conn: &Connection, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        conn.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             rusqlite::params![key, value],
         )?;
@@ -180,10 +186,29 @@ impl Store {
 
     /// True when anything sealed under the data key exists: then a missing key must not be replaced.
     pub fn has_sealed_data(&self) -> Result<bool, StoreError> {
-        Ok(self.conn().query_row(
+        Self::has_sealed_data_in(&self.conn())
+    }
+
+    pub fn has_sealed_data_in(conn: &Connection) -> Result<bool, StoreError> {
+        Ok(conn.query_row(
             "SELECT EXISTS(SELECT 1 FROM account_secrets) OR EXISTS(SELECT 1 FROM meta WHERE key = 'local_api_key')",
             [],
             |r| r.get(0),
         )?)
+    }
+
+    /// Runs `f` holding the database's write lock (`BEGIN IMMEDIATE`): other processes' writers
+    /// wait, so a check-then-act inside cannot race them. Commits on Ok, rolls back on Err.
+    pub fn with_write_lock<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(out)
     }
 }

@@ -1,7 +1,7 @@
 //! Versioned schema. `PRAGMA user_version` holds how many migrations ran; a DB whose version is
 //! higher than ours was written by a newer Codex Vault and is refused, never "repaired".
 
-use rusqlite::{Connection, Transaction};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 /// Each entry runs once, in order, in one transaction with the version bump. Append only.
 pub const MIGRATIONS: &[&str] = &[
@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[&str] = &[
         last_error          TEXT,
         last_error_at       INTEGER,
         access_expires_at   INTEGER,
+        access_issued_at    INTEGER,
         last_refresh_at     INTEGER,
         rate_limited_until  INTEGER,
         generation          INTEGER NOT NULL DEFAULT 0,
@@ -80,10 +81,17 @@ pub fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 /// Runs the migrations this DB has not seen. The caller has already refused a newer DB.
+/// Each step takes the write lock first and re-reads the version under it, so two processes
+/// opening a new store at once run each migration exactly once.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let current = user_version(conn)?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        let tx: Transaction<'_> = conn.transaction()?;
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        if user_version(conn)? > i as i64 {
+            continue;
+        }
+        let tx: Transaction<'_> = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if user_version(&tx)? > i as i64 {
+            continue; // another process ran it while we waited for the lock
+        }
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;

@@ -47,36 +47,46 @@ fn cache() -> &'static Mutex<HashMap<String, Arc<DataKey>>> {
     KEY_CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-pub(super) fn obtain(req: &KeyRequest<'_>) -> Result<Arc<DataKey>, VaultError> {
-    let cache_key = format!("{:?}:{}", req.kind, req.store_id);
-    // A poisoned lock only means another thread panicked mid-insert; the map itself is intact.
-    let mut cached = cache().lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(k) = cached.get(&cache_key) {
-        return Ok(k.clone());
-    }
-    let backend: Box<dyn KeyBackend> = match req.kind {
+fn cache_key(req: &KeyRequest<'_>) -> String {
+    format!("{:?}:{}", req.kind, req.store_id)
+}
+
+fn backend(req: &KeyRequest<'_>) -> Result<Box<dyn KeyBackend>, VaultError> {
+    Ok(match req.kind {
         KeyStoreKind::Keychain => Box::new(Keychain::new(req.store_id)?),
         KeyStoreKind::File => Box::new(KeyFile {
             path: req.data_dir.join(KEY_FILE_NAME),
         }),
-    };
+    })
+}
+
+/// The store's key if it exists: from this process's cache, else read once from the key store.
+pub(super) fn load(req: &KeyRequest<'_>) -> Result<Option<Arc<DataKey>>, VaultError> {
+    // A poisoned lock only means another thread panicked mid-insert; the map itself is intact.
+    let mut cached = cache().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(k) = cached.get(&cache_key(req)) {
+        return Ok(Some(k.clone()));
+    }
     KEYCHAIN_READS.fetch_add(1, Ordering::Relaxed);
-    let key = match backend.load()? {
-        Some(k) => k,
-        None if req.has_sealed_data => {
-            return Err(VaultError::KeyMissing {
-                store_id: req.store_id.to_string(),
-            })
-        }
-        None => {
-            let k = DataKey::generate();
-            backend.save(&k)?;
-            tracing::info!(store = req.store_id, kind = ?req.kind, "created a new data key for an empty store");
-            k
-        }
+    let Some(key) = backend(req)?.load()? else {
+        return Ok(None);
     };
     let key = Arc::new(key);
-    cached.insert(cache_key, key.clone());
+    cached.insert(cache_key(req), key.clone());
+    Ok(Some(key))
+}
+
+/// Mints and saves a new key. The caller holds the store's write lock and has checked, under
+/// it, that no key exists and nothing is sealed: two processes can never both mint one.
+pub(super) fn create(req: &KeyRequest<'_>) -> Result<Arc<DataKey>, VaultError> {
+    let key = DataKey::generate();
+    backend(req)?.save(&key)?;
+    tracing::info!(store = req.store_id, kind = ?req.kind, "created a new data key for an empty store");
+    let key = Arc::new(key);
+    cache()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(cache_key(req), key.clone());
     Ok(key)
 }
 
@@ -173,8 +183,17 @@ impl KeyBackend for KeyFile {
     }
 
     fn save(&self, key: &DataKey) -> Result<(), VaultError> {
-        crate::fsutil::write_private_new(&self.path, encode(key).as_bytes())
-            .map_err(|e| file_err(&self.path, e))
+        // Written whole to a temp file, then linked into place: never a half-written key file,
+        // and never a second key over a first (the link fails if one exists).
+        let tmp = self
+            .path
+            .with_extension(format!("tmp-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        crate::fsutil::write_private_new(&tmp, encode(key).as_bytes())
+            .map_err(|e| file_err(&tmp, e))?;
+        let linked = std::fs::hard_link(&tmp, &self.path);
+        let _ = std::fs::remove_file(&tmp);
+        linked.map_err(|e| file_err(&self.path, e))
     }
 }
 

@@ -49,8 +49,6 @@ pub struct KeyRequest<'a> {
     pub store_id: &'a str,
     pub data_dir: &'a Path,
     pub kind: KeyStoreKind,
-    /// True when any sealed blob exists: then a missing key is an error, never a new key.
-    pub has_sealed_data: bool,
 }
 
 /// An opened vault: the data key of one store, shared by everything in this process.
@@ -69,11 +67,19 @@ impl std::fmt::Debug for Vault {
 }
 
 impl Vault {
-    /// Loads the store's data key (once per process), or creates one for a store with no sealed data.
-    pub fn unlock(req: &KeyRequest<'_>) -> Result<Vault, VaultError> {
-        let key = keystore::obtain(req)?;
-        Ok(Vault {
+    /// The store's existing data key (read once per process), or `None` if there is none yet.
+    pub fn load(req: &KeyRequest<'_>) -> Result<Option<Vault>, VaultError> {
+        Ok(keystore::load(req)?.map(|key| Vault {
             key,
+            kind: req.kind,
+        }))
+    }
+
+    /// Mints a key for an empty store. Only under the store's write lock, after `load` found none
+    /// and no sealed data exists (see `Service::open`).
+    pub fn create(req: &KeyRequest<'_>) -> Result<Vault, VaultError> {
+        Ok(Vault {
+            key: keystore::create(req)?,
             kind: req.kind,
         })
     }

@@ -1,0 +1,14 @@
+//! Keeping tokens fresh: `TokenManager` (single-flight per account, cross-process lease, rotation
+//! race recovery, crash intents) and `Scheduler` (background refresh ahead of expiry).
+
+mod backoff;
+mod holder;
+mod manager;
+pub mod plan;
+mod scheduler;
+mod verify;
+
+pub use backoff::backoff_delay;
+pub use holder::{holder_id, holder_is_dead};
+pub use manager::{AccessToken, RefreshConfig, RefreshError, TokenManager};
+pub use scheduler::Scheduler;

@@ -1,0 +1,141 @@
+//! The background refresher: one task that sleeps until the earliest due account (each sleep
+//! capped, so a machine waking from suspend catches up at once), refreshes what is due with
+//! bounded concurrency, backs off per account on transient failures, and wakes on changes.
+
+use super::backoff::backoff_delay;
+use super::manager::{RefreshError, TokenManager};
+use super::plan::{plan, LeadSettings, SETTING_FRACTION, SETTING_MAX_SECS, SETTING_MIN_SECS};
+use crate::account::now_ms;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+
+pub const MAX_SLEEP: Duration = Duration::from_secs(60);
+const CONCURRENCY: usize = 4;
+const BACKOFF_BASE: Duration = Duration::from_secs(15);
+const BACKOFF_MAX: Duration = Duration::from_secs(30 * 60);
+
+/// A running scheduler; dropping the handle stops it.
+pub struct Scheduler {
+    wake: Arc<Notify>,
+    wakeups: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct State {
+    /// Per account: consecutive transient failures and the earliest next try.
+    backoff: HashMap<String, (u32, i64)>,
+    running: HashSet<String>,
+}
+
+impl Scheduler {
+    pub fn spawn(tm: TokenManager) -> Scheduler {
+        let wake = Arc::new(Notify::new());
+        let wakeups = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(run(tm, wake.clone(), wakeups.clone()));
+        Scheduler {
+            wake,
+            wakeups,
+            task,
+        }
+    }
+
+    /// Re-plan now (an account was added, changed or removed).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// How many times the loop has planned (benchmarks: ≈ 0 per minute when nothing is due).
+    pub fn wakeups(&self) -> u64 {
+        self.wakeups.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run(tm: TokenManager, wake: Arc<Notify>, wakeups: Arc<AtomicU64>) {
+    let state = Arc::new(Mutex::new(State {
+        backoff: HashMap::new(),
+        running: HashSet::new(),
+    }));
+    let permits = Arc::new(Semaphore::new(CONCURRENCY));
+    loop {
+        wakeups.fetch_add(1, Ordering::Relaxed);
+        let store = tm.store().clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let accounts = store.list_accounts()?;
+            let s = LeadSettings::from_values(
+                store.setting(SETTING_FRACTION)?,
+                store.setting(SETTING_MIN_SECS)?,
+                store.setting(SETTING_MAX_SECS)?,
+            );
+            Ok::<_, crate::store::StoreError>((accounts, s))
+        })
+        .await;
+        let next = match read {
+            Ok(Ok((accounts, settings))) => {
+                let now = now_ms();
+                let not_before: HashMap<String, i64> = lock(&state)
+                    .backoff
+                    .iter()
+                    .map(|(k, (_, t))| (k.clone(), *t))
+                    .collect();
+                let p = plan(now, &accounts, &settings, &not_before);
+                for (id, generation) in p.due {
+                    if !lock(&state).running.insert(id.clone()) {
+                        continue;
+                    }
+                    let (tm, state, permits, wake) =
+                        (tm.clone(), state.clone(), permits.clone(), wake.clone());
+                    tokio::spawn(async move {
+                        let _permit = permits.acquire_owned().await;
+                        let r = tm.refresh_planned(&id, generation).await;
+                        let mut st = lock(&state);
+                        st.running.remove(&id);
+                        match r {
+                            Err(RefreshError::Transient { reason, .. }) => {
+                                let n = st.backoff.get(&id).map_or(0, |(n, _)| *n);
+                                let delay = backoff_delay(n, BACKOFF_BASE, BACKOFF_MAX);
+                                tracing::info!(account = %id, "background refresh failed ({reason}); retry in {delay:?}");
+                                st.backoff
+                                    .insert(id, (n + 1, now_ms() + delay.as_millis() as i64));
+                            }
+                            _ => {
+                                st.backoff.remove(&id);
+                            }
+                        }
+                        drop(st);
+                        wake.notify_one();
+                    });
+                }
+                p.next
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("scheduler cannot read the store: {e}");
+                None
+            }
+            Err(e) => {
+                tracing::warn!("scheduler read task failed: {e}");
+                None
+            }
+        };
+        let sleep = next
+            .map(|t| Duration::from_millis((t - now_ms()).max(0) as u64))
+            .unwrap_or(MAX_SLEEP)
+            .min(MAX_SLEEP);
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
