@@ -231,27 +231,7 @@ impl Service {
             .store
             .find_by_identity(&id.chatgpt_account_id, &id.chatgpt_user_id)?;
         let Some(existing) = existing else {
-            let account_id = uuid::Uuid::new_v4().to_string();
-            let label = match label {
-                Some(l) => l.to_string(),
-                None => self.unique_label(&default_label(&id.email))?,
-            };
-            let new = NewAccount {
-                id: account_id.clone(),
-                label,
-                email: Some(id.email.clone()),
-                chatgpt_account_id: id.chatgpt_account_id.clone(),
-                chatgpt_user_id: id.chatgpt_user_id.clone(),
-                plan: id.plan.clone(),
-                fedramp: id.fedramp,
-                last_refresh_at: cred.last_refresh,
-            };
-            self.store.insert_account(
-                &new,
-                &self.seal(&account_id, &cred.tokens),
-                "imported",
-                None,
-            )?;
+            let account_id = self.add_account(cred, label, "imported")?;
             return Ok(ImportOutcome::Added {
                 account: self.view(&account_id)?,
             });
@@ -314,27 +294,7 @@ impl Service {
                 .store
                 .find_by_identity(&id.chatgpt_account_id, &id.chatgpt_user_id)?;
             let Some(existing) = existing else {
-                let account_id = uuid::Uuid::new_v4().to_string();
-                let label = match label {
-                    Some(l) => l.to_string(),
-                    None => self.unique_label(&default_label(&id.email))?,
-                };
-                let new = NewAccount {
-                    id: account_id.clone(),
-                    label,
-                    email: Some(id.email.clone()),
-                    chatgpt_account_id: id.chatgpt_account_id.clone(),
-                    chatgpt_user_id: id.chatgpt_user_id.clone(),
-                    plan: id.plan.clone(),
-                    fedramp: id.fedramp,
-                    last_refresh_at: cred.last_refresh,
-                };
-                self.store.insert_account(
-                    &new,
-                    &self.seal(&account_id, &cred.tokens),
-                    "signed_in",
-                    None,
-                )?;
+                let account_id = self.add_account(cred, label, "signed_in")?;
                 return Ok(ImportOutcome::SignedIn {
                     account: self.view(&account_id)?,
                 });
@@ -368,6 +328,38 @@ impl Service {
         let account = self.store.find_account(reference)?;
         self.store.remove_account(&account.id)?;
         Ok(account.view(now_ms()))
+    }
+
+    /// Stores a ChatGPT account not held before; returns its new id.
+    fn add_account(
+        &self,
+        cred: &Credential,
+        label: Option<&str>,
+        event_kind: &str,
+    ) -> Result<String, AppError> {
+        let id = &cred.identity;
+        let account_id = uuid::Uuid::new_v4().to_string();
+        let label = match label {
+            Some(l) => l.to_string(),
+            None => self.unique_label(&default_label(&id.email))?,
+        };
+        let new = NewAccount {
+            id: account_id.clone(),
+            label,
+            email: Some(id.email.clone()),
+            chatgpt_account_id: id.chatgpt_account_id.clone(),
+            chatgpt_user_id: id.chatgpt_user_id.clone(),
+            plan: id.plan.clone(),
+            fedramp: id.fedramp,
+            last_refresh_at: cred.last_refresh,
+        };
+        self.store.insert_account(
+            &new,
+            &self.seal(&account_id, &cred.tokens),
+            event_kind,
+            None,
+        )?;
+        Ok(account_id)
     }
 
     fn unique_label(&self, base: &str) -> Result<String, AppError> {

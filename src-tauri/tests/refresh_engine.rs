@@ -6,7 +6,7 @@
 mod engine;
 
 use codex_vault::account::Status;
-use codex_vault::refresh::{RefreshConfig, RefreshError};
+use codex_vault::refresh::{AccessToken, RefreshConfig, RefreshError};
 use codex_vault_testkit::{FakeConfig, FakeOpenAi, Fault, FaultRoute, ReuseMode};
 use engine::*;
 use std::time::Duration;
@@ -60,29 +60,37 @@ async fn a_thousand_concurrent_callers_cause_one_refresh() {
     );
 }
 
+/// Two independent managers (as two processes would have) with the lease off, refreshing one
+/// expired account at once: nothing but race recovery stands between them and a dead account.
+/// The first refresh to arrive is held briefly, so both redeem the same refresh token.
+async fn racing_refreshes(
+    fake: &FakeOpenAi,
+    e: &Engine,
+    id: &str,
+) -> (
+    Result<AccessToken, RefreshError>,
+    Result<AccessToken, RefreshError>,
+) {
+    let other = e.reopen();
+    let cfg = RefreshConfig {
+        lease_enabled: false,
+        ..config(fake)
+    };
+    let (a, b) = (e.manager(fake, cfg.clone()), manager_for(&other, fake, cfg));
+    fake.inject_faults(
+        FaultRoute::Token,
+        vec![Fault::Slow(Duration::from_millis(400))],
+    );
+    tokio::join!(a.access_token(id), b.access_token(id))
+}
+
 async fn race(mode: ReuseMode, expected_code: &str) {
     let fake = FakeOpenAi::start(FakeConfig::default()).await;
     fake.set_reuse_mode(mode);
     let e = Engine::new();
     let t = expired_account(&fake, "race@corp.com");
     let id = e.import(&t);
-    // Two independent managers (as two processes would have) with the lease off: nothing but
-    // race recovery stands between them and a dead account.
-    let other = e.reopen();
-    let cfg = RefreshConfig {
-        lease_enabled: false,
-        ..config(&fake)
-    };
-    let (a, b) = (
-        e.manager(&fake, cfg.clone()),
-        manager_for(&other, &fake, cfg),
-    );
-    // The first refresh to arrive is held briefly, so both redeem the same refresh token.
-    fake.inject_faults(
-        FaultRoute::Token,
-        vec![Fault::Slow(Duration::from_millis(400))],
-    );
-    let (ra, rb) = tokio::join!(a.access_token(&id), b.access_token(&id));
+    let (ra, rb) = racing_refreshes(&fake, &e, &id).await;
     let (ta, tb) = (ra.expect("a gets a token"), rb.expect("b gets a token"));
     assert_eq!(ta.token, tb.token, "the loser adopted the winner's token");
     let n = fake.counters();
@@ -120,20 +128,7 @@ async fn an_adopted_token_revoked_by_family_revoke_is_terminal_with_upstreams_co
     let e = Engine::new();
     let t = expired_account(&fake, "family@corp.com");
     let id = e.import(&t);
-    let other = e.reopen();
-    let cfg = RefreshConfig {
-        lease_enabled: false,
-        ..config(&fake)
-    };
-    let (a, b) = (
-        e.manager(&fake, cfg.clone()),
-        manager_for(&other, &fake, cfg),
-    );
-    fake.inject_faults(
-        FaultRoute::Token,
-        vec![Fault::Slow(Duration::from_millis(400))],
-    );
-    let (ra, rb) = tokio::join!(a.access_token(&id), b.access_token(&id));
+    let (ra, rb) = racing_refreshes(&fake, &e, &id).await;
     let loser = [ra, rb]
         .into_iter()
         .find_map(Result::err)

@@ -94,3 +94,25 @@ async fn a_due_account_is_refreshed_once_per_window() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_added_by_another_process_is_picked_up() {
+    let fake = FakeOpenAi::start(FakeConfig::default()).await;
+    let e = Engine::new();
+    let _scheduler = Scheduler::spawn(e.manager(&fake, config(&fake)));
+    // Another handle on the file (its own connection), as the CLI would be: an already-expired
+    // account appears there, and the running scheduler refreshes it without being told.
+    let other = Engine {
+        dir: tempfile::tempdir().unwrap(),
+        service: e.reopen(),
+    };
+    let first = fake.add_account(AccountSpec {
+        email: "late@corp.com".into(),
+        ..Default::default()
+    });
+    let t = fake.issue_grant(&first.account_id, Some(Duration::ZERO));
+    other.import(&t);
+    fake.wait_for_counters(Duration::from_secs(20), |n| n.refreshes_ok >= 1)
+        .await
+        .expect("the new account was refreshed by the running scheduler");
+}

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
+const CHANGE_POLL: Duration = Duration::from_secs(1);
 const CONCURRENCY: usize = 4;
 const BACKOFF_BASE: Duration = Duration::from_secs(15);
 const BACKOFF_MAX: Duration = Duration::from_secs(30 * 60);
@@ -132,6 +133,30 @@ async fn run(tm: TokenManager, wake: Arc<Notify>, wakeups: Arc<AtomicU64>) {
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = wake.notified() => {}
+            _ = store_changed(&tm) => {}
+        }
+    }
+}
+
+/// Resolves when another connection (the CLI, `serve`, the app) commits to the store: accounts
+/// added, imported or refreshed elsewhere are re-planned within a second. `PRAGMA data_version`
+/// is a counter read from shared memory, so each check is nearly free.
+async fn store_changed(tm: &TokenManager) {
+    let version = |tm: &TokenManager| {
+        let store = tm.store().clone();
+        async move {
+            tokio::task::spawn_blocking(move || store.data_version().ok())
+                .await
+                .ok()
+                .flatten()
+        }
+    };
+    let start = version(tm).await;
+    loop {
+        tokio::time::sleep(CHANGE_POLL).await;
+        let now = version(tm).await;
+        if now != start {
+            return;
         }
     }
 }
