@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/.cache/cargo-tools/bin:$(PATH)
 
 run: build ## set up, build and launch the desktop app
 	@if [ -z "$$DISPLAY$$WAYLAND_DISPLAY" ]; then \
-	  echo "No display here: the desktop window needs one. Use the CLI: $(BIN) --help"; \
+	  echo "No display here: the desktop window needs one. Run the headless endpoint with: $(BIN) serve   (see $(BIN) --help)"; \
 	  $(BIN) accounts list; \
 	else \
 	  $(BIN); \

@@ -96,6 +96,8 @@ pub struct Account {
     pub disabled: bool,
     pub created_at: UnixMs,
     pub updated_at: UnixMs,
+    /// The last usage snapshot seen (JSON), if any.
+    pub usage_json: Option<String>,
 }
 
 impl Account {
@@ -139,7 +141,10 @@ impl Account {
             } else {
                 None
             },
-            usage: None,
+            usage: self
+                .usage_json
+                .as_deref()
+                .and_then(|u| serde_json::from_str(u).ok()),
             created_at: ms_to_rfc3339(self.created_at),
         }
     }
@@ -208,6 +213,7 @@ mod tests {
             disabled: false,
             created_at: 0,
             updated_at: 0,
+            usage_json: None,
         }
     }
 

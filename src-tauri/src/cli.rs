@@ -29,11 +29,31 @@ pub enum Command {
     /// Manage the accounts in the vault.
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Run headless: keep tokens fresh and serve the loopback endpoint (logs to stderr).
+    Serve {
+        /// Port on 127.0.0.1 (default: the `endpoint.port` setting, else 8417; 0 = any free port).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// The loopback endpoint: its URL, key and a ready Codex CLI configuration.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
     /// Print a valid access token of an account (refreshing it if needed).
     Token {
         #[arg(value_name = "ID|LABEL")]
         account: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// URL, local key, and the config.toml snippet for the stock Codex CLI.
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the local API key (clients using the old one get 401).
+    RotateKey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +132,14 @@ fn dispatch(command: Command) -> Result<ExitCode, AppError> {
             timeout,
         }) => login(label, no_browser, timeout),
         Command::Token { account } => token(&account),
+        Command::Serve { port } => crate::serve::run(port),
+        Command::Endpoint(EndpointCommand::Info { json }) => endpoint_info(json),
+        Command::Endpoint(EndpointCommand::RotateKey) => {
+            let service = Service::open_default()?;
+            service.rotate_local_api_key()?;
+            println!("Rotated the local API key; `codex-vault endpoint info` shows the new one.");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Accounts(AccountsCommand::Refresh { account }) => refresh_now(&account),
         Command::Accounts(AccountsCommand::Remove { account }) => {
             let service = Service::open_default()?;
@@ -207,7 +235,35 @@ fn import(path: Option<String>, label: Option<String>, json: bool) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
+fn endpoint_info(json: bool) -> Result<ExitCode, AppError> {
+    let service = Service::open_default()?;
+    let info = crate::serve::info(&service)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&info).expect("EndpointInfo serialises")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    match info.pid {
+        Some(pid) if info.running => println!("Endpoint: running at {} (pid {pid})", info.url),
+        _ => println!(
+            "Endpoint: not running (it will listen at {}; start it with `codex-vault serve` or the desktop app)",
+            info.url
+        ),
+    }
+    println!("Local API key: {}", info.key);
+    println!();
+    println!("Point the stock Codex CLI at it: add to $CODEX_HOME/config.toml (default ~/.codex/config.toml):");
+    println!();
+    println!("{}", info.config_toml);
+    println!("and set the key in the CLI's environment:");
+    println!();
+    println!("  {}", info.env);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

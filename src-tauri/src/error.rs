@@ -22,6 +22,8 @@ pub enum AppError {
     Login(#[from] LoginError),
     #[error(transparent)]
     Refresh(#[from] crate::refresh::RefreshError),
+    #[error(transparent)]
+    Endpoint(#[from] crate::endpoint::EndpointError),
     #[error("invalid label: {0}")]
     InvalidLabel(String),
     #[error("{0}")]
@@ -38,6 +40,7 @@ impl AppError {
             AppError::AuthJson { error, .. } => error.code(),
             AppError::Login(e) => e.code(),
             AppError::Refresh(e) => e.code(),
+            AppError::Endpoint(e) => e.code(),
             AppError::InvalidLabel(_) => "invalid_label",
             AppError::Config(_) => "config",
             AppError::NoDataDir => "no_data_dir",

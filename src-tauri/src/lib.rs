@@ -3,12 +3,14 @@
 
 pub mod account;
 pub mod cli;
+pub mod endpoint;
 pub mod error;
 pub mod fsutil;
 pub mod oauth;
 pub mod paths;
 pub mod refresh;
 pub mod secret;
+pub mod serve;
 pub mod service;
 pub mod store;
 pub mod vault;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const KEY_CHECK_META: &str = "key_check";
+const LOCAL_KEY_META: &str = "local_api_key";
 pub const MAX_LABEL_CHARS: usize = 64;
 
 pub struct Service {
@@ -324,6 +325,32 @@ impl Service {
         Err(crate::store::StoreError::Conflict.into())
     }
 
+    /// The endpoint's local API key: generated on first use, kept sealed in the store.
+    pub fn local_api_key(&self) -> Result<crate::secret::Secret, AppError> {
+        if let Some(blob) = self.store.meta_get(LOCAL_KEY_META)? {
+            return Ok(self.vault.open("", Field::LocalApiKey, &blob)?);
+        }
+        self.store.with_write_lock(|conn| {
+            if let Some(blob) = Store::meta_get_in(conn, LOCAL_KEY_META)? {
+                return Ok(self.vault.open("", Field::LocalApiKey, &blob)?);
+            }
+            let key = new_local_key();
+            let blob = self.vault.seal("", Field::LocalApiKey, &key);
+            Store::meta_set_in(conn, LOCAL_KEY_META, &blob)?;
+            Ok(key)
+        })
+    }
+
+    /// Replaces the local API key; clients configured with the old one get 401 from now on.
+    pub fn rotate_local_api_key(&self) -> Result<crate::secret::Secret, AppError> {
+        let key = new_local_key();
+        self.store.meta_set(
+            LOCAL_KEY_META,
+            &self.vault.seal("", Field::LocalApiKey, &key),
+        )?;
+        Ok(key)
+    }
+
     pub fn remove(&self, reference: &str) -> Result<AccountView, AppError> {
         let account = self.store.find_account(reference)?;
         self.store.remove_account(&account.id)?;
@@ -388,6 +415,17 @@ pub fn validate_label(label: &str) -> Result<(), AppError> {
         )));
     }
     Ok(())
+}
+
+fn new_local_key() -> crate::secret::Secret {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    crate::secret::Secret::new(format!(
+        "cvk_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
 }
 
 /// `ana@corp.com` → `ana`: a readable default that the user can rename.

@@ -286,6 +286,20 @@ impl TokenManager {
         out
     }
 
+    /// The account's current access token if it is still valid, without ever refreshing (usage
+    /// polling must not spend refresh tokens). `None` when expired.
+    pub async fn current_token(
+        &self,
+        account_id: &str,
+    ) -> Result<Option<AccessToken>, RefreshError> {
+        if let Some(t) = lock(&self.inner.cache).get(account_id) {
+            if t.expires_at.is_some_and(|e| e > now_ms()) {
+                return Ok(Some(t.clone()));
+            }
+        }
+        self.stored_still_valid(account_id).await
+    }
+
     /// Drops this process's cached token (after a 401, or when another process changed the store).
     pub fn forget(&self, account_id: &str) {
         lock(&self.inner.cache).remove(account_id);

@@ -147,6 +147,7 @@ mod tests {
             disabled: false,
             created_at: 0,
             updated_at: 0,
+            usage_json: None,
         }
     }
 

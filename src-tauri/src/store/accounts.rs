@@ -38,7 +38,7 @@ pub struct NewAccount {
 const ACCOUNT_COLUMNS: &str = "id, label, email, chatgpt_account_id, chatgpt_user_id, plan, fedramp, status,
     failure_code, failure_message, failure_http_status, failure_at, last_error, last_error_at,
     access_expires_at, last_refresh_at, rate_limited_until, generation, disabled, created_at, updated_at,
-    access_issued_at";
+    access_issued_at, usage_json";
 
 fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
     let status: String = r.get(7)?;
@@ -78,6 +78,7 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         created_at: r.get(19)?,
         updated_at: r.get(20)?,
         access_issued_at: r.get(21)?,
+        usage_json: r.get(22)?,
     })
 }
 
@@ -330,6 +331,53 @@ impl Store {
         }
         append(&tx, account_id, "removed", None)?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a usage limit until `until` (from a 429), unless the account is dead or disabled.
+    pub fn set_rate_limited(&self, account_id: &str, until: UnixMs) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE accounts SET status = 'rate_limited', rate_limited_until = ?2, updated_at = ?3
+             WHERE id = ?1 AND status IN ('healthy', 'rate_limited')
+               AND (rate_limited_until IS NULL OR rate_limited_until <> ?2)",
+            params![account_id, until, now_ms()],
+        )?;
+        if n == 1 {
+            append(
+                &tx,
+                account_id,
+                "rate_limited",
+                Some(&format!("until {}", crate::account::ms_to_rfc3339(until))),
+            )?;
+        }
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
+    /// Lifts a usage limit early (the window reset before its announced time).
+    pub fn clear_rate_limit(&self, account_id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE accounts SET status = 'healthy', rate_limited_until = NULL, updated_at = ?2
+             WHERE id = ?1 AND status = 'rate_limited'",
+            params![account_id, now_ms()],
+        )?;
+        if n == 1 {
+            append(&tx, account_id, "rate_limit_lifted", None)?;
+        }
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
+    /// Saves the last usage snapshot (JSON). Touches nothing else.
+    pub fn set_usage_json(&self, account_id: &str, json: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE accounts SET usage_json = ?2 WHERE id = ?1",
+            params![account_id, json],
+        )?;
         Ok(())
     }
 }

@@ -172,6 +172,12 @@ impl Store {
             .optional()?)
     }
 
+    pub fn meta_get_in(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
     pub fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         Self::meta_set_in(&self.conn(), key, value)
     }

@@ -72,6 +72,10 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX account_events_by_account ON account_events(account_id, id);
     "#,
+    // 2: the last usage snapshot (JSON), flushed from the endpoint's memory, debounced.
+    r#"
+    ALTER TABLE accounts ADD COLUMN usage_json TEXT;
+    "#,
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

@@ -1,0 +1,410 @@
+//! The loopback endpoint the stock Codex CLI and other local tools point at: it picks a healthy
+//! account, injects its credentials, streams the upstream answer back unbuffered, refreshes on
+//! 401 and fails over on 429. Binds 127.0.0.1 (and ::1 on the same port) only.
+
+pub mod guard;
+mod proxy;
+pub mod select;
+pub mod usage;
+pub mod usage_poll;
+
+use crate::account::{now_ms, Account, AccountView};
+use crate::refresh::TokenManager;
+use crate::secret::Secret;
+use crate::service::Service;
+use crate::store::Store;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use select::Selector;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use usage::UsageSnapshot;
+
+pub const DEFAULT_PORT: u16 = 8417;
+pub const SETTING_PORT: &str = "endpoint.port";
+/// The request body is buffered (so a retry on another account sends the same bytes); capped.
+pub const MAX_BODY: usize = 32 * 1024 * 1024;
+const CHANGE_POLL: Duration = Duration::from_millis(500);
+const USAGE_FLUSH: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("port {port} on 127.0.0.1 is already in use{holder}; choose another with `--port` (or 0 for any free port), or stop the program using it")]
+    PortInUse { port: u16, holder: String },
+    #[error("cannot listen on 127.0.0.1:{port}: {detail}")]
+    Bind { port: u16, detail: String },
+}
+
+impl EndpointError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            EndpointError::PortInUse { .. } => "port_in_use",
+            EndpointError::Bind { .. } => "endpoint_bind",
+        }
+    }
+}
+
+pub struct Shared {
+    tm: TokenManager,
+    service: Arc<Service>,
+    key: RwLock<Secret>,
+    accounts: RwLock<Arc<Vec<Account>>>,
+    selector: Mutex<Selector>,
+    usage: Mutex<HashMap<String, UsageSnapshot>>,
+    dirty_usage: Mutex<HashSet<String>>,
+    served: Mutex<HashMap<String, u64>>,
+    http: reqwest::Client,
+    upstream: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn store(&self) -> &Arc<Store> {
+        self.service.store()
+    }
+
+    fn accounts(&self) -> Arc<Vec<Account>> {
+        self.accounts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-reads accounts and the local key (another process may have changed either).
+    fn reload(&self) {
+        match self.store().list_accounts() {
+            Ok(list) => {
+                *self.accounts.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(list);
+            }
+            Err(e) => tracing::warn!("endpoint cannot reload accounts: {e}"),
+        }
+        match self.service.local_api_key() {
+            Ok(k) => *self.key.write().unwrap_or_else(|e| e.into_inner()) = k,
+            Err(e) => tracing::warn!("endpoint cannot reload its key: {e}"),
+        }
+    }
+
+    fn key_matches(&self, headers: &axum::http::HeaderMap) -> bool {
+        let key = self.key.read().unwrap_or_else(|e| e.into_inner());
+        guard::key_matches(headers, key.expose())
+    }
+
+    /// Health JSON per account: the store's view with this process's fresher usage and limits.
+    fn views(&self) -> Vec<AccountView> {
+        let now = now_ms();
+        let usage = lock(&self.usage);
+        let served = lock(&self.served);
+        self.accounts()
+            .iter()
+            .map(|a| {
+                let mut v = a.view(now);
+                if let Some(u) = usage.get(&a.id) {
+                    v.usage = serde_json::to_value(u).ok();
+                }
+                if let Some(n) = served.get(&a.id) {
+                    if let Some(serde_json::Value::Object(m)) = v.usage.as_mut() {
+                        m.insert("requests_served".into(), (*n).into());
+                    }
+                }
+                v
+            })
+            .collect()
+    }
+}
+
+/// A running endpoint; dropping it stops the listeners and background tasks.
+pub struct Endpoint {
+    pub port: u16,
+    pub shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Endpoint {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Requests answered per account since start (the UI's endpoint panel).
+    pub fn served(&self) -> HashMap<String, u64> {
+        lock(&self.shared.served).clone()
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Binds and serves. `port` 0 picks a free port (reported in `Endpoint::port`).
+pub async fn start(
+    service: Arc<Service>,
+    tm: TokenManager,
+    port: u16,
+    upstream: String,
+) -> Result<Endpoint, EndpointError> {
+    let v4 = match tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(EndpointError::PortInUse {
+                port,
+                holder: String::new(),
+            })
+        }
+        Err(e) => {
+            return Err(EndpointError::Bind {
+                port,
+                detail: e.to_string(),
+            })
+        }
+    };
+    let port = v4.local_addr().map(|a| a.port()).unwrap_or(port);
+    // ::1 on the same port where the machine has IPv6 loopback; its absence is not an error.
+    let v6 = tokio::net::TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port)))
+        .await
+        .ok();
+    let key = service.local_api_key().map_err(|e| EndpointError::Bind {
+        port,
+        detail: e.to_string(),
+    })?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(15))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .expect("HTTP client builds with rustls");
+    let shared = Arc::new(Shared {
+        tm,
+        service,
+        key: RwLock::new(key),
+        accounts: RwLock::new(Arc::new(Vec::new())),
+        selector: Mutex::new(Selector::default()),
+        usage: Mutex::new(HashMap::new()),
+        dirty_usage: Mutex::new(HashSet::new()),
+        served: Mutex::new(HashMap::new()),
+        http,
+        upstream: upstream.trim_end_matches('/').to_string(),
+    });
+    shared.reload();
+    // Seed usage from the store so selection has figures before the first answer.
+    {
+        let mut usage = lock(&shared.usage);
+        for a in shared.accounts().iter() {
+            if let Some(u) = a
+                .usage_json
+                .as_deref()
+                .and_then(|j| serde_json::from_str(j).ok())
+            {
+                usage.insert(a.id.clone(), u);
+            }
+        }
+    }
+    let app = router(shared.clone());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for listener in std::iter::once(v4).chain(v6) {
+        let app = app.clone();
+        let mut rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+        }));
+    }
+    tasks.push(tokio::spawn(watch_store(shared.clone())));
+    tasks.push(tokio::spawn(flush_usage(shared.clone())));
+    tasks.push(tokio::spawn(usage_poll::run(
+        shared.clone(),
+        crate::refresh::usage_url(&shared.upstream),
+    )));
+    Ok(Endpoint {
+        port,
+        shared,
+        tasks,
+        stop,
+    })
+}
+
+/// Picks up accounts added, removed or changed by another process within a second: a cheap
+/// `PRAGMA data_version` check, a full reload only when it moved.
+async fn watch_store(shared: Arc<Shared>) {
+    let version = |s: Arc<Shared>| async move {
+        tokio::task::spawn_blocking(move || s.store().data_version().ok())
+            .await
+            .ok()
+            .flatten()
+    };
+    let mut last = version(shared.clone()).await;
+    loop {
+        tokio::time::sleep(CHANGE_POLL).await;
+        let now = version(shared.clone()).await;
+        if now != last {
+            last = now;
+            // Forget cached tokens first: a request racing the reload then reads the store anew.
+            shared.tm.forget_all();
+            let s = shared.clone();
+            let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+        }
+    }
+}
+
+/// Usage snapshots reach SQLite at most every few seconds, never one write per request.
+async fn flush_usage(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(USAGE_FLUSH).await;
+        let dirty: Vec<(String, String)> = {
+            let ids: Vec<String> = lock(&shared.dirty_usage).drain().collect();
+            let usage = lock(&shared.usage);
+            ids.into_iter()
+                .filter_map(|id| {
+                    let json = serde_json::to_string(usage.get(&id)?).ok()?;
+                    Some((id, json))
+                })
+                .collect()
+        };
+        if dirty.is_empty() {
+            continue;
+        }
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for (id, json) in dirty {
+                if let Err(e) = s.store().set_usage_json(&id, &json) {
+                    tracing::warn!("cannot save usage: {e}");
+                }
+            }
+        })
+        .await;
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    let api = Router::new()
+        .route("/v1/responses", post(proxy::responses))
+        .route("/backend-api/codex/responses", post(proxy::responses))
+        .route("/v1/models", get(proxy::models))
+        .route("/backend-api/codex/models", get(proxy::models))
+        .route("/v1/accounts", get(accounts))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(shared.clone(), require_key));
+    Router::new()
+        .route("/health", get(health))
+        .merge(api)
+        .layer(middleware::from_fn(guard_browser))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(shared)
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    code: &'a str,
+    message: String,
+}
+
+/// Our own errors, in the OpenAI error shape the Codex CLI and SDKs parse.
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let kind = if status == StatusCode::TOO_MANY_REQUESTS {
+        "usage_limit_reached"
+    } else {
+        "codex_vault_error"
+    };
+    (
+        status,
+        Json(ErrorBody {
+            error: ErrorDetail {
+                kind,
+                code,
+                message: message.into(),
+            },
+        }),
+    )
+        .into_response()
+}
+
+/// Host and Origin first: a rebinding or cross-site request learns nothing, not even 401.
+async fn guard_browser(req: Request, next: Next) -> Response {
+    if !guard::host_allowed(req.headers()) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "host_not_allowed",
+            "this endpoint answers only requests addressed to 127.0.0.1, localhost or [::1]",
+        );
+    }
+    if guard::has_browser_origin(req.headers()) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "browser requests are refused (the request carried an Origin header)",
+        );
+    }
+    next.run(req).await
+}
+
+async fn require_key(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    if !shared.key_matches(req.headers()) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_local_key",
+            "missing or wrong local API key: send `Authorization: Bearer <key>` (see `codex-vault endpoint info`)",
+        );
+    }
+    if req.headers().contains_key(header::UPGRADE) {
+        // Newer Codex CLIs try a WebSocket first; 426 makes them fall back to HTTP streaming.
+        return error(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket_not_served",
+            "this endpoint serves HTTP streaming (SSE) only; retry without Upgrade",
+        );
+    }
+    next.run(req).await
+}
+
+async fn health() -> Response {
+    Json(serde_json::json!({"status": "ok", "service": "codex-vault", "version": env!("CARGO_PKG_VERSION")})).into_response()
+}
+
+async fn accounts(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.views()).into_response()
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route: use /v1/responses, /v1/models, /v1/accounts or /health",
+    )
+}
+
+/// Used by the proxy to build a streamed answer.
+pub(crate) fn body_from(resp: reqwest::Response) -> Body {
+    Body::from_stream(resp.bytes_stream())
+}

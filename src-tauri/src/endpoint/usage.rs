@@ -1,0 +1,136 @@
+//! Usage snapshots from the `x-codex-*` rate-limit headers every upstream answer carries
+//! (protocol.md § Backend). Kept in memory per account; flushed to SQLite debounced.
+
+use crate::account::{now_ms, UnixMs};
+use reqwest::header::HeaderMap;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageWindow {
+    pub used_percent: f64,
+    pub window_minutes: Option<i64>,
+    /// RFC 3339.
+    pub resets_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageSnapshot {
+    /// The short window (typically 300 minutes).
+    pub primary: Option<UsageWindow>,
+    /// The long window (typically 10,080 minutes).
+    pub secondary: Option<UsageWindow>,
+    pub updated_at: String,
+    /// True when the last poll was refused (401): the numbers may be old.
+    #[serde(default)]
+    pub stale: bool,
+}
+
+impl UsageSnapshot {
+    /// Headroom in percent: what is left of the tighter window (unknown counts as all).
+    pub fn headroom(&self) -> f64 {
+        let used = [&self.primary, &self.secondary]
+            .iter()
+            .filter_map(|w| w.as_ref().map(|w| w.used_percent))
+            .fold(0.0_f64, f64::max);
+        (100.0 - used).clamp(0.0, 100.0)
+    }
+}
+
+fn header_f64(h: &HeaderMap, name: &str) -> Option<f64> {
+    h.get(name)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+}
+
+fn window(h: &HeaderMap, which: &str, now: UnixMs) -> Option<UsageWindow> {
+    let used = header_f64(h, &format!("x-codex-{which}-used-percent"))?;
+    let minutes = header_f64(h, &format!("x-codex-{which}-window-minutes")).map(|m| m as i64);
+    let reset_ms = header_f64(h, &format!("x-codex-{which}-reset-at"))
+        .map(|s| (s * 1000.0) as i64)
+        .or_else(|| {
+            header_f64(h, &format!("x-codex-{which}-reset-after-seconds"))
+                .map(|s| now + (s * 1000.0) as i64)
+        });
+    Some(UsageWindow {
+        used_percent: used.clamp(0.0, 100.0),
+        window_minutes: minutes.filter(|m| *m > 0),
+        resets_at: reset_ms.map(crate::account::ms_to_rfc3339),
+    })
+}
+
+/// A snapshot from an answer's headers; `None` when it carries none.
+pub fn from_headers(h: &HeaderMap) -> Option<UsageSnapshot> {
+    let now = now_ms();
+    let primary = window(h, "primary", now);
+    let secondary = window(h, "secondary", now);
+    if primary.is_none() && secondary.is_none() {
+        return None;
+    }
+    Some(UsageSnapshot {
+        primary,
+        secondary,
+        updated_at: crate::account::ms_to_rfc3339(now),
+        stale: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn reads_both_windows_and_legacy_reset() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-codex-primary-used-percent",
+            HeaderValue::from_static("52.5"),
+        );
+        h.insert(
+            "x-codex-primary-window-minutes",
+            HeaderValue::from_static("300"),
+        );
+        h.insert(
+            "x-codex-primary-reset-at",
+            HeaderValue::from_static("1900000000"),
+        );
+        h.insert(
+            "x-codex-secondary-used-percent",
+            HeaderValue::from_static("21"),
+        );
+        h.insert(
+            "x-codex-secondary-reset-after-seconds",
+            HeaderValue::from_static("60"),
+        );
+        let s = from_headers(&h).unwrap();
+        let p = s.primary.as_ref().unwrap();
+        assert_eq!(p.used_percent, 52.5);
+        assert_eq!(p.window_minutes, Some(300));
+        assert_eq!(p.resets_at.as_deref(), Some("2030-03-17T17:46:40Z"));
+        assert!(s.secondary.as_ref().unwrap().resets_at.is_some());
+        assert_eq!(s.headroom(), 47.5);
+    }
+
+    #[test]
+    fn garbage_and_absent_headers_are_ignored() {
+        let mut h = HeaderMap::new();
+        assert!(from_headers(&h).is_none());
+        h.insert(
+            "x-codex-primary-used-percent",
+            HeaderValue::from_static("NaN"),
+        );
+        assert!(from_headers(&h).is_none());
+        h.insert(
+            "x-codex-primary-used-percent",
+            HeaderValue::from_static("250"),
+        );
+        assert_eq!(
+            from_headers(&h).unwrap().primary.unwrap().used_percent,
+            100.0
+        );
+    }
+}

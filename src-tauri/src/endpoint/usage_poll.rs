@@ -1,0 +1,157 @@
+//! Usage of idle accounts, polled from `GET …/wham/usage` (≈ every 5 minutes) with the account's
+//! current access token only: a 401 there marks the figures stale and never triggers a refresh
+//! (polling must not spend refresh tokens). A capped account whose window reset early becomes
+//! selectable again.
+
+use super::usage::{UsageSnapshot, UsageWindow};
+use super::{lock, Shared};
+use crate::account::{ms_to_rfc3339, now_ms, rfc3339_to_ms, Status};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const SETTING_POLL_SECS: &str = "endpoint.usage_poll_secs";
+const DEFAULT_POLL: Duration = Duration::from_secs(300);
+
+fn window(w: &Value, now: i64) -> Option<UsageWindow> {
+    let used = w.get("used_percent")?.as_f64()?;
+    let reset_ms = w
+        .get("reset_at")
+        .and_then(Value::as_f64)
+        .map(|s| (s * 1000.0) as i64)
+        .or_else(|| {
+            w.get("reset_after_seconds")
+                .and_then(Value::as_f64)
+                .map(|s| now + (s * 1000.0) as i64)
+        });
+    Some(UsageWindow {
+        used_percent: used.clamp(0.0, 100.0),
+        window_minutes: w
+            .get("limit_window_seconds")
+            .and_then(Value::as_i64)
+            .map(|s| s / 60)
+            .filter(|m| *m > 0),
+        resets_at: reset_ms.map(ms_to_rfc3339),
+    })
+}
+
+/// protocol.md's `/wham/usage` body → a snapshot, and whether the limit is reached now.
+pub fn parse(body: &Value) -> Option<(UsageSnapshot, bool)> {
+    let rl = body.get("rate_limit")?;
+    let now = now_ms();
+    let snap = UsageSnapshot {
+        primary: rl.get("primary_window").and_then(|w| window(w, now)),
+        secondary: rl.get("secondary_window").and_then(|w| window(w, now)),
+        updated_at: ms_to_rfc3339(now),
+        stale: false,
+    };
+    let reached = rl
+        .get("limit_reached")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Some((snap, reached))
+}
+
+fn interval(shared: &Shared) -> Duration {
+    shared
+        .store()
+        .setting(SETTING_POLL_SECS)
+        .ok()
+        .flatten()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(DEFAULT_POLL)
+}
+
+pub async fn run(shared: Arc<Shared>, usage_url: String) {
+    loop {
+        let s = shared.clone();
+        let every = tokio::task::spawn_blocking(move || interval(&s))
+            .await
+            .unwrap_or(DEFAULT_POLL);
+        tokio::time::sleep(every).await;
+        let now = now_ms();
+        for a in shared.accounts().iter() {
+            if a.disabled || a.status == Status::Terminal {
+                continue;
+            }
+            let fresh = lock(&shared.usage).get(&a.id).is_some_and(|u| {
+                rfc3339_to_ms(&u.updated_at).is_some_and(|t| now - t < every.as_millis() as i64)
+            });
+            let limited = lock(&shared.selector).rate_limited.contains_key(&a.id)
+                || a.status == Status::RateLimited;
+            if fresh && !limited {
+                continue;
+            }
+            let Ok(Some(token)) = shared.tm.current_token(&a.id).await else {
+                continue; // expired or unreadable: the next real request refreshes it
+            };
+            let sent = shared
+                .http
+                .get(&usage_url)
+                .bearer_auth(token.token.expose())
+                .header("ChatGPT-Account-ID", &token.chatgpt_account_id)
+                .timeout(Duration::from_secs(20))
+                .send()
+                .await;
+            let Ok(resp) = sent else { continue };
+            match resp.status().as_u16() {
+                200 => {
+                    let Ok(body) = resp.json::<Value>().await else {
+                        continue;
+                    };
+                    let Some((snap, reached)) = parse(&body) else {
+                        continue;
+                    };
+                    lock(&shared.usage).insert(a.id.clone(), snap);
+                    lock(&shared.dirty_usage).insert(a.id.clone());
+                    if limited && !reached {
+                        lock(&shared.selector).rate_limited.remove(&a.id);
+                        let (s, id) = (shared.clone(), a.id.clone());
+                        let _ = tokio::task::spawn_blocking(move || {
+                            let _ = s.store().clear_rate_limit(&id);
+                            s.reload();
+                        })
+                        .await;
+                        tracing::info!(account = %a.id, "usage window reset early; selectable again");
+                    }
+                }
+                401 => {
+                    if let Some(u) = lock(&shared.usage).get_mut(&a.id) {
+                        u.stale = true;
+                    } else {
+                        lock(&shared.usage).insert(
+                            a.id.clone(),
+                            UsageSnapshot {
+                                primary: None,
+                                secondary: None,
+                                updated_at: ms_to_rfc3339(now),
+                                stale: true,
+                            },
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_usage_body() {
+        let body = serde_json::json!({"plan_type":"plus","rate_limit":{"allowed":false,"limit_reached":true,
+            "primary_window":{"used_percent":100.0,"limit_window_seconds":18000,"reset_after_seconds":60,"reset_at":1900000000},
+            "secondary_window":{"used_percent":12.5,"limit_window_seconds":604800,"reset_after_seconds":3600,"reset_at":1900003600}}});
+        let (s, reached) = parse(&body).unwrap();
+        assert!(reached);
+        assert_eq!(s.primary.as_ref().unwrap().window_minutes, Some(300));
+        assert_eq!(s.secondary.as_ref().unwrap().used_percent, 12.5);
+        assert_eq!(s.headroom(), 0.0);
+        assert!(parse(&serde_json::json!({"detail": "x"})).is_none());
+    }
+}

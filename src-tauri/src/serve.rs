@@ -1,0 +1,135 @@
+//! `codex-vault serve`: the headless face — scheduler + loopback endpoint in one process — and
+//! the runtime file through which `endpoint info` reports the live listener.
+
+use crate::endpoint::{self, DEFAULT_PORT, SETTING_PORT};
+use crate::error::AppError;
+use crate::service::Service;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+const RUNTIME_FILE: &str = "endpoint.json";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Runtime {
+    pid: u32,
+    port: u16,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EndpointInfo {
+    pub running: bool,
+    pub pid: Option<u32>,
+    pub port: u16,
+    /// The base URL tools use (`…/v1`).
+    pub url: String,
+    pub key: String,
+    pub config_toml: String,
+    pub env: String,
+}
+
+fn runtime_path(service: &Service) -> PathBuf {
+    PathBuf::from(service.info().data_dir).join(RUNTIME_FILE)
+}
+
+pub fn configured_port(service: &Service) -> Result<u16, AppError> {
+    Ok(service
+        .store()
+        .setting(SETTING_PORT)?
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(DEFAULT_PORT))
+}
+
+/// The Codex CLI provider block for an endpoint at `base_url` (protocol.md § Pointing the stock CLI).
+pub fn codex_config_toml(base_url: &str) -> String {
+    format!(
+        "model_provider = \"codex-vault\"\n\n[model_providers.codex-vault]\nname = \"Codex Vault\"\nbase_url = \"{base_url}\"\nwire_api = \"responses\"\nenv_key = \"CODEX_VAULT_KEY\"\n"
+    )
+}
+
+pub fn info(service: &Service) -> Result<EndpointInfo, AppError> {
+    let live = std::fs::read(runtime_path(service))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Runtime>(&b).ok())
+        .filter(|r| {
+            !crate::refresh::holder_is_dead(&format!("{}:0", r.pid))
+                && (cfg!(not(target_os = "linux"))
+                    || std::path::Path::new(&format!("/proc/{}", r.pid)).exists())
+        });
+    let port = match &live {
+        Some(r) => r.port,
+        None => configured_port(service)?,
+    };
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let key = service.local_api_key()?;
+    Ok(EndpointInfo {
+        running: live.is_some(),
+        pid: live.map(|r| r.pid),
+        port,
+        config_toml: codex_config_toml(&url),
+        env: format!("export CODEX_VAULT_KEY={}", key.expose()),
+        key: key.expose().to_string(),
+        url,
+    })
+}
+
+pub fn run(port: Option<u16>) -> Result<ExitCode, AppError> {
+    let service = Arc::new(Service::open_default()?);
+    if let Some(w) = service.info().warning {
+        tracing::warn!("{w}");
+    }
+    let port = match port {
+        Some(p) => p,
+        None => configured_port(&service)?,
+    };
+    let upstream = crate::refresh::upstream_base();
+    let tm = service.token_manager();
+    let rt = crate::cli::runtime()?;
+    rt.block_on(async move {
+        tm.recover_intents().await;
+        let _scheduler = crate::refresh::Scheduler::spawn(tm.clone());
+        let ep = endpoint::start(service.clone(), tm, port, upstream).await?;
+        let path = runtime_path(&service);
+        let rt_json = serde_json::to_vec(&Runtime {
+            pid: std::process::id(),
+            port: ep.port,
+        })
+        .expect("runtime info serialises");
+        let _ = std::fs::remove_file(&path);
+        if let Err(e) = crate::fsutil::write_private_new(&path, &rt_json) {
+            tracing::warn!("cannot write {}: {e}", path.display());
+        }
+        println!("Codex Vault endpoint listening on {}/v1", ep.url());
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        eprintln!("codex-vault serve: `codex-vault endpoint info` shows the key and the Codex CLI configuration; Ctrl-C stops.");
+        shutdown_signal().await;
+        let _ = std::fs::remove_file(&path);
+        ep.shutdown().await;
+        Ok::<_, AppError>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
