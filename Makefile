@@ -40,8 +40,9 @@ e2e: deps-test ui
 	$(CARGO) build -p codex-vault -p codex-vault-testkit
 	scripts/keyring-session.sh $(MAKE) --no-print-directory e2e-run
 
+# Bounded: a hung WebDriver call must fail the run, not stall CI.
 e2e-run:
-	.cache/e2e-venv/bin/python tests/e2e/smoke.py
+	timeout --kill-after=10 600 .cache/e2e-venv/bin/python tests/e2e/smoke.py
 
 # Both feature sets: the desktop build and the headless core (`--no-default-features`, no WebKit).
 lint:

@@ -74,39 +74,64 @@ pub fn info(service: &Service) -> Result<EndpointInfo, AppError> {
     })
 }
 
+/// A started endpoint plus its runtime file (removed when this is dropped), so `endpoint info`
+/// reports the live listener whichever face started it.
+pub struct Running {
+    pub endpoint: endpoint::Endpoint,
+    runtime_file: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.runtime_file);
+    }
+}
+
+/// Starts the endpoint on `port` (default: the setting, else 8417) — shared by `serve` and the
+/// desktop app.
+pub async fn start_endpoint(
+    service: Arc<Service>,
+    tm: crate::refresh::TokenManager,
+    port: Option<u16>,
+) -> Result<Running, AppError> {
+    let port = match port {
+        Some(p) => p,
+        None => configured_port(&service)?,
+    };
+    let ep = endpoint::start(service.clone(), tm, port, crate::refresh::upstream_base()).await?;
+    let path = runtime_path(&service);
+    let json = serde_json::to_vec(&Runtime {
+        pid: std::process::id(),
+        port: ep.port,
+    })
+    .expect("runtime info serialises");
+    let _ = std::fs::remove_file(&path);
+    if let Err(e) = crate::fsutil::write_private_new(&path, &json) {
+        tracing::warn!("cannot write {}: {e}", path.display());
+    }
+    Ok(Running {
+        endpoint: ep,
+        runtime_file: path,
+    })
+}
+
 pub fn run(port: Option<u16>) -> Result<ExitCode, AppError> {
     let service = Arc::new(Service::open_default()?);
     if let Some(w) = service.info().warning {
         tracing::warn!("{w}");
     }
-    let port = match port {
-        Some(p) => p,
-        None => configured_port(&service)?,
-    };
-    let upstream = crate::refresh::upstream_base();
     let tm = service.token_manager();
     let rt = crate::cli::runtime()?;
     rt.block_on(async move {
         tm.recover_intents().await;
         let _scheduler = crate::refresh::Scheduler::spawn(tm.clone());
-        let ep = endpoint::start(service.clone(), tm, port, upstream).await?;
-        let path = runtime_path(&service);
-        let rt_json = serde_json::to_vec(&Runtime {
-            pid: std::process::id(),
-            port: ep.port,
-        })
-        .expect("runtime info serialises");
-        let _ = std::fs::remove_file(&path);
-        if let Err(e) = crate::fsutil::write_private_new(&path, &rt_json) {
-            tracing::warn!("cannot write {}: {e}", path.display());
-        }
-        println!("Codex Vault endpoint listening on {}/v1", ep.url());
+        let running = start_endpoint(service, tm, port).await?;
+        println!("Codex Vault endpoint listening on {}/v1", running.endpoint.url());
         use std::io::Write;
         let _ = std::io::stdout().flush();
         eprintln!("codex-vault serve: `codex-vault endpoint info` shows the key and the Codex CLI configuration; Ctrl-C stops.");
         shutdown_signal().await;
-        let _ = std::fs::remove_file(&path);
-        ep.shutdown().await;
+        drop(running);
         Ok::<_, AppError>(())
     })?;
     Ok(ExitCode::SUCCESS)

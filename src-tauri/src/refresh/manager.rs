@@ -438,13 +438,17 @@ impl Inner {
     }
 
     async fn run(&self, account_id: &str, mode: Mode) -> Result<AccessToken, RefreshError> {
-        loop {
-            let snap = self.read(account_id).await?;
+        let mut held = false;
+        let result = loop {
+            let snap = match self.read(account_id).await {
+                Ok(s) => s,
+                Err(e) => break Err(e),
+            };
             if snap.account.status == Status::Terminal {
-                return Err(Self::terminal_error(&snap.account));
+                break Err(Self::terminal_error(&snap.account));
             }
             if snap.account.disabled {
-                return Err(RefreshError::Disabled(snap.account.label.clone()));
+                break Err(RefreshError::Disabled(snap.account.label.clone()));
             }
             let wanted = match &mode {
                 Mode::IfNeeded => snap.needs_refresh(self.cfg.margin),
@@ -454,36 +458,39 @@ impl Inner {
                 }
             };
             if !wanted {
-                return Ok(snap.token());
+                break Ok(snap.token());
             }
-            if self.cfg.lease_enabled && !self.acquire_lease(account_id).await? {
-                // Another process is refreshing: wait for its commit (or its death), then re-read.
-                self.wait_for_other(account_id, snap.account.generation)
-                    .await?;
-                if let Mode::Force { .. } | Mode::Recover { .. } = mode {
-                    let now = self.read(account_id).await?;
-                    if now.account.generation != snap.account.generation {
-                        return match now.account.status {
-                            Status::Terminal => Err(Self::terminal_error(&now.account)),
-                            _ => Ok(now.token()),
-                        };
+            if self.cfg.lease_enabled && !held {
+                match self.acquire_lease(account_id).await {
+                    // Re-read under the lease: a refresh another process committed between our
+                    // read and our lease must not be redone with the refresh token it spent.
+                    Ok(true) => held = true,
+                    // Another process is refreshing: wait for its commit (or its death), re-read.
+                    Ok(false) => {
+                        if let Err(e) = self
+                            .wait_for_other(account_id, snap.account.generation)
+                            .await
+                        {
+                            break Err(e);
+                        }
                     }
+                    Err(e) => break Err(e),
                 }
                 continue;
             }
-            let result = self.attempt(snap, true).await;
-            if self.cfg.lease_enabled {
-                let store = self.store.clone();
-                let (id, holder) = (account_id.to_string(), self.holder.clone());
-                if let Err(e) = blocking(move || store.release_lease(&id, &holder)).await {
-                    tracing::warn!(
-                        account = account_id,
-                        "cannot release the refresh lease: {e}"
-                    );
-                }
+            break self.attempt(snap, true).await;
+        };
+        if held {
+            let store = self.store.clone();
+            let (id, holder) = (account_id.to_string(), self.holder.clone());
+            if let Err(e) = blocking(move || store.release_lease(&id, &holder)).await {
+                tracing::warn!(
+                    account = account_id,
+                    "cannot release the refresh lease: {e}"
+                );
             }
-            return result;
         }
+        result
     }
 
     async fn acquire_lease(&self, account_id: &str) -> Result<bool, RefreshError> {
