@@ -12,6 +12,7 @@ pub mod refresh;
 pub mod secret;
 pub mod serve;
 pub mod service;
+pub mod service_ops;
 pub mod store;
 pub mod vault;
 

@@ -18,6 +18,7 @@ import urllib.request
 from selenium import webdriver
 from selenium.webdriver.common.options import ArgOptions
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -86,6 +87,9 @@ class Stack:
         self.fake_url = p.stdout.readline().strip()
         if not self.fake_url.startswith("http"):
             raise RuntimeError("fake-openai printed no URL")
+        # The app (started later by tauri-driver with this env) refreshes against the fake, never OpenAI.
+        self.env["CODEX_VAULT_AUTH_BASE"] = self.fake_url
+        self.env["CODEX_VAULT_UPSTREAM"] = self.fake_url + "/backend-api/codex"
 
     def cli(self, *args, stdin=None):
         return subprocess.run([APP, *args], env=self.env, input=stdin, capture_output=True, text=True, timeout=60)
@@ -146,8 +150,10 @@ def main():
             assert "codex-vault accounts import" in el.text, el.text
             screenshot(stack, "01-empty-state.png")
 
+        made = {}
+
         def lists_imported_account():
-            tokens = post(stack.fake_url + "/__admin/accounts", {"email": "e2e@corp.com", "plan": "team"})
+            tokens = made["work"] = post(stack.fake_url + "/__admin/accounts", {"email": "e2e@corp.com", "plan": "team"})
             auth = post(stack.fake_url + "/__admin/auth_json", {"tokens": tokens})
             r = stack.cli("accounts", "import", "-", "--label", "work", stdin=json.dumps(auth))
             assert r.returncode == 0, r.stderr
@@ -165,8 +171,127 @@ def main():
                 assert t[10:40] not in html, "token text in the page"
             screenshot(stack, "02-account-listed.png")
 
+        def painted():
+            """Waits two animation frames, so the X screen shows what the DOM now says."""
+            driver.execute_async_script(
+                "const done = arguments[0]; requestAnimationFrame(() => requestAnimationFrame(() => done()));")
+
+        def card_by_label(label):
+            """The account card whose label is `label` (None while there is none)."""
+            for card in driver.find_elements(By.CSS_SELECTOR, '[data-testid="account-card"]'):
+                labels = card.find_elements(By.CSS_SELECTOR, '[data-testid="account-label"]')
+                if labels and labels[0].text == label:
+                    return card
+            return None
+
+        def wait_card(label, predicate=lambda card: True):
+            return wait.until(lambda d: (lambda c: c if c is not None and predicate(c) else False)(card_by_label(label)))
+
+        def badge(card):
+            return card.find_element(By.CSS_SELECTOR, '[data-testid="status-badge"]').text
+
+        def paste_auth_json():
+            tokens = post(stack.fake_url + "/__admin/accounts", {"email": "paste@corp.com", "plan": "plus"})
+            auth = post(stack.fake_url + "/__admin/auth_json", {"tokens": tokens})
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="add-account-button"]').click()
+            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="add-dialog"]')))
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="tab-paste"]').click()
+            area = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="paste-text"]')))
+            # As a paste does it: the whole text at once, then one input event (typing it key by key is slow).
+            driver.execute_script(
+                "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input', {bubbles: true}));",
+                area, json.dumps(auth, indent=2))
+            preview = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="paste-preview"]')))
+            assert "paste@corp.com" in preview.text and "Plus" in preview.text, preview.text
+            assert preview.get_attribute("data-action") == "add", preview.get_attribute("data-action")
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="paste-label"]').send_keys("pasted")
+            screenshot(stack, "03-paste-preview.png")
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="paste-import"]').click()
+            result = wait.until(EC.visibility_of_element_located(
+                (By.CSS_SELECTOR, '[data-testid="paste-panel"] [data-testid="import-result"]')))
+            assert "Added account pasted" in result.text, result.text
+            # The list updated from the core's event, behind the dialog, without a reload.
+            card = wait_card("pasted", lambda c: "Healthy" in badge(c))
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="add-dialog-close"]').click()
+            wait.until(EC.invisibility_of_element_located((By.CSS_SELECTOR, '[data-testid="add-dialog"]')))
+            text = card.text
+            assert "paste@corp.com" in text and "Plus" in text, text
+            summary = driver.find_element(By.CSS_SELECTOR, '[data-testid="summary"]').text
+            assert "2 healthy" in summary, summary
+            html = driver.page_source
+            for t in (tokens["access_token"], tokens["refresh_token"], tokens["id_token"]):
+                assert t[10:40] not in html, "token text in the page"
+            screenshot(stack, "04-pasted-card.png")
+
+        def rename():
+            card = wait_card("pasted")
+            card.find_element(By.CSS_SELECTOR, '[data-testid="action-rename"]').click()
+            field = card.find_element(By.CSS_SELECTOR, '[data-testid="rename-input"]')
+            field.clear()
+            field.send_keys("side job")
+            screenshot(stack, "05-renaming.png")
+            field.send_keys(Keys.ENTER)
+            card = wait_card("side job")
+            assert not card.find_elements(By.CSS_SELECTOR, '[data-testid="rename-input"]'), "rename field still open"
+            notice = driver.find_element(By.CSS_SELECTOR, '[data-testid="notice"]').text
+            assert "Renamed pasted to side job" in notice, notice
+            screenshot(stack, "06-renamed.png")
+
+        def disable():
+            card = wait_card("side job")
+            card.find_element(By.CSS_SELECTOR, '[data-testid="action-toggle-disabled"]').click()
+            card = wait_card("side job", lambda c: "Disabled" in badge(c))
+            assert card.get_attribute("data-status") == "disabled", card.get_attribute("data-status")
+            toggle = card.find_element(By.CSS_SELECTOR, '[data-testid="action-toggle-disabled"]')
+            assert toggle.text == "Enable", toggle.text
+            # The history shows it, newest first.
+            card.find_element(By.CSS_SELECTOR, '[data-testid="action-history"]').click()
+            wait.until(lambda d: card.find_elements(By.CSS_SELECTOR, '[data-testid="history-item"]'))
+            kinds = [e.get_attribute("data-kind") for e in card.find_elements(By.CSS_SELECTOR, '[data-testid="history-item"]')]
+            assert kinds[:3] == ["disabled", "renamed", "imported"], kinds
+            screenshot(stack, "07-disabled-history.png")
+            # The same window in the dark palette, for a look at both themes.
+            driver.execute_script("document.documentElement.dataset.theme = 'dark'")
+            painted()
+            screenshot(stack, "08-dark.png")
+            # The Add dialog in dark, on the Codex CLI tab with a CLI sign-in to preview (not imported).
+            tokens = post(stack.fake_url + "/__admin/accounts", {"email": "cli@corp.com", "plan": "pro"})
+            auth = post(stack.fake_url + "/__admin/auth_json", {"tokens": tokens})
+            os.makedirs(stack.env["CODEX_HOME"], exist_ok=True)
+            with open(os.path.join(stack.env["CODEX_HOME"], "auth.json"), "w") as f:
+                json.dump(auth, f)
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="add-account-button"]').click()
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="tab-codex-cli"]').click()
+            preview = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="cli-preview"]')))
+            assert "cli@corp.com" in preview.text, preview.text
+            painted()
+            screenshot(stack, "09-dark-codex-cli-preview.png")
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="add-dialog-close"]').click()
+            driver.execute_script("delete document.documentElement.dataset.theme")
+
+        def revoked_needs_sign_in():
+            # The fake revokes the grant; "Refresh now" finds out and the card turns terminal, live.
+            post(stack.fake_url + f"/__admin/accounts/{made['work']['account_id']}/revoke", {})
+            card = wait_card("work")
+            card.find_element(By.CSS_SELECTOR, '[data-testid="action-refresh"]').click()
+            card = wait_card("work", lambda c: "Needs sign-in" in badge(c))
+            detail = card.find_element(By.CSS_SELECTOR, '[data-testid="failure-detail"]').text
+            assert "refresh_token_invalidated" in detail, detail
+            reason = card.find_element(By.CSS_SELECTOR, '[data-testid="failure-reason"]').text
+            assert reason, "no reason shown"
+            assert card.find_elements(By.CSS_SELECTOR, '[data-testid="action-sign-in-again"]'), "no Sign in again"
+            screenshot(stack, "10-needs-sign-in.png")
+            driver.execute_script("document.documentElement.dataset.theme = 'dark'")
+            painted()
+            screenshot(stack, "11-needs-sign-in-dark.png")
+            driver.execute_script("delete document.documentElement.dataset.theme")
+
         check("empty_state", empty_state)
         check("lists_imported_account", lists_imported_account)
+        check("paste_auth_json", paste_auth_json)
+        check("rename", rename)
+        check("disable", disable)
+        check("revoked_needs_sign_in", revoked_needs_sign_in)
     except Exception as e:
         results.append(("setup", e))
         print(f"FAIL setup: {e!r}")

@@ -2,8 +2,30 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
 const invoke = vi.fn();
 vi.mock('@tauri-apps/api/core', () => ({ invoke: (...args: unknown[]) => invoke(...args) }));
+const listen = vi.fn();
+vi.mock('@tauri-apps/api/event', () => ({ listen: (...args: unknown[]) => listen(...args) }));
 
-import { BACKEND_UNAVAILABLE_CODE, listAccounts, storeInfo, toApiError, type Account } from './api';
+import {
+  BACKEND_UNAVAILABLE_CODE,
+  EVENTS,
+  accountHistory,
+  importAuthJson,
+  importCodexCliAuth,
+  listAccounts,
+  onAccountsChanged,
+  onSignInFinished,
+  previewAuthJson,
+  previewCodexCliAuth,
+  refreshAccount,
+  removeAccount,
+  renameAccount,
+  setAccountDisabled,
+  signInCancel,
+  signInStart,
+  storeInfo,
+  toApiError,
+  type Account,
+} from './api';
 
 const g = globalThis as { __TAURI_INTERNALS__?: unknown };
 
@@ -69,5 +91,92 @@ describe('commands', () => {
     delete g.__TAURI_INTERNALS__;
     await expect(storeInfo()).rejects.toMatchObject({ code: BACKEND_UNAVAILABLE_CODE });
     expect(invoke).not.toHaveBeenCalled();
+  });
+});
+
+describe('account commands', () => {
+  beforeEach(() => {
+    g.__TAURI_INTERNALS__ = {};
+    invoke.mockReset();
+    invoke.mockResolvedValue(null);
+  });
+  afterEach(() => {
+    delete g.__TAURI_INTERNALS__;
+  });
+
+  it('names each command and its arguments as the core expects', async () => {
+    await previewAuthJson('{"x":1}');
+    expect(invoke).toHaveBeenLastCalledWith('preview_auth_json', { text: '{"x":1}' });
+    await importAuthJson('{}', 'work');
+    expect(invoke).toHaveBeenLastCalledWith('import_auth_json', { text: '{}', label: 'work' });
+    await previewCodexCliAuth();
+    expect(invoke).toHaveBeenLastCalledWith('preview_codex_cli_auth', undefined);
+    await importCodexCliAuth('cli');
+    expect(invoke).toHaveBeenLastCalledWith('import_codex_cli_auth', { label: 'cli' });
+    await renameAccount('a1', 'day job');
+    expect(invoke).toHaveBeenLastCalledWith('rename_account', { id: 'a1', label: 'day job' });
+    await setAccountDisabled('a1', true);
+    expect(invoke).toHaveBeenLastCalledWith('set_account_disabled', { id: 'a1', disabled: true });
+    await removeAccount('a1');
+    expect(invoke).toHaveBeenLastCalledWith('remove_account', { id: 'a1' });
+    await accountHistory('a1');
+    expect(invoke).toHaveBeenLastCalledWith('account_history', { id: 'a1', limit: 50 });
+    await refreshAccount('a1');
+    expect(invoke).toHaveBeenLastCalledWith('refresh_account', { id: 'a1' });
+    await signInStart('x');
+    expect(invoke).toHaveBeenLastCalledWith('sign_in_start', { label: 'x' });
+    await signInCancel();
+    expect(invoke).toHaveBeenLastCalledWith('sign_in_cancel', undefined);
+  });
+
+  it('sends an empty or missing label as null (the core picks one)', async () => {
+    await importAuthJson('{}', '');
+    expect(invoke).toHaveBeenLastCalledWith('import_auth_json', { text: '{}', label: null });
+    await importCodexCliAuth();
+    expect(invoke).toHaveBeenLastCalledWith('import_codex_cli_auth', { label: null });
+    await signInStart(null);
+    expect(invoke).toHaveBeenLastCalledWith('sign_in_start', { label: null });
+  });
+
+  it('passes an import error through as {code, message}', async () => {
+    invoke.mockRejectedValueOnce({ code: 'auth_json_not_json', message: 'cannot import the pasted auth.json: it is not valid JSON' });
+    await expect(previewAuthJson('{')).rejects.toEqual({
+      code: 'auth_json_not_json',
+      message: 'cannot import the pasted auth.json: it is not valid JSON',
+    });
+  });
+});
+
+describe('events', () => {
+  beforeEach(() => {
+    g.__TAURI_INTERNALS__ = {};
+    listen.mockReset();
+  });
+  afterEach(() => {
+    delete g.__TAURI_INTERNALS__;
+  });
+
+  it('listens on the namespaced names and hands over the payload only', async () => {
+    const stop = vi.fn();
+    listen.mockResolvedValue(stop);
+    const changed = vi.fn();
+    const unlisten = await onAccountsChanged(changed);
+    expect(listen).toHaveBeenCalledWith('accounts://changed', expect.any(Function));
+    const handler = listen.mock.calls[0][1] as (e: { payload: unknown }) => void;
+    handler({ payload: { account_id: 'a1' } });
+    expect(changed).toHaveBeenCalledWith({ account_id: 'a1' });
+    unlisten();
+    expect(stop).toHaveBeenCalled();
+
+    await onSignInFinished(vi.fn());
+    expect(listen).toHaveBeenLastCalledWith(EVENTS.signInFinished, expect.any(Function));
+    expect(EVENTS.signInFinished).toBe('signin://finished');
+  });
+
+  it('is a no-op outside the desktop app', async () => {
+    delete g.__TAURI_INTERNALS__;
+    const unlisten = await onAccountsChanged(vi.fn());
+    expect(listen).not.toHaveBeenCalled();
+    expect(() => unlisten()).not.toThrow();
   });
 });

@@ -1,6 +1,7 @@
 // The one door between the UI and the Rust core. Every Tauri command the UI uses is named here, with
 // the shape the core serialises; components import these functions and never call `invoke` themselves.
 import { invoke } from '@tauri-apps/api/core';
+import { listen } from '@tauri-apps/api/event';
 
 export type AccountStatus = 'healthy' | 'refreshing' | 'rate_limited' | 'disabled' | 'terminal';
 
@@ -133,4 +134,145 @@ export function listAccounts(): Promise<Account[]> {
 /** Where the data lives and how its key is kept. Rejects with an `ApiError`. */
 export function storeInfo(): Promise<StoreInfo> {
   return call<StoreInfo>('store_info');
+}
+
+// ---- Adding accounts -------------------------------------------------------------------------------
+
+/** What importing an auth.json would do: `add` a new account, `update` a held one (the file is newer), or `keep_newer`. */
+export type PreviewAction = 'add' | 'update' | 'keep_newer';
+
+/** An auth.json's identity and what importing it would do, before anything is written. Never token text. */
+export interface ImportPreview {
+  email: string;
+  plan: string | null;
+  chatgpt_account_id: string;
+  /** The held account this sign-in already is (same ChatGPT account + user), if any. */
+  existing: { id: string; label: string } | null;
+  action: PreviewAction;
+  access_expires_at: string | null;
+  last_refresh: string | null;
+}
+
+/** The Codex CLI's auth.json: where it is looked for, whether it is there, and its preview. */
+export interface CodexCliPreview {
+  path: string | null;
+  found: boolean;
+  preview: ImportPreview | null;
+}
+
+export type ImportOutcomeKind = 'added' | 'updated' | 'kept_newer' | 'signed_in' | 'signed_in_again';
+
+/** What an import or sign-in did, and the account as it is now. */
+export interface ImportOutcome {
+  outcome: ImportOutcomeKind;
+  account: Account;
+}
+
+/** One line of an account's history (`account_events`), newest first. */
+export interface AccountEvent {
+  id: number;
+  at: string;
+  kind: string;
+  detail: string | null;
+}
+
+export interface SignInStarted {
+  /** Names this sign-in in `signin://finished`. */
+  flow: number;
+  url: string;
+  port: number;
+}
+
+/** Payload of `signin://finished`. */
+export interface SignInFinished {
+  flow: number;
+  ok: boolean;
+  message: string;
+  code: string | null;
+  account_id: string | null;
+}
+
+/** Payload of `accounts://changed`: one account, or `null` for possibly all. */
+export interface AccountsChanged {
+  account_id: string | null;
+}
+
+/** Event names, the same strings as src-tauri/src/desktop/events.rs. */
+export const EVENTS = {
+  accountsChanged: 'accounts://changed',
+  signInFinished: 'signin://finished',
+} as const;
+
+/** What importing this pasted auth.json would do. Writes nothing. */
+export function previewAuthJson(text: string): Promise<ImportPreview> {
+  return call<ImportPreview>('preview_auth_json', { text });
+}
+
+/** Imports a pasted auth.json; an empty label lets the core pick one. */
+export function importAuthJson(text: string, label?: string | null): Promise<ImportOutcome> {
+  return call<ImportOutcome>('import_auth_json', { text, label: label || null });
+}
+
+/** Looks for the Codex CLI's auth.json and previews it. */
+export function previewCodexCliAuth(): Promise<CodexCliPreview> {
+  return call<CodexCliPreview>('preview_codex_cli_auth');
+}
+
+/** Imports the Codex CLI's auth.json. */
+export function importCodexCliAuth(label?: string | null): Promise<ImportOutcome> {
+  return call<ImportOutcome>('import_codex_cli_auth', { label: label || null });
+}
+
+/** Starts a browser sign-in; its end arrives as `signin://finished`. */
+export function signInStart(label?: string | null): Promise<SignInStarted> {
+  return call<SignInStarted>('sign_in_start', { label: label || null });
+}
+
+/** Cancels the pending sign-in; resolves false when none was pending. */
+export function signInCancel(): Promise<boolean> {
+  return call<boolean>('sign_in_cancel');
+}
+
+// ---- Account actions -------------------------------------------------------------------------------
+
+export function renameAccount(id: string, label: string): Promise<Account> {
+  return call<Account>('rename_account', { id, label });
+}
+
+export function setAccountDisabled(id: string, disabled: boolean): Promise<Account> {
+  return call<Account>('set_account_disabled', { id, disabled });
+}
+
+export function removeAccount(id: string): Promise<Account> {
+  return call<Account>('remove_account', { id });
+}
+
+/** The account's events, newest first. */
+export function accountHistory(id: string, limit = 50): Promise<AccountEvent[]> {
+  return call<AccountEvent[]>('account_history', { id, limit });
+}
+
+/** Refreshes the account's tokens now. */
+export function refreshAccount(id: string): Promise<void> {
+  return call<void>('refresh_account', { id });
+}
+
+// ---- Live events -----------------------------------------------------------------------------------
+
+type Unlisten = () => void;
+
+async function subscribe<T>(name: string, handler: (payload: T) => void): Promise<Unlisten> {
+  // Outside the desktop app there is nothing to listen to; the caller needs no special case.
+  if (!backendPresent()) return () => {};
+  return listen<T>(name, (event) => handler(event.payload));
+}
+
+/** Calls `handler` whenever accounts change (an import, an action, a sign-in, a refresh). */
+export function onAccountsChanged(handler: (payload: AccountsChanged) => void): Promise<Unlisten> {
+  return subscribe(EVENTS.accountsChanged, handler);
+}
+
+/** Calls `handler` when a browser sign-in ends (signed in, failed, or cancelled). */
+export function onSignInFinished(handler: (payload: SignInFinished) => void): Promise<Unlisten> {
+  return subscribe(EVENTS.signInFinished, handler);
 }

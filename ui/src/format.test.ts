@@ -1,6 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import type { Failure } from './api';
+import type { Account, Failure, ImportOutcome } from './api';
 import {
+  eventWord,
+  importOutcomeText,
+  labelProblem,
+  previewActionText,
   compactDuration,
   failureAdvice,
   failureDetail,
@@ -151,5 +155,51 @@ describe('usage and identity', () => {
     expect(identityLine({ email: 'ana@corp.com', plan: 'team' })).toBe('ana@corp.com · Team');
     expect(identityLine({ email: null, plan: 'plus' })).toBe('Plus');
     expect(identityLine({ email: 'ana@me.com', plan: null })).toBe('ana@me.com');
+  });
+});
+
+describe('labelProblem', () => {
+  it('accepts a normal label', () => {
+    expect(labelProblem('work')).toBeNull();
+    expect(labelProblem('x'.repeat(64))).toBeNull();
+  });
+  it('names what is wrong, as the core would refuse it', () => {
+    expect(labelProblem('')).toMatch(/empty/);
+    expect(labelProblem('   ')).toMatch(/empty/);
+    expect(labelProblem('a\nb')).toMatch(/control/);
+    expect(labelProblem('a\u001b[31m')).toMatch(/control/);
+    expect(labelProblem('x'.repeat(65))).toMatch(/64/);
+  });
+});
+
+describe('importOutcomeText', () => {
+  const account = { label: 'work', email: 'ana@corp.com', plan: 'team' } as Account;
+  const text = (outcome: ImportOutcome['outcome']) => importOutcomeText({ outcome, account });
+  it('says what happened, naming duplicates plainly', () => {
+    expect(text('added')).toBe('Added account work (ana@corp.com · Team).');
+    expect(text('updated')).toMatch(/^Updated existing account work .*newer/);
+    expect(text('kept_newer')).toMatch(/^Updated existing account work .*kept the newer tokens/);
+    expect(text('signed_in_again')).toMatch(/history is kept/);
+    expect(text('signed_in')).toMatch(/^Signed in/);
+  });
+  it('copes with a missing email and plan', () => {
+    const bare = { label: 'x', email: null, plan: null } as Account;
+    expect(importOutcomeText({ outcome: 'added', account: bare })).toBe('Added account x.');
+  });
+});
+
+describe('previewActionText', () => {
+  it('explains add, update and keep', () => {
+    expect(previewActionText({ action: 'add', existing: null })).toBe('This adds a new account.');
+    expect(previewActionText({ action: 'update', existing: { id: 'a', label: 'work' } })).toMatch(/already held as "work".*updates/);
+    expect(previewActionText({ action: 'keep_newer', existing: { id: 'a', label: 'work' } })).toMatch(/keeps the newer tokens/);
+  });
+});
+
+describe('eventWord', () => {
+  it('words known kinds and passes unknown ones through readably', () => {
+    expect(eventWord('race_recovered')).toBe('Recovered a refresh race');
+    expect(eventWord('renamed')).toBe('Renamed');
+    expect(eventWord('something_new')).toBe('something new');
   });
 });

@@ -1,7 +1,7 @@
 // Pure presentation logic: everything a component shows that is more than a field, so it can be tested
 // without a DOM. Times are RFC 3339 strings from the core; `now`, `locale` and `timeZone` are parameters
 // so tests are deterministic and the UI passes nothing.
-import type { Account, AccountStatus, Failure, UsageWindow } from './api';
+import type { Account, AccountStatus, Failure, ImportOutcome, ImportPreview, UsageWindow } from './api';
 
 export interface FormatOptions {
   /** The current time; defaults to `new Date()`. */
@@ -206,4 +206,74 @@ export function identityLine(account: Pick<Account, 'email' | 'plan'>): string {
 
 function capitalize(word: string): string {
   return word.charAt(0).toUpperCase() + word.slice(1);
+}
+
+/** The core's label rule (src-tauri service::validate_label), checked as the user types. null = fine. */
+export const MAX_LABEL_CHARS = 64;
+export function labelProblem(label: string): string | null {
+  if (!label.trim()) return 'A label cannot be empty.';
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(label)) return 'A label cannot contain control characters.';
+  if ([...label].length > MAX_LABEL_CHARS) return `A label can be at most ${MAX_LABEL_CHARS} characters.`;
+  return null;
+}
+
+function who(account: Pick<Account, 'label' | 'email' | 'plan'>): string {
+  const identity = identityLine(account);
+  return identity ? `${account.label} (${identity})` : account.label;
+}
+
+/** What an import or sign-in did, as the dialog says it. Duplicates say so plainly. */
+export function importOutcomeText(result: ImportOutcome): string {
+  const a = who(result.account);
+  switch (result.outcome) {
+    case 'added':
+      return `Added account ${a}.`;
+    case 'updated':
+      return `Updated existing account ${a}: the file's tokens are newer.`;
+    case 'kept_newer':
+      return `Updated existing account ${a}: kept the newer tokens already held.`;
+    case 'signed_in':
+      return `Signed in: added account ${a}.`;
+    case 'signed_in_again':
+      return `Signed in again to existing account ${a}; its history is kept.`;
+    default:
+      return `Saved account ${a}.`;
+  }
+}
+
+/** What importing a previewed file will do, before the user confirms. */
+export function previewActionText(preview: Pick<ImportPreview, 'action' | 'existing'>): string {
+  const label = preview.existing?.label;
+  switch (preview.action) {
+    case 'add':
+      return 'This adds a new account.';
+    case 'update':
+      return `This ChatGPT account is already held as "${label}": importing updates that account with these newer tokens.`;
+    case 'keep_newer':
+      return `This ChatGPT account is already held as "${label}" with tokens at least as new: importing keeps the newer tokens.`;
+    default:
+      return '';
+  }
+}
+
+/** Words for the history's event kinds; an unknown kind shows as it is. */
+const EVENT_WORDS: Record<string, string> = {
+  imported: 'Imported',
+  imported_again: 'Imported again',
+  signed_in: 'Signed in',
+  refreshed: 'Refreshed',
+  race_recovered: 'Recovered a refresh race',
+  failed: 'Needs sign-in',
+  refresh_failed: 'Refresh failed (will retry)',
+  rate_limited: 'Rate-limited',
+  renamed: 'Renamed',
+  disabled: 'Disabled',
+  enabled: 'Enabled',
+  removed: 'Removed',
+  verified: 'Verified',
+};
+
+export function eventWord(kind: string): string {
+  return EVENT_WORDS[kind] ?? kind.replace(/_/g, ' ');
 }
