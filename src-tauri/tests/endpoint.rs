@@ -598,3 +598,60 @@ async fn idle_accounts_are_polled_and_an_early_reset_makes_a_capped_account_sele
         "polling spent a refresh token"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_stream_passes_through_byte_for_byte() {
+    // A deterministic upstream (the fake's streams carry random ids): 10,000 SSE events in
+    // uneven chunks, which must reach the client exactly as sent.
+    let mut expected = Vec::new();
+    for i in 0..10_000 {
+        expected.extend_from_slice(
+            format!("event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"delta\":\"w{i} \"}}\n\n").as_bytes(),
+        );
+    }
+    expected.extend_from_slice(
+        b"event: response.completed\ndata: {\"type\":\"response.completed\"}\n\n",
+    );
+    let body = axum::body::Bytes::from(expected.clone());
+    let app = axum::Router::new().route(
+        "/responses",
+        axum::routing::post(move || {
+            let body = body.clone();
+            async move {
+                let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> = body
+                    .chunks(4093)
+                    .map(|c| Ok(axum::body::Bytes::copy_from_slice(c)))
+                    .collect();
+                axum::response::Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(axum::body::Body::from_stream(futures_util::stream::iter(
+                        chunks,
+                    )))
+                    .unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let fake = FakeOpenAi::start(FakeConfig::default()).await;
+    let e = Engine::new();
+    e.import(&fake.add_account(AccountSpec::default()));
+    let service = Arc::new(e.reopen());
+    let tm = manager_for(&service, &fake, config(&fake));
+    let key = service.local_api_key().unwrap().expose().to_string();
+    let ep = endpoint::start(service, tm, 0, upstream).await.unwrap();
+    let got = reqwest::Client::new()
+        .post(format!("{}/v1/responses", ep.url()))
+        .bearer_auth(&key)
+        .json(&turn(None))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.len(), expected.len());
+    assert!(got[..] == expected[..], "the stream was altered in passing");
+}
