@@ -518,6 +518,14 @@ async fn a_taken_port_is_a_clear_error() {
     };
     assert_eq!(err.code(), "port_in_use");
     assert!(err.to_string().contains(&port.to_string()), "{err}");
+    // Linux tells who holds it: this test process.
+    if cfg!(target_os = "linux") {
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+    }
 }
 
 /// Polls the health JSON until `pred` holds (a condition awaited, bounded).

@@ -3,6 +3,7 @@
 //! 401 and fails over on 429. Binds 127.0.0.1 (and ::1 on the same port) only.
 
 pub mod guard;
+mod port_holder;
 mod proxy;
 pub mod select;
 pub mod usage;
@@ -170,7 +171,7 @@ pub async fn start(
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             return Err(EndpointError::PortInUse {
                 port,
-                holder: String::new(),
+                holder: port_holder::describe(port).unwrap_or_default(),
             })
         }
         Err(e) => {
