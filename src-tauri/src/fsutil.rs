@@ -15,17 +15,31 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Creates `path` with mode 0600 (or keeps it) without truncating it: SQLite then opens it and
-/// creates its -wal/-shm files with the same mode.
+/// Creates `path` with mode 0600 if it is absent (SQLite then opens it and creates its -wal/-shm
+/// files with the same mode), and restricts an existing one — by path, without opening it.
+///
+/// An existing file is never opened here: on Unix, closing *any* descriptor of a file drops every
+/// POSIX lock this process holds on it, SQLite's own included. A second store connection in a
+/// process (the desktop app has several) would then leave the first without its lock, and another
+/// process closing its connection would checkpoint and delete the WAL under it: commits lost.
 pub fn touch_private(path: &Path) -> io::Result<()> {
-    let mut opts = OpenOptions::new();
-    opts.create(true).append(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
+    if let Err(e) = fs::symlink_metadata(path) {
+        if e.kind() != io::ErrorKind::NotFound {
+            return Err(e);
+        }
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        match opts.open(path) {
+            // Another process created it first: the same file, equally fine.
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
     }
-    opts.open(path)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
