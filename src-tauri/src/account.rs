@@ -189,6 +189,32 @@ pub fn has_control_chars(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
+/// "3 healthy · 1 needs attention · 1 disabled", the same words as the UI's summary line
+/// (ui/src/format.ts `summaryLine`): the tray shows it where no window is open.
+pub fn summary_line(views: &[AccountView]) -> String {
+    if views.is_empty() {
+        return "No accounts yet".to_string();
+    }
+    let (mut healthy, mut attention, mut disabled) = (0, 0, 0);
+    for v in views {
+        match v.status {
+            Status::Disabled => disabled += 1,
+            Status::Terminal | Status::RateLimited => attention += 1,
+            _ if v.last_error.is_some() => attention += 1,
+            _ => healthy += 1,
+        }
+    }
+    let mut parts = vec![format!("{healthy} healthy")];
+    if attention > 0 {
+        let verb = if attention == 1 { "needs" } else { "need" };
+        parts.push(format!("{attention} {verb} attention"));
+    }
+    if disabled > 0 {
+        parts.push(format!("{disabled} disabled"));
+    }
+    parts.join(" · ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +241,32 @@ mod tests {
             updated_at: 0,
             usage_json: None,
         }
+    }
+
+    #[test]
+    fn summary_line_counts_like_the_ui() {
+        assert_eq!(summary_line(&[]), "No accounts yet");
+        let with = |f: &dyn Fn(&mut Account)| {
+            let mut a = sample();
+            f(&mut a);
+            a.view(0)
+        };
+        let views = vec![
+            with(&|_| {}),
+            with(&|a| a.status = Status::Terminal),
+            with(&|a| {
+                a.last_error = Some(LastError {
+                    message: "timeout".into(),
+                    at: 0,
+                })
+            }),
+            with(&|a| a.disabled = true),
+        ];
+        assert_eq!(
+            summary_line(&views),
+            "1 healthy · 2 need attention · 1 disabled"
+        );
+        assert_eq!(summary_line(&views[..2]), "1 healthy · 1 needs attention");
     }
 
     #[test]

@@ -4,10 +4,12 @@
 pub mod account;
 pub mod cli;
 pub mod endpoint;
+pub mod endpoint_ctl;
 pub mod error;
 pub mod fsutil;
 pub mod oauth;
 pub mod paths;
+pub mod recovery;
 pub mod refresh;
 pub mod secret;
 pub mod serve;

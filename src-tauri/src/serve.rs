@@ -82,8 +82,16 @@ pub struct Running {
 }
 
 impl Drop for Running {
+    /// Removes the runtime file only while it still names this listener: when the desktop app
+    /// moves its endpoint to another port, the new listener's file must outlive the old one.
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.runtime_file);
+        let ours = std::fs::read(&self.runtime_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Runtime>(&b).ok())
+            .is_some_and(|r| r.pid == std::process::id() && r.port == self.endpoint.port);
+        if ours {
+            let _ = std::fs::remove_file(&self.runtime_file);
+        }
     }
 }
 

@@ -100,6 +100,22 @@ fn missing_key_with_sealed_data_is_key_missing_and_changes_nothing() {
         secret_tool_search(&store_id).is_empty(),
         "a new key was written over existing data"
     );
+
+    // The way out the app offers: set the unreadable store aside (moved whole, never deleted),
+    // then a fresh store opens with a new key of its own.
+    assert!(codex_vault::recovery::can_set_aside("key_missing"));
+    let aside = codex_vault::recovery::set_aside(&env.vault_home()).unwrap();
+    assert!(!env.vault_home().exists());
+    let moved = snapshot_dir(&aside);
+    assert_eq!(
+        moved.into_values().collect::<Vec<_>>(),
+        before.into_values().collect::<Vec<_>>(),
+        "every byte of the old store is kept"
+    );
+    let r = env.run(&["accounts", "list", "--json"]);
+    assert_eq!(r.code, 0, "a fresh store opens: {}", r.stderr);
+    assert_eq!(r.stdout.trim(), "[]");
+    assert_ne!(env.store_id(), store_id, "a new store, with a new key");
 }
 
 #[test]

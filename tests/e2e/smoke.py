@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 from selenium import webdriver
@@ -157,8 +158,10 @@ def main():
             auth = post(stack.fake_url + "/__admin/auth_json", {"tokens": tokens})
             r = stack.cli("accounts", "import", "-", "--label", "work", stdin=json.dumps(auth))
             assert r.returncode == 0, r.stderr
-            driver.find_element(By.CSS_SELECTOR, '[data-testid="refresh-button"]').click()
+            # Another process (the CLI) changed the store: the window shows it without a reload.
+            started = time.monotonic()
             card = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="account-card"]')))
+            print(f"     (the CLI's import showed in the window after {time.monotonic() - started:.2f} s)")
             text = card.text
             assert "work" in text and "e2e@corp.com" in text, text
             badge = card.find_element(By.CSS_SELECTOR, '[data-testid="status-badge"]').text
@@ -279,6 +282,13 @@ def main():
             assert "refresh_token_invalidated" in detail, detail
             reason = card.find_element(By.CSS_SELECTOR, '[data-testid="failure-reason"]').text
             assert reason, "no reason shown"
+            r = stack.cli("accounts", "list", "--json")
+            listed = json.loads(r.stdout)
+            failure = next(a for a in listed if a["label"] == "work")["failure"]
+            assert failure, (r.stdout[-3000:], r.stderr[-2000:])
+            message = card.find_element(By.CSS_SELECTOR, '[data-testid="failure-message"]').text
+            assert failure["message"] and failure["message"] in message, (failure, message)
+            assert str(failure["http_status"]) in detail, detail
             assert card.find_elements(By.CSS_SELECTOR, '[data-testid="action-sign-in-again"]'), "no Sign in again"
             screenshot(stack, "10-needs-sign-in.png")
             driver.execute_script("document.documentElement.dataset.theme = 'dark'")
@@ -286,10 +296,106 @@ def main():
             screenshot(stack, "11-needs-sign-in-dark.png")
             driver.execute_script("delete document.documentElement.dataset.theme")
 
+        def endpoint_panel():
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-endpoint"]').click()
+            panel = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="endpoint-panel"]')))
+            state = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, '[data-testid="endpoint-state"]'))
+            port_field = panel.find_element(By.CSS_SELECTOR, '[data-testid="endpoint-port"]')
+
+            def apply_port(port):
+                port_field.send_keys(Keys.CONTROL, "a")
+                port_field.send_keys(str(port))
+                panel.find_element(By.CSS_SELECTOR, '[data-testid="endpoint-port-apply"]').click()
+
+            # A port some other program holds: explained, and nothing changes.
+            with socket.socket() as held:
+                held.bind(("127.0.0.1", 0))
+                held.listen()
+                taken = held.getsockname()[1]
+                before = state.text
+                apply_port(taken)
+                err = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="endpoint-error"]')))
+                assert err.get_attribute("data-code") == "port_in_use", err.get_attribute("data-code")
+                assert str(taken) in err.text, err.text
+                assert state.text == before, (before, state.text)
+                screenshot(stack, "06a-endpoint-port-in-use.png")
+            # A free port: the endpoint moves there, and the URL and snippet follow.
+            port = free_port()
+            apply_port(port)
+            wait.until(lambda d: f"Running on 127.0.0.1:{port}" in state.text.replace("\n", " "))
+            url = panel.find_element(By.CSS_SELECTOR, '[data-testid="endpoint-url"]').text
+            assert url == f"http://127.0.0.1:{port}/v1", url
+            snippet = panel.find_element(By.CSS_SELECTOR, '[data-testid="endpoint-snippet"]').text
+            assert f'base_url = "http://127.0.0.1:{port}/v1"' in snippet and "model_provider" in snippet, snippet
+            # Reveal shows the same key `endpoint info` reports; it is hidden until asked.
+            key_el = panel.find_element(By.CSS_SELECTOR, '[data-testid="endpoint-key"]')
+            info = json.loads(stack.cli("endpoint", "info", "--json").stdout)
+            assert info["key"] not in key_el.text, "key shown before Reveal"
+            assert info["port"] == port and info["running"], info
+            panel.find_element(By.CSS_SELECTOR, '[data-testid="endpoint-key-reveal"]').click()
+            try:
+                wait.until(lambda d: key_el.text == info["key"])
+            except Exception:
+                raise AssertionError(f"revealed {key_el.text!r}, endpoint info has {len(info['key'])} chars")
+            # A request through the endpoint is counted live on the panel.
+            body = {"model": "gpt-5-codex", "instructions": "", "stream": True, "store": False,
+                    "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]}
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/responses", data=json.dumps(body).encode(),
+                                         headers={"content-type": "application/json",
+                                                  "authorization": f"Bearer {info['key']}"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                assert r.status == 200, r.status
+                r.read()
+            row = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="served-row"]')))
+            assert row.text.endswith("1"), row.text
+            screenshot(stack, "06b-endpoint-panel.png")
+            # A new key: the old one stops working at once.
+            panel.find_element(By.CSS_SELECTOR, '[data-testid="endpoint-key-rotate"]').click()
+            panel.find_element(By.CSS_SELECTOR, '[data-testid="endpoint-key-rotate-confirm"]').click()
+            wait.until(lambda d: key_el.text not in ("", info["key"]) and "•" not in key_el.text)
+            try:
+                urllib.request.urlopen(urllib.request.Request(
+                    f"http://127.0.0.1:{port}/v1/responses", data=json.dumps(body).encode(),
+                    headers={"content-type": "application/json", "authorization": f"Bearer {info['key']}"}), timeout=30)
+                raise AssertionError("the old key still works")
+            except urllib.error.HTTPError as e:
+                assert e.code == 401, e.code
+            assert json.loads(stack.cli("endpoint", "info", "--json").stdout)["key"] == key_el.text
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-accounts"]').click()
+            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="account-list"]')))
+
+        def settings_theme():
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-settings"]').click()
+            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="settings-panel"]')))
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="theme-dark"]').click()
+            wait.until(lambda d: d.execute_script("return document.documentElement.dataset.theme") == "dark")
+            wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, '[data-testid="settings-saved"]'), "Saved"))
+            # Kept by tauri-plugin-store in the app's data dir: the theme, and never a secret.
+            found = []
+            for root, _, files in os.walk(stack.env.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")):
+                found += [os.path.join(root, f) for f in files if f == "prefs.json"]
+            assert found, "no prefs.json written"
+            prefs = json.load(open(found[0]))
+            assert prefs["prefs"]["theme"] == "dark", prefs
+            painted()
+            screenshot(stack, "06c-settings-dark.png")
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="theme-system"]').click()
+            wait.until(lambda d: d.execute_script("return document.documentElement.dataset.theme") is None)
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-accounts"]').click()
+
+        def single_instance():
+            # A second launch hands over to the running app and exits; the first window stays.
+            second = subprocess.run([APP], env=stack.env, capture_output=True, text=True, timeout=60)
+            assert second.returncode == 0, (second.returncode, second.stderr[-2000:])
+            assert driver.find_element(By.CSS_SELECTOR, '[data-testid="summary"]').text, "first window gone"
+
         check("empty_state", empty_state)
         check("lists_imported_account", lists_imported_account)
         check("paste_auth_json", paste_auth_json)
         check("rename", rename)
+        check("endpoint_panel", endpoint_panel)
+        check("settings_theme", settings_theme)
+        check("single_instance", single_instance)
         check("disable", disable)
         check("revoked_needs_sign_in", revoked_needs_sign_in)
     except Exception as e:

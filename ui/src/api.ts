@@ -201,6 +201,7 @@ export interface AccountsChanged {
 export const EVENTS = {
   accountsChanged: 'accounts://changed',
   signInFinished: 'signin://finished',
+  endpointChanged: 'endpoint://changed',
 } as const;
 
 /** What importing this pasted auth.json would do. Writes nothing. */
@@ -275,4 +276,99 @@ export function onAccountsChanged(handler: (payload: AccountsChanged) => void): 
 /** Calls `handler` when a browser sign-in ends (signed in, failed, or cancelled). */
 export function onSignInFinished(handler: (payload: SignInFinished) => void): Promise<Unlisten> {
   return subscribe(EVENTS.signInFinished, handler);
+}
+
+/** Calls `handler` when the endpoint starts, stops, moves, gets a new key or serves more requests. */
+export function onEndpointChanged(handler: (payload: EndpointStatus) => void): Promise<Unlisten> {
+  return subscribe(EVENTS.endpointChanged, handler);
+}
+
+// ---- Endpoint ----------------------------------------------------------------------------------------
+
+/** The loopback endpoint as the core sees it. Never the key itself: `key_hint` is a fingerprint. */
+export interface EndpointStatus {
+  /** A listener of this app is accepting connections right now. */
+  running: boolean;
+  /** The live port when running, else the one a start would use. */
+  port: number;
+  configured_port: number;
+  /** The base URL tools use, e.g. `http://127.0.0.1:8417/v1`. */
+  url: string;
+  key_hint: string;
+  /** The Codex CLI `config.toml` block. */
+  config_toml: string;
+  env_hint: string;
+  /** Why the last start failed (`port_in_use` names the holder), until a start succeeds. */
+  error: ApiError | null;
+  /** Another process (e.g. `codex-vault serve`) runs an endpoint on this store. */
+  other_pid: number | null;
+  /** Requests answered per account id since this listener started. */
+  served: Record<string, number>;
+}
+
+export function endpointStatus(): Promise<EndpointStatus> {
+  return call<EndpointStatus>('endpoint_status');
+}
+
+export function endpointStart(): Promise<EndpointStatus> {
+  return call<EndpointStatus>('endpoint_start');
+}
+
+export function endpointStop(): Promise<EndpointStatus> {
+  return call<EndpointStatus>('endpoint_stop');
+}
+
+/** Moves the endpoint to `port` (binding the new port first: a taken port changes nothing). */
+export function endpointSetPort(port: number): Promise<EndpointStatus> {
+  return call<EndpointStatus>('endpoint_set_port', { port });
+}
+
+/** The local API key itself, for an explicit Reveal or Copy. */
+export function endpointKey(): Promise<string> {
+  return call<string>('endpoint_key');
+}
+
+/** Replaces the local API key; tools need the new one from now on. */
+export function endpointRotateKey(): Promise<EndpointStatus> {
+  return call<EndpointStatus>('endpoint_rotate_key');
+}
+
+// ---- Preferences and start-up ---------------------------------------------------------------------
+
+export type Theme = 'system' | 'light' | 'dark';
+
+/** UI preferences (tauri-plugin-store `prefs.json`; never a secret). */
+export interface Prefs {
+  theme: Theme;
+  start_minimized: boolean;
+}
+
+export function getPrefs(): Promise<Prefs> {
+  return call<Prefs>('get_prefs');
+}
+
+export function setPrefs(prefs: Prefs): Promise<Prefs> {
+  return call<Prefs>('set_prefs', { prefs });
+}
+
+/** Why the store did not open, and whether setting it aside is offered. `null`: it opened. */
+export interface StartupProblem {
+  code: string;
+  message: string;
+  can_set_aside: boolean;
+  data_dir: string | null;
+}
+
+export function startupProblem(): Promise<StartupProblem | null> {
+  return call<StartupProblem | null>('startup_problem');
+}
+
+/** Moves the unreadable store aside (never deletes it); the app restarts with a fresh one. */
+export function setAsideStore(): Promise<string> {
+  return call<string>('set_aside_store');
+}
+
+/** Starts the app again (after unlocking the keychain, say). */
+export function restartApp(): Promise<void> {
+  return call<void>('restart_app');
 }

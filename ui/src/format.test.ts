@@ -18,6 +18,9 @@ import {
   tokenExpiry,
   usageLane,
   windowLabel,
+  portProblem,
+  servedRows,
+  startupAdvice,
 } from './format';
 
 // Wednesday 3 Dec 2025, 12:00 UTC. Clock times are pinned to UTC and en-GB (24 h).
@@ -201,5 +204,43 @@ describe('eventWord', () => {
     expect(eventWord('race_recovered')).toBe('Recovered a refresh race');
     expect(eventWord('renamed')).toBe('Renamed');
     expect(eventWord('something_new')).toBe('something new');
+  });
+});
+
+describe('endpoint panel helpers', () => {
+  it('accepts only usable port numbers', () => {
+    expect(portProblem('8417')).toBeNull();
+    expect(portProblem(' 65535 ')).toBeNull();
+    expect(portProblem('80')).toBe('Choose a port from 1024 to 65535.');
+    expect(portProblem('70000')).toBe('Choose a port from 1024 to 65535.');
+    expect(portProblem('84a7')).toBe('Enter a port number, like 8417.');
+    expect(portProblem('')).toBe('Enter a port number, like 8417.');
+  });
+
+  it('lists served counts busiest first, by label', () => {
+    const rows = servedRows({ a: 2, b: 5, gone123456789: 1, idle: 0 }, [
+      { id: 'a', label: 'work' },
+      { id: 'b', label: 'home' },
+      { id: 'idle', label: 'idle' },
+    ]);
+    expect(rows).toEqual([
+      { id: 'b', label: 'home', count: 5 },
+      { id: 'a', label: 'work', count: 2 },
+      { id: 'gone123456789', label: 'removed account gone1234', count: 1 },
+    ]);
+  });
+});
+
+describe('startupAdvice', () => {
+  it('says what to install or unlock when the keychain is unavailable', () => {
+    expect(startupAdvice('keychain_unavailable')).toContain('gnome-keyring');
+    expect(startupAdvice('keychain_unavailable')).toContain('unlock');
+  });
+
+  it('never suggests deleting anything', () => {
+    for (const code of ['key_missing', 'key_mismatch', 'store_not_a_database', 'store_too_new', 'other']) {
+      expect(startupAdvice(code)).not.toMatch(/\bdelete (it|the|your)/i);
+    }
+    expect(startupAdvice('key_missing')).toContain('never deleted');
   });
 });

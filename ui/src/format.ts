@@ -277,3 +277,48 @@ const EVENT_WORDS: Record<string, string> = {
 export function eventWord(kind: string): string {
   return EVENT_WORDS[kind] ?? kind.replace(/_/g, ' ');
 }
+
+/** Why a typed port cannot be used, or null: whole numbers from 1024 to 65535 only. */
+export function portProblem(text: string): string | null {
+  const t = text.trim();
+  if (!/^\d+$/.test(t)) return 'Enter a port number, like 8417.';
+  const n = Number(t);
+  if (n < 1024 || n > 65535) return 'Choose a port from 1024 to 65535.';
+  return null;
+}
+
+export interface ServedRow {
+  id: string;
+  label: string;
+  count: number;
+}
+
+/** Requests served per account, busiest first; an account removed since shows by its id. */
+export function servedRows(served: Record<string, number>, accounts: ReadonlyArray<Pick<Account, 'id' | 'label'>>): ServedRow[] {
+  const labels = new Map(accounts.map((a) => [a.id, a.label]));
+  return Object.entries(served)
+    .filter(([, count]) => count > 0)
+    .map(([id, count]) => ({ id, label: labels.get(id) ?? `removed account ${id.slice(0, 8)}`, count }))
+    .sort((a, b) => b.count - a.count || a.label.localeCompare(b.label));
+}
+
+/** What a person can do about a store that did not open, by error code. */
+export function startupAdvice(code: string): string {
+  switch (code) {
+    case 'keychain_unavailable':
+      return 'Codex Vault keeps its key in the OS keychain. On Linux install a Secret Service (sudo apt install gnome-keyring), sign in to a desktop session, and unlock the "Login" keyring if it is locked (Passwords and Keys); then try again.';
+    case 'key_missing':
+      return 'The keychain no longer holds this store\'s key. Restore it from a keyring backup and try again — or set the store aside and start fresh (your old data is kept, never deleted).';
+    case 'key_mismatch':
+    case 'key_corrupt':
+      return 'The key in the keychain does not open this store. Restore the right key and try again, or set the store aside and start fresh (nothing is deleted).';
+    case 'store_too_new':
+      return 'This store was written by a newer Codex Vault. Install the newer version; nothing was changed.';
+    case 'store_not_a_database':
+      return 'The store file is damaged or not Codex Vault\'s. Set it aside and start fresh (it is kept, never deleted).';
+    case 'store_busy':
+      return 'Another program holds the store locked. Close it (or wait a moment) and try again.';
+    default:
+      return 'Try again; if it keeps failing, run `codex-vault accounts list` in a terminal for details.';
+  }
+}

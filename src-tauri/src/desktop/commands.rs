@@ -2,14 +2,17 @@
 //! and announce a change through `events::emit`. Nothing else.
 
 use super::events::{self, FrontendEvent, SignInFinished};
+use super::prefs::{self, Prefs};
 use super::AppState;
 use crate::account::AccountView;
+use crate::endpoint_ctl::{EndpointControl, EndpointStatus};
 use crate::error::{AppError, ErrorBody};
 use crate::oauth::client::TokenClient;
 use crate::oauth::login::{LoginFlow, LoginOptions};
 use crate::service::{ImportOutcome, StoreInfo};
 use crate::service_ops::{CodexCliPreview, EventView, ImportPreview};
 use serde::Serialize;
+use std::sync::Arc;
 use tauri::{AppHandle, Manager, State};
 
 fn body(e: impl Into<AppError>) -> ErrorBody {
@@ -203,4 +206,136 @@ pub async fn sign_in_start(
 #[tauri::command]
 pub fn sign_in_cancel(state: State<'_, AppState>) -> Result<bool, ErrorBody> {
     Ok(state.cancel_sign_in("cancelled in Codex Vault"))
+}
+
+fn endpoint(state: &AppState) -> Result<Arc<EndpointControl>, ErrorBody> {
+    state.service()?;
+    state.endpoint.clone().ok_or_else(|| ErrorBody {
+        code: "endpoint_unavailable".into(),
+        message: "the endpoint could not open the store; see the log".into(),
+    })
+}
+
+#[tauri::command]
+pub async fn endpoint_status(state: State<'_, AppState>) -> Result<EndpointStatus, ErrorBody> {
+    endpoint(&state)?.status().await.map_err(body)
+}
+
+#[tauri::command]
+pub async fn endpoint_start(
+    app: AppHandle,
+    state: State<'_, AppState>,
+) -> Result<EndpointStatus, ErrorBody> {
+    let ctl = endpoint(&state)?;
+    let result = ctl.start().await;
+    super::announce_endpoint(&app, &ctl).await;
+    result.map_err(body)
+}
+
+#[tauri::command]
+pub async fn endpoint_stop(
+    app: AppHandle,
+    state: State<'_, AppState>,
+) -> Result<EndpointStatus, ErrorBody> {
+    let ctl = endpoint(&state)?;
+    let result = ctl.stop().await;
+    super::announce_endpoint(&app, &ctl).await;
+    result.map_err(body)
+}
+
+#[tauri::command]
+pub async fn endpoint_set_port(
+    app: AppHandle,
+    state: State<'_, AppState>,
+    port: u16,
+) -> Result<EndpointStatus, ErrorBody> {
+    let ctl = endpoint(&state)?;
+    let result = ctl.set_port(port).await;
+    super::announce_endpoint(&app, &ctl).await;
+    result.map_err(body)
+}
+
+/// The key itself: only for the panel's explicit Reveal / Copy.
+#[tauri::command]
+pub fn endpoint_key(state: State<'_, AppState>) -> Result<String, ErrorBody> {
+    endpoint(&state)?.key().map_err(body)
+}
+
+#[tauri::command]
+pub async fn endpoint_rotate_key(
+    app: AppHandle,
+    state: State<'_, AppState>,
+) -> Result<EndpointStatus, ErrorBody> {
+    let ctl = endpoint(&state)?;
+    let result = ctl.rotate_key().await;
+    super::announce_endpoint(&app, &ctl).await;
+    result.map_err(body)
+}
+
+#[tauri::command]
+pub fn get_prefs(app: AppHandle) -> Prefs {
+    prefs::load(&app)
+}
+
+/// Saves the UI preferences (the window geometry is the app's to keep, not the form's).
+#[tauri::command]
+pub fn set_prefs(app: AppHandle, prefs: Prefs) -> Result<Prefs, ErrorBody> {
+    let mut next = prefs::load(&app);
+    next.theme = prefs.theme;
+    next.start_minimized = prefs.start_minimized;
+    prefs::save(&app, &next)
+        .map_err(|m| body(AppError::Config(format!("preferences not saved: {m}"))))?;
+    Ok(next)
+}
+
+/// Why the store did not open, and whether "set it aside and start fresh" is offered.
+#[derive(Debug, Clone, Serialize)]
+pub struct StartupProblem {
+    pub code: String,
+    pub message: String,
+    pub can_set_aside: bool,
+    pub data_dir: Option<String>,
+}
+
+#[tauri::command]
+pub fn startup_problem(state: State<'_, AppState>) -> Option<StartupProblem> {
+    let e = state.service.as_ref().err()?;
+    Some(StartupProblem {
+        code: e.code.clone(),
+        message: e.message.clone(),
+        can_set_aside: crate::recovery::can_set_aside(&e.code) && state.data_dir.is_some(),
+        data_dir: state.data_dir.as_ref().map(|d| d.display().to_string()),
+    })
+}
+
+/// Moves the unreadable store aside (never deletes it) and restarts into a fresh one.
+#[tauri::command]
+pub fn set_aside_store(app: AppHandle, state: State<'_, AppState>) -> Result<String, ErrorBody> {
+    let problem = state.service.as_ref().err().ok_or_else(|| ErrorBody {
+        code: "store_open".into(),
+        message: "the store opened fine; there is nothing to set aside".into(),
+    })?;
+    if !crate::recovery::can_set_aside(&problem.code) {
+        return Err(ErrorBody {
+            code: "set_aside_not_offered".into(),
+            message: format!(
+                "starting fresh does not fix `{}`; {}",
+                problem.code, problem.message
+            ),
+        });
+    }
+    let dir = state
+        .data_dir
+        .as_ref()
+        .ok_or_else(|| body(AppError::NoDataDir))?;
+    let moved = crate::recovery::set_aside(dir).map_err(body)?;
+    tracing::warn!(to = %moved.display(), "restarting with a fresh store");
+    app.restart();
+}
+
+/// "Try again" after fixing what kept the store from opening: the store, the keychain and the
+/// background tasks are set up at start, so a clean restart is the honest retry.
+#[tauri::command]
+pub fn restart_app(app: AppHandle) {
+    app.restart();
 }

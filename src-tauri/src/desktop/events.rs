@@ -1,11 +1,13 @@
 //! Every live event the window receives: one enum, namespaced names, emitted only by `emit`.
 //! The UI (ui/src/api.ts) names the same strings and payload shapes.
 
+use crate::endpoint_ctl::EndpointStatus;
 use serde::Serialize;
 use tauri::{AppHandle, Emitter};
 
 pub const ACCOUNTS_CHANGED: &str = "accounts://changed";
 pub const SIGNIN_FINISHED: &str = "signin://finished";
+pub const ENDPOINT_CHANGED: &str = "endpoint://changed";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum FrontendEvent {
@@ -13,6 +15,8 @@ pub enum FrontendEvent {
     AccountsChanged { account_id: Option<String> },
     /// A browser sign-in started by `sign_in_start` ended: signed in, failed, or cancelled.
     SignInFinished(SignInFinished),
+    /// The endpoint started, stopped, moved, got a new key, or served more requests.
+    EndpointChanged(EndpointStatus),
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -37,6 +41,7 @@ impl FrontendEvent {
         match self {
             FrontendEvent::AccountsChanged { .. } => ACCOUNTS_CHANGED,
             FrontendEvent::SignInFinished(_) => SIGNIN_FINISHED,
+            FrontendEvent::EndpointChanged(_) => ENDPOINT_CHANGED,
         }
     }
 }
@@ -50,6 +55,7 @@ pub fn emit(app: &AppHandle, event: FrontendEvent) {
             app.emit(name, AccountsChanged { account_id })
         }
         FrontendEvent::SignInFinished(payload) => app.emit(name, payload),
+        FrontendEvent::EndpointChanged(status) => app.emit(name, status),
     };
     if let Err(e) = result {
         tracing::warn!(event = name, "cannot emit a window event: {e}");

@@ -3,34 +3,72 @@
 
 mod commands;
 pub mod events;
+mod prefs;
+mod tray;
 
+use crate::endpoint_ctl::EndpointControl;
 use crate::error::ErrorBody;
 use crate::oauth::login::LoginCanceller;
 use crate::refresh::TokenManager;
 use crate::service::Service;
+use crate::store::StoreWatch;
+use events::FrontendEvent;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tauri::{AppHandle, Manager, WindowEvent};
+use tray::Tray;
+
+/// How often the watcher asks SQLite whether anything committed (one `PRAGMA data_version`
+/// on its own connection: cheap enough to keep other processes' changes under a second).
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+/// The endpoint's state (served counts, a listener started elsewhere) is compared this often.
+const ENDPOINT_EVERY_TICKS: u32 = 4;
 
 /// What commands reach: the opened service (or why it could not be opened, shown by the UI), the
-/// app's one TokenManager (shared with the scheduler: one single-flight per account), and the
-/// browser sign-in in progress, if any.
+/// app's one TokenManager (shared with the scheduler: one single-flight per account), the
+/// endpoint, and the browser sign-in in progress, if any.
 pub struct AppState {
     pub service: Result<Service, ErrorBody>,
     token_manager: Option<TokenManager>,
+    /// The endpoint's own store connection (see `EndpointControl::new`); None when the store
+    /// could not be opened.
+    pub endpoint: Option<Arc<EndpointControl>>,
+    /// Where the store lives, for "set aside and start fresh" when it cannot be opened.
+    data_dir: Option<PathBuf>,
+    /// Absent where the desktop has no tray (no AppIndicator library): closing then quits.
+    tray: OnceLock<Option<Tray>>,
     sign_in: Mutex<Option<(u64, LoginCanceller)>>,
     next_flow: AtomicU64,
 }
 
 impl AppState {
-    pub fn new(service: Result<Service, ErrorBody>) -> AppState {
+    pub fn new(service: Result<Service, ErrorBody>, data_dir: Option<PathBuf>) -> AppState {
         let token_manager = service.as_ref().ok().map(Service::token_manager);
+        let endpoint = token_manager
+            .clone()
+            .and_then(|tm| match Service::open_default() {
+                Ok(s) => Some(Arc::new(EndpointControl::new(Arc::new(s), tm))),
+                Err(e) => {
+                    tracing::error!(code = e.code(), "the endpoint cannot open the store: {e}");
+                    None
+                }
+            });
         AppState {
             service,
             token_manager,
+            endpoint,
+            data_dir,
+            tray: OnceLock::new(),
             sign_in: Mutex::new(None),
             next_flow: AtomicU64::new(0),
         }
+    }
+
+    fn tray(&self) -> Option<&Tray> {
+        self.tray.get().and_then(Option::as_ref)
     }
 
     pub fn service(&self) -> Result<&Service, ErrorBody> {
@@ -85,6 +123,140 @@ fn has_display() -> bool {
     }
 }
 
+/// Brings the main window back from the tray (or from behind other windows).
+pub fn show_main_window(app: &AppHandle) {
+    if let Some(w) = app.get_webview_window("main") {
+        let _ = w.show();
+        let _ = w.unminimize();
+        let _ = w.set_focus();
+    }
+}
+
+/// Tells the window and the tray what the endpoint is doing now.
+pub async fn announce_endpoint(app: &AppHandle, ctl: &EndpointControl) {
+    match ctl.status().await {
+        Ok(status) => {
+            refresh_tray(app, Some(status.running));
+            events::emit(app, FrontendEvent::EndpointChanged(status));
+        }
+        Err(e) => tracing::warn!(code = e.code(), "endpoint status: {e}"),
+    }
+}
+
+/// Re-reads the summary line for the tray; `running` None keeps the endpoint item as it is
+/// known from the controller.
+fn refresh_tray(app: &AppHandle, running: Option<bool>) {
+    let state = app.state::<AppState>();
+    let Some(tray) = state.tray() else { return };
+    let summary = match state.service.as_ref() {
+        Ok(s) => s
+            .list()
+            .map(|v| crate::account::summary_line(&v))
+            .unwrap_or_else(|e| format!("Accounts unavailable ({})", e.code())),
+        Err(e) => format!("Store not open ({})", e.code),
+    };
+    let running = running.unwrap_or_else(|| {
+        state.endpoint.as_ref().is_some_and(|ctl| {
+            tauri::async_runtime::block_on(ctl.status()).is_ok_and(|s| s.running)
+        })
+    });
+    tray.show(&summary, running);
+}
+
+/// Announces every commit to the store — from this app's refreshes, the CLI, `serve` — within a
+/// tick, and the endpoint's state when it changed. Runs on its own thread: a blocking SQLite
+/// read every tick has no business on the async runtime.
+fn spawn_watcher(app: AppHandle, data_dir: PathBuf) {
+    let spawned = std::thread::Builder::new()
+        .name("store-watch".into())
+        .spawn(move || {
+            let mut watch = match StoreWatch::open(&data_dir) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!("no live updates from other processes: {e}");
+                    return;
+                }
+            };
+            let mut last_endpoint = None;
+            for tick in 0u32.. {
+                std::thread::sleep(WATCH_EVERY);
+                let accounts_moved = watch.changed().unwrap_or(false);
+                if accounts_moved {
+                    events::emit(&app, FrontendEvent::AccountsChanged { account_id: None });
+                }
+                let state = app.state::<AppState>();
+                let mut running = None;
+                if let Some(ctl) = state.endpoint.as_ref() {
+                    if tick % ENDPOINT_EVERY_TICKS == 0 || accounts_moved {
+                        if let Ok(status) = tauri::async_runtime::block_on(ctl.status()) {
+                            running = Some(status.running);
+                            if last_endpoint.as_ref() != Some(&status) {
+                                last_endpoint = Some(status.clone());
+                                events::emit(&app, FrontendEvent::EndpointChanged(status));
+                            }
+                        }
+                    }
+                }
+                if accounts_moved || running.is_some() {
+                    refresh_tray(&app, running.or(last_endpoint.as_ref().map(|s| s.running)));
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no live updates: cannot start the watcher thread: {e}");
+    }
+}
+
+/// Puts the window where the user left it, and shows it unless it should start in the tray.
+fn place_window(app: &AppHandle, prefs: &prefs::Prefs, has_tray: bool) {
+    let Some(w) = app.get_webview_window("main") else {
+        return;
+    };
+    if let Some(g) = prefs.window.filter(prefs::WindowGeometry::usable) {
+        let _ = w.set_size(tauri::PhysicalSize::new(g.width, g.height));
+        let _ = w.set_position(tauri::PhysicalPosition::new(g.x, g.y));
+        if g.maximized {
+            let _ = w.maximize();
+        }
+    }
+    if !(prefs.start_minimized && has_tray) {
+        let _ = w.show();
+    }
+}
+
+fn remember_window(window: &tauri::Window) {
+    let app = window.app_handle();
+    let mut p = prefs::load(app);
+    if let (Ok(size), Ok(pos)) = (window.outer_size(), window.outer_position()) {
+        p.window = Some(prefs::WindowGeometry {
+            width: size.width,
+            height: size.height,
+            x: pos.x,
+            y: pos.y,
+            maximized: window.is_maximized().unwrap_or(false),
+        });
+        if let Err(e) = prefs::save(app, &p) {
+            tracing::warn!("window size not saved: {e}");
+        }
+    }
+}
+
+/// The tray needs the AppIndicator library, loaded at run time; where it is missing the
+/// library's loader panics, so that is caught and the app runs without a tray.
+fn build_tray(app: &AppHandle) -> Option<Tray> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Tray::build(app))) {
+        Ok(Ok(tray)) => Some(tray),
+        Ok(Err(e)) => {
+            tracing::warn!("no tray icon: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("no tray icon: the AppIndicator library is missing (install libayatana-appindicator3-1)");
+            None
+        }
+    }
+}
+
 pub fn run() -> ExitCode {
     if !has_display() {
         eprintln!(
@@ -93,51 +265,64 @@ pub fn run() -> ExitCode {
         );
         return ExitCode::from(crate::cli::EXIT_ERROR);
     }
-    let state = AppState::new(Service::open_default().map_err(|e| {
-        tracing::error!(code = e.code(), "cannot open the store: {e}");
-        e.to_body()
-    }));
-    // The background refresher and the loopback endpoint run as long as the app: unfinished
-    // refreshes of a crashed process are settled first, then tokens are kept fresh ahead of
-    // expiry and served to local tools (the same endpoint `codex-vault serve` runs).
-    let token_manager = state.token_manager.clone();
+    let data_dir = crate::paths::data_dir().ok();
+    let state = AppState::new(
+        Service::open_default().map_err(|e| {
+            tracing::error!(code = e.code(), "cannot open the store: {e}");
+            e.to_body()
+        }),
+        data_dir.clone(),
+    );
+    let store_open = state.service.is_ok();
     let result = tauri::Builder::default()
-        .setup(move |_app| {
-            if let Some(tm) = token_manager {
-                tauri::async_runtime::spawn(async move {
-                    tm.recover_intents().await;
-                    let _scheduler = crate::refresh::Scheduler::spawn(tm.clone());
-                    let _endpoint = match Service::open_default() {
-                        Ok(service) => {
-                            match crate::serve::start_endpoint(
-                                std::sync::Arc::new(service),
-                                tm,
-                                None,
-                            )
-                            .await
-                            {
-                                Ok(running) => Some(running),
-                                Err(e) => {
-                                    tracing::error!(
-                                        code = e.code(),
-                                        "the endpoint did not start: {e}"
-                                    );
-                                    None
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(code = e.code(), "the endpoint did not start: {e}");
-                            None
-                        }
-                    };
-                    // Held for the life of the app (dropping them stops the scheduler and endpoint).
-                    std::future::pending::<()>().await;
-                });
-            }
+        // First, so a second launch hands over to the running app before anything else starts.
+        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
+            show_main_window(app)
+        }))
+        .plugin(tauri_plugin_store::Builder::new().build())
+        .manage(state)
+        .setup(move |app| {
+            let handle = app.handle().clone();
+            let state = handle.state::<AppState>();
+            let tray = build_tray(&handle);
+            let has_tray = tray.is_some();
+            let _ = state.tray.set(tray);
+            place_window(&handle, &prefs::load(&handle), has_tray);
+            let (Some(tm), Some(ctl), Some(dir)) = (
+                state.token_manager.clone(),
+                state.endpoint.clone(),
+                data_dir.filter(|_| store_open),
+            ) else {
+                refresh_tray(&handle, Some(false));
+                return Ok(());
+            };
+            // The background refresher and the loopback endpoint run as long as the app:
+            // unfinished refreshes of a crashed process are settled first, then tokens are kept
+            // fresh ahead of expiry and served to local tools (the same endpoint `serve` runs).
+            let app2 = handle.clone();
+            tauri::async_runtime::spawn(async move {
+                tm.recover_intents().await;
+                let _scheduler = crate::refresh::Scheduler::spawn(tm);
+                if let Err(e) = ctl.start().await {
+                    tracing::error!(code = e.code(), "the endpoint did not start: {e}");
+                }
+                announce_endpoint(&app2, &ctl).await;
+                // Held for the life of the app (dropping it stops the scheduler).
+                std::future::pending::<()>().await;
+            });
+            spawn_watcher(handle, dir);
             Ok(())
         })
-        .manage(state)
+        .on_window_event(|window, event| {
+            if let WindowEvent::CloseRequested { api, .. } = event {
+                remember_window(window);
+                // Close-to-tray: the endpoint and refreshes go on; Quit is in the tray menu.
+                if window.app_handle().state::<AppState>().tray().is_some() {
+                    api.prevent_close();
+                    let _ = window.hide();
+                }
+            }
+        })
         .invoke_handler(tauri::generate_handler![
             commands::list_accounts,
             commands::store_info,
@@ -152,6 +337,17 @@ pub fn run() -> ExitCode {
             commands::refresh_account,
             commands::sign_in_start,
             commands::sign_in_cancel,
+            commands::endpoint_status,
+            commands::endpoint_start,
+            commands::endpoint_stop,
+            commands::endpoint_set_port,
+            commands::endpoint_key,
+            commands::endpoint_rotate_key,
+            commands::get_prefs,
+            commands::set_prefs,
+            commands::startup_problem,
+            commands::set_aside_store,
+            commands::restart_app,
         ])
         .run(tauri::generate_context!());
     match result {

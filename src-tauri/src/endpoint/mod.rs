@@ -137,6 +137,13 @@ impl Endpoint {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Re-reads accounts and the key now: for changes made through this endpoint's own store
+    /// connection (a key rotated by the desktop app), which its `data_version` watch cannot see.
+    pub fn reload(&self) {
+        self.shared.tm.forget_all();
+        self.shared.reload();
+    }
+
     /// Requests answered per account since start (the UI's endpoint panel).
     pub fn served(&self) -> HashMap<String, u64> {
         lock(&self.shared.served).clone()

@@ -5,10 +5,12 @@ mod accounts;
 mod events;
 mod refresh;
 pub mod schema;
+mod watch;
 
 pub use accounts::{NewAccount, SealedTokens, StoredSecrets};
 pub use events::Event;
 pub use refresh::{Intent, Rotation};
+pub use watch::StoreWatch;
 
 use crate::fsutil;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};

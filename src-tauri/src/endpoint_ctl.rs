@@ -1,0 +1,172 @@
+//! The desktop app's hold on its loopback endpoint: start, stop, move to another port, rotate the
+//! key, and report the real listener state. Kept out of `desktop` so it is tested without WebKit.
+
+use crate::endpoint::SETTING_PORT;
+use crate::error::{AppError, ErrorBody};
+use crate::refresh::TokenManager;
+use crate::serve::{self, Running};
+use crate::service::Service;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// What the endpoint panel and the tray show. Never the key itself: `key_hint` is a fingerprint;
+/// the key crosses only when the user asks to reveal or copy it (`EndpointControl::key`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EndpointStatus {
+    /// A listener of this process is accepting connections right now.
+    pub running: bool,
+    /// The live port when running, else the one a start would use.
+    pub port: u16,
+    /// The port saved in the store (`endpoint.port`).
+    pub configured_port: u16,
+    /// The base URL tools use (`…/v1`).
+    pub url: String,
+    pub key_hint: String,
+    /// The Codex CLI `config.toml` block for this URL.
+    pub config_toml: String,
+    /// The shell line that gives tools the key, with the key left as a placeholder.
+    pub env_hint: String,
+    /// Why the last start failed (port in use, …), until a start succeeds.
+    pub error: Option<ErrorBody>,
+    /// Another process (e.g. `codex-vault serve`) runs an endpoint on this store.
+    pub other_pid: Option<u32>,
+    /// Requests answered per account id since this listener started.
+    pub served: BTreeMap<String, u64>,
+}
+
+struct Slot {
+    running: Option<Running>,
+    error: Option<ErrorBody>,
+}
+
+pub struct EndpointControl {
+    service: Arc<Service>,
+    tm: TokenManager,
+    slot: Mutex<Slot>,
+}
+
+fn port_setting_error(port: u16) -> AppError {
+    AppError::Config(format!(
+        "port {port} is not usable: choose a port from 1024 to 65535"
+    ))
+}
+
+impl EndpointControl {
+    /// `service` should be a connection of its own (not the UI's): the endpoint's change watch
+    /// only sees commits made on other connections.
+    pub fn new(service: Arc<Service>, tm: TokenManager) -> EndpointControl {
+        EndpointControl {
+            service,
+            tm,
+            slot: Mutex::new(Slot {
+                running: None,
+                error: None,
+            }),
+        }
+    }
+
+    pub async fn status(&self) -> Result<EndpointStatus, AppError> {
+        let slot = self.slot.lock().await;
+        self.status_of(&slot)
+    }
+
+    fn status_of(&self, slot: &Slot) -> Result<EndpointStatus, AppError> {
+        let configured_port = serve::configured_port(&self.service)?;
+        let port = slot
+            .running
+            .as_ref()
+            .map_or(configured_port, |r| r.endpoint.port);
+        let url = format!("http://127.0.0.1:{port}/v1");
+        let other_pid = match slot.running {
+            Some(_) => None,
+            None => serve::info(&self.service)?
+                .pid
+                .filter(|pid| *pid != std::process::id()),
+        };
+        Ok(EndpointStatus {
+            running: slot.running.is_some(),
+            port,
+            configured_port,
+            key_hint: self.service.local_api_key()?.fingerprint(),
+            config_toml: serve::codex_config_toml(&url),
+            env_hint: "export CODEX_VAULT_KEY=<your key>".to_string(),
+            url,
+            error: slot.error.clone(),
+            other_pid,
+            served: slot
+                .running
+                .as_ref()
+                .map(|r| r.endpoint.served().into_iter().collect())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Starts on the configured port; a no-op when already running. A failure is kept for the
+    /// panel (and returned), the app goes on without an endpoint.
+    pub async fn start(&self) -> Result<EndpointStatus, AppError> {
+        let mut slot = self.slot.lock().await;
+        if slot.running.is_none() {
+            match serve::start_endpoint(self.service.clone(), self.tm.clone(), None).await {
+                Ok(running) => {
+                    slot.running = Some(running);
+                    slot.error = None;
+                }
+                Err(e) => {
+                    slot.error = Some(e.to_body());
+                    return Err(e);
+                }
+            }
+        }
+        self.status_of(&slot)
+    }
+
+    pub async fn stop(&self) -> Result<EndpointStatus, AppError> {
+        let mut slot = self.slot.lock().await;
+        if let Some(running) = slot.running.take() {
+            drop(running);
+        }
+        slot.error = None;
+        self.status_of(&slot)
+    }
+
+    /// Saves `port` as the endpoint's port. While running, the new listener is bound first and
+    /// the old one stopped only then: a port that is taken leaves the endpoint serving where it
+    /// was, the setting unchanged, and an error that names the holder.
+    pub async fn set_port(&self, port: u16) -> Result<EndpointStatus, AppError> {
+        if port < 1024 {
+            return Err(port_setting_error(port));
+        }
+        let mut slot = self.slot.lock().await;
+        let moving = slot
+            .running
+            .as_ref()
+            .is_some_and(|r| r.endpoint.port != port);
+        if moving {
+            let next =
+                serve::start_endpoint(self.service.clone(), self.tm.clone(), Some(port)).await?;
+            slot.running = Some(next);
+        }
+        self.service
+            .store()
+            .set_setting(SETTING_PORT, &port.to_string())?;
+        slot.error = None;
+        self.status_of(&slot)
+    }
+
+    /// The key itself, for an explicit reveal or copy.
+    pub fn key(&self) -> Result<String, AppError> {
+        Ok(self.service.local_api_key()?.expose().to_string())
+    }
+
+    /// Replaces the key; the running listener accepts only the new one from now on.
+    pub async fn rotate_key(&self) -> Result<EndpointStatus, AppError> {
+        let slot = self.slot.lock().await;
+        self.service.rotate_local_api_key()?;
+        if let Some(running) = &slot.running {
+            running.endpoint.reload();
+        }
+        self.status_of(&slot)
+    }
+}
