@@ -27,6 +27,8 @@ pub struct EndpointInfo {
     pub key: String,
     pub config_toml: String,
     pub env: String,
+    /// The env line that makes a stock Codex CLI refresh its own sign-in through the broker.
+    pub refresh_override_env: String,
 }
 
 fn runtime_path(service: &Service) -> PathBuf {
@@ -69,6 +71,7 @@ pub fn info(service: &Service) -> Result<EndpointInfo, AppError> {
         port,
         config_toml: codex_config_toml(&url),
         env: format!("export CODEX_VAULT_KEY={}", key.expose()),
+        refresh_override_env: crate::codex_ownership::refresh_override_env(port),
         key: key.expose().to_string(),
         url,
     })
