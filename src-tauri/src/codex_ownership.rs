@@ -196,8 +196,13 @@ impl Service {
             .map(|label| {
                 format!("another copy of this sign-in was already held (account {label})")
             }));
-        self.store()
-            .set_shared_grant(&account_id, place.as_deref())?;
+        // An import only ever raises the flag; it clears when the other holder goes away (a
+        // detach here, or `recheck_shared_grants` finding the file gone), not because some
+        // unrelated older file was imported.
+        if place.is_some() || ownership == Some(Ownership::Detach) {
+            self.store()
+                .set_shared_grant(&account_id, place.as_deref())?;
+        }
         let mut outcome = outcome;
         *outcome.account_mut() = self.view(&account_id)?;
         Ok(OwnedImport {
