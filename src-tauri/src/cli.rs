@@ -261,7 +261,7 @@ fn import(
     });
     let service = Service::open_default()?;
     warn_key_store(&service);
-    let port = crate::serve::info(&service)?.port;
+    let port = crate::serve::current_port(&service)?;
     let owned = service.import_owned(&cred, label.as_deref(), file.as_deref(), ownership, port)?;
     if json {
         println!(

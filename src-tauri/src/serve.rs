@@ -50,15 +50,28 @@ pub fn codex_config_toml(base_url: &str) -> String {
     )
 }
 
-pub fn info(service: &Service) -> Result<EndpointInfo, AppError> {
-    let live = std::fs::read(runtime_path(service))
+/// The port the endpoint listens on now (a live `serve` or app), else the configured one; reads
+/// no key (an import's env line must not mint the local key as a side effect).
+pub fn current_port(service: &Service) -> Result<u16, AppError> {
+    match live_runtime(service) {
+        Some(r) => Ok(r.port),
+        None => configured_port(service),
+    }
+}
+
+fn live_runtime(service: &Service) -> Option<Runtime> {
+    std::fs::read(runtime_path(service))
         .ok()
         .and_then(|b| serde_json::from_slice::<Runtime>(&b).ok())
         .filter(|r| {
             !crate::refresh::holder_is_dead(&format!("{}:0", r.pid))
                 && (cfg!(not(target_os = "linux"))
                     || std::path::Path::new(&format!("/proc/{}", r.pid)).exists())
-        });
+        })
+}
+
+pub fn info(service: &Service) -> Result<EndpointInfo, AppError> {
+    let live = live_runtime(service);
     let port = match &live {
         Some(r) => r.port,
         None => configured_port(service)?,

@@ -186,6 +186,11 @@ async fn the_current_token_rotates_as_the_accounts_rotation_and_its_predecessor_
     // Our account is unharmed by that.
     assert_eq!(rig.service.list().unwrap()[0].status.as_str(), "healthy");
     let logs = logs().lock().unwrap().clone();
+    // The capture works (else the check below would pass vacuously).
+    assert!(
+        String::from_utf8_lossy(&logs).contains("broker: refreshed for a Codex CLI"),
+        "no broker log line captured"
+    );
     assert_no_token_text(
         &logs,
         &[

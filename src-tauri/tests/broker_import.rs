@@ -177,3 +177,37 @@ fn a_second_copy_of_a_held_grant_is_flagged_and_other_files_are_left_alone() {
     let r = run(&env, &["accounts", "import", "-", "--codex-cli", "detach"]);
     assert_ne!(r.code, 0);
 }
+
+#[test]
+fn the_env_line_names_the_configured_endpoint_port() {
+    let fake = fake();
+    let env = TestEnv::new();
+    assert_eq!(run(&env, &["accounts", "list"]).code, 0); // creates the store
+    let db = rusqlite::Connection::open(env.vault_home().join("codex-vault.db")).unwrap();
+    db.execute(
+        "INSERT INTO settings (key, value) VALUES ('endpoint.port', '9123')",
+        [],
+    )
+    .unwrap();
+    let t = account(&fake, "port@corp.com", "plus");
+    live_auth_json(&env, &auth_json(&t, "2026-01-01T00:00:00Z"));
+    let r = run(
+        &env,
+        &["accounts", "import", "--codex-cli", "broker", "--json"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        out["codex_cli"]["env"],
+        "CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:9123/oauth/token"
+    );
+    assert_eq!(out["codex_cli"]["mode"], "broker");
+    assert_eq!(out["outcome"], "added");
+    let info = run(&env, &["endpoint", "info"]);
+    assert!(
+        info.stdout
+            .contains("CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:9123/oauth/token"),
+        "{}",
+        info.stdout
+    );
+}
