@@ -98,6 +98,8 @@ pub struct Account {
     pub updated_at: UnixMs,
     /// The last usage snapshot seen (JSON), if any.
     pub usage_json: Option<String>,
+    /// Where else this sign-in is held live (shared-grant detection), if anywhere.
+    pub shared_grant_where: Option<String>,
 }
 
 impl Account {
@@ -146,6 +148,8 @@ impl Account {
                 .as_deref()
                 .and_then(|u| serde_json::from_str(u).ok()),
             created_at: ms_to_rfc3339(self.created_at),
+            shared_grant: self.shared_grant_where.is_some(),
+            shared_grant_where: self.shared_grant_where.clone(),
         }
     }
 }
@@ -167,7 +171,17 @@ pub struct AccountView {
     pub rate_limited_until: Option<String>,
     pub usage: Option<serde_json::Value>,
     pub created_at: String,
+    /// Another holder has this same sign-in (a live Codex `auth.json`, another copy of the
+    /// grant): two holders of one refresh-token chain log each other out unless one brokers.
+    #[serde(default)]
+    pub shared_grant: bool,
+    /// Where the other holder is, in words (a path, or which copy), when `shared_grant`.
+    #[serde(default)]
+    pub shared_grant_where: Option<String>,
 }
+
+/// What the UI and `accounts list` say about a shared grant.
+pub const SHARED_GRANT_ADVICE: &str = "two holders of one sign-in will log each other out; broker it (CODEX_REFRESH_TOKEN_URL_OVERRIDE) or sign in separately";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureView {
@@ -240,6 +254,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             usage_json: None,
+            shared_grant_where: None,
         }
     }
 

@@ -71,6 +71,13 @@ pub enum AccountsCommand {
         /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
+        /// Who keeps a live Codex CLI auth.json after the import: `broker` (the CLI keeps its
+        /// file and refreshes through Codex Vault; prints the env line to add) or `detach` (the
+        /// file is moved aside to a dated 0600 backup; nothing is revoked). Default: `broker`
+        /// when importing the Codex CLI's own auth.json ($CODEX_HOME or ~/.codex), else the
+        /// file is left alone.
+        #[arg(long, value_enum, value_name = "broker|detach")]
+        codex_cli: Option<crate::codex_ownership::Ownership>,
     },
     /// Sign in with ChatGPT in the browser (PKCE); prints the URL too.
     Login {
@@ -123,9 +130,12 @@ pub fn run(command: Command) -> ExitCode {
 fn dispatch(command: Command) -> Result<ExitCode, AppError> {
     match command {
         Command::Accounts(AccountsCommand::List { json }) => list(json),
-        Command::Accounts(AccountsCommand::Import { path, label, json }) => {
-            import(path, label, json)
-        }
+        Command::Accounts(AccountsCommand::Import {
+            path,
+            label,
+            json,
+            codex_cli,
+        }) => import(path, label, json, codex_cli),
         Command::Accounts(AccountsCommand::Login {
             label,
             no_browser,
@@ -175,11 +185,17 @@ fn list(json: bool) -> Result<ExitCode, AppError> {
         return Ok(ExitCode::SUCCESS);
     }
     for a in &accounts {
-        let reason = a
+        let mut reason = a
             .failure
             .as_ref()
             .map(|f| format!("  [{}] {}", f.code, f.message))
             .unwrap_or_default();
+        if let Some(place) = a.shared_grant_where.as_deref().filter(|_| a.shared_grant) {
+            reason.push_str(&format!(
+                "  [shared grant: {place}] {}",
+                crate::account::SHARED_GRANT_ADVICE
+            ));
+        }
         let _ = writeln!(
             out,
             "{:<20} {:<32} {:<10} {:<12} {}{}",
@@ -194,7 +210,13 @@ fn list(json: bool) -> Result<ExitCode, AppError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn import(path: Option<String>, label: Option<String>, json: bool) -> Result<ExitCode, AppError> {
+fn import(
+    path: Option<String>,
+    label: Option<String>,
+    json: bool,
+    codex_cli: Option<crate::codex_ownership::Ownership>,
+) -> Result<ExitCode, AppError> {
+    use crate::codex_ownership::{is_visible_codex_auth, Ownership};
     // Parse and validate before the store is opened: a bad file changes nothing on disk.
     let (source, bytes) = match path.as_deref() {
         Some("-") => (AuthSource::Stdin, auth_json::read_stdin()),
@@ -221,16 +243,63 @@ fn import(path: Option<String>, label: Option<String>, json: bool) -> Result<Exi
     if let Some(l) = &label {
         crate::service::validate_label(l)?;
     }
+    let file = match &source {
+        AuthSource::File(p) => Some(p.clone()),
+        _ => None,
+    };
+    if codex_cli.is_some() && file.is_none() {
+        return Err(AppError::Config(
+            "--codex-cli applies to an auth.json file, not to stdin".into(),
+        ));
+    }
+    // The Codex CLI's own live file defaults to broker: non-destructive, and the CLI stops
+    // racing the vault as soon as the env line is set. Other files are left alone unless asked.
+    let ownership = codex_cli.or_else(|| {
+        file.as_deref()
+            .filter(|p| is_visible_codex_auth(p))
+            .map(|_| Ownership::Broker)
+    });
     let service = Service::open_default()?;
     warn_key_store(&service);
-    let outcome = service.import(&cred, label.as_deref())?;
+    let port = crate::serve::current_port(&service)?;
+    let owned = service.import_owned(&cred, label.as_deref(), file.as_deref(), ownership, port)?;
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&outcome).expect("ImportOutcome serialises")
+            serde_json::to_string_pretty(&owned).expect("OwnedImport serialises")
         );
-    } else {
-        println!("{}", outcome.sentence());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}", owned.outcome.sentence());
+    let account = owned.outcome.account();
+    if let Some(r) = &owned.codex_cli {
+        match r.mode {
+            Ownership::Broker => {
+                println!(
+                    "The Codex CLI keeps {} and should refresh through Codex Vault: add this line to its environment (e.g. your shell profile):",
+                    r.path
+                );
+                println!();
+                println!("  export {}", r.env.as_deref().unwrap_or_default());
+                println!();
+            }
+            Ownership::Detach => println!(
+                "Moved the Codex CLI's {} aside to {} (0600); nothing was revoked. Codex Vault alone holds this sign-in now.",
+                r.path,
+                r.backup.as_deref().unwrap_or_default()
+            ),
+        }
+        eprintln!("warning: {}.", r.warning);
+    }
+    if account.shared_grant {
+        eprintln!(
+            "warning: this sign-in is also held elsewhere ({}): {}.",
+            account
+                .shared_grant_where
+                .as_deref()
+                .unwrap_or("another holder"),
+            crate::account::SHARED_GRANT_ADVICE
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -260,6 +329,13 @@ fn endpoint_info(json: bool) -> Result<ExitCode, AppError> {
     println!("and set the key in the CLI's environment:");
     println!();
     println!("  {}", info.env);
+    println!();
+    println!(
+        "A Codex CLI signed in with its own ChatGPT account (an imported auth.json) should refresh"
+    );
+    println!("through Codex Vault, so the two never redeem the same refresh token: set in its environment");
+    println!();
+    println!("  export {}", info.refresh_override_env);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod cli;
+pub mod codex_ownership;
 pub mod endpoint;
 pub mod endpoint_ctl;
 pub mod error;

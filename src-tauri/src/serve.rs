@@ -27,6 +27,8 @@ pub struct EndpointInfo {
     pub key: String,
     pub config_toml: String,
     pub env: String,
+    /// The env line that makes a stock Codex CLI refresh its own sign-in through the broker.
+    pub refresh_override_env: String,
 }
 
 fn runtime_path(service: &Service) -> PathBuf {
@@ -48,15 +50,28 @@ pub fn codex_config_toml(base_url: &str) -> String {
     )
 }
 
-pub fn info(service: &Service) -> Result<EndpointInfo, AppError> {
-    let live = std::fs::read(runtime_path(service))
+/// The port the endpoint listens on now (a live `serve` or app), else the configured one; reads
+/// no key (an import's env line must not mint the local key as a side effect).
+pub fn current_port(service: &Service) -> Result<u16, AppError> {
+    match live_runtime(service) {
+        Some(r) => Ok(r.port),
+        None => configured_port(service),
+    }
+}
+
+fn live_runtime(service: &Service) -> Option<Runtime> {
+    std::fs::read(runtime_path(service))
         .ok()
         .and_then(|b| serde_json::from_slice::<Runtime>(&b).ok())
         .filter(|r| {
             !crate::refresh::holder_is_dead(&format!("{}:0", r.pid))
                 && (cfg!(not(target_os = "linux"))
                     || std::path::Path::new(&format!("/proc/{}", r.pid)).exists())
-        });
+        })
+}
+
+pub fn info(service: &Service) -> Result<EndpointInfo, AppError> {
+    let live = live_runtime(service);
     let port = match &live {
         Some(r) => r.port,
         None => configured_port(service)?,
@@ -69,6 +84,7 @@ pub fn info(service: &Service) -> Result<EndpointInfo, AppError> {
         port,
         config_toml: codex_config_toml(&url),
         env: format!("export CODEX_VAULT_KEY={}", key.expose()),
+        refresh_override_env: crate::codex_ownership::refresh_override_env(port),
         key: key.expose().to_string(),
         url,
     })

@@ -64,6 +64,16 @@ impl ImportOutcome {
         }
     }
 
+    pub fn account_mut(&mut self) -> &mut AccountView {
+        match self {
+            ImportOutcome::Added { account }
+            | ImportOutcome::Updated { account }
+            | ImportOutcome::KeptNewer { account }
+            | ImportOutcome::SignedIn { account }
+            | ImportOutcome::SignedInAgain { account } => account,
+        }
+    }
+
     pub fn sentence(&self) -> String {
         let a = self.account();
         let who = format!(
@@ -163,6 +173,10 @@ impl Service {
     }
 
     pub fn list(&self) -> Result<Vec<AccountView>, AppError> {
+        // A shared-grant flag whose Codex auth.json is gone (or signed in elsewhere) clears itself.
+        if let Err(e) = self.recheck_shared_grants() {
+            tracing::warn!("cannot re-check shared sign-ins: {e}");
+        }
         let now = now_ms();
         // A live refresh lease (any process) shows as "refreshing" on an otherwise healthy account.
         let refreshing: Vec<String> = self
@@ -317,6 +331,8 @@ impl Service {
                 "signed_in",
                 detail.as_deref(),
             )? {
+                // A fresh sign-in is a grant of our own: no other holder shares it.
+                self.store.set_shared_grant(&existing.id, None)?;
                 return Ok(ImportOutcome::SignedInAgain {
                     account: self.view(&existing.id)?,
                 });

@@ -46,6 +46,13 @@ export interface Account {
   rate_limited_until: string | null;
   usage: Usage | null;
   created_at: string;
+  /**
+   * Another holder has this same sign-in (a live Codex `auth.json`, or another copy of the grant):
+   * two holders of one sign-in log each other out — broker it or sign in separately.
+   */
+  shared_grant?: boolean;
+  /** Where the other holder is (a file path, or which copy), when `shared_grant`. */
+  shared_grant_where?: string | null;
 }
 
 export interface StoreInfo {

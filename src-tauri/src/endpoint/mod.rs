@@ -2,6 +2,7 @@
 //! account, injects its credentials, streams the upstream answer back unbuffered, refreshes on
 //! 401 and fails over on 429. Binds 127.0.0.1 (and ::1 on the same port) only.
 
+pub mod broker;
 pub mod guard;
 mod port_holder;
 mod proxy;
@@ -319,6 +320,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .layer(middleware::from_fn_with_state(shared.clone(), require_key));
     Router::new()
         .route("/health", get(health))
+        // The refresh broker: no local key (the refresh token is the credential, as upstream),
+        // but the Host/Origin guard below applies as everywhere.
+        .route("/oauth/token", post(broker::token))
+        .route("/oauth/revoke", post(broker::revoke))
         .merge(api)
         .layer(middleware::from_fn(guard_browser))
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -232,6 +232,38 @@ impl TokenManager {
             .await
     }
 
+    /// The refresh broker's rotation: a client presented the refresh token of `generation`, so it
+    /// wants a fresh pair. Refreshes now unless the account already moved past `generation` (a
+    /// sibling caller's rotation committed first: its tokens are the answer). Single-flight: every
+    /// caller presenting the same generation at once joins one upstream refresh.
+    pub async fn rotate_presented(
+        &self,
+        account_id: &str,
+        generation: i64,
+    ) -> Result<AccessToken, RefreshError> {
+        self.forget(account_id);
+        let mode = Mode::Force {
+            seen_generation: generation,
+        };
+        let t = self.flight(account_id, mode.clone()).await?;
+        if t.generation != generation {
+            return Ok(t);
+        }
+        // We joined a flight started for another reason (an "if needed" check that found the
+        // token still valid): the presented token was not spent, so rotate it once ourselves.
+        self.flight(account_id, mode).await
+    }
+
+    /// The issuer's token endpoint, where the broker forwards grants it does not manage.
+    pub fn token_url(&self) -> String {
+        self.inner.client.issuer().token_url()
+    }
+
+    /// The issuer's revocation endpoint (protocol.md § OAuth: same origin, `/oauth/revoke`).
+    pub fn revoke_url(&self) -> String {
+        format!("{}/oauth/revoke", self.inner.client.issuer().base)
+    }
+
     /// The scheduler's refresh: only if the account is still at the generation it was planned at
     /// (another process may have refreshed it meanwhile).
     pub async fn refresh_planned(

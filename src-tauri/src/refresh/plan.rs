@@ -148,6 +148,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             usage_json: None,
+            shared_grant_where: None,
         }
     }
 

@@ -2,12 +2,14 @@
 //! dir, shared by the desktop app, `serve` and the CLI (possibly at the same time: WAL + busy_timeout).
 
 mod accounts;
+mod broker;
 mod events;
 mod refresh;
 pub mod schema;
 mod watch;
 
 pub use accounts::{NewAccount, SealedTokens, StoredSecrets};
+pub use broker::FingerprintRow;
 pub use events::Event;
 pub use refresh::{Intent, Rotation};
 pub use watch::StoreWatch;

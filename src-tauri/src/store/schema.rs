@@ -76,6 +76,31 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE accounts ADD COLUMN usage_json TEXT;
     "#,
+    // 3: shared-grant detection: where else this sign-in is held live (a Codex auth.json path,
+    // another copy of the grant), or NULL — a place, never a token. And the refresh broker
+    // recognises older generations of a held chain (a reuse, answered
+    // as such, never forwarded upstream where a reuse may revoke the whole family): every
+    // refresh token an account held keeps its fingerprint here, written by a trigger so no
+    // rotation path can forget it. Fingerprints only, never tokens; pruned after 90 days.
+    r#"
+    ALTER TABLE accounts ADD COLUMN shared_grant_where TEXT;
+    CREATE TABLE retired_refresh_fingerprints (
+        account_id  TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        fingerprint TEXT NOT NULL,
+        retired_at  INTEGER NOT NULL,
+        PRIMARY KEY (account_id, fingerprint)
+    );
+    CREATE TRIGGER retire_refresh_fingerprint
+    AFTER UPDATE OF refresh_fingerprint ON account_secrets
+    WHEN OLD.refresh_fingerprint IS NOT NEW.refresh_fingerprint
+    BEGIN
+        INSERT OR IGNORE INTO retired_refresh_fingerprints (account_id, fingerprint, retired_at)
+        VALUES (OLD.account_id, OLD.refresh_fingerprint, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+        DELETE FROM retired_refresh_fingerprints
+        WHERE account_id = OLD.account_id
+          AND retired_at < CAST(unixepoch('subsec') * 1000 AS INTEGER) - 90 * 86400000;
+    END;
+    "#,
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
