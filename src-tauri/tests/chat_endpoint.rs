@@ -323,3 +323,43 @@ async fn models_are_listed_in_openai_shape_and_the_codex_cli_keeps_its_catalog()
         "the local key guards the chat route too"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_cut_mid_answer_is_never_passed_off_as_complete() {
+    let Rig {
+        fake,
+        e: _e,
+        ep,
+        key,
+        accounts: _accounts,
+        http,
+    } = Rig::new(1).await;
+    let gate = fake.hold_streams_after_first_event();
+    let mut resp = http
+        .post(format!("{}/v1/chat/completions", ep.url()))
+        .bearer_auth(&key)
+        .json(&chat_turn(true, None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let first = resp.chunk().await.unwrap().expect("the role chunk");
+    assert!(String::from_utf8_lossy(&first).contains("\"role\":\"assistant\""));
+    // The backend goes away while its answer is held after the first event.
+    drop(fake);
+    let mut rest = Vec::new();
+    let cut = loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => rest.extend_from_slice(&c),
+            Ok(None) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(cut, "the client sees the stream cut, not a clean end");
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        !rest.contains("[DONE]") && !rest.contains("finish_reason\":\"stop"),
+        "no invented ending: {rest}"
+    );
+    drop(gate);
+}
