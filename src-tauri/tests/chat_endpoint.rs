@@ -363,3 +363,69 @@ async fn an_upstream_cut_mid_answer_is_never_passed_off_as_complete() {
     );
     drop(gate);
 }
+
+/// A 200 SSE answer whose stream ends with `event`/`data` after `response.created`.
+fn scripted_stream(last_event: &str, last_data: Value) -> Fault {
+    let created =
+        json!({"type": "response.created", "response": {"id": "resp_x", "status": "in_progress"}});
+    let mut last = last_data;
+    last["type"] = json!(last_event);
+    Fault::Custom {
+        status: 200,
+        content_type: "text/event-stream".into(),
+        body: format!(
+            "event: response.created\ndata: {created}\n\nevent: {last_event}\ndata: {last}\n\n"
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_or_incomplete_response_ends_the_chat_answer_honestly() {
+    let rig = Rig::new(1).await;
+    let failed = || {
+        scripted_stream(
+            "response.failed",
+            json!({"response": {"id": "resp_x", "status": "failed", "error": {
+                "code": "usage_limit_reached", "message": "You've hit your usage limit.", "resets_at": 1767225600}}}),
+        )
+    };
+    let incomplete = scripted_stream(
+        "response.incomplete",
+        json!({"response": {"id": "resp_x", "status": "incomplete",
+            "incomplete_details": {"reason": "max_output_tokens"}}}),
+    );
+    rig.fake
+        .inject_faults(FaultRoute::Responses, vec![failed(), failed(), incomplete]);
+
+    // Streaming: the failure arrives as OpenAI's in-stream error, and no [DONE] follows.
+    let body = rig
+        .chat(chat_turn(true, None))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines = data_lines(&body);
+    assert!(!lines.iter().any(|l| l == "[DONE]"), "{body}");
+    let err: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(err["error"]["code"], "usage_limit_reached", "{body}");
+    assert_eq!(err["error"]["resets_at"], 1767225600);
+
+    // Not streaming: the same failure is the answer's status and body.
+    let resp = rig.chat(chat_turn(false, None)).send().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["resets_at"], 1767225600, "{v}");
+
+    // Cut short by the output limit: finish_reason length.
+    let v: Value = rig
+        .chat(chat_turn(false, None))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+}
