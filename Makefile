@@ -22,6 +22,7 @@ deps-test:
 	@scripts/ensure-deps.sh test
 	@scripts/ensure-codex-cli.sh
 	@scripts/ensure-e2e-tools.sh
+	@scripts/ensure-openai-sdk.sh
 
 ui: deps
 	cd ui && npm run build

@@ -18,6 +18,7 @@ use crate::models::models_response;
 use crate::response_stream::spawn_stream;
 use crate::sse::{response_events, ResponseScript};
 use crate::state::{now_unix, Account, Shared, State};
+use crate::tool_calls::{function_call_events, plan};
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -184,20 +185,31 @@ pub(crate) async fn responses(
     state.counters.account(&account_id).responses_calls += 1;
 
     let response_id = format!("resp_{}", uuid::Uuid::new_v4().simple());
-    let item_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let model = request
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or("gpt-5-codex");
-    let events = response_events(&ResponseScript {
+    let (call, text) = plan(&request, &state.cfg.responses_text);
+    let item_id = match call {
+        Some(_) => format!("fc_{}", uuid::Uuid::new_v4().simple()),
+        None => format!("msg_{}", uuid::Uuid::new_v4().simple()),
+    };
+    let script = ResponseScript {
         response_id: &response_id,
         item_id: &item_id,
         model,
-        text: &state.cfg.responses_text,
+        text: &text,
         n_deltas: state.cfg.stream_deltas,
         input_tokens: (body.len() as u64 / 4).max(1),
         created_at: now,
-    });
+    };
+    let events = match &call {
+        Some(c) => {
+            let call_id = format!("call_{}", uuid::Uuid::new_v4().simple());
+            function_call_events(&script, c, &call_id)
+        }
+        None => response_events(&script),
+    };
     let gate = state.gate.clone();
     let omit_content_type = state.cfg.omit_sse_content_type;
     drop(state);

@@ -33,6 +33,7 @@ mod response_stream;
 mod server;
 pub mod sse;
 mod state;
+mod tool_calls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

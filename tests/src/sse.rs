@@ -48,7 +48,12 @@ pub fn split_deltas(text: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
-fn response_object(s: &ResponseScript<'_>, status: &str, output: Value, usage: Value) -> Value {
+pub(crate) fn response_object(
+    s: &ResponseScript<'_>,
+    status: &str,
+    output: Value,
+    usage: Value,
+) -> Value {
     json!({
         "id": s.response_id,
         "object": "response",

@@ -3,6 +3,7 @@
 //! 401 and fails over on 429. Binds 127.0.0.1 (and ::1 on the same port) only.
 
 pub mod broker;
+pub mod chat;
 pub mod guard;
 mod port_holder;
 mod proxy;
@@ -313,7 +314,8 @@ fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
         .route("/v1/responses", post(proxy::responses))
         .route("/backend-api/codex/responses", post(proxy::responses))
-        .route("/v1/models", get(proxy::models))
+        .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/models", get(chat::list_models))
         .route("/backend-api/codex/models", get(proxy::models))
         .route("/v1/accounts", get(accounts))
         .fallback(not_found)
@@ -413,7 +415,7 @@ async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such route: use /v1/responses, /v1/models, /v1/accounts or /health",
+        "no such route: use /v1/responses, /v1/chat/completions, /v1/models, /v1/accounts or /health",
     )
 }
 

@@ -60,6 +60,7 @@ pub async fn responses(
     forward(shared, Method::POST, "/responses", headers, body).await
 }
 
+/// The backend catalog unchanged (the Codex CLI's shape).
 pub async fn models(
     State(shared): State<Arc<Shared>>,
     OriginalUri(uri): OriginalUri,
@@ -117,7 +118,7 @@ fn upstream_request(
         .body(body.clone())
 }
 
-async fn read_small(resp: reqwest::Response) -> (HeaderMap, Vec<u8>) {
+pub(crate) async fn read_small(resp: reqwest::Response) -> (HeaderMap, Vec<u8>) {
     let headers = resp.headers().clone();
     let mut resp = resp;
     let mut body = Vec::new();
@@ -169,6 +170,32 @@ async fn forward(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    match send(shared, method, path, headers, body).await {
+        Sent::Upstream(resp) => {
+            let (status, h) = (resp.status().as_u16(), resp.headers().clone());
+            passthrough(status, &h, body_from(resp))
+        }
+        Sent::Answer(r) => r,
+    }
+}
+
+/// What [`send`] ends with.
+pub(crate) enum Sent {
+    /// The backend's answer, unread: a success or an error the client should see as is.
+    Upstream(reqwest::Response),
+    /// Ours (selection, refresh or failover ended it), or an upstream error read to decide.
+    Answer(Response),
+}
+
+/// The account choice, credential injection, 401 refresh and 429 failover every route shares;
+/// callers decide how to turn the upstream answer into theirs (passthrough, or translation).
+pub(crate) async fn send(
+    shared: Arc<Shared>,
+    method: Method,
+    path: &str,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Sent {
     let pin = headers
         .get(PIN_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -195,7 +222,7 @@ async fn forward(
         };
         let id = match picked {
             Ok(id) => id,
-            Err(e) => return last_failure.unwrap_or_else(|| select_error(e)),
+            Err(e) => return Sent::Answer(last_failure.unwrap_or_else(|| select_error(e))),
         };
         let token = match shared.tm.access_token(&id).await {
             Ok(t) => t,
@@ -212,11 +239,11 @@ async fn forward(
         let resp = match sent {
             Ok(r) => r,
             Err(e) => {
-                return error(
+                return Sent::Answer(error(
                     StatusCode::BAD_GATEWAY,
                     "upstream_unreachable",
                     format!("could not reach the Codex backend: {}", e.without_url()),
-                )
+                ))
             }
         };
         let status = resp.status().as_u16();
@@ -281,23 +308,22 @@ async fn forward(
                         last_failure = None;
                     }
                     // Some other 429 (not a usage cap): the client decides what to do.
-                    None => return passthrough(429, &h, b.into()),
+                    None => return Sent::Answer(passthrough(429, &h, b.into())),
                 }
             }
             _ => {
                 *lock(&shared.served).entry(id).or_default() += 1;
-                let h = resp.headers().clone();
-                return passthrough(status, &h, body_from(resp));
+                return Sent::Upstream(resp);
             }
         }
     }
-    last_failure.unwrap_or_else(|| {
+    Sent::Answer(last_failure.unwrap_or_else(|| {
         error(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_usable_account",
             "no account could answer this request",
         )
-    })
+    }))
 }
 
 fn select_error(e: SelectError) -> Response {
