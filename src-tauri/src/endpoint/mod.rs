@@ -268,6 +268,12 @@ async fn watch_store(shared: Arc<Shared>) {
             .flatten()
     };
     let mut last = version(shared.clone()).await;
+    // The accounts were first read before this baseline: read once more after it, so a commit
+    // that landed in between is not taken as already seen.
+    {
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+    }
     loop {
         tokio::time::sleep(CHANGE_POLL).await;
         let now = version(shared.clone()).await;

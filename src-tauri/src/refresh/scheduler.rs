@@ -70,17 +70,22 @@ async fn run(tm: TokenManager, wake: Arc<Notify>, wakeups: Arc<AtomicU64>) {
         wakeups.fetch_add(1, Ordering::Relaxed);
         let store = tm.store().clone();
         let read = tokio::task::spawn_blocking(move || {
+            // The change baseline is taken before the accounts are read: a commit landing between
+            // the two then counts as a change (a re-plan), never as already seen.
+            let version = store.data_version().ok();
             let accounts = store.list_accounts()?;
             let s = LeadSettings::from_values(
                 store.setting(SETTING_FRACTION)?,
                 store.setting(SETTING_MIN_SECS)?,
                 store.setting(SETTING_MAX_SECS)?,
             );
-            Ok::<_, crate::store::StoreError>((accounts, s))
+            Ok::<_, crate::store::StoreError>((version, accounts, s))
         })
         .await;
+        let mut seen_version = None;
         let next = match read {
-            Ok(Ok((accounts, settings))) => {
+            Ok(Ok((version, accounts, settings))) => {
+                seen_version = version;
                 let now = now_ms();
                 let not_before: HashMap<String, i64> = lock(&state)
                     .backoff
@@ -133,7 +138,7 @@ async fn run(tm: TokenManager, wake: Arc<Notify>, wakeups: Arc<AtomicU64>) {
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = wake.notified() => {}
-            _ = store_changed(&tm) => {}
+            _ = store_changed(&tm, seen_version) => {}
         }
     }
 }
@@ -141,7 +146,7 @@ async fn run(tm: TokenManager, wake: Arc<Notify>, wakeups: Arc<AtomicU64>) {
 /// Resolves when another connection (the CLI, `serve`, the app) commits to the store: accounts
 /// added, imported or refreshed elsewhere are re-planned within a second. `PRAGMA data_version`
 /// is a counter read from shared memory, so each check is nearly free.
-async fn store_changed(tm: &TokenManager) {
+async fn store_changed(tm: &TokenManager, seen: Option<i64>) {
     let version = |tm: &TokenManager| {
         let store = tm.store().clone();
         async move {
@@ -151,7 +156,10 @@ async fn store_changed(tm: &TokenManager) {
                 .flatten()
         }
     };
-    let start = version(tm).await;
+    let start = match seen {
+        Some(v) => Some(v),
+        None => version(tm).await,
+    };
     loop {
         tokio::time::sleep(CHANGE_POLL).await;
         let now = version(tm).await;
