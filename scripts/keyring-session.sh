@@ -16,7 +16,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$tmp/xdg-data" "$tmp/runtime" "$tmp/vault" "$tmp/codex-home"
 chmod 700 "$tmp/runtime"
-export XDG_DATA_HOME="$tmp/xdg-data" XDG_RUNTIME_DIR="$tmp/runtime"
+export XDG_DATA_HOME="$tmp/xdg-data" XDG_CONFIG_HOME="$tmp/xdg-config" XDG_RUNTIME_DIR="$tmp/runtime"
 # Defaults that keep anything that forgets to set its own dirs away from the user's data.
 export CODEX_VAULT_HOME="$tmp/vault" CODEX_HOME="$tmp/codex-home"
 eval "$(printf %s codex-vault-test | gnome-keyring-daemon --unlock --components=secrets)"

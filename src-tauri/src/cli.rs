@@ -22,6 +22,9 @@ pub const EXIT_TERMINAL: u8 = 3;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Started by the desktop session's autostart entry: open in the tray, not as a window.
+    #[arg(long, hide = true)]
+    pub autostarted: bool,
 }
 
 #[derive(Debug, Subcommand)]

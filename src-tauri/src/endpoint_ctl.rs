@@ -28,6 +28,8 @@ pub struct EndpointStatus {
     pub config_toml: String,
     /// The shell line that gives tools the key, with the key left as a placeholder.
     pub env_hint: String,
+    /// The line that makes the stock Codex CLI refresh its own sign-in through this endpoint.
+    pub refresh_override_env: String,
     /// Why the last start failed (port in use, …), until a start succeeds.
     pub error: Option<ErrorBody>,
     /// Another process (e.g. `codex-vault serve`) runs an endpoint on this store.
@@ -92,6 +94,7 @@ impl EndpointControl {
             key_hint: self.service.local_api_key()?.fingerprint(),
             config_toml: serve::codex_config_toml(&url),
             env_hint: "export CODEX_VAULT_KEY=<your key>".to_string(),
+            refresh_override_env: crate::codex_ownership::refresh_override_env(port),
             url,
             error: slot.error.clone(),
             other_pid,

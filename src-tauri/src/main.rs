@@ -10,17 +10,17 @@ fn main() -> ExitCode {
     let args = Cli::parse();
     match args.command {
         Some(command) => cli::run(command),
-        None => desktop(),
+        None => desktop(args.autostarted),
     }
 }
 
 #[cfg(feature = "desktop")]
-fn desktop() -> ExitCode {
-    codex_vault::desktop::run()
+fn desktop(autostarted: bool) -> ExitCode {
+    codex_vault::desktop::run(autostarted)
 }
 
 #[cfg(not(feature = "desktop"))]
-fn desktop() -> ExitCode {
+fn desktop(_autostarted: bool) -> ExitCode {
     eprintln!("this build has no desktop app (built without the `desktop` feature); use the subcommands, see --help");
     ExitCode::from(cli::EXIT_USAGE)
 }

@@ -62,6 +62,10 @@ class Stack:
         self.env = dict(os.environ)
         self.env["CODEX_VAULT_HOME"] = os.path.join(self.tmp, "vault")
         self.env["CODEX_HOME"] = os.path.join(self.tmp, "codex-home")
+        # The app's own home: autostart entries (~/.config/autostart, which ignores
+        # XDG_CONFIG_HOME), WebKit caches and ~/.codex are the test's, never the user's.
+        self.env["HOME"] = os.path.join(self.tmp, "home")
+        os.makedirs(self.env["HOME"])
         self.env["WEBKIT_DISABLE_DMABUF_RENDERER"] = "1"
 
     def start(self, args, **kw):
@@ -269,8 +273,26 @@ def main():
             assert "cli@corp.com" in preview.text, preview.text
             painted()
             screenshot(stack, "09-dark-codex-cli-preview.png")
-            driver.find_element(By.CSS_SELECTOR, '[data-testid="add-dialog-close"]').click()
             driver.execute_script("delete document.documentElement.dataset.theme")
+            # Import it, letting the CLI go on through the broker: its file stays, one env line to add.
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="ownership-broker"]').click()
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="cli-import"]').click()
+            env_line = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="ownership-env"]')))
+            assert env_line.text.startswith("CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:"), env_line.text
+            assert env_line.text.endswith("/oauth/token"), env_line.text
+            assert "codex logout" in driver.find_element(By.CSS_SELECTOR, '[data-testid="ownership-warning"]').text
+            assert os.path.exists(os.path.join(stack.env["CODEX_HOME"], "auth.json")), "broker must keep the CLI's file"
+            screenshot(stack, "09b-codex-cli-imported-broker.png")
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="add-dialog-close"]').click()
+            # The card says the sign-in has a second holder, and where.
+            def cli_card_with_flag(d):
+                for c in d.find_elements(By.CSS_SELECTOR, '[data-testid="account-card"]'):
+                    if "cli@corp.com" in c.text and c.find_elements(By.CSS_SELECTOR, '[data-testid="shared-grant"]'):
+                        return c
+                return False
+            cli_card = wait.until(cli_card_with_flag)
+            shared = cli_card.find_element(By.CSS_SELECTOR, '[data-testid="shared-grant"]').text
+            assert "auth.json" in shared and "log each other out" in shared, shared
 
         def revoked_needs_sign_in():
             # The fake revokes the grant; "Refresh now" finds out and the card turns terminal, live.
@@ -327,6 +349,8 @@ def main():
             assert url == f"http://127.0.0.1:{port}/v1", url
             snippet = panel.find_element(By.CSS_SELECTOR, '[data-testid="endpoint-snippet"]').text
             assert f'base_url = "http://127.0.0.1:{port}/v1"' in snippet and "model_provider" in snippet, snippet
+            refresh_env = panel.find_element(By.CSS_SELECTOR, '[data-testid="endpoint-refresh-env"]').text
+            assert refresh_env == f"CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:{port}/oauth/token", refresh_env
             # Reveal shows the same key `endpoint info` reports; it is hidden until asked.
             key_el = panel.find_element(By.CSS_SELECTOR, '[data-testid="endpoint-key"]')
             info = json.loads(stack.cli("endpoint", "info", "--json").stdout)
@@ -381,6 +405,21 @@ def main():
             screenshot(stack, "06c-settings-dark.png")
             driver.find_element(By.CSS_SELECTOR, '[data-testid="theme-system"]').click()
             wait.until(lambda d: d.execute_script("return document.documentElement.dataset.theme") is None)
+            # Autostart: off by default; on writes the session's autostart entry (starting in the
+            # tray), off removes it. HOME is the test's own.
+            autostart_dir = os.path.join(stack.env["HOME"], ".config", "autostart")
+            box = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, '[data-testid="autostart"]')))
+            assert not box.is_selected(), "autostart on by default"
+            box.click()
+            wait.until(lambda d: os.path.isdir(autostart_dir) and os.listdir(autostart_dir))
+            entry = open(os.path.join(autostart_dir, os.listdir(autostart_dir)[0])).read()
+            assert "--autostarted" in entry and "codex-vault" in entry, entry
+            box.click()
+            wait.until(lambda d: not os.listdir(autostart_dir))
+            # About: the one version, the same as the CLI's.
+            version = stack.cli("--version").stdout.split()[-1]
+            shown = driver.find_element(By.CSS_SELECTOR, '[data-testid="about-version"]').text
+            assert shown == version, (shown, version)
             driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-accounts"]').click()
 
         def single_instance():

@@ -111,8 +111,8 @@ describe('account commands', () => {
     expect(invoke).toHaveBeenLastCalledWith('import_auth_json', { text: '{}', label: 'work' });
     await previewCodexCliAuth();
     expect(invoke).toHaveBeenLastCalledWith('preview_codex_cli_auth', undefined);
-    await importCodexCliAuth('cli');
-    expect(invoke).toHaveBeenLastCalledWith('import_codex_cli_auth', { label: 'cli' });
+    await importCodexCliAuth('detach', 'cli');
+    expect(invoke).toHaveBeenLastCalledWith('import_codex_cli_auth', { ownership: 'detach', label: 'cli' });
     await renameAccount('a1', 'day job');
     expect(invoke).toHaveBeenLastCalledWith('rename_account', { id: 'a1', label: 'day job' });
     await setAccountDisabled('a1', true);
@@ -132,8 +132,8 @@ describe('account commands', () => {
   it('sends an empty or missing label as null (the core picks one)', async () => {
     await importAuthJson('{}', '');
     expect(invoke).toHaveBeenLastCalledWith('import_auth_json', { text: '{}', label: null });
-    await importCodexCliAuth();
-    expect(invoke).toHaveBeenLastCalledWith('import_codex_cli_auth', { label: null });
+    await importCodexCliAuth('broker');
+    expect(invoke).toHaveBeenLastCalledWith('import_codex_cli_auth', { ownership: 'broker', label: null });
     await signInStart(null);
     expect(invoke).toHaveBeenLastCalledWith('sign_in_start', { label: null });
   });

@@ -226,9 +226,30 @@ export function previewCodexCliAuth(): Promise<CodexCliPreview> {
   return call<CodexCliPreview>('preview_codex_cli_auth');
 }
 
-/** Imports the Codex CLI's auth.json. */
-export function importCodexCliAuth(label?: string | null): Promise<ImportOutcome> {
-  return call<ImportOutcome>('import_codex_cli_auth', { label: label || null });
+/**
+ * Who refreshes an imported Codex CLI sign-in from now on: `broker` — the CLI keeps its auth.json
+ * and refreshes through Codex Vault (one env line); `detach` — the CLI's auth.json is moved aside.
+ */
+export type Ownership = 'broker' | 'detach';
+
+/** What was done about the Codex CLI's own copy of an imported sign-in. */
+export interface OwnershipReport {
+  mode: Ownership;
+  path: string;
+  /** Where the CLI's auth.json went (detach). */
+  backup: string | null;
+  /** The line to add to the CLI's environment (broker). */
+  env: string | null;
+  warning: string;
+}
+
+export interface OwnedImport extends ImportOutcome {
+  codex_cli: OwnershipReport | null;
+}
+
+/** Imports the Codex CLI's auth.json and settles who refreshes it from now on. */
+export function importCodexCliAuth(ownership: Ownership, label?: string | null): Promise<OwnedImport> {
+  return call<OwnedImport>('import_codex_cli_auth', { ownership, label: label || null });
 }
 
 /** Starts a browser sign-in; its end arrives as `signin://finished`. */
@@ -305,6 +326,8 @@ export interface EndpointStatus {
   /** The Codex CLI `config.toml` block. */
   config_toml: string;
   env_hint: string;
+  /** `CODEX_REFRESH_TOKEN_URL_OVERRIDE=…`: the Codex CLI then refreshes its sign-in through Codex Vault. */
+  refresh_override_env: string;
   /** Why the last start failed (`port_in_use` names the holder), until a start succeeds. */
   error: ApiError | null;
   /** Another process (e.g. `codex-vault serve`) runs an endpoint on this store. */
@@ -378,4 +401,23 @@ export function setAsideStore(): Promise<string> {
 /** Starts the app again (after unlocking the keychain, say). */
 export function restartApp(): Promise<void> {
   return call<void>('restart_app');
+}
+
+/** Whether the desktop session starts Codex Vault at sign-in (in the tray). Off by default. */
+export function getAutostart(): Promise<boolean> {
+  return call<boolean>('get_autostart');
+}
+
+export function setAutostart(enabled: boolean): Promise<boolean> {
+  return call<boolean>('set_autostart', { enabled });
+}
+
+export interface About {
+  name: string;
+  version: string;
+  data_dir: string | null;
+}
+
+export function about(): Promise<About> {
+  return call<About>('about');
 }

@@ -5,6 +5,7 @@ use super::events::{self, FrontendEvent, SignInFinished};
 use super::prefs::{self, Prefs};
 use super::AppState;
 use crate::account::AccountView;
+use crate::codex_ownership::{OwnedImport, Ownership};
 use crate::endpoint_ctl::{EndpointControl, EndpointStatus};
 use crate::error::{AppError, ErrorBody};
 use crate::oauth::client::TokenClient;
@@ -66,14 +67,16 @@ pub fn preview_codex_cli_auth(state: State<'_, AppState>) -> Result<CodexCliPrev
 pub fn import_codex_cli_auth(
     app: AppHandle,
     state: State<'_, AppState>,
+    ownership: Ownership,
     label: Option<String>,
-) -> Result<ImportOutcome, ErrorBody> {
-    let outcome = state
-        .service()?
-        .import_codex_cli_auth(optional_label(label).as_deref())
+) -> Result<OwnedImport, ErrorBody> {
+    let service = state.service()?;
+    let port = crate::serve::current_port(service).map_err(body)?;
+    let imported = service
+        .import_codex_cli_auth_owned(optional_label(label).as_deref(), ownership, port)
         .map_err(body)?;
-    events::account_changed(&app, Some(&outcome.account().id));
-    Ok(outcome)
+    events::account_changed(&app, Some(&imported.outcome.account().id));
+    Ok(imported)
 }
 
 #[tauri::command]
@@ -338,4 +341,54 @@ pub fn set_aside_store(app: AppHandle, state: State<'_, AppState>) -> Result<Str
 #[tauri::command]
 pub fn restart_app(app: AppHandle) {
     app.restart();
+}
+
+/// Whether the desktop session starts Codex Vault at sign-in (the OS's own entry is the truth).
+#[tauri::command]
+pub fn get_autostart(app: AppHandle) -> Result<bool, ErrorBody> {
+    use tauri_plugin_autostart::ManagerExt;
+    app.autolaunch().is_enabled().map_err(|e| {
+        body(AppError::Config(format!(
+            "cannot read the autostart setting: {e}"
+        )))
+    })
+}
+
+#[tauri::command]
+pub fn set_autostart(app: AppHandle, enabled: bool) -> Result<bool, ErrorBody> {
+    use tauri_plugin_autostart::ManagerExt;
+    let launcher = app.autolaunch();
+    // Asking for what is already so is a no-op (removing an absent entry is an error otherwise).
+    if launcher.is_enabled().ok() == Some(enabled) {
+        return Ok(enabled);
+    }
+    let result = if enabled {
+        launcher.enable()
+    } else {
+        launcher.disable()
+    };
+    result.map_err(|e| body(AppError::Config(format!("cannot change autostart: {e}"))))?;
+    launcher.is_enabled().map_err(|e| {
+        body(AppError::Config(format!(
+            "cannot read the autostart setting: {e}"
+        )))
+    })
+}
+
+/// The About box: one version everywhere (Cargo workspace → tauri.conf.json → `--version`).
+#[derive(Debug, Clone, Serialize)]
+pub struct About {
+    pub name: String,
+    pub version: String,
+    pub data_dir: Option<String>,
+}
+
+#[tauri::command]
+pub fn about(app: AppHandle, state: State<'_, AppState>) -> About {
+    let info = app.package_info();
+    About {
+        name: info.name.clone(),
+        version: info.version.to_string(),
+        data_dir: state.data_dir.as_ref().map(|d| d.display().to_string()),
+    }
 }

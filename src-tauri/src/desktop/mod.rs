@@ -208,7 +208,7 @@ fn spawn_watcher(app: AppHandle, data_dir: PathBuf) {
 }
 
 /// Puts the window where the user left it, and shows it unless it should start in the tray.
-fn place_window(app: &AppHandle, prefs: &prefs::Prefs, has_tray: bool) {
+fn place_window(app: &AppHandle, prefs: &prefs::Prefs, has_tray: bool, autostarted: bool) {
     let Some(w) = app.get_webview_window("main") else {
         return;
     };
@@ -219,7 +219,7 @@ fn place_window(app: &AppHandle, prefs: &prefs::Prefs, has_tray: bool) {
             let _ = w.maximize();
         }
     }
-    if !(prefs.start_minimized && has_tray) {
+    if !((prefs.start_minimized || autostarted) && has_tray) {
         let _ = w.show();
     }
 }
@@ -257,7 +257,10 @@ fn build_tray(app: &AppHandle) -> Option<Tray> {
     }
 }
 
-pub fn run() -> ExitCode {
+/// The autostart entry's argument: an autostarted app opens in the tray, not as a window.
+pub const AUTOSTARTED_ARG: &str = "--autostarted";
+
+pub fn run(autostarted: bool) -> ExitCode {
     if !has_display() {
         eprintln!(
             "No display found (DISPLAY/WAYLAND_DISPLAY unset): the desktop window needs one.\n\
@@ -280,6 +283,11 @@ pub fn run() -> ExitCode {
             show_main_window(app)
         }))
         .plugin(tauri_plugin_store::Builder::new().build())
+        // Off until the user turns it on in Settings; the entry starts the app in the tray.
+        .plugin(tauri_plugin_autostart::init(
+            tauri_plugin_autostart::MacosLauncher::LaunchAgent,
+            Some(vec![AUTOSTARTED_ARG]),
+        ))
         .manage(state)
         .setup(move |app| {
             let handle = app.handle().clone();
@@ -287,7 +295,7 @@ pub fn run() -> ExitCode {
             let tray = build_tray(&handle);
             let has_tray = tray.is_some();
             let _ = state.tray.set(tray);
-            place_window(&handle, &prefs::load(&handle), has_tray);
+            place_window(&handle, &prefs::load(&handle), has_tray, autostarted);
             let (Some(tm), Some(ctl), Some(dir)) = (
                 state.token_manager.clone(),
                 state.endpoint.clone(),
@@ -348,6 +356,9 @@ pub fn run() -> ExitCode {
             commands::startup_problem,
             commands::set_aside_store,
             commands::restart_app,
+            commands::get_autostart,
+            commands::set_autostart,
+            commands::about,
         ])
         .run(tauri::generate_context!());
     match result {
