@@ -4,7 +4,7 @@ CARGO ?= cargo
 UI_DIST := ui/dist/index.html
 BIN := target/debug/codex-vault
 
-.PHONY: run deps deps-test ui build test lint test-rust e2e e2e-run clean
+.PHONY: run deps deps-test ui build test lint test-rust e2e e2e-run package package-test clean
 export PATH := $(CURDIR)/.cache/cargo-tools/bin:$(PATH)
 
 run: build ## set up, build and launch the desktop app
@@ -55,6 +55,17 @@ lint:
 test-rust:
 	$(CARGO) build -p codex-vault -p codex-vault-testkit
 	$(CARGO) test --workspace
+
+# A release .deb (LTO, one codegen unit, stripped): target/release/bundle/deb/. Tauri's own CLI
+# (from ui/node_modules) builds the UI, the binary with the desktop feature, and the package.
+package: deps
+	cd src-tauri && ../ui/node_modules/.bin/tauri build --bundles deb --ci
+	@ls -l target/release/codex-vault target/release/bundle/deb/*.deb
+
+# Installs the .deb on this machine, runs it from PATH and under Xvfb, then purges it (root/sudo).
+package-test: deps-test
+	@[ -n "$$(ls target/release/bundle/deb/*.deb 2>/dev/null)" ] || $(MAKE) --no-print-directory package
+	scripts/package-test.sh
 
 clean:
 	$(CARGO) clean

@@ -10,7 +10,7 @@ pkgs=(build-essential pkg-config curl file ca-certificates libwebkit2gtk-4.1-dev
       libayatana-appindicator3-dev librsvg2-dev dbus gnome-keyring libsecret-tools)
 if [ "$mode" = test ]; then
   # Headless testing: a private D-Bus + keyring, an X server, WebKit's WebDriver for e2e.
-  pkgs+=(xvfb xauth webkit2gtk-driver python3-venv imagemagick)
+  pkgs+=(xvfb xauth x11-utils webkit2gtk-driver python3-venv imagemagick)
 fi
 
 missing=()

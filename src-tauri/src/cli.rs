@@ -376,35 +376,13 @@ fn login(label: Option<String>, no_browser: bool, timeout: u64) -> Result<ExitCo
         );
         let _ = std::io::stdout().flush();
         if !no_browser {
-            open_browser(flow.url());
+            crate::oauth::login::open_browser(flow.url());
         }
         flow.wait().await
     })?;
     let outcome = service.sign_in(&cred, label.as_deref())?;
     println!("{}", outcome.sentence());
     Ok(ExitCode::SUCCESS)
-}
-
-/// Best effort: the URL is printed anyway, so a missing opener is not an error.
-fn open_browser(url: &str) {
-    let mut cmd = if cfg!(target_os = "macos") {
-        std::process::Command::new("open")
-    } else if cfg!(windows) {
-        let mut c = std::process::Command::new("cmd");
-        c.args(["/C", "start", ""]);
-        c
-    } else {
-        std::process::Command::new("xdg-open")
-    };
-    let spawned = cmd
-        .arg(url)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    if let Err(e) = spawned {
-        tracing::info!("could not open a browser: {e}");
-    }
 }
 
 fn token(reference: &str) -> Result<ExitCode, AppError> {

@@ -67,6 +67,11 @@ class Stack:
         self.env["HOME"] = os.path.join(self.tmp, "home")
         os.makedirs(self.env["HOME"])
         self.env["WEBKIT_DISABLE_DMABUF_RENDERER"] = "1"
+        # The sign-in's callback port (never the developer's 1455) and no real browser: the test
+        # plays the browser by following the authorize redirect itself.
+        self.callback_port = free_port()
+        self.env["CODEX_VAULT_CALLBACK_PORTS"] = str(self.callback_port)
+        self.env["CODEX_VAULT_NO_BROWSER"] = "1"
 
     def start(self, args, **kw):
         p = subprocess.Popen(args, env=self.env, **kw)
@@ -318,6 +323,31 @@ def main():
             screenshot(stack, "11-needs-sign-in-dark.png")
             driver.execute_script("delete document.documentElement.dataset.theme")
 
+        def sign_in_with_chatgpt():
+            post(stack.fake_url + "/__admin/settings", {"registered_redirect_ports": [stack.callback_port]})
+            post(stack.fake_url + "/__admin/login_identity", {"email": "browser@corp.com", "plan": "pro"})
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="add-account-button"]').click()
+            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="add-dialog"]')))
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="tab-sign-in"]').click()
+            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="signin-label"]'))).send_keys("browser")
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="signin-start"]').click()
+            url = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="signin-url"]'))).get_attribute("value")
+            assert url.startswith(stack.fake_url + "/oauth/authorize?"), url
+            assert "code_challenge_method=S256" in url, url
+            assert f"redirect_uri=http%3A%2F%2Flocalhost%3A{stack.callback_port}%2Fauth%2Fcallback" in url, url
+            assert driver.find_elements(By.CSS_SELECTOR, '[data-testid="signin-waiting"]'), "no waiting state"
+            screenshot(stack, "05b-sign-in-waiting.png")
+            # The browser's part: the fake approves and redirects to the app's local callback.
+            with urllib.request.urlopen(url, timeout=30) as r:
+                assert r.status == 200, r.status
+                r.read()
+            result = wait.until(EC.visibility_of_element_located(
+                (By.CSS_SELECTOR, '[data-testid="signin-panel"] [data-testid="import-result"]')))
+            assert "Signed in" in result.text and "browser" in result.text, result.text
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="add-dialog-close"]').click()
+            card = wait_card("browser", lambda c: "Healthy" in badge(c))
+            assert "browser@corp.com" in card.text and "Pro" in card.text, card.text
+
         def endpoint_panel():
             driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-endpoint"]').click()
             panel = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="endpoint-panel"]')))
@@ -432,6 +462,7 @@ def main():
         check("lists_imported_account", lists_imported_account)
         check("paste_auth_json", paste_auth_json)
         check("rename", rename)
+        check("sign_in_with_chatgpt", sign_in_with_chatgpt)
         check("endpoint_panel", endpoint_panel)
         check("settings_theme", settings_theme)
         check("single_instance", single_instance)

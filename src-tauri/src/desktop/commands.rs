@@ -166,6 +166,7 @@ pub async fn sign_in_start(
         .await
         .map_err(body)?;
     let flow_id = state.begin_sign_in(flow.canceller());
+    crate::oauth::login::open_browser(flow.url());
     let started = SignInStarted {
         flow: flow_id,
         url: flow.url().to_string(),
