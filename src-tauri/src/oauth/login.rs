@@ -407,6 +407,32 @@ fn page(status: StatusCode, title: &str, text: &str) -> Response {
     (status, Html(body)).into_response()
 }
 
+/// Opens `url` in the default browser, best effort: the URL is always shown too, so a missing
+/// opener is not an error. `CODEX_VAULT_NO_BROWSER=1` turns it off (tests, remote sessions).
+pub fn open_browser(url: &str) {
+    if std::env::var_os("CODEX_VAULT_NO_BROWSER").is_some_and(|v| !v.is_empty() && v != "0") {
+        return;
+    }
+    let mut cmd = if cfg!(target_os = "macos") {
+        std::process::Command::new("open")
+    } else if cfg!(windows) {
+        let mut c = std::process::Command::new("cmd");
+        c.args(["/C", "start", ""]);
+        c
+    } else {
+        std::process::Command::new("xdg-open")
+    };
+    let spawned = cmd
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if let Err(e) = spawned {
+        tracing::info!("could not open a browser: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,31 +475,5 @@ mod tests {
         assert_eq!(q["scope"], SCOPE);
         assert_eq!(q["code_challenge_method"], "S256");
         assert_eq!(q["originator"], "codex_cli_rs");
-    }
-}
-
-/// Opens `url` in the default browser, best effort: the URL is always shown too, so a missing
-/// opener is not an error. `CODEX_VAULT_NO_BROWSER=1` turns it off (tests, remote sessions).
-pub fn open_browser(url: &str) {
-    if std::env::var_os("CODEX_VAULT_NO_BROWSER").is_some_and(|v| !v.is_empty() && v != "0") {
-        return;
-    }
-    let mut cmd = if cfg!(target_os = "macos") {
-        std::process::Command::new("open")
-    } else if cfg!(windows) {
-        let mut c = std::process::Command::new("cmd");
-        c.args(["/C", "start", ""]);
-        c
-    } else {
-        std::process::Command::new("xdg-open")
-    };
-    let spawned = cmd
-        .arg(url)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    if let Err(e) = spawned {
-        tracing::info!("could not open a browser: {e}");
     }
 }
