@@ -452,6 +452,13 @@ def main():
             assert shown == version, (shown, version)
             driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-accounts"]').click()
 
+        def tray_icon():
+            # The tray icon exists (libayatana-appindicator's window on this X screen); with no
+            # indicator host here its menu cannot be opened, so that is left to the unit tests.
+            tree = subprocess.run(["xwininfo", "-root", "-tree", "-display", stack.env["DISPLAY"]],
+                                  capture_output=True, text=True, timeout=30).stdout
+            assert "tray-icon tray app" in tree, tree[-2000:]
+
         def single_instance():
             # A second launch hands over to the running app and exits; the first window stays.
             second = subprocess.run([APP], env=stack.env, capture_output=True, text=True, timeout=60)
@@ -465,6 +472,7 @@ def main():
         check("sign_in_with_chatgpt", sign_in_with_chatgpt)
         check("endpoint_panel", endpoint_panel)
         check("settings_theme", settings_theme)
+        check("tray_icon", tray_icon)
         check("single_instance", single_instance)
         check("disable", disable)
         check("revoked_needs_sign_in", revoked_needs_sign_in)

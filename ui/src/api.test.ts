@@ -25,6 +25,21 @@ import {
   storeInfo,
   toApiError,
   type Account,
+  about,
+  endpointKey,
+  endpointRotateKey,
+  endpointSetPort,
+  endpointStart,
+  endpointStatus,
+  endpointStop,
+  getAutostart,
+  getPrefs,
+  onEndpointChanged,
+  restartApp,
+  setAsideStore,
+  setAutostart,
+  setPrefs,
+  startupProblem,
 } from './api';
 
 const g = globalThis as { __TAURI_INTERNALS__?: unknown };
@@ -138,6 +153,29 @@ describe('account commands', () => {
     expect(invoke).toHaveBeenLastCalledWith('sign_in_start', { label: null });
   });
 
+  it('names the endpoint, preference and start-up commands as src-tauri/src/desktop registers them', async () => {
+    const calls: Array<[() => Promise<unknown>, string, unknown]> = [
+      [endpointStatus, 'endpoint_status', undefined],
+      [endpointStart, 'endpoint_start', undefined],
+      [endpointStop, 'endpoint_stop', undefined],
+      [() => endpointSetPort(9100), 'endpoint_set_port', { port: 9100 }],
+      [endpointKey, 'endpoint_key', undefined],
+      [endpointRotateKey, 'endpoint_rotate_key', undefined],
+      [getPrefs, 'get_prefs', undefined],
+      [() => setPrefs({ theme: 'dark', start_minimized: true }), 'set_prefs', { prefs: { theme: 'dark', start_minimized: true } }],
+      [getAutostart, 'get_autostart', undefined],
+      [() => setAutostart(true), 'set_autostart', { enabled: true }],
+      [about, 'about', undefined],
+      [startupProblem, 'startup_problem', undefined],
+      [setAsideStore, 'set_aside_store', undefined],
+      [restartApp, 'restart_app', undefined],
+    ];
+    for (const [fn, name, args] of calls) {
+      await fn();
+      expect(invoke).toHaveBeenLastCalledWith(name, args);
+    }
+  });
+
   it('passes an import error through as {code, message}', async () => {
     invoke.mockRejectedValueOnce({ code: 'auth_json_not_json', message: 'cannot import the pasted auth.json: it is not valid JSON' });
     await expect(previewAuthJson('{')).rejects.toEqual({
@@ -171,6 +209,16 @@ describe('events', () => {
     await onSignInFinished(vi.fn());
     expect(listen).toHaveBeenLastCalledWith(EVENTS.signInFinished, expect.any(Function));
     expect(EVENTS.signInFinished).toBe('signin://finished');
+  });
+
+  it('delivers endpoint://changed with the status', async () => {
+    listen.mockResolvedValue(vi.fn());
+    const seen = vi.fn();
+    await onEndpointChanged(seen);
+    expect(listen).toHaveBeenLastCalledWith('endpoint://changed', expect.any(Function));
+    const handler = listen.mock.calls.at(-1)![1] as (e: { payload: unknown }) => void;
+    handler({ payload: { running: true, port: 8417 } });
+    expect(seen).toHaveBeenCalledWith({ running: true, port: 8417 });
   });
 
   it('is a no-op outside the desktop app', async () => {
