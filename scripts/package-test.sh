@@ -36,8 +36,11 @@ bin=$(command -v codex-vault) || fail "codex-vault is not on PATH after install"
 [ "$bin" = /usr/bin/codex-vault ] || fail "codex-vault resolves to $bin, not the package's /usr/bin/codex-vault"
 got=$(codex-vault --version)
 [ "$got" = "codex-vault $version" ] || fail "--version says '$got', expected 'codex-vault $version'"
-desktop=$(grep -l "Exec=codex-vault" $(grep '\.desktop$' <<<"$files") 2>/dev/null | head -1) \
-  || fail "no desktop entry that runs codex-vault"
+desktop=""
+while IFS= read -r f; do
+  grep -q "^Exec=codex-vault" "$f" && desktop=$f
+done < <(grep '^/usr/share/applications/.*\.desktop$' <<<"$files")
+[ -n "$desktop" ] || fail "no desktop entry that runs codex-vault"
 for size in 16x16 32x32 48x48 128x128 256x256 512x512; do
   grep -q "/usr/share/icons/hicolor/$size/apps/" <<<"$files" || fail "no $size icon in the package"
 done
