@@ -327,3 +327,60 @@ impl LeakScanner {
             })
     }
 }
+
+/// Points a command at the fake (auth and backend).
+pub fn env_for(env: &TestEnv, fake: &FakeOpenAi) -> impl Fn(&mut Command) {
+    let auth = fake.base_url();
+    let upstream = fake.codex_base();
+    let _ = env;
+    move |c: &mut Command| {
+        c.env("CODEX_VAULT_AUTH_BASE", &auth)
+            .env("CODEX_VAULT_UPSTREAM", &upstream);
+    }
+}
+
+pub fn import_expired(
+    env: &TestEnv,
+    fake: &FakeOpenAi,
+    label: &str,
+) -> codex_vault_testkit::IssuedTokens {
+    let first = fake.add_account(AccountSpec {
+        email: format!("{label}@corp.com"),
+        ..Default::default()
+    });
+    let t = fake.issue_grant(&first.account_id, Some(std::time::Duration::ZERO));
+    let p = env.write_file(
+        &format!("{label}.json"),
+        auth_json(&t, "2026-01-01T00:00:00Z").as_bytes(),
+    );
+    let r = env.run(&["accounts", "import", p.to_str().unwrap(), "--label", label]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    t
+}
+
+pub fn accepted_blocking(fake: &FakeOpenAi, access: &str, account_id: &str) -> bool {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        reqwest::Client::new()
+            .get(fake.usage_url())
+            .bearer_auth(access)
+            .header("ChatGPT-Account-ID", account_id)
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
+    })
+}
+
+/// A tiny seeded generator (xorshift), so the trial schedule is reproducible from its seed.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
