@@ -93,8 +93,9 @@ async fn concurrent_streams_with_an_account_revoked_mid_run_all_succeed_and_memo
                 let mut body = turn;
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    // A conversation per worker and round, so selection spreads the load.
-                    body["prompt_cache_key"] = json!(format!("w{w}-{n}"));
+                    // Four conversations per worker: selection spreads them over the accounts, and
+                    // the affinity table (bounded) is full after warm-up, so RSS measures leaks.
+                    body["prompt_cache_key"] = json!(format!("w{w}-{}", n % 4));
                     n += 1;
                     let result = async {
                         let resp = http
