@@ -6,6 +6,7 @@
 
 #[path = "common/chat_rig.rs"]
 mod chat_rig;
+mod common;
 #[path = "common/engine.rs"]
 mod engine;
 
@@ -108,6 +109,12 @@ async fn a_trickled_request_head_is_cut_off_but_a_long_stream_is_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_idle_connections_do_not_stop_a_normal_request_and_are_reaped() {
     const IDLE: usize = 1000;
+    let limit = common::raise_fd_limit();
+    assert!(
+        limit > 2 * IDLE as u64 + 200,
+        "this test needs about {} open files (client and server ends); the hard limit is {limit}",
+        2 * IDLE + 200
+    );
     let rig = Rig::new(1).await;
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {

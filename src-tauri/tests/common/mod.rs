@@ -384,3 +384,25 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// Raises this process's soft open-file limit to its hard limit (children inherit it): a test
+/// with a thousand connections needs more than the common default of 1024 descriptors.
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        // rlim_t is platform-defined (u64 on Linux and macOS, where the cast is a no-op).
+        #[allow(clippy::unnecessary_cast)]
+        let cur = lim.rlim_cur as u64;
+        cur
+    }
+}
