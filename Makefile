@@ -4,7 +4,7 @@ CARGO ?= cargo
 UI_DIST := ui/dist/index.html
 BIN := target/debug/codex-vault
 
-.PHONY: run deps deps-test ui build test lint test-rust e2e e2e-run package package-test clean
+.PHONY: run deps deps-test ui build test lint test-rust e2e e2e-run soak package package-test clean
 export PATH := $(CURDIR)/.cache/cargo-tools/bin:$(PATH)
 
 run: build ## set up, build and launch the desktop app
@@ -44,6 +44,17 @@ e2e: deps-test ui
 # Bounded: a hung WebDriver call must fail the run, not stall CI.
 e2e-run:
 	timeout --kill-after=10 600 .cache/e2e-venv/bin/python tests/e2e/smoke.py
+
+# The long hardening runs (several minutes; `make test` runs short versions of the same tests):
+# 60 kill -9 trials of `serve` in refresh storms, 500 streams for 60 s with an account revoked
+# mid-run (RSS growth asserted < 10%), 4096 cases per hostile-input property. Seeds are fixed;
+# CRASH_SEED / PROPTEST_SEED explore others.
+soak: deps-test ui
+	$(CARGO) build -p codex-vault -p codex-vault-testkit
+	HARDEN_CRASH_TRIALS=$${HARDEN_CRASH_TRIALS:-60} HARDEN_SOAK_STREAMS=$${HARDEN_SOAK_STREAMS:-500} \
+	HARDEN_SOAK_SECS=$${HARDEN_SOAK_SECS:-60} PROPTEST_CASES=$${PROPTEST_CASES:-4096} \
+	  scripts/keyring-session.sh $(CARGO) test -p codex-vault --test hardening_crash \
+	  --test hardening_soak --test hardening_inputs -- --nocapture
 
 # Both feature sets: the desktop build and the headless core (`--no-default-features`, no WebKit).
 lint:

@@ -3,52 +3,10 @@
 
 mod common;
 
-use codex_vault_testkit::{AccountSpec, FakeOpenAi, Fault, FaultRoute};
+use codex_vault_testkit::{Fault, FaultRoute};
 use common::*;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
-
-fn env_for(env: &TestEnv, fake: &FakeOpenAi) -> impl Fn(&mut Command) {
-    let auth = fake.base_url();
-    let upstream = fake.codex_base();
-    let _ = env;
-    move |c: &mut Command| {
-        c.env("CODEX_VAULT_AUTH_BASE", &auth)
-            .env("CODEX_VAULT_UPSTREAM", &upstream);
-    }
-}
-
-fn import_expired(
-    env: &TestEnv,
-    fake: &FakeOpenAi,
-    label: &str,
-) -> codex_vault_testkit::IssuedTokens {
-    let first = fake.add_account(AccountSpec {
-        email: format!("{label}@corp.com"),
-        ..Default::default()
-    });
-    let t = fake.issue_grant(&first.account_id, Some(Duration::ZERO));
-    let p = env.write_file(
-        &format!("{label}.json"),
-        auth_json(&t, "2026-01-01T00:00:00Z").as_bytes(),
-    );
-    let r = env.run(&["accounts", "import", p.to_str().unwrap(), "--label", label]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    t
-}
-
-fn accepted_blocking(fake: &FakeOpenAi, access: &str, account_id: &str) -> bool {
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        reqwest::Client::new()
-            .get(fake.usage_url())
-            .bearer_auth(access)
-            .header("ChatGPT-Account-ID", account_id)
-            .send()
-            .await
-            .map(|r| r.status().is_success())
-            .unwrap_or(false)
-    })
-}
 
 #[test]
 fn four_token_processes_started_together_cause_one_refresh() {
@@ -140,20 +98,6 @@ fn token_on_a_dead_grant_exits_3_with_the_reason_and_refresh_works_on_a_live_one
         .unwrap();
     assert_eq!(l["status"], "healthy");
     assert!(l["last_refresh_at"].as_str().is_some());
-}
-
-/// A tiny seeded generator (xorshift), so the trial schedule is reproducible from its seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 #[test]

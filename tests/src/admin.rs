@@ -233,6 +233,10 @@ async fn counters(AxState(s): AppState) -> Json<Value> {
     Json(json!(s.counters()))
 }
 
+async fn issued_secrets(AxState(s): AppState) -> Json<Value> {
+    Json(json!(s.raw_lock().minted.clone()))
+}
+
 async fn auth_json(Json(r): Json<AuthJsonRequest>) -> Response {
     let text = crate::auth_json(&r.tokens, r.last_refresh.unwrap_or_else(chrono::Utc::now));
     let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -254,5 +258,6 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/streams/hold", post(hold_streams))
         .route("/streams/release", post(release_streams))
         .route("/counters", get(counters))
+        .route("/issued_secrets", get(issued_secrets))
         .route("/auth_json", post(auth_json))
 }

@@ -182,6 +182,11 @@ impl State {
         if let Some(family) = self.families.get_mut(&family_id) {
             family.current_rt = refresh_token.clone();
         }
+        self.minted.extend([
+            access_token.clone(),
+            id_token.clone(),
+            refresh_token.clone(),
+        ]);
         Some(Minted {
             tokens: IssuedTokens {
                 id_token,

@@ -356,6 +356,12 @@ impl FakeOpenAi {
         self.shared.counters()
     }
 
+    /// Every token this fake ever minted (access, id and refresh tokens of every grant, refresh
+    /// and code exchange), oldest first: what a leak scan must never find in logs or answers.
+    pub fn issued_secrets(&self) -> Vec<String> {
+        self.shared.raw_lock().minted.clone()
+    }
+
     /// Waits until the counters satisfy `pred` (woken by every change, no polling); on timeout
     /// the error carries the last snapshot.
     pub async fn wait_for_counters(

@@ -114,6 +114,8 @@ pub(crate) struct State {
     /// A gate taken through the admin API, kept until `/__admin/streams/release`.
     pub admin_gate: Option<StreamGate>,
     pub counters: Counters,
+    /// Every token text ever minted (access, id, refresh), in order: leak scans look for them.
+    pub minted: Vec<String>,
 }
 
 impl State {
@@ -133,6 +135,7 @@ impl State {
             gate: None,
             admin_gate: None,
             counters: Counters::default(),
+            minted: Vec::new(),
         }
     }
 

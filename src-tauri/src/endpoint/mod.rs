@@ -36,6 +36,13 @@ pub const SETTING_PORT: &str = "endpoint.port";
 /// The request body is buffered (so a retry on another account sends the same bytes); capped.
 pub const MAX_BODY: usize = 32 * 1024 * 1024;
 const CHANGE_POLL: Duration = Duration::from_millis(500);
+/// A client must have sent a whole request head within this time or its connection is closed:
+/// without it a slowloris client (a header trickled a byte at a time) or a silent connection holds
+/// a socket and a task forever. It bounds the head only (an idle keep-alive connection counts as
+/// waiting for one); request bodies and streamed answers are not limited by it.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed `accept` (out of file descriptors): a pause, so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const USAGE_FLUSH: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -234,15 +241,11 @@ pub async fn start(
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for listener in std::iter::once(v4).chain(v6) {
-        let app = app.clone();
-        let mut rx = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await;
-        }));
+        tasks.push(tokio::spawn(serve_listener(
+            listener,
+            app.clone(),
+            stop_rx.clone(),
+        )));
     }
     tasks.push(tokio::spawn(watch_store(shared.clone())));
     tasks.push(tokio::spawn(flush_usage(shared.clone())));
@@ -256,6 +259,64 @@ pub async fn start(
         tasks,
         stop,
     })
+}
+
+/// Accepts connections until `stop`; each is served by hyper's HTTP/1 with a header-read
+/// timeout (`axum::serve` sets no timer, so it has none; its auto-detecting builder would also
+/// wait untimed for a silent connection's first bytes). HTTP/1.1 only, as before: axum is built
+/// with just `http1`, and local tools speak it to a plain `http://127.0.0.1` URL. On stop, open
+/// connections finish the request in flight (graceful shutdown), as `axum::serve` did.
+async fn serve_listener(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::debug!("endpoint accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => return,
+        };
+        // SSE frames are small and must go out as produced (Nagle would hold them back).
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        // A head not sent in time lands here too; the socket is closed.
+                        tracing::debug!("endpoint connection ended: {e}");
+                    }
+                }
+                _ = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}
+
+/// Resolves once the endpoint stops (or is gone: a dropped sender).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Picks up accounts added, removed or changed by another process within a second: a cheap

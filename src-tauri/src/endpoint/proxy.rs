@@ -156,7 +156,8 @@ fn usage_limit_reset(body: &serde_json::Value) -> Option<i64> {
             .or_else(|| {
                 e.get("resets_in_seconds")
                     .and_then(|v| v.as_f64())
-                    .map(|s| now + (s * 1000.0) as i64)
+                    // Saturating: a garbled body (1e300 s) must not overflow the sum.
+                    .map(|s| now.saturating_add((s * 1000.0) as i64))
             })
             // No reset given: back off for five minutes rather than hammer a capped account.
             .unwrap_or(now + 5 * 60 * 1000),
@@ -368,5 +369,16 @@ fn refresh_error(e: &RefreshError) -> Response {
             error(StatusCode::BAD_GATEWAY, "refresh_transient", e.to_string())
         }
         _ => error(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_usage_limit_reset_absurdly_far_away_does_not_overflow() {
+        let body = serde_json::json!({"error": {"type": "usage_limit_reached", "resets_in_seconds": 1e300}});
+        assert_eq!(usage_limit_reset(&body), Some(i64::MAX));
     }
 }

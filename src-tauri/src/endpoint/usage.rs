@@ -53,7 +53,8 @@ fn window(h: &HeaderMap, which: &str, now: UnixMs) -> Option<UsageWindow> {
         .map(|s| (s * 1000.0) as i64)
         .or_else(|| {
             header_f64(h, &format!("x-codex-{which}-reset-after-seconds"))
-                .map(|s| now + (s * 1000.0) as i64)
+                // Saturating: a hostile or garbled header (1e300 s) must not overflow the sum.
+                .map(|s| now.saturating_add((s * 1000.0) as i64))
         });
     Some(UsageWindow {
         used_percent: used.clamp(0.0, 100.0),

@@ -22,7 +22,8 @@ fn window(w: &Value, now: i64) -> Option<UsageWindow> {
         .or_else(|| {
             w.get("reset_after_seconds")
                 .and_then(Value::as_f64)
-                .map(|s| now + (s * 1000.0) as i64)
+                // Saturating: a garbled answer (1e300 s) must not overflow the sum.
+                .map(|s| now.saturating_add((s * 1000.0) as i64))
         });
     Some(UsageWindow {
         used_percent: used.clamp(0.0, 100.0),
@@ -153,5 +154,12 @@ mod tests {
         assert_eq!(s.secondary.as_ref().unwrap().used_percent, 12.5);
         assert_eq!(s.headroom(), 0.0);
         assert!(parse(&serde_json::json!({"detail": "x"})).is_none());
+    }
+
+    #[test]
+    fn a_reset_absurdly_far_away_does_not_overflow() {
+        let body = serde_json::json!({"rate_limit":{"primary_window":{"used_percent":5.0,"reset_after_seconds":1e300}}});
+        let (s, _) = parse(&body).unwrap();
+        assert_eq!(s.primary.unwrap().used_percent, 5.0);
     }
 }

@@ -163,3 +163,246 @@ pub fn secret_tool_search(store_id: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// A running `codex-vault serve` (port 0: a free port), its stderr in a file, stdout collected.
+/// Killed (SIGKILL) on drop unless stopped first.
+pub struct ServeProc {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub stderr_path: PathBuf,
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestEnv {
+    /// Starts `serve --port 0` with `envs` on top of `cmd()`'s, stderr into `stderr_path`; returns
+    /// once it printed its listening line (bounded: 30 s).
+    pub fn spawn_serve(&self, envs: &[(&str, &str)], stderr_path: PathBuf) -> ServeProc {
+        use std::io::BufRead;
+        let mut c = self.cmd();
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let mut child = c
+            .args(["serve", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+            .spawn()
+            .expect("spawn serve");
+        let out = child.stdout.take().expect("stdout");
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = stdout.clone();
+        let reader = std::thread::spawn(move || {
+            let mut r = std::io::BufReader::new(out);
+            let mut line = String::new();
+            let mut sent = false;
+            while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                sink.lock().unwrap().extend_from_slice(line.as_bytes());
+                if !sent {
+                    if let Some(port) = line
+                        .trim()
+                        .strip_prefix("Codex Vault endpoint listening on http://127.0.0.1:")
+                        .and_then(|rest| rest.strip_suffix("/v1"))
+                        .and_then(|p| p.parse::<u16>().ok())
+                    {
+                        let _ = tx.send(port);
+                        sent = true;
+                    }
+                }
+                line.clear();
+            }
+        });
+        let port = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "serve did not start: {}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+            }
+        };
+        ServeProc {
+            child,
+            port,
+            stderr_path,
+            stdout,
+            reader: Some(reader),
+        }
+    }
+}
+
+impl ServeProc {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, no chance to clean up: the crash the store must survive.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (a clean stop) and wait; returns the exit code (bounded: 30 s, then SIGKILL).
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                self.kill_9();
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Everything it printed on stdout so far (complete once it exited).
+    pub fn stdout(&mut self) -> Vec<u8> {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            if let Some(r) = self.reader.take() {
+                let _ = r.join();
+            }
+        }
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> Vec<u8> {
+        std::fs::read(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for ServeProc {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            self.kill_9();
+        }
+    }
+}
+
+/// Every 12-byte window of every secret: a leak scan's needles. Twelve characters of a token are
+/// already too many to show anywhere (a prefix names a family; a slice may complete a guess).
+pub const LEAK_WINDOW: usize = 12;
+
+pub struct LeakScanner {
+    windows: std::collections::HashSet<Vec<u8>>,
+    pub secrets: usize,
+}
+
+impl LeakScanner {
+    pub fn new<S: AsRef<str>>(secrets: impl IntoIterator<Item = S>) -> LeakScanner {
+        let mut windows = std::collections::HashSet::new();
+        let mut n = 0;
+        for s in secrets {
+            let b = s.as_ref().as_bytes();
+            n += 1;
+            for w in b.windows(LEAK_WINDOW) {
+                windows.insert(w.to_vec());
+            }
+        }
+        LeakScanner {
+            windows,
+            secrets: n,
+        }
+    }
+
+    /// The first leaked window in `hay` with some context, if any.
+    pub fn find(&self, hay: &[u8]) -> Option<String> {
+        hay.windows(LEAK_WINDOW)
+            .position(|w| self.windows.contains(w))
+            .map(|i| {
+                let from = i.saturating_sub(40);
+                let to = (i + LEAK_WINDOW + 40).min(hay.len());
+                format!("at byte {i}: …{}…", String::from_utf8_lossy(&hay[from..to]))
+            })
+    }
+}
+
+/// Points a command at the fake (auth and backend).
+pub fn env_for(env: &TestEnv, fake: &FakeOpenAi) -> impl Fn(&mut Command) {
+    let auth = fake.base_url();
+    let upstream = fake.codex_base();
+    let _ = env;
+    move |c: &mut Command| {
+        c.env("CODEX_VAULT_AUTH_BASE", &auth)
+            .env("CODEX_VAULT_UPSTREAM", &upstream);
+    }
+}
+
+pub fn import_expired(
+    env: &TestEnv,
+    fake: &FakeOpenAi,
+    label: &str,
+) -> codex_vault_testkit::IssuedTokens {
+    let first = fake.add_account(AccountSpec {
+        email: format!("{label}@corp.com"),
+        ..Default::default()
+    });
+    let t = fake.issue_grant(&first.account_id, Some(std::time::Duration::ZERO));
+    let p = env.write_file(
+        &format!("{label}.json"),
+        auth_json(&t, "2026-01-01T00:00:00Z").as_bytes(),
+    );
+    let r = env.run(&["accounts", "import", p.to_str().unwrap(), "--label", label]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    t
+}
+
+pub fn accepted_blocking(fake: &FakeOpenAi, access: &str, account_id: &str) -> bool {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        reqwest::Client::new()
+            .get(fake.usage_url())
+            .bearer_auth(access)
+            .header("ChatGPT-Account-ID", account_id)
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
+    })
+}
+
+/// A tiny seeded generator (xorshift), so the trial schedule is reproducible from its seed.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Raises this process's soft open-file limit to its hard limit (children inherit it): a test
+/// with a thousand connections needs more than the common default of 1024 descriptors.
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        // rlim_t is platform-defined (u64 on Linux and macOS, where the cast is a no-op).
+        #[allow(clippy::unnecessary_cast)]
+        let cur = lim.rlim_cur as u64;
+        cur
+    }
+}
