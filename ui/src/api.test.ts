@@ -216,7 +216,7 @@ describe('events', () => {
     const seen = vi.fn();
     await onEndpointChanged(seen);
     expect(listen).toHaveBeenLastCalledWith('endpoint://changed', expect.any(Function));
-    const handler = listen.mock.calls.at(-1)![1] as (e: { payload: unknown }) => void;
+    const handler = listen.mock.calls[listen.mock.calls.length - 1][1] as (e: { payload: unknown }) => void;
     handler({ payload: { running: true, port: 8417 } });
     expect(seen).toHaveBeenCalledWith({ running: true, port: 8417 });
   });
