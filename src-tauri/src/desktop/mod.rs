@@ -219,9 +219,16 @@ fn place_window(app: &AppHandle, prefs: &prefs::Prefs, has_tray: bool, autostart
             let _ = w.maximize();
         }
     }
-    if !((prefs.start_minimized || autostarted) && has_tray) {
+    if opens_window(prefs.start_minimized, autostarted, has_tray) {
         let _ = w.show();
     }
+}
+
+/// Whether the app opens its window at start: not when it should start in the tray (the
+/// preference, or a start by the session's autostart entry) — unless there is no tray to start
+/// in, since a hidden window without a tray could not be reached at all.
+fn opens_window(start_minimized: bool, autostarted: bool, has_tray: bool) -> bool {
+    !((start_minimized || autostarted) && has_tray)
 }
 
 fn remember_window(window: &tauri::Window) {
@@ -367,5 +374,27 @@ pub fn run(autostarted: bool) -> ExitCode {
             eprintln!("error: the desktop app failed: {e}");
             ExitCode::from(crate::cli::EXIT_ERROR)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::opens_window;
+
+    #[test]
+    fn starts_in_the_tray_only_where_a_tray_exists() {
+        assert!(
+            opens_window(false, false, true),
+            "a plain start opens the window"
+        );
+        assert!(
+            !opens_window(true, false, true),
+            "start minimized: tray only"
+        );
+        assert!(!opens_window(false, true, true), "autostarted: tray only");
+        assert!(
+            opens_window(true, true, false),
+            "no tray: the window, or nothing could be reached"
+        );
     }
 }
