@@ -134,7 +134,10 @@ pub async fn send_one(
     req: Request<Full<Bytes>>,
     since: Instant,
 ) -> Result<Timing, String> {
-    sender.ready().await.map_err(|e| format!("not ready: {e}"))?;
+    sender
+        .ready()
+        .await
+        .map_err(|e| format!("not ready: {e}"))?;
     let resp = sender
         .send_request(req)
         .await
@@ -180,8 +183,13 @@ pub async fn request(
     if !body.is_empty() {
         b = b.header(hyper::header::CONTENT_LENGTH, body.len());
     }
-    let req = b.body(Full::new(body)).map_err(|e| format!("request: {e}"))?;
-    sender.ready().await.map_err(|e| format!("not ready: {e}"))?;
+    let req = b
+        .body(Full::new(body))
+        .map_err(|e| format!("request: {e}"))?;
+    sender
+        .ready()
+        .await
+        .map_err(|e| format!("not ready: {e}"))?;
     let resp = sender
         .send_request(req)
         .await
@@ -278,7 +286,8 @@ async fn worker(spec: Spec, target: Target, index: usize, start: Instant) -> Wor
                 if t.status != spec.expect_status {
                     out.error(format!("status {}", t.status));
                 } else {
-                    out.totals.push(t.total.as_micros().min(u32::MAX as u128) as u32);
+                    out.totals
+                        .push(t.total.as_micros().min(u32::MAX as u128) as u32);
                     out.first_bytes
                         .push(t.first_byte.as_micros().min(u32::MAX as u128) as u32);
                     out.bytes += t.bytes;

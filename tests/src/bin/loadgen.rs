@@ -23,23 +23,39 @@ fn parse() -> Result<Spec, String> {
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut val = || args.next().ok_or_else(|| format!("{a} needs a value\n{USAGE}"));
+        let mut val = || {
+            args.next()
+                .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))
+        };
         match a.as_str() {
             "-c" => spec.concurrency = val()?.parse().map_err(|e| format!("-c: {e}"))?,
-            "-d" => spec.duration = Duration::from_secs_f64(val()?.parse().map_err(|e| format!("-d: {e}"))?),
-            "-w" => spec.warmup = Duration::from_secs_f64(val()?.parse().map_err(|e| format!("-w: {e}"))?),
+            "-d" => {
+                spec.duration =
+                    Duration::from_secs_f64(val()?.parse().map_err(|e| format!("-d: {e}"))?)
+            }
+            "-w" => {
+                spec.warmup =
+                    Duration::from_secs_f64(val()?.parse().map_err(|e| format!("-w: {e}"))?)
+            }
             "--rate" => spec.rate = Some(val()?.parse().map_err(|e| format!("--rate: {e}"))?),
             "-m" => spec.method = val()?.parse().map_err(|e| format!("-m: {e}"))?,
-            "--expect" => spec.expect_status = val()?.parse().map_err(|e| format!("--expect: {e}"))?,
+            "--expect" => {
+                spec.expect_status = val()?.parse().map_err(|e| format!("--expect: {e}"))?
+            }
             "-H" => {
                 let h = val()?;
-                let (k, v) = h.split_once(':').ok_or_else(|| format!("-H wants 'name: value', got {h:?}"))?;
-                spec.headers.push((k.trim().to_string(), v.trim().to_string()));
+                let (k, v) = h
+                    .split_once(':')
+                    .ok_or_else(|| format!("-H wants 'name: value', got {h:?}"))?;
+                spec.headers
+                    .push((k.trim().to_string(), v.trim().to_string()));
             }
             "--body" => {
                 let b = val()?;
                 spec.body = match b.strip_prefix('@') {
-                    Some(path) => std::fs::read(path).map_err(|e| format!("{path}: {e}"))?.into(),
+                    Some(path) => std::fs::read(path)
+                        .map_err(|e| format!("{path}: {e}"))?
+                        .into(),
                     None => Bytes::from(b),
                 };
             }
