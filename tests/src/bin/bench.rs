@@ -453,10 +453,10 @@ http {{
 }
 
 /// A plain reverse proxy location: keep-alive upstream connections and no response buffering
-/// (what any SSE proxy configures).
+/// (what any SSE proxy configures); request bodies up to 1 MB stay in memory, as in serve.
 fn proxy_location(upstream: &str) -> String {
     format!(
-        "            proxy_pass http://{upstream};\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n            proxy_buffering off;\n"
+        "            proxy_pass http://{upstream};\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n            proxy_buffering off;\n            client_body_buffer_size 1m;\n"
     )
 }
 
@@ -489,9 +489,44 @@ enum Payload {
     /// The same 200-event body from a static nginx upstream: the fake spends ≈ 7 µs per SSE
     /// event, which makes it the bottleneck of the SSE rows at c ≥ 16 on a small machine.
     SseStatic,
+    /// A Codex-sized turn (≈ 80 KB: instructions, tools, history) to the static upstream: what
+    /// the proxy does with a real request body (buffer it, read the conversation key, resend it).
+    Turn80k,
 }
 
-const PAYLOADS: [Payload; 3] = [Payload::Small, Payload::Sse, Payload::SseStatic];
+const PAYLOADS: [Payload; 4] = [
+    Payload::Small,
+    Payload::Sse,
+    Payload::SseStatic,
+    Payload::Turn80k,
+];
+
+impl Payload {
+    /// Served by the static nginx upstream (else by the fake).
+    fn static_upstream(self) -> bool {
+        matches!(self, Payload::SseStatic | Payload::Turn80k)
+    }
+}
+
+/// A request body shaped like a Codex CLI turn, ≈ 80 KB.
+fn codex_turn_body() -> String {
+    let input: Vec<Value> = (0..130)
+        .map(|i| {
+            json!({"type": "message", "role": "user", "content": [{"type": "input_text",
+                   "text": format!("lorem ipsum dolor sit amet, consectetur adipiscing elit {i}. ").repeat(8)}]})
+        })
+        .collect();
+    let tools: Vec<Value> = (0..10)
+        .map(|i| {
+            json!({"type": "function", "name": format!("shell{i}"),
+                   "description": "run a command ".repeat(20),
+                   "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}}})
+        })
+        .collect();
+    json!({"model": "gpt-5.5", "instructions": "You are Codex. ".repeat(300), "stream": true,
+           "store": false, "prompt_cache_key": "bench-conversation", "input": input, "tools": tools})
+    .to_string()
+}
 
 impl Payload {
     fn name(self) -> &'static str {
@@ -501,6 +536,9 @@ impl Payload {
             Payload::SseStatic => {
                 "the same 200-event SSE body from a static nginx upstream (one write, no per-event work)"
             }
+            Payload::Turn80k => {
+                "sse-static with an ≈ 80 KB Codex-like request body (instructions, tools, history)"
+            }
         }
     }
     fn key(self) -> &'static str {
@@ -508,6 +546,7 @@ impl Payload {
             Payload::Small => "small",
             Payload::Sse => "sse200",
             Payload::SseStatic => "sse-static",
+            Payload::Turn80k => "turn-80k",
         }
     }
 }
@@ -535,6 +574,7 @@ fn spec(o: &Opts, side: &Side, payload: Payload, c: usize) -> Spec {
                 .to_string(),
             ),
         ),
+        Payload::Turn80k => (Method::POST, RESPONSES_PATH, Bytes::from(codex_turn_body())),
     };
     let mut headers = side.headers.clone();
     if payload != Payload::Small {
@@ -1054,9 +1094,7 @@ async fn main() {
     }
     for side in &sides {
         for p in PAYLOADS {
-            if (p == Payload::SseStatic) != side.static_upstream
-                || (p == Payload::Small && side.static_upstream)
-            {
+            if p.static_upstream() != side.static_upstream {
                 continue;
             }
             if let Err(e) = sanity(&o, side, p).await {
@@ -1066,7 +1104,7 @@ async fn main() {
     }
     let mut cells: Vec<Cell> = Vec::new();
     for payload in PAYLOADS {
-        let group = payload == Payload::SseStatic;
+        let group = payload.static_upstream();
         let upstream_pids: Vec<u32> = match (group, &static_nginx) {
             (true, Some(tree)) => tree(),
             (true, None) => continue,
@@ -1185,7 +1223,7 @@ async fn main() {
     let _ = writeln!(
         out,
         "   CPU per request (µs, /proc utime+stime), c=64: {}",
-        ["small", "sse200", "sse-static"]
+        ["small", "sse200", "sse-static", "turn-80k"]
             .iter()
             .map(|p| {
                 let v = |side: &str| {
@@ -1264,7 +1302,8 @@ async fn main() {
     let add50_c1 = num(&r("small", 1)["added_p50_ms"]);
     let add50_c1_sse = num(&r("sse200", 1)["added_p50_ms"]);
     let add50_c1_static = num(&r("sse-static", 1)["added_p50_ms"]);
-    let thr64: Vec<Option<f64>> = ["small", "sse200", "sse-static"]
+    let add50_c1_turn = num(&r("turn-80k", 1)["added_p50_ms"]);
+    let thr64: Vec<Option<f64>> = ["small", "sse200", "sse-static", "turn-80k"]
         .iter()
         .map(|p| r(p, 64)["throughput_vs_nginx"].as_f64())
         .collect();
@@ -1287,10 +1326,11 @@ async fn main() {
         "added p50 ≤ 0.25 ms at c=1",
         add50_c1 <= 0.25,
         format!(
-            "{} ms small (SSE: {} fake, {} static)",
+            "{} ms small (SSE: {} fake, {} static; 80 KB turn: {})",
             f(add50_c1, 3),
             f(add50_c1_sse, 3),
-            f(add50_c1_static, 3)
+            f(add50_c1_static, 3),
+            f(add50_c1_turn, 3)
         ),
     );
     let thr_ok =
@@ -1300,10 +1340,11 @@ async fn main() {
         "throughput at c=64 ≥ 0.9× nginx",
         thr_ok,
         format!(
-            "{} small, {} SSE fake, {} SSE static",
+            "{} small, {} SSE fake, {} SSE static, {} 80 KB turn",
             na(thr64[0]),
             na(thr64[1]),
-            na(thr64[2])
+            na(thr64[2]),
+            na(thr64[3])
         ),
     );
     t(
