@@ -4,7 +4,7 @@ CARGO ?= cargo
 UI_DIST := ui/dist/index.html
 BIN := target/debug/codex-vault
 
-.PHONY: run deps deps-test ui build test lint test-rust e2e e2e-run soak package package-test clean
+.PHONY: run deps deps-test ui build test lint test-rust e2e e2e-run soak bench package package-test clean
 export PATH := $(CURDIR)/.cache/cargo-tools/bin:$(PATH)
 
 run: build ## set up, build and launch the desktop app
@@ -77,6 +77,18 @@ package: deps
 package-test: deps-test
 	@[ -n "$$(ls target/release/bundle/deb/*.deb 2>/dev/null)" ] || $(MAKE) --no-print-directory package
 	scripts/package-test.sh
+
+# Not part of `make test` (it takes minutes): release binaries side by side in one run — endpoint
+# overhead against direct and nginx, refresh amplification, 1,000-account scale, footprint. Prints
+# one table and writes target/bench/results.json (README.md § Benchmarks). BENCH_ARGS passes
+# options to the driver, e.g. BENCH_ARGS="--secs 2 --idle-secs 20" for a quick look.
+BENCH_ARGS ?=
+bench:
+	@scripts/ensure-bench-deps.sh
+	$(CARGO) build --profile bench-release -p codex-vault --no-default-features --bins --examples
+	$(CARGO) build --profile bench-release -p codex-vault-testkit --bins
+	ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; \
+	  scripts/keyring-session.sh target/bench-release/bench $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

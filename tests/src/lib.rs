@@ -28,6 +28,7 @@ mod faults;
 mod gate;
 mod grants;
 pub mod jwt;
+pub mod loadgen;
 mod models;
 mod response_stream;
 mod server;

@@ -73,11 +73,28 @@ pub async fn models(
     forward(shared, Method::GET, &path, headers, Bytes::new()).await
 }
 
+/// The one field of a request body selection needs. Deserialising only it skips the rest of
+/// the body (a Codex turn is tens of KB: instructions, tools, history) without building a tree
+/// of it on every request; a missing, non-string or unparseable key reads as none, as before.
+#[derive(serde::Deserialize)]
+struct ConversationKey {
+    #[serde(default, deserialize_with = "string_or_none")]
+    prompt_cache_key: Option<String>,
+}
+
+fn string_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::Deserialize;
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
 /// The conversation a request belongs to: `prompt_cache_key`, else the session header.
 fn conversation(headers: &HeaderMap, body: &[u8]) -> Option<String> {
-    let from_body = serde_json::from_slice::<serde_json::Value>(body)
+    let from_body = serde_json::from_slice::<ConversationKey>(body)
         .ok()
-        .and_then(|v| v.get("prompt_cache_key")?.as_str().map(str::to_string));
+        .and_then(|k| k.prompt_cache_key);
     from_body.or_else(|| {
         ["session_id", "session-id"]
             .iter()
@@ -380,5 +397,27 @@ mod tests {
     fn a_usage_limit_reset_absurdly_far_away_does_not_overflow() {
         let body = serde_json::json!({"error": {"type": "usage_limit_reached", "resets_in_seconds": 1e300}});
         assert_eq!(usage_limit_reset(&body), Some(i64::MAX));
+    }
+
+    #[test]
+    fn conversation_reads_the_cache_key_else_the_session_header() {
+        let mut h = HeaderMap::new();
+        let big = format!(
+            r#"{{"input":[{{"type":"message","content":"{}"}}],"prompt_cache_key":"k1","tools":[]}}"#,
+            "x".repeat(10_000)
+        );
+        assert_eq!(conversation(&h, big.as_bytes()).as_deref(), Some("k1"));
+        assert_eq!(conversation(&h, br#"{"prompt_cache_key":7}"#), None);
+        assert_eq!(conversation(&h, b"not json"), None);
+        h.insert("session_id", HeaderValue::from_static("s1"));
+        assert_eq!(
+            conversation(&h, br#"{"prompt_cache_key":null}"#).as_deref(),
+            Some("s1")
+        );
+        assert_eq!(conversation(&h, br#"[1,2]"#).as_deref(), Some("s1"));
+        assert_eq!(
+            conversation(&h, br#"{"prompt_cache_key":"k2"}"#).as_deref(),
+            Some("k2")
+        );
     }
 }

@@ -11,5 +11,5 @@ mod verify;
 pub use backoff::backoff_delay;
 pub use holder::{holder_id, holder_is_dead};
 pub use manager::{AccessToken, RefreshConfig, RefreshError, TokenManager};
-pub use scheduler::Scheduler;
+pub use scheduler::{total_wakeups as scheduler_wakeups, Scheduler};
 pub use verify::{upstream_base, usage_url};

@@ -18,6 +18,14 @@ const CONCURRENCY: usize = 4;
 const BACKOFF_BASE: Duration = Duration::from_secs(15);
 const BACKOFF_MAX: Duration = Duration::from_secs(30 * 60);
 
+/// Planning passes of every scheduler in this process, for `/health` (the benchmark reads it
+/// from outside the process: ≈ 1 a minute, the sleep cap, when nothing is due).
+static TOTAL_WAKEUPS: AtomicU64 = AtomicU64::new(0);
+
+pub fn total_wakeups() -> u64 {
+    TOTAL_WAKEUPS.load(Ordering::Relaxed)
+}
+
 /// A running scheduler; dropping the handle stops it.
 pub struct Scheduler {
     wake: Arc<Notify>,
@@ -68,6 +76,7 @@ async fn run(tm: TokenManager, wake: Arc<Notify>, wakeups: Arc<AtomicU64>) {
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     loop {
         wakeups.fetch_add(1, Ordering::Relaxed);
+        TOTAL_WAKEUPS.fetch_add(1, Ordering::Relaxed);
         let store = tm.store().clone();
         let read = tokio::task::spawn_blocking(move || {
             // The change baseline is taken before the accounts are read: a commit landing between
