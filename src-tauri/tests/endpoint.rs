@@ -368,19 +368,9 @@ async fn the_guard_refuses_strangers_and_never_echoes_secrets() {
         )
         .await,
     );
-    let huge = vec![b'a'; 33 * 1024 * 1024];
-    bodies.push(
-        check(
-            413,
-            c.post(&url)
-                .bearer_auth(&rig.key)
-                .body(huge)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await,
-    );
+    let (status, body) = oversize_head(rig.ep.port, &rig.key).await;
+    assert_eq!(status, 413, "{body}");
+    bodies.push(body);
     bodies.push(
         check(
             426,
@@ -662,4 +652,41 @@ async fn a_long_stream_passes_through_byte_for_byte() {
         .unwrap();
     assert_eq!(got.len(), expected.len());
     assert!(got[..] == expected[..], "the stream was altered in passing");
+}
+
+/// Sends a request head announcing a body over the 32 MiB limit, and no body: the endpoint must
+/// refuse it from `Content-Length` alone. (With a real 33 MiB upload the early 413 races the
+/// client's writing, which then sees a reset instead of the answer: a flaky test, not a finding.)
+async fn oversize_head(port: u16, key: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/responses HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        33 * 1024 * 1024
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).await.unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length || n == 0 {
+                let status = text[9..12].parse().unwrap();
+                return (status, text[end + 4..].to_string());
+            }
+        }
+        assert!(n > 0, "the connection closed before an answer: {text}");
+    }
 }

@@ -467,6 +467,21 @@ async fn require_key(State(shared): State<Arc<Shared>>, req: Request, next: Next
             "this endpoint serves HTTP streaming (SSE) only; retry without Upgrade",
         );
     }
+    // A body announced over the limit is refused from its head, before a byte of it is read
+    // (otherwise 32 MiB would be taken in first, or a client announcing more and sending nothing
+    // would hold the connection).
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY as u64) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("the request body is over {} MiB", MAX_BODY / (1024 * 1024)),
+        );
+    }
     next.run(req).await
 }
 
