@@ -84,7 +84,7 @@ package-test: deps-test
 # options to the driver, e.g. BENCH_ARGS="--secs 2 --idle-secs 20" for a quick look.
 BENCH_ARGS ?=
 bench:
-	@scripts/ensure-bench-deps.sh
+	@scripts/ensure-deps.sh bench
 	$(CARGO) build --profile bench-release -p codex-vault --no-default-features --bins --examples
 	$(CARGO) build --profile bench-release -p codex-vault-testkit --bins
 	ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing Codex Vault needs, only what is missing, saying what it does.
-# Usage: scripts/ensure-deps.sh [build|test]   (test adds the headless test tools)
+# Usage: scripts/ensure-deps.sh [build|test|bench]   (test adds the headless test tools, bench nginx)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +8,11 @@ mode=${1:-build}
 # Tauri's build dependencies on Debian/Ubuntu (tauri.app prerequisites), plus what the app runs with.
 pkgs=(build-essential pkg-config curl file ca-certificates libwebkit2gtk-4.1-dev libxdo-dev libssl-dev
       libayatana-appindicator3-dev librsvg2-dev dbus gnome-keyring libsecret-tools)
+if [ "$mode" = bench ] && [ -z "${BENCH_NO_NGINX:-}" ]; then
+  # Debian's nginx: the reverse-proxy baseline of `make bench` (BENCH_NO_NGINX=1 leaves it out).
+  # On a host with systemd the package starts its own service on :80; the bench runs a private one.
+  pkgs+=(nginx)
+fi
 if [ "$mode" = test ]; then
   # Headless testing: a private D-Bus + keyring, an X server, WebKit's WebDriver for e2e.
   pkgs+=(xvfb xauth x11-utils webkit2gtk-driver python3-venv imagemagick)

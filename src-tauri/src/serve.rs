@@ -59,6 +59,11 @@ pub fn current_port(service: &Service) -> Result<u16, AppError> {
     }
 }
 
+/// The pid of the process serving this store's endpoint right now, if any.
+pub fn live_pid(service: &Service) -> Option<u32> {
+    live_runtime(service).map(|r| r.pid)
+}
+
 fn live_runtime(service: &Service) -> Option<Runtime> {
     std::fs::read(runtime_path(service))
         .ok()
