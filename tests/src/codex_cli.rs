@@ -11,8 +11,11 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-/// The CLI version the project tests against.
+/// The default CLI version (`codex_cli_bin`).
 pub const CODEX_CLI_VERSION: &str = "0.169.0";
+/// Every CLI version the project supports; interoperability tests run against each
+/// (`codex_cli_bin_for`). `scripts/ensure-codex-cli.sh` installs them.
+pub const CODEX_CLI_VERSIONS: &[&str] = &["0.169.0", "0.171.0"];
 /// The env var naming the `codex` binary to use.
 pub const CODEX_CLI_BIN_ENV: &str = "CODEX_CLI_BIN";
 /// Set to `1` to skip tests that need the real CLI.
@@ -63,6 +66,27 @@ pub fn codex_cli_bin() -> Result<PathBuf, CodexCliError> {
             path,
             prefix,
             version: CODEX_CLI_VERSION,
+            bin_env: CODEX_CLI_BIN_ENV,
+            skip_env: SKIP_ENV,
+        })
+    }
+}
+
+/// The `codex` binary of one supported version: `.cache/codex-cli-<version>`, or `$CODEX_CLI_BIN`
+/// for the default version.
+pub fn codex_cli_bin_for(version: &'static str) -> Result<PathBuf, CodexCliError> {
+    if version == CODEX_CLI_VERSION && std::env::var_os(CODEX_CLI_BIN_ENV).is_some() {
+        return codex_cli_bin();
+    }
+    let prefix = workspace_root().join(format!(".cache/codex-cli-{version}"));
+    let path = prefix.join("node_modules/.bin/codex");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(CodexCliError::NotInstalled {
+            path,
+            prefix,
+            version,
             bin_env: CODEX_CLI_BIN_ENV,
             skip_env: SKIP_ENV,
         })
