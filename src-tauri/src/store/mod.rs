@@ -136,8 +136,10 @@ impl Store {
     /// Deletes a store that was created by this open and never used (no account, no setting, no
     /// event, nothing in `meta` but its id): an open that fails before anything was stored (the
     /// keychain unavailable on a first run) must not leave an empty database behind. Checked and
-    /// deleted under the write lock, so no other process's write can land in between. Returns
-    /// whether it deleted anything.
+    /// deleted under the write lock, so no other process's write lands in between. (A second
+    /// process that opened this very file in the same instant, with a working keychain, would go
+    /// on in the deleted file: two first runs racing, one without a keychain — accepted.)
+    /// Returns whether it deleted anything.
     pub fn discard_if_unused(self) -> bool {
         let path = self.path;
         let conn = self.conn.into_inner().unwrap_or_else(|e| e.into_inner());
