@@ -13,11 +13,38 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_TERMINAL: u8 = 3;
 
+/// Shown after every `--help`: what the environment changes and what the exit status means.
+const AFTER_HELP: &str = "\
+Environment:
+  CODEX_VAULT_HOME            Data directory (default: the platform's data dir + codex-vault,
+                              ~/.local/share/codex-vault on Linux)
+  CODEX_VAULT_KEY_STORE       `keychain` (default: the data key in the OS keychain) or `file`
+                              (a 0600 key file in the data directory, for machines without one)
+  CODEX_HOME                  The Codex CLI's home (default ~/.codex): `accounts import` reads
+                              its auth.json
+  CODEX_VAULT_NO_BROWSER      1/true/yes: `accounts login` prints the URL without opening a
+                              browser (0/false/no: it opens one, the default)
+  CODEX_VAULT_CALLBACK_PORTS  Ports the sign-in callback tries, in order (default 1455,1457;
+                              0 = any free port)
+  CODEX_VAULT_AUTH_BASE       The OAuth issuer (default https://auth.openai.com; for tests)
+  CODEX_VAULT_UPSTREAM        The ChatGPT backend the endpoint forwards to (for tests)
+  RUST_LOG                    Log filter for stderr, e.g. `info` or `codex_vault=debug`
+
+Exit status:
+  0  success
+  1  an error, printed as `error: <message> [<code>]`
+  2  a usage error (unknown option, invalid value)
+  3  an account needs a new sign-in (`codex-vault accounts login`)";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "codex-vault",
     version,
-    about = "Holds many ChatGPT/Codex sign-ins, keeps them fresh, serves them to local tools."
+    about = "Holds many ChatGPT/Codex sign-ins, keeps them fresh, serves them to local tools.",
+    long_about = "Holds many ChatGPT/Codex sign-ins, keeps them fresh, serves them to local tools.\n\n\
+        Without a subcommand it starts the desktop app. Every face (app, `serve`, the subcommands) \
+        shares one data directory and may run at the same time.",
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -43,6 +70,7 @@ pub enum Command {
     Endpoint(EndpointCommand),
     /// Print a valid access token of an account (refreshing it if needed).
     Token {
+        /// The account: its id, label or email.
         #[arg(value_name = "ID|LABEL")]
         account: String,
     },
@@ -52,6 +80,7 @@ pub enum Command {
 pub enum EndpointCommand {
     /// URL, local key, and the config.toml snippet for the stock Codex CLI.
     Info {
+        /// Print it as one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -63,12 +92,17 @@ pub enum EndpointCommand {
 pub enum AccountsCommand {
     /// List the accounts (one object per account with --json).
     List {
+        /// Print a JSON array, one object per account.
         #[arg(long)]
         json: bool,
     },
     /// Import a Codex CLI auth.json (default: $CODEX_HOME/auth.json, else ~/.codex/auth.json; `-` reads stdin).
     Import {
+        /// The auth.json to read; `-` reads standard input.
+        #[arg(value_name = "PATH")]
         path: Option<String>,
+        /// The new account's label (default: from its email). A sign-in already held keeps its
+        /// label: an import never renames (see `accounts rename`).
         #[arg(long)]
         label: Option<String>,
         /// Print the outcome as JSON.
@@ -84,10 +118,18 @@ pub enum AccountsCommand {
     },
     /// Sign in with ChatGPT in the browser (PKCE); prints the URL too.
     Login {
+        /// The label of the account, if the sign-in adds one (default: from its email). An
+        /// account already held keeps its label.
         #[arg(long)]
         label: Option<String>,
-        /// Do not try to open a browser; just print the URL.
-        #[arg(long, env = "CODEX_VAULT_NO_BROWSER")]
+        /// Do not try to open a browser; just print the URL (the variable takes 1, true or yes;
+        /// 0, false or no; any case).
+        #[arg(
+            long,
+            env = "CODEX_VAULT_NO_BROWSER",
+            value_parser = parse_switch,
+            hide_env_values = true
+        )]
         no_browser: bool,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 600)]
@@ -95,14 +137,31 @@ pub enum AccountsCommand {
     },
     /// Refresh an account's tokens now.
     Refresh {
+        /// The account: its id, label or email.
         #[arg(value_name = "ID|LABEL")]
         account: String,
     },
     /// Remove an account (its history is kept).
     Remove {
+        /// The account: its id, label or email.
         #[arg(value_name = "ID|LABEL")]
         account: String,
     },
+    /// Give an account a new label.
+    Rename {
+        /// The account: its id, label or email.
+        #[arg(value_name = "ID|LABEL")]
+        account: String,
+        /// Its new label (at most 64 characters, unique).
+        #[arg(value_name = "NEW_LABEL")]
+        label: String,
+    },
+}
+
+/// A yes/no switch from the command line or the environment: `1`/`true`/`yes` or
+/// `0`/`false`/`no`, in any case. Anything else is an error naming what is accepted.
+pub fn parse_switch(value: &str) -> Result<bool, String> {
+    crate::oauth::login::parse_switch(value)
 }
 
 /// Runs a parsed subcommand; prints the error (code + message, never a token) on failure.
@@ -158,6 +217,16 @@ fn dispatch(command: Command) -> Result<ExitCode, AppError> {
             let service = Service::open_default()?;
             let removed = service.remove(&account)?;
             println!("Removed account {} ({}).", removed.label, removed.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Accounts(AccountsCommand::Rename { account, label }) => {
+            let service = Service::open_default()?;
+            let before = service.store().find_account(&account)?.label;
+            let renamed = service.rename(&account, &label)?;
+            println!(
+                "Renamed account {before} to {} ({}).",
+                renamed.label, renamed.id
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -283,7 +352,7 @@ fn import(
                     r.path
                 );
                 println!();
-                println!("  export {}", r.env.as_deref().unwrap_or_default());
+                println!("  {}", r.env.as_deref().unwrap_or_default());
                 println!();
             }
             Ownership::Detach => println!(
@@ -338,7 +407,7 @@ fn endpoint_info(json: bool) -> Result<ExitCode, AppError> {
     );
     println!("through Codex Vault, so the two never redeem the same refresh token: set in its environment");
     println!();
-    println!("  export {}", info.refresh_override_env);
+    println!("  {}", info.refresh_override_env);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -356,13 +425,11 @@ fn login(label: Option<String>, no_browser: bool, timeout: u64) -> Result<ExitCo
     if let Some(l) = &label {
         crate::service::validate_label(l)?;
     }
-    // Open the store first: a locked keychain should fail before the user signs in.
+    // Open the store first: a locked keychain should fail before the user signs in. The label
+    // is not checked against the held ones here: which account this is, is known only after the
+    // sign-in (a re-sign-in of the account that has it is fine), and `sign_in` never refuses a
+    // completed sign-in over a name.
     let service = Service::open_default()?;
-    if let Some(l) = &label {
-        if service.store().label_exists(l)? {
-            return Err(crate::store::StoreError::LabelTaken(l.clone()).into());
-        }
-    }
     let mut opts = LoginOptions::from_env().map_err(AppError::Config)?;
     opts.timeout = std::time::Duration::from_secs(timeout);
     let rt = runtime()?;
@@ -382,6 +449,9 @@ fn login(label: Option<String>, no_browser: bool, timeout: u64) -> Result<ExitCo
     })?;
     let outcome = service.sign_in(&cred, label.as_deref())?;
     println!("{}", outcome.sentence());
+    if let Some(note) = crate::service::label_note(label.as_deref(), &outcome) {
+        eprintln!("note: {note}.");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

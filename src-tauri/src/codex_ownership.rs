@@ -20,9 +20,10 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use subtle::ConstantTimeEq;
 
-/// The env line a brokered Codex CLI needs, for an endpoint on `port`.
+/// The env line a brokered Codex CLI needs, for an endpoint on `port`: a whole shell line
+/// (`export …`), so what is copied can be pasted into a shell or a profile as it is.
 pub fn refresh_override_env(port: u16) -> String {
-    format!("CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:{port}/oauth/token")
+    format!("export CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:{port}/oauth/token")
 }
 
 pub const LOGOUT_WARNING: &str = "never run `codex logout` on an imported sign-in (unless the CLI refreshes through Codex Vault): it revokes the sign-in upstream, for Codex Vault too";
@@ -141,8 +142,28 @@ impl Service {
         ownership: Option<Ownership>,
         endpoint_port: u16,
     ) -> Result<OwnedImport, AppError> {
-        let held_before = self.held_copy(&cred.tokens.refresh_token, cred)?;
-        let outcome = self.import(cred, label)?;
+        // The file this account was imported from before, imported again (by any path to it), is
+        // the same copy, not a second one: only a different file, or a paste, is "another copy".
+        let canonical =
+            source.map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
+        let same_source = match &canonical {
+            Some(p) => match self.store().find_by_identity(
+                &cred.identity.chatgpt_account_id,
+                &cred.identity.chatgpt_user_id,
+            )? {
+                Some(a) => self
+                    .store()
+                    .imported_from(&a.id, &p.display().to_string())?,
+                None => false,
+            },
+            None => false,
+        };
+        let held_before = if same_source {
+            None
+        } else {
+            self.held_copy(&cred.tokens.refresh_token, cred)?
+        };
+        let outcome = self.import_from(cred, label, canonical.as_deref())?;
         let account_id = outcome.account().id.clone();
         let report = match (source, ownership) {
             (Some(path), Some(Ownership::Detach)) => {
@@ -191,10 +212,15 @@ impl Service {
                         .as_deref()
                         .is_some_and(|p| ct_eq(p, &fp))
             });
+        // Which copy, in words (never a bare path: only a live Codex auth.json is watched as one).
         let place = self.live_in_codex_auth(&account_id)?.or(held_before
             .filter(|_| holds_files_chain)
-            .map(|label| {
-                format!("another copy of this sign-in was already held (account {label})")
+            .map(|_| match source {
+                Some(p) => format!(
+                    "this sign-in was already held when another copy was imported from {}",
+                    p.display()
+                ),
+                None => "this sign-in was already held when another copy was pasted or read from standard input".to_string(),
             }));
         // An import only ever raises the flag; it clears when the other holder goes away (a
         // detach here, or `recheck_shared_grants` finding the file gone), not because some
@@ -284,13 +310,31 @@ impl Service {
     /// Clears a shared-grant flag whose Codex auth.json is gone or holds another sign-in now (the
     /// user detached it, or logged the CLI into something else). A file still holding our chain,
     /// or an unreadable one, keeps the flag: a false alarm costs less than two redeemers.
+    ///
+    /// A copy we cannot watch (pasted or piped in) is flagged until our own rotation has spent the
+    /// token it holds: from then on it can no longer take the chain from us (the issuer refuses
+    /// it; a family revoked for that reuse shows on the account itself, as its failure).
     pub fn recheck_shared_grants(&self) -> Result<(), AppError> {
+        let rotated: std::collections::HashMap<String, Option<i64>> = self
+            .store()
+            .refresh_fingerprints()?
+            .into_iter()
+            .map(|r| (r.account_id, r.rotated_at))
+            .collect();
         for a in self.store().list_accounts()? {
             let Some(place) = a.shared_grant_where.as_deref() else {
                 continue;
             };
             let path = Path::new(place);
             if !path.is_absolute() {
+                let flagged = self.store().last_event_at(&a.id, "shared_grant_detected")?;
+                let spent = matches!(
+                    (rotated.get(&a.id).copied().flatten(), flagged),
+                    (Some(r), Some(f)) if r > f
+                );
+                if spent {
+                    self.store().set_shared_grant(&a.id, None)?;
+                }
                 continue;
             }
             let gone = !path.exists();
@@ -342,7 +386,7 @@ mod tests {
     fn env_line() {
         assert_eq!(
             refresh_override_env(8417),
-            "CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:8417/oauth/token"
+            "export CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:8417/oauth/token"
         );
     }
 }

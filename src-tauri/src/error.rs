@@ -26,6 +26,13 @@ pub enum AppError {
     Endpoint(#[from] crate::endpoint::EndpointError),
     #[error("invalid label: {0}")]
     InvalidLabel(String),
+    /// `--label` on an import of a sign-in already held under another label: nothing was written.
+    #[error("this sign-in is already held as account `{held}`, and an import never renames an account (nothing was changed). Import it without a label to update its tokens, and rename it separately if you want: {rename}")]
+    ImportWouldRename {
+        held: String,
+        asked: String,
+        rename: String,
+    },
     #[error("{0}")]
     Config(String),
     #[error("no data directory: set CODEX_VAULT_HOME, or HOME so the platform's data directory can be found")]
@@ -42,6 +49,7 @@ impl AppError {
             AppError::Refresh(e) => e.code(),
             AppError::Endpoint(e) => e.code(),
             AppError::InvalidLabel(_) => "invalid_label",
+            AppError::ImportWouldRename { .. } => "import_would_rename",
             AppError::Config(_) => "config",
             AppError::NoDataDir => "no_data_dir",
         }

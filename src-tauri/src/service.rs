@@ -103,9 +103,30 @@ impl ImportOutcome {
 
 impl Service {
     /// Opens the store in `data_dir` and unlocks its data key (creating one only for a store
-    /// that has nothing sealed yet).
+    /// that has nothing sealed yet). When unlocking fails on a store this call created, the new
+    /// empty database (and the data dir, if this call created it) is removed again: a failed
+    /// first run leaves nothing behind.
     pub fn open(data_dir: &Path, kind: KeyStoreKind) -> Result<Service, AppError> {
+        let dir_existed = data_dir.exists();
+        let db_existed = data_dir.join(crate::store::DB_FILE_NAME).exists();
         let store = Store::open(data_dir)?;
+        match Service::unlock(&store, data_dir, kind) {
+            Ok(vault) => Ok(Service {
+                store: Arc::new(store),
+                vault,
+                data_dir: data_dir.to_path_buf(),
+            }),
+            Err(e) => {
+                if !db_existed && store.discard_if_unused() && !dir_existed {
+                    // Only an empty dir goes: remove_dir refuses anything else.
+                    let _ = std::fs::remove_dir(data_dir);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn unlock(store: &Store, data_dir: &Path, kind: KeyStoreKind) -> Result<Vault, AppError> {
         let store_id = store.store_id().to_string();
         let req = KeyRequest {
             store_id: &store_id,
@@ -137,11 +158,7 @@ impl Service {
             Some(_) => {}
             None => store.meta_set(KEY_CHECK_META, &vault.key_check())?,
         }
-        Ok(Service {
-            store: Arc::new(store),
-            vault,
-            data_dir: data_dir.to_path_buf(),
-        })
+        Ok(vault)
     }
 
     /// Opens the store the environment names (`CODEX_VAULT_HOME`, `CODEX_VAULT_KEY_STORE`).
@@ -238,22 +255,48 @@ impl Service {
         cred: &Credential,
         label: Option<&str>,
     ) -> Result<ImportOutcome, AppError> {
+        self.import_from(cred, label, None)
+    }
+
+    /// `import`, recording the file it came from (`source`, canonical) in the account's history.
+    ///
+    /// A `label` other than the held account's is refused before anything is written: the label
+    /// is the name the user and their scripts use (`codex-vault token work`), an import is about
+    /// tokens, and a mismatch usually means the file is not the account the user thinks — a
+    /// silent rename would move that name onto it. Renaming is its own, explicit act.
+    pub fn import_from(
+        &self,
+        cred: &Credential,
+        label: Option<&str>,
+        source: Option<&Path>,
+    ) -> Result<ImportOutcome, AppError> {
         if let Some(l) = label {
             validate_label(l)?;
         }
         let id = &cred.identity;
+        let source = source.map(|p| p.display().to_string());
+        let detail = |what: Option<&str>| -> Option<String> {
+            match &source {
+                Some(p) => Some(crate::store::import_source_detail(what, p)),
+                None => what.map(str::to_string),
+            }
+        };
         let existing = self
             .store
             .find_by_identity(&id.chatgpt_account_id, &id.chatgpt_user_id)?;
         let Some(existing) = existing else {
-            let account_id = self.add_account(cred, label, "imported")?;
+            let account_id = self.add_account(cred, label, "imported", detail(None).as_deref())?;
             return Ok(ImportOutcome::Added {
                 account: self.view(&account_id)?,
             });
         };
 
         if let Some(l) = label.filter(|l| *l != existing.label) {
-            self.store.set_label(&existing.id, l)?;
+            return Err(AppError::ImportWouldRename {
+                held: existing.label.clone(),
+                asked: l.to_string(),
+                rename: rename_hint(&existing.label, l),
+            });
         }
         let newer = match (cred.last_refresh, existing.last_refresh_at) {
             (Some(file), Some(ours)) => file > ours,
@@ -271,9 +314,10 @@ impl Service {
                 &self.seal(&existing.id, &cred.tokens),
                 Some(&id.email),
                 id.plan.as_deref(),
+                id.fedramp,
                 cred.last_refresh,
                 "imported_again",
-                Some("tokens replaced by the imported file's newer ones"),
+                detail(Some("tokens replaced by the imported file's newer ones")).as_deref(),
             )?;
             if replaced {
                 return Ok(ImportOutcome::Updated {
@@ -285,7 +329,7 @@ impl Service {
         self.store.append_event(
             &existing.id,
             "imported_again",
-            Some("kept the newer tokens already held"),
+            detail(Some("kept the newer tokens already held")).as_deref(),
         )?;
         Ok(ImportOutcome::KeptNewer {
             account: self.view(&existing.id)?,
@@ -294,6 +338,10 @@ impl Service {
 
     /// Stores a browser sign-in. A fresh sign-in is always the newest grant: a held account
     /// (same account id + user id) gets it in place and comes back to life, history kept.
+    ///
+    /// `label` names a new account; a held one keeps its label (a sign-in never renames), and a
+    /// new one whose asked label is another account's gets a free default one — the sign-in the
+    /// user just completed is never thrown away over a name. `label_note` says what happened.
     pub fn sign_in(
         &self,
         cred: &Credential,
@@ -309,14 +357,23 @@ impl Service {
                 .store
                 .find_by_identity(&id.chatgpt_account_id, &id.chatgpt_user_id)?;
             let Some(existing) = existing else {
-                let account_id = self.add_account(cred, label, "signed_in")?;
+                let free = match label {
+                    Some(l) if !self.store.label_exists(l)? => Some(l),
+                    _ => None,
+                };
+                let account_id = match self.add_account(cred, free, "signed_in", None) {
+                    // Taken by another process since we looked: a default label, as above.
+                    Err(AppError::Store(crate::store::StoreError::LabelTaken(_)))
+                        if free.is_some() =>
+                    {
+                        self.add_account(cred, None, "signed_in", None)?
+                    }
+                    other => other?,
+                };
                 return Ok(ImportOutcome::SignedIn {
                     account: self.view(&account_id)?,
                 });
             };
-            if let Some(l) = label.filter(|l| *l != existing.label) {
-                self.store.set_label(&existing.id, l)?;
-            }
             let detail = existing
                 .failure
                 .as_ref()
@@ -327,6 +384,7 @@ impl Service {
                 &self.seal(&existing.id, &cred.tokens),
                 Some(&id.email),
                 id.plan.as_deref(),
+                id.fedramp,
                 cred.last_refresh,
                 "signed_in",
                 detail.as_deref(),
@@ -379,6 +437,7 @@ impl Service {
         cred: &Credential,
         label: Option<&str>,
         event_kind: &str,
+        event_detail: Option<&str>,
     ) -> Result<String, AppError> {
         let id = &cred.identity;
         let account_id = uuid::Uuid::new_v4().to_string();
@@ -400,7 +459,7 @@ impl Service {
             &new,
             &self.seal(&account_id, &cred.tokens),
             event_kind,
-            None,
+            event_detail,
         )?;
         Ok(account_id)
     }
@@ -413,6 +472,45 @@ impl Service {
             n += 1;
         }
         Ok(candidate)
+    }
+}
+
+/// After a sign-in with `--label asked`: why the account's label is not `asked`, if it is not.
+pub fn label_note(asked: Option<&str>, outcome: &ImportOutcome) -> Option<String> {
+    let asked = asked?;
+    let label = &outcome.account().label;
+    if label == asked {
+        return None;
+    }
+    Some(match outcome {
+        ImportOutcome::SignedIn { .. } => format!(
+            "the label `{asked}` is another account's, so this one is called `{label}`; rename it with `codex-vault accounts rename {} <new label>` (or Rename on its card in the app)",
+            shell_word(label)
+        ),
+        _ => format!(
+            "this sign-in is account `{label}`, which keeps its label (a sign-in never renames an account); to call it `{asked}`: {}",
+            rename_hint(label, asked)
+        ),
+    })
+}
+
+/// The command that renames `from` to `to`, each quoted for a POSIX shell when it needs it.
+fn rename_hint(from: &str, to: &str) -> String {
+    format!(
+        "`codex-vault accounts rename {} {}` (or Rename on its card in the app)",
+        shell_word(from),
+        shell_word(to)
+    )
+}
+
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./_-".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 
@@ -468,6 +566,16 @@ mod tests {
         assert_eq!(default_label("ana@corp.com"), "ana");
         assert_eq!(default_label("@x"), "account");
         assert_eq!(default_label("a b\u{1b}c@x"), "abc");
+    }
+
+    #[test]
+    fn rename_hints_quote_for_the_shell() {
+        assert_eq!(
+            rename_hint("ana", "work"),
+            "`codex-vault accounts rename ana work` (or Rename on its card in the app)"
+        );
+        assert!(rename_hint("ana", "day job").contains("rename ana 'day job'"));
+        assert!(rename_hint("ana", "bo's").contains(r"'bo'\''s'"));
     }
 
     #[test]

@@ -252,3 +252,173 @@ fn default_path_is_codex_home_auth_json() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(env.list_json()[0]["email"], "home@corp.com");
 }
+
+#[test]
+fn a_utf8_byte_order_mark_before_the_json_is_accepted() {
+    let fake = fake();
+    let env = TestEnv::new();
+    let t = account(&fake, "bom@corp.com", "plus");
+    // As Notepad or PowerShell's `Out-File -Encoding utf8` save it.
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend_from_slice(auth_json(&t, "2026-01-01T00:00:00Z").as_bytes());
+    let p = env.write_file("bom.json", &bytes);
+    let r = env.run(&["accounts", "import", p.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(env.list_json()[0]["email"], "bom@corp.com");
+    // Through standard input too.
+    let u = account(&fake, "bom2@corp.com", "plus");
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend_from_slice(auth_json(&u, "2026-01-01T00:00:00Z").as_bytes());
+    let r = env.run_with_stdin(&["accounts", "import", "-"], &bytes);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(env.list_json().len(), 2);
+}
+
+/// `accounts login` with `CODEX_VAULT_NO_BROWSER=value` and a browser opener on PATH that only
+/// leaves a mark: whether it ran, and the run (the sign-in itself times out after a second).
+fn login_with_no_browser(env: &TestEnv, value: &str) -> (bool, Run) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = env.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let mark = env.dir.path().join("browser-opened");
+    let _ = std::fs::remove_file(&mark);
+    for opener in ["xdg-open", "open"] {
+        let p = bin.join(opener);
+        std::fs::write(&p, format!("#!/bin/sh\ntouch '{}'\n", mark.display())).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let r = Run::from(
+        env.cmd()
+            .env("PATH", path)
+            .env("CODEX_VAULT_NO_BROWSER", value)
+            .env("CODEX_VAULT_CALLBACK_PORTS", "0")
+            .env("CODEX_VAULT_AUTH_BASE", "http://127.0.0.1:9")
+            .args(["accounts", "login", "--timeout", "1"])
+            .output()
+            .unwrap(),
+    );
+    // The opener is spawned, not awaited: give it the moment it needs to leave its mark.
+    let opened = (0..50).any(|_| {
+        if mark.exists() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        false
+    });
+    (opened, r)
+}
+
+#[cfg(unix)]
+#[test]
+fn no_browser_takes_1_true_yes_and_0_false_no_in_any_case() {
+    let env = TestEnv::new();
+    for value in ["1", "true", "YES", "True"] {
+        let (opened, r) = login_with_no_browser(&env, value);
+        assert!(!opened, "{value}: a browser was opened");
+        assert!(
+            r.stdout.contains("http://127.0.0.1:9/oauth/authorize"),
+            "{value}: {}",
+            r.stdout
+        );
+        assert!(
+            r.stderr.contains("[login_timed_out]"),
+            "{value}: {}",
+            r.stderr
+        );
+    }
+    for value in ["0", "false", "No"] {
+        let (opened, r) = login_with_no_browser(&env, value);
+        assert!(opened, "{value}: no browser was opened: {}", r.stderr);
+    }
+    let (opened, r) = login_with_no_browser(&env, "maybe");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(!opened);
+    assert!(
+        r.stderr.contains("invalid value 'maybe'")
+            && r.stderr
+                .contains("expected 1, true or yes (or 0, false or no)"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn help_describes_every_option_the_environment_and_the_exit_codes() {
+    let env = TestEnv::new();
+    let top = env.run(&["--help"]);
+    assert_eq!(top.code, 0, "{}", top.stderr);
+    for needle in [
+        "CODEX_VAULT_HOME",
+        "CODEX_VAULT_KEY_STORE",
+        "CODEX_HOME",
+        "CODEX_VAULT_NO_BROWSER",
+        "CODEX_VAULT_CALLBACK_PORTS",
+        "CODEX_VAULT_AUTH_BASE",
+        "CODEX_VAULT_UPSTREAM",
+        "RUST_LOG",
+        "Exit status:",
+        "3  an account needs a new sign-in",
+    ] {
+        assert!(
+            top.stdout.contains(needle),
+            "--help lacks {needle}:\n{}",
+            top.stdout
+        );
+    }
+    for cmd in [
+        &["accounts", "list"][..],
+        &["accounts", "import"],
+        &["accounts", "login"],
+        &["accounts", "refresh"],
+        &["accounts", "remove"],
+        &["accounts", "rename"],
+        &["serve"],
+        &["endpoint", "info"],
+        &["endpoint", "rotate-key"],
+        &["token"],
+    ] {
+        let r = env.run(&[cmd, &["--help"]].concat());
+        assert_eq!(r.code, 0, "{cmd:?}: {}", r.stderr);
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        let mut in_list = false;
+        for (i, line) in lines.iter().enumerate() {
+            if line.ends_with(':') && !line.starts_with(' ') {
+                in_list = matches!(*line, "Arguments:" | "Options:");
+                continue;
+            }
+            let entry = line.trim_start();
+            // An entry starts at two spaces: `-x, --long`, `--long`, `<ARG>` or `[ARG]`.
+            let is_entry = in_list
+                && line.starts_with("  ")
+                && !line.starts_with("   ")
+                && entry.starts_with(['-', '<', '[']);
+            if !is_entry {
+                continue;
+            }
+            // Described on its own line (after the name) or on the next, more indented one.
+            let name_end = entry.find("  ").unwrap_or(entry.len());
+            let same_line = !entry[name_end..].trim().is_empty();
+            let next_line = lines
+                .get(i + 1)
+                .is_some_and(|n| n.starts_with("          ") && !n.trim().is_empty());
+            assert!(
+                same_line || next_line,
+                "{cmd:?}: `{}` has no description:\n{}",
+                entry,
+                r.stdout
+            );
+        }
+    }
+    // The documented switch is listed with the option it sets.
+    let login = env.run(&["accounts", "login", "--help"]);
+    assert!(
+        login.stdout.contains("CODEX_VAULT_NO_BROWSER"),
+        "{}",
+        login.stdout
+    );
+}

@@ -6,7 +6,8 @@ mod common;
 use common::*;
 use std::path::PathBuf;
 
-const ENV_LINE: &str = "CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:8417/oauth/token";
+/// A whole shell line, everywhere it is shown (text, JSON, the UI): pasted as it is.
+const ENV_LINE: &str = "export CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:8417/oauth/token";
 
 /// A test env whose `HOME` is private too, so `~/.codex/auth.json` is this test's.
 fn run(env: &TestEnv, args: &[&str]) -> Run {
@@ -90,10 +91,11 @@ fn broker_is_the_default_for_the_clis_own_file_and_the_grant_is_flagged_until_it
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(p.exists(), "broker leaves the CLI's file in place");
     assert!(
-        r.stdout.contains(&format!("export {ENV_LINE}")),
+        r.stdout.contains(&format!("  {ENV_LINE}\n")),
         "{}",
         r.stdout
     );
+    assert!(!r.stdout.contains("export export"), "{}", r.stdout);
     assert!(r.stderr.contains("codex logout"), "{}", r.stderr);
 
     // The file still holds the chain: flagged, with where, in JSON and text.
@@ -199,15 +201,96 @@ fn the_env_line_names_the_configured_endpoint_port() {
     let out: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(
         out["codex_cli"]["env"],
-        "CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:9123/oauth/token"
+        "export CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:9123/oauth/token"
     );
     assert_eq!(out["codex_cli"]["mode"], "broker");
     assert_eq!(out["outcome"], "added");
     let info = run(&env, &["endpoint", "info"]);
     assert!(
-        info.stdout
-            .contains("CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:9123/oauth/token"),
+        info.stdout.contains(
+            "  export CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:9123/oauth/token\n"
+        ),
         "{}",
         info.stdout
     );
+}
+
+#[test]
+fn importing_the_same_file_again_is_not_a_second_copy() {
+    let fake = fake();
+    let env = TestEnv::new();
+    let t = account(&fake, "twice@corp.com", "plus");
+    let a = env.write_file("a.json", auth_json(&t, "2026-01-01T00:00:00Z").as_bytes());
+    for round in 0..2 {
+        let r = run(&env, &["accounts", "import", a.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "round {round}: {}", r.stderr);
+        assert!(
+            !r.stderr.contains("held elsewhere"),
+            "round {round}: {}",
+            r.stderr
+        );
+        let accounts = list(&env);
+        assert_eq!(accounts.len(), 1);
+        assert_eq!(
+            accounts[0]["shared_grant"], false,
+            "round {round}: {accounts:?}"
+        );
+    }
+    // Through a symlink it is still the same file.
+    #[cfg(unix)]
+    {
+        let link = env.dir.path().join("link.json");
+        std::os::unix::fs::symlink(&a, &link).unwrap();
+        let r = run(&env, &["accounts", "import", link.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(list(&env)[0]["shared_grant"], false);
+    }
+    // Another file with the same grant is a second copy, named as such — not as the account.
+    let b = env.write_file("b.json", auth_json(&t, "2026-01-01T00:00:00Z").as_bytes());
+    let r = run(&env, &["accounts", "import", b.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("held elsewhere"), "{}", r.stderr);
+    let accounts = list(&env);
+    let place = accounts[0]["shared_grant_where"].as_str().unwrap();
+    assert!(place.contains("b.json"), "{place}");
+}
+
+#[test]
+fn a_copy_flag_clears_once_our_rotation_has_spent_the_copys_token() {
+    let fake = fake();
+    let env = TestEnv::new();
+    let t = account(&fake, "stale@corp.com", "plus");
+    let a = env.write_file("a.json", auth_json(&t, "2026-01-01T00:00:00Z").as_bytes());
+    assert_eq!(
+        run(&env, &["accounts", "import", a.to_str().unwrap()]).code,
+        0
+    );
+    // A flag as an earlier build left it after the same file was imported twice (naming the
+    // account itself), recorded like any detection.
+    {
+        let db = rusqlite::Connection::open(env.vault_home().join("codex-vault.db")).unwrap();
+        let place = "another copy of this sign-in was already held (account stale)";
+        db.execute("UPDATE accounts SET shared_grant_where = ?1", [place])
+            .unwrap();
+        db.execute(
+            "INSERT INTO account_events (account_id, at, kind, detail)
+             SELECT id, CAST(unixepoch('subsec') * 1000 AS INTEGER), 'shared_grant_detected', ?1 FROM accounts",
+            [place],
+        )
+        .unwrap();
+    }
+    assert_eq!(list(&env)[0]["shared_grant"], true, "no rotation yet: kept");
+    // The vault rotates: the copy's token is spent, the warning is stale and clears.
+    let r = Run::from(
+        env.cmd()
+            .env("HOME", env.dir.path())
+            .env("CODEX_VAULT_AUTH_BASE", fake.base_url())
+            .args(["accounts", "refresh", "stale"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let accounts = list(&env);
+    assert_eq!(accounts[0]["shared_grant"], false, "{accounts:?}");
+    assert_eq!(accounts[0]["status"], "healthy");
 }

@@ -111,3 +111,32 @@ fn the_file_key_opt_in_works_without_any_secret_service_and_warns() {
     assert_eq!(list[0]["email"], "filebus@corp.com");
     assert!(env.vault_home().join("data-key").exists());
 }
+
+#[test]
+fn a_first_run_without_a_keychain_leaves_nothing_behind() {
+    // No data dir yet: it is not created (nor a database in it).
+    let env = TestEnv::new();
+    let r = without_dbus(&env, &["accounts", "list"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("[keychain_unavailable]"), "{}", r.stderr);
+    assert!(
+        !env.vault_home().exists(),
+        "left behind: {:?}",
+        std::fs::read_dir(env.vault_home()).map(|d| d.count())
+    );
+
+    // A data dir we were told to use, empty: it stays, and stays empty.
+    std::fs::create_dir(env.vault_home()).unwrap();
+    let r = without_dbus(&env, &["accounts", "list"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(env.vault_home().is_dir());
+    let left: Vec<_> = std::fs::read_dir(env.vault_home())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    // With the keychain back, the first run creates the store as usual.
+    assert_eq!(env.run(&["accounts", "list"]).code, 0);
+    assert!(env.vault_home().join("codex-vault.db").exists());
+}

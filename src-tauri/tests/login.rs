@@ -162,6 +162,67 @@ fn sign_in_stores_the_account_and_signing_in_again_revives_the_same_row() {
     );
 }
 
+/// One whole CLI sign-in with the fake's login identity: the browser follows the URL.
+fn sign_in_with(env: &TestEnv, fake: &FakeOpenAi, extra: &[&str]) -> Run {
+    let p = start_cli_login(env, fake, extra);
+    assert_eq!(browser_get(&p.url).0, 200);
+    finish(p)
+}
+
+#[test]
+fn the_label_is_checked_once_we_know_which_account_signed_in() {
+    let fake = fake();
+    let env = TestEnv::new();
+    fake.set_login_identity(Some(AccountSpec {
+        email: "ana@corp.com".into(),
+        ..Default::default()
+    }));
+    let r = sign_in_with(&env, &fake, &["--label", "mine"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    // The same account again, with the label it has: a re-sign-in, not `label_taken`.
+    let r = sign_in_with(&env, &fake, &["--label", "mine"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("label_taken"), "{}", r.stderr);
+    assert!(!r.stderr.contains("note:"), "{}", r.stderr);
+    let list = env.list_json();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["label"], "mine");
+
+    // With another label: the sign-in is kept, so is the label, and the note says how to rename.
+    let r = sign_in_with(&env, &fake, &["--label", "other"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("note: this sign-in is account `mine`, which keeps its label")
+            && r.stderr.contains("codex-vault accounts rename mine other"),
+        "{}",
+        r.stderr
+    );
+    let list = env.list_json();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["label"], "mine");
+
+    // Another account asking for a label that is taken: added under a free one, and told so.
+    fake.set_login_identity(Some(AccountSpec {
+        email: "bo@corp.com".into(),
+        ..Default::default()
+    }));
+    let r = sign_in_with(&env, &fake, &["--label", "mine"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("the label `mine` is another account's, so this one is called `bo`"),
+        "{}",
+        r.stderr
+    );
+    let list = env.list_json();
+    assert_eq!(list.len(), 2);
+    let bo = list.iter().find(|a| a["email"] == "bo@corp.com").unwrap();
+    assert_eq!(bo["label"], "bo");
+    assert_eq!(fake.counters().code_exchanges, 4, "every sign-in completed");
+}
+
 #[test]
 fn wrong_state_is_refused_and_the_real_answer_still_completes() {
     let fake = fake();

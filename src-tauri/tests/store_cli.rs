@@ -332,3 +332,148 @@ fn data_dir_is_0700_and_its_files_0600() {
         assert_eq!(mode & 0o777, 0o600, "{}", p.display());
     }
 }
+
+#[test]
+fn a_reimport_never_renames_the_held_account_and_changes_nothing_when_asked_to() {
+    let fake = fake();
+    let env = TestEnv::new();
+    let spec = codex_vault_testkit::AccountSpec {
+        email: "same@corp.com".into(),
+        ..Default::default()
+    };
+    let first = fake.add_account(spec.clone());
+    let a = env.write_file("a.json", auth_json(&first, LAST_REFRESH).as_bytes());
+    let r = env.run(&["accounts", "import", a.to_str().unwrap(), "--label", "work"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    // A newer file of the same ChatGPT account, with another label: refused, and nothing at all
+    // is written — neither the label nor the newer tokens (one decision, before any write).
+    let newer = fake.issue_grant(&first.account_id, None);
+    let b = env.write_file(
+        "b.json",
+        auth_json(&newer, "2026-02-01T00:00:00Z").as_bytes(),
+    );
+    let before = env.snapshot();
+    let r = env.run(&[
+        "accounts",
+        "import",
+        b.to_str().unwrap(),
+        "--label",
+        "day job",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("[import_would_rename]"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("already held as account `work`")
+            && r.stderr
+                .contains("codex-vault accounts rename work 'day job'"),
+        "the error says which account it is and how to rename: {}",
+        r.stderr
+    );
+    assert_eq!(
+        env.snapshot(),
+        before,
+        "a refused re-import changed the store"
+    );
+    assert_eq!(env.list_json()[0]["label"], "work");
+
+    // Its own label, or none: the tokens are updated and the label stays.
+    let r = env.run(&["accounts", "import", b.to_str().unwrap(), "--label", "work"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("Updated existing account work"),
+        "{}",
+        r.stdout
+    );
+    let r = env.run(&["accounts", "import", b.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(env.list_json()[0]["label"], "work");
+
+    // Renaming is its own command.
+    let r = env.run(&["accounts", "rename", "work", "day job"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("Renamed account work to day job"),
+        "{}",
+        r.stdout
+    );
+    let list = env.list_json();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["label"], "day job");
+    let r = env.run(&["accounts", "rename", "nobody", "x"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("[account_not_found]"), "{}", r.stderr);
+}
+
+#[test]
+fn a_newer_reimport_updates_the_claims_it_carries() {
+    let fake = fake();
+    let env = TestEnv::new();
+    let spec = codex_vault_testkit::AccountSpec {
+        email: "claims@corp.com".into(),
+        plan: "plus".into(),
+        fedramp: false,
+        ..Default::default()
+    };
+    let first = fake.add_account(spec.clone());
+    let a = env.write_file("a.json", auth_json(&first, LAST_REFRESH).as_bytes());
+    assert_eq!(
+        env.run(&["accounts", "import", a.to_str().unwrap()]).code,
+        0
+    );
+    let fedramp = |env: &TestEnv| -> bool {
+        let conn = rusqlite::Connection::open(env.vault_home().join("codex-vault.db")).unwrap();
+        conn.query_row("SELECT fedramp FROM accounts", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert!(!fedramp(&env));
+
+    // The same ChatGPT account, now a FedRAMP workspace on another plan, with a new email.
+    let moved = fake.add_account(codex_vault_testkit::AccountSpec {
+        email: "claims-new@corp.com".into(),
+        plan: "enterprise".into(),
+        fedramp: true,
+        ..spec.clone()
+    });
+    assert_eq!(moved.account_id, first.account_id);
+    let b = env.write_file(
+        "b.json",
+        auth_json(&moved, "2026-02-01T00:00:00Z").as_bytes(),
+    );
+    // An older file carrying these claims changes nothing: only a newer grant speaks for them.
+    let old = env.write_file(
+        "old.json",
+        auth_json(&moved, "2025-06-01T00:00:00Z").as_bytes(),
+    );
+    let r = env.run(&["accounts", "import", old.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!fedramp(&env));
+    assert_eq!(env.list_json()[0]["plan"], "plus");
+
+    let r = env.run(&["accounts", "import", b.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("Updated existing account"),
+        "{}",
+        r.stdout
+    );
+    assert!(fedramp(&env), "fedramp follows the newer file");
+    let list = env.list_json();
+    assert_eq!(list[0]["plan"], "enterprise");
+    assert_eq!(list[0]["email"], "claims-new@corp.com");
+
+    // And back: a newer grant without the flag clears it.
+    let back = fake.add_account(codex_vault_testkit::AccountSpec {
+        fedramp: false,
+        ..spec
+    });
+    let c = env.write_file(
+        "c.json",
+        auth_json(&back, "2026-03-01T00:00:00Z").as_bytes(),
+    );
+    assert_eq!(
+        env.run(&["accounts", "import", c.to_str().unwrap()]).code,
+        0
+    );
+    assert!(!fedramp(&env));
+}

@@ -283,7 +283,7 @@ def main():
             driver.find_element(By.CSS_SELECTOR, '[data-testid="ownership-broker"]').click()
             driver.find_element(By.CSS_SELECTOR, '[data-testid="cli-import"]').click()
             env_line = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="ownership-env"]')))
-            assert env_line.text.startswith("CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:"), env_line.text
+            assert env_line.text.startswith("export CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:"), env_line.text
             assert env_line.text.endswith("/oauth/token"), env_line.text
             assert "codex logout" in driver.find_element(By.CSS_SELECTOR, '[data-testid="ownership-warning"]').text
             assert os.path.exists(os.path.join(stack.env["CODEX_HOME"], "auth.json")), "broker must keep the CLI's file"
@@ -380,7 +380,7 @@ def main():
             snippet = panel.find_element(By.CSS_SELECTOR, '[data-testid="endpoint-snippet"]').text
             assert f'base_url = "http://127.0.0.1:{port}/v1"' in snippet and "model_provider" in snippet, snippet
             refresh_env = panel.find_element(By.CSS_SELECTOR, '[data-testid="endpoint-refresh-env"]').text
-            assert refresh_env == f"CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:{port}/oauth/token", refresh_env
+            assert refresh_env == f"export CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:{port}/oauth/token", refresh_env
             # Reveal shows the same key `endpoint info` reports; it is hidden until asked.
             key_el = panel.find_element(By.CSS_SELECTOR, '[data-testid="endpoint-key"]')
             info = json.loads(stack.cli("endpoint", "info", "--json").stdout)

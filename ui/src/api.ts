@@ -326,7 +326,7 @@ export interface EndpointStatus {
   /** The Codex CLI `config.toml` block. */
   config_toml: string;
   env_hint: string;
-  /** `CODEX_REFRESH_TOKEN_URL_OVERRIDE=…`: the Codex CLI then refreshes its sign-in through Codex Vault. */
+  /** `export CODEX_REFRESH_TOKEN_URL_OVERRIDE=…` (a whole shell line): the Codex CLI then refreshes its sign-in through Codex Vault. */
   refresh_override_env: string;
   /** Why the last start failed (`port_in_use` names the holder), until a start succeeds. */
   error: ApiError | null;

@@ -188,7 +188,10 @@ pub async fn sign_in_start(
                 SignInFinished {
                     flow: flow_id,
                     ok: true,
-                    message: outcome.sentence(),
+                    message: match crate::service::label_note(label.as_deref(), &outcome) {
+                        Some(note) => format!("{} Note: {note}.", outcome.sentence()),
+                        None => outcome.sentence(),
+                    },
                     code: None,
                     account_id: Some(outcome.account().id.clone()),
                 }

@@ -160,8 +160,13 @@ fn get_str<'a>(
     }
 }
 
+/// A UTF-8 byte order mark: Windows editors (Notepad, PowerShell's `Out-File`) put one before a
+/// file they save; JSON forbids it, but it is no part of the content.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Parses and validates an auth.json. Nothing is written anywhere.
 pub fn parse(bytes: &[u8]) -> Result<Credential, AuthJsonError> {
+    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(AuthJsonError::Empty);
     }
@@ -330,6 +335,18 @@ mod tests {
         assert_eq!(c.identity.plan.as_deref(), Some("team"));
         assert_eq!(c.tokens.access_expires_at, Some(1_900_000_000_000));
         assert_eq!(c.last_refresh, rfc3339_to_ms("2026-01-01T12:34:56.123456Z"));
+    }
+
+    #[test]
+    fn accepts_a_utf8_byte_order_mark() {
+        let text = file(Value::String(make_unsigned_jwt(&id_claims()))).to_string();
+        let with_bom = [UTF8_BOM, text.as_bytes()].concat();
+        let c = parse(&with_bom).unwrap();
+        assert_eq!(c.identity.email, "ana@corp.com");
+        // Only one mark, and only at the start: anything else is still not JSON.
+        let twice = [UTF8_BOM, UTF8_BOM, text.as_bytes()].concat();
+        assert_eq!(parse(&twice).unwrap_err().code(), "auth_json_not_json");
+        assert_eq!(parse(UTF8_BOM).unwrap_err().code(), "auth_json_empty");
     }
 
     #[test]

@@ -233,7 +233,9 @@ impl Store {
     }
 
     /// Replaces the whole token set (an import or a new sign-in of a known account) if the row
-    /// is still at `expected_generation`; the account comes back to life (failure cleared).
+    /// is still at `expected_generation`; the account comes back to life (failure cleared). The
+    /// claims that come with the new id_token (email, plan, fedramp) are updated with it: a
+    /// missing email or plan keeps the old one, `fedramp` is always the new grant's.
     /// Returns false when another writer moved the generation first.
     #[allow(clippy::too_many_arguments)]
     pub fn replace_grant(
@@ -243,6 +245,7 @@ impl Store {
         tokens: &SealedTokens,
         email: Option<&str>,
         plan: Option<&str>,
+        fedramp: bool,
         last_refresh_at: Option<UnixMs>,
         event_kind: &str,
         event_detail: Option<&str>,
@@ -254,7 +257,7 @@ impl Store {
             "UPDATE accounts SET generation = generation + 1, status = 'healthy',
                 failure_code = NULL, failure_message = NULL, failure_http_status = NULL, failure_at = NULL,
                 last_error = NULL, last_error_at = NULL, rate_limited_until = NULL,
-                email = COALESCE(?3, email), plan = COALESCE(?4, plan),
+                email = COALESCE(?3, email), plan = COALESCE(?4, plan), fedramp = ?9,
                 access_expires_at = ?5, last_refresh_at = ?6, updated_at = ?7, access_issued_at = ?8
              WHERE id = ?1 AND generation = ?2",
             params![
@@ -265,7 +268,8 @@ impl Store {
                 tokens.access_expires_at,
                 last_refresh_at,
                 now,
-                tokens.access_issued_at
+                tokens.access_issued_at,
+                fedramp
             ],
         )?;
         if moved == 0 {

@@ -46,4 +46,39 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// When the account's newest event of `kind` happened, if it has one.
+    pub fn last_event_at(
+        &self,
+        account_id: &str,
+        kind: &str,
+    ) -> Result<Option<UnixMs>, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT MAX(at) FROM account_events WHERE account_id = ?1 AND kind = ?2",
+            [account_id, kind],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Whether the account was ever imported from the file `path` (its import events name their
+    /// source: see `import_source_detail`).
+    pub fn imported_from(&self, account_id: &str, path: &str) -> Result<bool, StoreError> {
+        let bare = import_source_detail(None, path);
+        let tail = import_source_detail(Some(""), path);
+        Ok(self.conn().query_row(
+            "SELECT EXISTS(SELECT 1 FROM account_events
+                WHERE account_id = ?1 AND kind IN ('imported', 'imported_again')
+                  AND (detail = ?2 OR substr(detail, -length(?3)) = ?3))",
+            rusqlite::params![account_id, bare, tail],
+            |r| r.get(0),
+        )?)
+    }
+}
+
+/// An import event's detail naming the file it came from: `from <path>`, or `<what>; from <path>`.
+pub fn import_source_detail(what: Option<&str>, path: &str) -> String {
+    match what {
+        Some(w) => format!("{w}; from {path}"),
+        None => format!("from {path}"),
+    }
 }

@@ -10,7 +10,7 @@ mod watch;
 
 pub use accounts::{NewAccount, SealedTokens, StoredSecrets};
 pub use broker::FingerprintRow;
-pub use events::Event;
+pub use events::{import_source_detail, Event};
 pub use refresh::{Intent, Rotation};
 pub use watch::StoreWatch;
 
@@ -131,6 +131,39 @@ impl Store {
             path,
             store_id,
         })
+    }
+
+    /// Deletes a store that was created by this open and never used (no account, no setting, no
+    /// event, nothing in `meta` but its id): an open that fails before anything was stored (the
+    /// keychain unavailable on a first run) must not leave an empty database behind. Checked and
+    /// deleted under the write lock, so no other process's write lands in between. (A second
+    /// process that opened this very file in the same instant, with a working keychain, would go
+    /// on in the deleted file: two first runs racing, one without a keychain — accepted.)
+    /// Returns whether it deleted anything.
+    pub fn discard_if_unused(self) -> bool {
+        let path = self.path;
+        let conn = self.conn.into_inner().unwrap_or_else(|e| e.into_inner());
+        let unused = conn.execute_batch("BEGIN IMMEDIATE").is_ok()
+            && conn
+                .query_row(
+                    "SELECT NOT EXISTS(SELECT 1 FROM accounts)
+                        AND NOT EXISTS(SELECT 1 FROM account_events)
+                        AND NOT EXISTS(SELECT 1 FROM settings)
+                        AND NOT EXISTS(SELECT 1 FROM meta WHERE key <> 'store_id')",
+                    [],
+                    |r| r.get::<_, bool>(0),
+                )
+                .unwrap_or(false);
+        if unused {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = path.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        let _ = conn.execute_batch("ROLLBACK");
+        drop(conn);
+        unused
     }
 
     fn ensure_store_id(conn: &Connection) -> Result<String, StoreError> {

@@ -151,22 +151,28 @@ impl KeyBackend for Keychain {
     }
 }
 
-/// Installs the platform's real credential store once per process (never a mock).
+/// Installs the platform's real credential store once per process (never a mock). Only success
+/// is remembered: a keychain that was unreachable (no session bus yet, the keyring daemon not
+/// started) is tried again by the next open, so the app recovers once the user fixes it.
 fn init_default_store() -> Result<(), VaultError> {
-    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
-    INIT.get_or_init(|| {
-        #[cfg(target_os = "linux")]
-        let store = zbus_secret_service_keyring_store::Store::new();
-        #[cfg(target_os = "macos")]
-        let store = apple_native_keyring_store::keychain::Store::new();
-        #[cfg(target_os = "windows")]
-        let store = windows_native_keyring_store::Store::new();
-        store
-            .map(|s| keyring_core::set_default_store(s))
-            .map_err(|e| e.to_string())
-    })
-    .clone()
-    .map_err(|detail| VaultError::KeychainUnavailable { detail })
+    static INSTALLED: Mutex<bool> = Mutex::new(false);
+    // Held across the attempt so two threads never install two stores.
+    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if *installed {
+        return Ok(());
+    }
+    #[cfg(target_os = "linux")]
+    let store = zbus_secret_service_keyring_store::Store::new();
+    #[cfg(target_os = "macos")]
+    let store = apple_native_keyring_store::keychain::Store::new();
+    #[cfg(target_os = "windows")]
+    let store = windows_native_keyring_store::Store::new();
+    let store = store.map_err(|e| VaultError::KeychainUnavailable {
+        detail: e.to_string(),
+    })?;
+    keyring_core::set_default_store(store);
+    *installed = true;
+    Ok(())
 }
 
 struct KeyFile {
