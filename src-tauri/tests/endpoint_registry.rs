@@ -85,8 +85,9 @@ fn two_serves_on_one_store_are_both_reported_and_the_survivor_stays() {
         "{text}"
     );
 
-    // A clean stop: none left.
-    assert_eq!(b.terminate(), Some(0));
+    // Stopped too: none left.
+    // (No exit code asserted: a SIGTERM right after the listening line may precede serve's handler.)
+    b.terminate();
     let none = info(&env);
     assert_eq!(none["running"], false, "{none}");
     assert!(listed(&none).is_empty());
