@@ -9,7 +9,7 @@
 //! Windows a locked file cannot be read by others, its name can.
 
 use serde::Serialize;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -72,10 +72,11 @@ pub fn register(data_dir: &Path, port: u16) -> io::Result<Registration> {
         opts.mode(0o600);
     }
     let file = opts.open(&tmp)?;
-    let locked = file.try_lock().map_err(|e| match e {
-        TryLockError::Error(e) => e,
-        TryLockError::WouldBlock => io::Error::other("a new file is locked by someone else"),
-    });
+    let locked = match try_lock(&file, Lock::Exclusive) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(io::Error::other("a new file is locked by someone else")),
+        Err(e) => Err(e),
+    };
     let placed = locked.and_then(|()| std::fs::rename(&tmp, dir.join(&name)));
     if let Err(e) = placed {
         let _ = std::fs::remove_file(&tmp);
@@ -103,17 +104,51 @@ pub fn live(data_dir: &Path) -> Vec<Listener> {
         let Ok(file) = File::open(&path) else {
             continue; // gone meanwhile
         };
-        match file.try_lock_shared() {
-            Err(TryLockError::WouldBlock) => out.push(listener),
-            Ok(()) => {
+        match try_lock(&file, Lock::Shared) {
+            Ok(false) => out.push(listener),
+            Ok(true) => {
                 let _ = std::fs::remove_file(&path);
             }
             // Cannot tell (a file system without locks): better shown than hidden.
-            Err(TryLockError::Error(_)) => out.push(listener),
+            Err(_) => out.push(listener),
         }
     }
-    out.sort_by(|a, b| b.started_at_ms.cmp(&a.started_at_ms));
+    out.sort_by_key(|l| std::cmp::Reverse(l.started_at_ms));
     out
+}
+
+enum Lock {
+    Shared,
+    Exclusive,
+}
+
+/// `flock` without waiting: Ok(false) when another open file holds a conflicting lock. Per open
+/// file (not per process, unlike POSIX record locks), so a second open in the holder's own process
+/// sees the holder's lock too. (`File::try_lock` does this in std from Rust 1.89, above our MSRV.)
+#[cfg(unix)]
+fn try_lock(file: &File, kind: Lock) -> io::Result<bool> {
+    use std::os::unix::io::AsRawFd;
+    let op = match kind {
+        Lock::Shared => libc::LOCK_SH,
+        Lock::Exclusive => libc::LOCK_EX,
+    } | libc::LOCK_NB;
+    // SAFETY: flock on a descriptor this `File` owns for the duration of the call.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Without `flock` here: an entry counts as live while its file exists (a clean stop removes it;
+/// a crashed listener's entry stays until the data dir's `endpoints/` is cleared).
+#[cfg(not(unix))]
+fn try_lock(_file: &File, kind: Lock) -> io::Result<bool> {
+    Ok(matches!(kind, Lock::Exclusive))
 }
 
 #[cfg(test)]

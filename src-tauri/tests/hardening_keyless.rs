@@ -390,7 +390,7 @@ fn a_serve_at_ulimit_256_answers_keyed_requests_under_300_unfinished_keyless_bod
         assert_eq!(open, 0, "{open} unfinished bodies were never closed");
         let statuses: Vec<Option<u16>> = answers.iter().flatten().map(|a| status_of(a)).collect();
         assert!(
-            statuses.iter().any(|s| *s == Some(408)),
+            statuses.contains(&Some(408)),
             "some were held until the body timeout: {statuses:?}"
         );
         assert!(
