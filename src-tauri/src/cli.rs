@@ -386,12 +386,18 @@ fn endpoint_info(json: bool) -> Result<ExitCode, AppError> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    match info.pid {
-        Some(pid) if info.running => println!("Endpoint: running at {} (pid {pid})", info.url),
-        _ => println!(
+    match info.listeners.as_slice() {
+        [one] => println!("Endpoint: running at {} (pid {})", one.url, one.pid),
+        [] => println!(
             "Endpoint: not running (it will listen at {}; start it with `codex-vault serve` or the desktop app)",
             info.url
         ),
+        many => {
+            println!("Endpoint: {} processes serve this store:", many.len());
+            for l in many {
+                println!("  {} (pid {})", l.url, l.pid);
+            }
+        }
     }
     println!("Local API key: {}", info.key);
     println!();

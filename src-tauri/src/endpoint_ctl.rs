@@ -83,7 +83,8 @@ impl EndpointControl {
         let url = format!("http://127.0.0.1:{port}/v1");
         let other_pid = match slot.running {
             Some(_) => None,
-            // Only the runtime file: this runs every second for the panel and the tray.
+            // Only the listener registry (a directory read): this runs every second for the panel
+            // and the tray.
             None => serve::live_pid(&self.service).filter(|pid| *pid != std::process::id()),
         };
         Ok(EndpointStatus {

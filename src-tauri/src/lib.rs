@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod endpoint_ctl;
 pub mod error;
 pub mod fsutil;
+pub mod listeners;
 pub mod oauth;
 pub mod paths;
 pub mod recovery;

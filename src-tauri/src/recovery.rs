@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 pub fn can_set_aside(code: &str) -> bool {
     matches!(
         code,
-        "key_missing" | "key_mismatch" | "key_corrupt" | "store_not_a_database"
+        "key_missing" | "key_mismatch" | "key_corrupt" | "store_not_a_database" | "store_corrupt"
     )
 }
 
@@ -95,6 +95,7 @@ mod tests {
     fn offered_only_where_starting_fresh_helps() {
         assert!(can_set_aside("key_missing"));
         assert!(can_set_aside("store_not_a_database"));
+        assert!(can_set_aside("store_corrupt"));
         assert!(!can_set_aside("keychain_unavailable"));
         assert!(!can_set_aside("store_too_new"));
     }

@@ -1,29 +1,29 @@
 //! `codex-vault serve`: the headless face — scheduler + loopback endpoint in one process — and
-//! the runtime file through which `endpoint info` reports the live listener.
+//! the listener registry (`listeners`) through which `endpoint info` reports every live listener.
 
 use crate::endpoint::{self, DEFAULT_PORT, SETTING_PORT};
 use crate::error::AppError;
+use crate::listeners::{self, Listener, Registration};
 use crate::service::Service;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-const RUNTIME_FILE: &str = "endpoint.json";
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Runtime {
-    pid: u32,
-    port: u16,
-}
+/// What an older build wrote for its one listener; removed on sight (the registry replaced it).
+const LEGACY_RUNTIME_FILE: &str = "endpoint.json";
 
 #[derive(Debug, Serialize)]
 pub struct EndpointInfo {
+    /// At least one process serves this store's endpoint now.
     pub running: bool,
+    /// The listener `url` names (the one on the configured port, else the newest).
     pub pid: Option<u32>,
     pub port: u16,
     /// The base URL tools use (`…/v1`).
     pub url: String,
+    /// Every live listener on this store (the app and a `serve`, say), the one above first.
+    pub listeners: Vec<ListenerInfo>,
     pub key: String,
     pub config_toml: String,
     pub env: String,
@@ -31,8 +31,15 @@ pub struct EndpointInfo {
     pub refresh_override_env: String,
 }
 
-fn runtime_path(service: &Service) -> PathBuf {
-    PathBuf::from(service.info().data_dir).join(RUNTIME_FILE)
+#[derive(Debug, Serialize)]
+pub struct ListenerInfo {
+    pub pid: u32,
+    pub port: u16,
+    pub url: String,
+}
+
+fn data_dir(service: &Service) -> PathBuf {
+    PathBuf::from(service.info().data_dir)
 }
 
 pub fn configured_port(service: &Service) -> Result<u16, AppError> {
@@ -50,43 +57,53 @@ pub fn codex_config_toml(base_url: &str) -> String {
     )
 }
 
+/// Live listeners, the one to point tools at first: on the configured port if one is (a moved
+/// port's listener otherwise), else the newest.
+fn live_listeners(service: &Service, configured: Option<u16>) -> Vec<Listener> {
+    let mut live = listeners::live(&data_dir(service));
+    if let Some(i) = configured.and_then(|p| live.iter().position(|l| l.port == p)) {
+        let preferred = live.remove(i);
+        live.insert(0, preferred);
+    }
+    live
+}
+
 /// The port the endpoint listens on now (a live `serve` or app), else the configured one; reads
 /// no key (an import's env line must not mint the local key as a side effect).
 pub fn current_port(service: &Service) -> Result<u16, AppError> {
-    match live_runtime(service) {
-        Some(r) => Ok(r.port),
-        None => configured_port(service),
-    }
+    let configured = configured_port(service)?;
+    Ok(live_listeners(service, Some(configured))
+        .first()
+        .map_or(configured, |l| l.port))
 }
 
-/// The pid of the process serving this store's endpoint right now, if any.
+/// The pid of a process serving this store's endpoint right now other than this one, if any.
 pub fn live_pid(service: &Service) -> Option<u32> {
-    live_runtime(service).map(|r| r.pid)
-}
-
-fn live_runtime(service: &Service) -> Option<Runtime> {
-    std::fs::read(runtime_path(service))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Runtime>(&b).ok())
-        .filter(|r| {
-            !crate::refresh::holder_is_dead(&format!("{}:0", r.pid))
-                && (cfg!(not(target_os = "linux"))
-                    || std::path::Path::new(&format!("/proc/{}", r.pid)).exists())
-        })
+    let me = std::process::id();
+    live_listeners(service, None)
+        .into_iter()
+        .map(|l| l.pid)
+        .find(|pid| *pid != me)
 }
 
 pub fn info(service: &Service) -> Result<EndpointInfo, AppError> {
-    let live = live_runtime(service);
-    let port = match &live {
-        Some(r) => r.port,
-        None => configured_port(service)?,
-    };
+    let configured = configured_port(service)?;
+    let live = live_listeners(service, Some(configured));
+    let port = live.first().map_or(configured, |l| l.port);
     let url = format!("http://127.0.0.1:{port}/v1");
     let key = service.local_api_key()?;
     Ok(EndpointInfo {
-        running: live.is_some(),
-        pid: live.map(|r| r.pid),
+        running: !live.is_empty(),
+        pid: live.first().map(|l| l.pid),
         port,
+        listeners: live
+            .iter()
+            .map(|l| ListenerInfo {
+                pid: l.pid,
+                port: l.port,
+                url: format!("http://127.0.0.1:{}/v1", l.port),
+            })
+            .collect(),
         config_toml: codex_config_toml(&url),
         env: format!("export CODEX_VAULT_KEY={}", key.expose()),
         refresh_override_env: crate::codex_ownership::refresh_override_env(port),
@@ -95,25 +112,11 @@ pub fn info(service: &Service) -> Result<EndpointInfo, AppError> {
     })
 }
 
-/// A started endpoint plus its runtime file (removed when this is dropped), so `endpoint info`
-/// reports the live listener whichever face started it.
+/// A started endpoint plus its entry in the listener registry (removed when this is dropped), so
+/// `endpoint info` reports the live listener whichever face started it.
 pub struct Running {
     pub endpoint: endpoint::Endpoint,
-    runtime_file: PathBuf,
-}
-
-impl Drop for Running {
-    /// Removes the runtime file only while it still names this listener: when the desktop app
-    /// moves its endpoint to another port, the new listener's file must outlive the old one.
-    fn drop(&mut self) {
-        let ours = std::fs::read(&self.runtime_file)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Runtime>(&b).ok())
-            .is_some_and(|r| r.pid == std::process::id() && r.port == self.endpoint.port);
-        if ours {
-            let _ = std::fs::remove_file(&self.runtime_file);
-        }
-    }
+    _registration: Option<Registration>,
 }
 
 /// Starts the endpoint on `port` (default: the setting, else 8417) — shared by `serve` and the
@@ -128,24 +131,26 @@ pub async fn start_endpoint(
         None => configured_port(&service)?,
     };
     let ep = endpoint::start(service.clone(), tm, port, crate::refresh::upstream_base()).await?;
-    let path = runtime_path(&service);
-    let json = serde_json::to_vec(&Runtime {
-        pid: std::process::id(),
-        port: ep.port,
-    })
-    .expect("runtime info serialises");
-    let _ = std::fs::remove_file(&path);
-    if let Err(e) = crate::fsutil::write_private_new(&path, &json) {
-        tracing::warn!("cannot write {}: {e}", path.display());
-    }
+    let dir = data_dir(&service);
+    let _ = std::fs::remove_file(dir.join(LEGACY_RUNTIME_FILE));
+    let registration = match listeners::register(&dir, ep.port) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            // Serving matters more than being listed; `endpoint info` will say "not running".
+            tracing::warn!("cannot record the listener in {}: {e}", dir.display());
+            None
+        }
+    };
     Ok(Running {
         endpoint: ep,
-        runtime_file: path,
+        _registration: registration,
     })
 }
 
 pub fn run(port: Option<u16>) -> Result<ExitCode, AppError> {
     let service = Arc::new(Service::open_default()?);
+    // Never serve from a half-damaged store (a CLI call skips this: it reads the whole file).
+    service.store().check_integrity()?;
     if let Some(w) = service.info().warning {
         tracing::warn!("{w}");
     }

@@ -1,7 +1,7 @@
 //! The desktop app's endpoint controls, without a window: start, a port change that binds the new
 //! port before letting go of the old, a taken port that changes nothing, key rotation that the
 //! running listener obeys at once, stop — each checked over real loopback HTTP and through what
-//! `endpoint info` (the runtime file) reports.
+//! `endpoint info` (the listener registry) reports.
 
 #[path = "common/engine.rs"]
 mod engine;
@@ -82,7 +82,7 @@ async fn start_move_and_stop_report_the_real_listener() {
         None,
         "the old port is let go"
     );
-    // The runtime file names the new listener even though the old one was dropped after it.
+    // The registry names the new listener even though the old one was dropped after it.
     let info = serve::info(&rig.service).unwrap();
     assert!(info.running);
     assert_eq!(info.port, next);

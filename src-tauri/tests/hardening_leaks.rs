@@ -3,7 +3,7 @@
 //! a revoked account going terminal mid-request) run through the real binary with
 //! `RUST_LOG=trace`; then no 12-character slice of any token the fake ever minted, of the local
 //! API key or of the data key appears in any log, error body, event or file. Files in the data
-//! dir are 0600 and the dir 0700, during `serve` (runtime file present) and after.
+//! dir are 0600 and the dir 0700, during `serve` (its listener entry present) and after.
 
 mod common;
 
@@ -181,7 +181,13 @@ fn no_token_key_or_refresh_token_fragment_shows_anywhere() {
         .collect();
     let mut serve = env.spawn_serve(&fenv_ref, serve_log);
     assert_private(&env.vault_home(), "while serving");
-    assert!(env.vault_home().join("endpoint.json").exists());
+    assert_eq!(
+        std::fs::read_dir(env.vault_home().join("endpoints"))
+            .unwrap()
+            .count(),
+        1,
+        "the listener is registered (and its entry is checked for 0600 above)"
+    );
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::new();

@@ -238,9 +238,10 @@ describe('startupAdvice', () => {
   });
 
   it('never suggests deleting anything', () => {
-    for (const code of ['key_missing', 'key_mismatch', 'store_not_a_database', 'store_too_new', 'other']) {
+    for (const code of ['key_missing', 'key_mismatch', 'store_not_a_database', 'store_corrupt', 'store_too_new', 'other']) {
       expect(startupAdvice(code)).not.toMatch(/\bdelete (it|the|your)/i);
     }
     expect(startupAdvice('key_missing')).toContain('never deleted');
+    expect(startupAdvice('store_corrupt')).toContain('set the store aside');
   });
 });

@@ -316,6 +316,8 @@ export function startupAdvice(code: string): string {
       return 'This store was written by a newer Codex Vault. Install the newer version; nothing was changed.';
     case 'store_not_a_database':
       return 'The store file is damaged or not Codex Vault\'s. Set it aside and start fresh (it is kept, never deleted).';
+    case 'store_corrupt':
+      return 'The store failed its integrity check at start, so Codex Vault does not serve from it. If the message names a copy from before the last upgrade, quit Codex Vault and put that copy in place of the store; otherwise set the store aside and start fresh (it is kept, never deleted) and sign in again.';
     case 'store_busy':
       return 'Another program holds the store locked. Close it (or wait a moment) and try again.';
     default:

@@ -277,10 +277,17 @@ pub fn run(autostarted: bool) -> ExitCode {
     }
     let data_dir = crate::paths::data_dir().ok();
     let state = AppState::new(
-        Service::open_default().map_err(|e| {
-            tracing::error!(code = e.code(), "cannot open the store: {e}");
-            e.to_body()
-        }),
+        // The integrity check once at start, as `serve` does: a damaged store is a start page
+        // with the way out (set aside), never a half-working app.
+        Service::open_default()
+            .and_then(|s| {
+                s.store().check_integrity()?;
+                Ok(s)
+            })
+            .map_err(|e| {
+                tracing::error!(code = e.code(), "cannot open the store: {e}");
+                e.to_body()
+            }),
         data_dir.clone(),
     );
     let store_open = state.service.is_ok();

@@ -2,9 +2,11 @@
 //! account, injects its credentials, streams the upstream answer back unbuffered, refreshes on
 //! 401 and fails over on 429. Binds 127.0.0.1 (and ::1 on the same port) only.
 
+mod accept;
 pub mod broker;
 pub mod chat;
 pub mod guard;
+pub mod keyless;
 mod port_holder;
 mod proxy;
 pub mod select;
@@ -31,9 +33,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use usage::UsageSnapshot;
 
+pub use accept::Budget;
+pub use keyless::{KeylessLimits, KEYLESS_BODY_TIMEOUT, KEYLESS_MAX_BODY};
+
 pub const DEFAULT_PORT: u16 = 8417;
 pub const SETTING_PORT: &str = "endpoint.port";
 /// The request body is buffered (so a retry on another account sends the same bytes); capped.
+/// Keyed routes only: the keyless ones have their own, far smaller cap (`keyless`).
 pub const MAX_BODY: usize = 32 * 1024 * 1024;
 const CHANGE_POLL: Duration = Duration::from_millis(500);
 /// A client must have sent a whole request head within this time or its connection is closed:
@@ -41,8 +47,6 @@ const CHANGE_POLL: Duration = Duration::from_millis(500);
 /// a socket and a task forever. It bounds the head only (an idle keep-alive connection counts as
 /// waiting for one); request bodies and streamed answers are not limited by it.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// After a failed `accept` (out of file descriptors): a pause, so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const USAGE_FLUSH: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +141,9 @@ impl Shared {
 pub struct Endpoint {
     pub port: u16,
     pub shared: Arc<Shared>,
+    /// The connection budget this listener was started with (from the fd limit then).
+    pub budget: Budget,
+    keyless: KeylessLimits,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -151,6 +158,11 @@ impl Endpoint {
     pub fn reload(&self) {
         self.shared.tm.forget_all();
         self.shared.reload();
+    }
+
+    /// Keyless requests (`/oauth/token`, `/oauth/revoke`) in flight now.
+    pub fn keyless_in_flight(&self) -> usize {
+        self.keyless.in_flight()
     }
 
     /// Requests answered per account since start (the UI's endpoint panel).
@@ -237,13 +249,17 @@ pub async fn start(
             }
         }
     }
-    let app = router(shared.clone());
+    let budget = Budget::current();
+    let keyless = KeylessLimits::new(budget.keyless);
+    let app = router(shared.clone(), keyless.clone());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let slots = Arc::new(tokio::sync::Semaphore::new(budget.connections));
     let mut tasks = Vec::new();
     for listener in std::iter::once(v4).chain(v6) {
-        tasks.push(tokio::spawn(serve_listener(
+        tasks.push(tokio::spawn(accept::serve_listener(
             listener,
             app.clone(),
+            slots.clone(),
             stop_rx.clone(),
         )));
     }
@@ -256,67 +272,11 @@ pub async fn start(
     Ok(Endpoint {
         port,
         shared,
+        budget,
+        keyless,
         tasks,
         stop,
     })
-}
-
-/// Accepts connections until `stop`; each is served by hyper's HTTP/1 with a header-read
-/// timeout (`axum::serve` sets no timer, so it has none; its auto-detecting builder would also
-/// wait untimed for a silent connection's first bytes). HTTP/1.1 only, as before: axum is built
-/// with just `http1`, and local tools speak it to a plain `http://127.0.0.1` URL. On stop, open
-/// connections finish the request in flight (graceful shutdown), as `axum::serve` did.
-async fn serve_listener(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::debug!("endpoint accept failed: {e}");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut stop) => return,
-        };
-        // SSE frames are small and must go out as produced (Nagle would hold them back).
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let builder = builder.clone();
-        let mut stop = stop.clone();
-        tokio::spawn(async move {
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        // A head not sent in time lands here too; the socket is closed.
-                        tracing::debug!("endpoint connection ended: {e}");
-                    }
-                }
-                _ = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
-    }
-}
-
-/// Resolves once the endpoint stops (or is gone: a dropped sender).
-async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Picks up accounts added, removed or changed by another process within a second: a cheap
@@ -377,7 +337,7 @@ async fn flush_usage(shared: Arc<Shared>) {
     }
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+fn router(shared: Arc<Shared>, limits: KeylessLimits) -> Router {
     let api = Router::new()
         .route("/v1/responses", post(proxy::responses))
         .route("/backend-api/codex/responses", post(proxy::responses))
@@ -387,12 +347,15 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/accounts", get(accounts))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), require_key));
-    Router::new()
-        .route("/health", get(health))
-        // The refresh broker: no local key (the refresh token is the credential, as upstream),
-        // but the Host/Origin guard below applies as everywhere.
+    // The refresh broker: no local key (the refresh token is the credential, as upstream), so
+    // bounded apart (body size and time, requests at once); the Host/Origin guard applies too.
+    let keyless = Router::new()
         .route("/oauth/token", post(broker::token))
         .route("/oauth/revoke", post(broker::revoke))
+        .route_layer(middleware::from_fn_with_state(limits, keyless::bound));
+    Router::new()
+        .route("/health", get(health))
+        .merge(keyless)
         .merge(api)
         .layer(middleware::from_fn(guard_browser))
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -2,6 +2,7 @@
 //! dir, shared by the desktop app, `serve` and the CLI (possibly at the same time: WAL + busy_timeout).
 
 mod accounts;
+pub mod backup;
 mod broker;
 mod events;
 mod refresh;
@@ -37,7 +38,15 @@ pub enum StoreError {
     },
     #[error("the store {path} is not a Codex Vault database or is damaged: {detail}")]
     NotADatabase { path: String, detail: String },
-    #[error("database error: {0}")]
+    #[error("the store {path} is damaged ({detail}); Codex Vault does not serve from a damaged store. {advice}")]
+    Corrupt {
+        path: String,
+        detail: String,
+        advice: String,
+    },
+    #[error("cannot copy the store {path} aside before upgrading its schema ({detail}); nothing was changed. Free some disk space and start again")]
+    Backup { path: String, detail: String },
+    #[error("{}", describe_sqlite(.0))]
     Sqlite(#[from] rusqlite::Error),
     #[error("no account matches `{0}` (give its id, label or email; `codex-vault accounts list` shows them)")]
     AccountNotFound(String),
@@ -55,7 +64,10 @@ impl StoreError {
             StoreError::DataDir { .. } => "data_dir",
             StoreError::TooNew { .. } => "store_too_new",
             StoreError::NotADatabase { .. } => "store_not_a_database",
+            StoreError::Corrupt { .. } => "store_corrupt",
+            StoreError::Backup { .. } => "store_backup_failed",
             StoreError::Sqlite(e) if is_busy(e) => "store_busy",
+            StoreError::Sqlite(e) if is_corrupt(e) => "store_corrupt",
             StoreError::Sqlite(_) => "store_error",
             StoreError::AccountNotFound(_) => "account_not_found",
             StoreError::Ambiguous(_) => "account_ambiguous",
@@ -72,10 +84,30 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+fn is_corrupt(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+/// A damaged page met by any query (no path at hand here): said as such, with the way out.
+fn describe_sqlite(e: &rusqlite::Error) -> String {
+    if is_corrupt(e) {
+        format!("the store is damaged ({e}); Codex Vault does not serve from a damaged store. {SET_ASIDE_ADVICE}")
+    } else {
+        format!("database error: {e}")
+    }
+}
+
+const SET_ASIDE_ADVICE: &str = "Set the store aside and start fresh: the desktop app offers it on its start page (by hand: quit every Codex Vault process and move the data directory away; nothing in it is deleted), then sign in again";
+
 pub struct Store {
     conn: Mutex<Connection>,
     path: PathBuf,
     store_id: String,
+    /// The copy this open took before migrating, if it migrated: kept past this start.
+    pre_migration_copy: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
@@ -124,12 +156,33 @@ impl Store {
         // FULL, not NORMAL: a rotated refresh token that a power cut takes back is a lost sign-in.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        schema::migrate(&mut conn)?;
+        // An existing store with migrations pending is copied first (a new, empty one is not).
+        let mut pre_migration_copy = None;
+        if found > 0 && found < schema::LATEST {
+            let copy = backup::take(&conn, &path).map_err(|detail| StoreError::Backup {
+                path: shown.clone(),
+                detail,
+            })?;
+            if copy == backup::path_for(&path, schema::LATEST) {
+                // Another process migrated it meanwhile: nothing is pending any more.
+                backup::remove_all(&path);
+            } else {
+                tracing::info!(copy = %copy.display(), "store copied before its schema upgrade");
+                pre_migration_copy = Some(copy);
+            }
+        }
+        if let Err(e) = schema::migrate(&mut conn) {
+            if let Some(copy) = &pre_migration_copy {
+                tracing::error!(copy = %copy.display(), "the schema upgrade failed; the store as it was is kept in the copy");
+            }
+            return Err(e.into());
+        }
         let store_id = Self::ensure_store_id(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
             path,
             store_id,
+            pre_migration_copy,
         })
     }
 
@@ -164,6 +217,43 @@ impl Store {
         let _ = conn.execute_batch("ROLLBACK");
         drop(conn);
         unused
+    }
+
+    /// `PRAGMA quick_check`: the app and `serve` run it once at start (a full read of the file,
+    /// too slow for every CLI call) and never serve from a store that fails it. A sound store
+    /// then lets go of the pre-migration copies of earlier starts (this start's own is kept).
+    pub fn check_integrity(&self) -> Result<(), StoreError> {
+        let copies = backup::existing(&self.path);
+        let corrupt = |detail: String| {
+            StoreError::Corrupt {
+            path: self.path.display().to_string(),
+            detail,
+            advice: match copies.last() {
+                Some(copy) => format!(
+                    "A copy from before the last schema upgrade is at {}: to use it, quit every Codex Vault process and put it in place of the store. Otherwise: {SET_ASIDE_ADVICE}",
+                    copy.display()
+                ),
+                None => SET_ASIDE_ADVICE.to_string(),
+            },
+        }
+        };
+        let problems: Result<Vec<String>, rusqlite::Error> = {
+            let conn = self.conn();
+            conn.prepare("PRAGMA quick_check(10)").and_then(|mut st| {
+                st.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+        };
+        match problems {
+            Ok(p) if p.len() == 1 && p[0] == "ok" => {}
+            Ok(p) => return Err(corrupt(p.join("; "))),
+            Err(e) if is_corrupt(&e) => return Err(corrupt(e.to_string())),
+            Err(e) => return Err(e.into()),
+        }
+        if self.pre_migration_copy.is_none() && !copies.is_empty() {
+            backup::remove_all(&self.path);
+        }
+        Ok(())
     }
 
     fn ensure_store_id(conn: &Connection) -> Result<String, StoreError> {
