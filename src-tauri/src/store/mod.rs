@@ -3,6 +3,7 @@
 
 mod accounts;
 mod broker;
+mod continuity;
 mod events;
 mod refresh;
 pub mod schema;
@@ -10,6 +11,7 @@ mod watch;
 
 pub use accounts::{NewAccount, SealedTokens, StoredSecrets};
 pub use broker::FingerprintRow;
+pub use continuity::{AffinityRow, ContinuityBatch, ContinuityBounds, MintedRow};
 pub use events::Event;
 pub use refresh::{Intent, Rotation};
 pub use watch::StoreWatch;
