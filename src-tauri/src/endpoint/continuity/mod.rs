@@ -1,6 +1,8 @@
 //! Conversations that survive account changes (protocol.md's account-bound content):
 //! reasoning and compaction items carry `encrypted_content` only the minting account can read,
-//! and the Codex CLI replays them (without ids) on every turn. So the endpoint records a digest
+//! and the Codex CLI replays them on every turn (0.169 and 0.171 were seen sending the `rs_…` id
+//! back, codex-rs's model skips it: the ciphertext itself is the one reliable key). So the
+//! endpoint records a digest
 //! of each ciphertext as the answer streams past ([`tap`]), drops from a request every item
 //! another account minted before it goes out ([`rewrite`]), keeps a compacted conversation on
 //! the account holding its summary, and remembers conversation → account. All of it is kept
