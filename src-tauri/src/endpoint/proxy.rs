@@ -522,7 +522,9 @@ pub(crate) async fn send(
                                         tracing::info!(account = %id, "usage limit reached in the stream; failing over");
                                         excluded.insert(id.clone());
                                         passed_over.insert(id, "hit its limit");
-                                        last_failure = None;
+                                        // When no other account can answer, the client
+                                        // sees this failure as upstream sent it.
+                                        last_failure = Some(Sent::Upstream(up));
                                         continue;
                                     }
                                     hold::Verdict::Busy { until } => {
