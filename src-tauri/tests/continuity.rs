@@ -144,7 +144,9 @@ fn history_of(sse: &str) -> Vec<Value> {
 fn next_turn(mut body: Value, answer: &str) -> Value {
     let input = body["input"].as_array_mut().unwrap();
     input.extend(history_of(answer));
-    input.push(json!({"type":"message","role":"user","content":[{"type":"input_text","text":"more"}]}));
+    input.push(
+        json!({"type":"message","role":"user","content":[{"type":"input_text","text":"more"}]}),
+    );
     body
 }
 
@@ -243,23 +245,38 @@ async fn unknown_ciphertext_gets_one_400_and_one_stripped_retry_in_every_shape()
     ] {
         rig.fake.set_encrypted_content_error(&a.account_id, shape);
         let foreign = rig.fake.mint_encrypted_content(&stranger.account_id);
-        let own_before = rig.fake.counters().per_account.get(&a.account_id).map_or(0, |c| c.encrypted_accepted);
+        let own_before = rig
+            .fake
+            .counters()
+            .per_account
+            .get(&a.account_id)
+            .map_or(0, |c| c.encrypted_accepted);
         let mut body = first_turn(&format!("conv-{shape:?}"));
         let (_, sse) = rig.turn(&body).await;
         body = next_turn(body, &sse); // A's own reasoning, which must survive the strip
-        body["input"]
-            .as_array_mut()
-            .unwrap()
-            .insert(1, json!({"type":"reasoning","summary":[],"encrypted_content": foreign}));
+        body["input"].as_array_mut().unwrap().insert(
+            1,
+            json!({"type":"reasoning","summary":[],"encrypted_content": foreign}),
+        );
         let calls = rig.fake.counters().responses_calls;
         let (status, sse) = rig.turn(&body).await;
         assert_eq!(status, 200, "{shape:?}: {sse}");
-        assert!(completed(&sse), "{shape:?}: the client sees a normal answer");
+        assert!(
+            completed(&sse),
+            "{shape:?}: the client sees a normal answer"
+        );
         rejected += 1;
         let n = rig.fake.counters();
         assert_eq!(n.encrypted_content_rejected, rejected, "{shape:?}: one 400");
-        assert_eq!(n.responses_calls, calls + 2, "{shape:?}: one retry, no loop");
-        assert_eq!(n.per_account[&a.account_id].encrypted_accepted, own_before + 1);
+        assert_eq!(
+            n.responses_calls,
+            calls + 2,
+            "{shape:?}: one retry, no loop"
+        );
+        assert_eq!(
+            n.per_account[&a.account_id].encrypted_accepted,
+            own_before + 1
+        );
     }
 
     // A rejection that stripping cannot cure is passed on after the one retry.
@@ -300,7 +317,13 @@ async fn a_failure_in_the_stream_before_output_fails_over_and_after_output_passe
     assert_eq!(created.len(), 1, "one clean stream");
     let n = rig.fake.counters();
     assert_eq!(n.responses_calls, 2);
-    assert_eq!(n.per_account.values().filter(|c| c.responses_calls == 1).count(), 2);
+    assert_eq!(
+        n.per_account
+            .values()
+            .filter(|c| c.responses_calls == 1)
+            .count(),
+        2
+    );
 
     // A usage limit in the stream marks the account rate-limited until its reset.
     let resets_at = chrono::Utc::now().timestamp() + 7200;
@@ -313,7 +336,10 @@ async fn a_failure_in_the_stream_before_output_fails_over_and_after_output_passe
     assert!(completed(&sse), "{sse}");
     // Whichever account took the fault is now limited until `resets_at`; the other answered.
     let health = rig.health().await;
-    let limited: Vec<&Value> = health.iter().filter(|v| v["status"] == "rate_limited").collect();
+    let limited: Vec<&Value> = health
+        .iter()
+        .filter(|v| v["status"] == "rate_limited")
+        .collect();
     assert_eq!(limited.len(), 1, "{health:?}");
     assert_eq!(
         limited[0]["rate_limited_until"].as_str().unwrap(),
@@ -367,23 +393,38 @@ async fn chat_completions_fail_over_before_the_first_output_too() {
         .split("\n\n")
         .filter_map(|f| f.strip_prefix("data: "))
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect();
     assert_eq!(text, "Hello from the fake Codex backend.", "{body}");
     let n = rig.fake.counters();
     assert_eq!(n.responses_calls, 2);
-    assert_eq!(n.per_account.values().filter(|c| c.responses_calls == 1).count(), 2);
+    assert_eq!(
+        n.per_account
+            .values()
+            .filter(|c| c.responses_calls == 1)
+            .count(),
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compacted_conversation_stays_home_and_says_so_when_it_must_move() {
     let rig = Rig::new(2).await;
     let (a, b) = (rig.accounts[0].clone(), rig.accounts[1].clone());
-    let (status, body) = rig.post_to("/v1/responses/compact", &first_turn("conv-c")).await;
+    let (status, body) = rig
+        .post_to("/v1/responses/compact", &first_turn("conv-c"))
+        .await;
     assert_eq!(status, 200, "{body}");
     let compacted: Value = serde_json::from_str(&body).unwrap();
     let home = rig.fake.counters();
-    let home_is_a = home.per_account.get(&a.account_id).is_some_and(|c| c.encrypted_minted == 1);
+    let home_is_a = home
+        .per_account
+        .get(&a.account_id)
+        .is_some_and(|c| c.encrypted_minted == 1);
     let (home, away) = if home_is_a { (&a, &b) } else { (&b, &a) };
     let output = compacted["output"].as_array().unwrap().clone();
     // New conversation keys each time, so plain affinity cannot be what keeps it home.
@@ -394,7 +435,11 @@ async fn a_compacted_conversation_stays_home_and_says_so_when_it_must_move() {
         assert_eq!(status, 200);
         assert!(completed(&sse));
     }
-    assert_eq!(rig.calls(home), 4, "every turn went where the summary lives");
+    assert_eq!(
+        rig.calls(home),
+        4,
+        "every turn went where the summary lives"
+    );
     assert_eq!(rig.calls(away), 0);
 
     // The home account is capped: the turn moves, without the summary, and says so.
@@ -406,12 +451,18 @@ async fn a_compacted_conversation_stays_home_and_says_so_when_it_must_move() {
     assert_eq!(status, 200);
     assert!(completed(&sse));
     let n = rig.fake.counters();
-    assert_eq!(n.per_account[&away.account_id].encrypted_foreign_received, 0);
+    assert_eq!(
+        n.per_account[&away.account_id].encrypted_foreign_received,
+        0
+    );
     let h = rig.health_of(away).await;
     let notes = h["conversations"]["notes"].as_array().unwrap();
     assert_eq!(notes.len(), 1, "{h}");
     let msg = notes[0]["message"].as_str().unwrap();
-    assert!(msg.starts_with("earlier context was summarised by account "), "{msg}");
+    assert!(
+        msg.starts_with("earlier context was summarised by account "),
+        "{msg}"
+    );
     assert!(msg.contains("could not move"), "{msg}");
     // The WebSocket upgrade on the compact route is still a clean 426.
     let resp = rig

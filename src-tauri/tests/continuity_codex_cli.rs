@@ -82,8 +82,11 @@ fn scenario(version: &'static str) {
     ];
     let envs: Vec<(&str, &str)> = upstream.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut serve = env.spawn_serve(&envs, env.dir.path().join("serve1.log"));
-    let home = CodexHome::new(&ProviderConfig::new("http://127.0.0.1:1/v1", "CODEX_VAULT_KEY"))
-        .unwrap();
+    let home = CodexHome::new(&ProviderConfig::new(
+        "http://127.0.0.1:1/v1",
+        "CODEX_VAULT_KEY",
+    ))
+    .unwrap();
     let key = configure(&env, &home);
     let cli = Cli {
         bin,
@@ -123,8 +126,14 @@ fn scenario(version: &'static str) {
         .count();
     let nb = per(&fake, &b.account_id);
     assert_eq!(nb.responses_calls, 1, "turn 2 was answered by B");
-    assert_eq!(nb.encrypted_foreign_received, 0, "A's ciphertext never reached B");
-    assert_eq!(replayed_reasoning, 0, "A's reasoning item was dropped whole");
+    assert_eq!(
+        nb.encrypted_foreign_received, 0,
+        "A's ciphertext never reached B"
+    );
+    assert_eq!(
+        replayed_reasoning, 0,
+        "A's reasoning item was dropped whole"
+    );
     assert_eq!(fake.counters().encrypted_content_rejected, 0);
 
     // Turn 3 stays on B, and B's own reasoning from turn 2 goes with it.
@@ -147,15 +156,25 @@ fn scenario(version: &'static str) {
     let kept: i64 = db
         .query_row("SELECT count(*) FROM minted_content", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(kept, 3, "the digests of all three answers' reasoning were saved");
+    assert_eq!(
+        kept, 3,
+        "the digests of all three answers' reasoning were saved"
+    );
     drop(db);
     let _serve = env.spawn_serve(&envs, env.dir.path().join("serve2.log"));
     let key = configure(&env, &home);
     let cli = Cli { key, ..cli };
     cli.run(true, "still there?");
     let nb = per(&fake, &b.account_id);
-    assert_eq!(nb.responses_calls, 3, "turn 4 still went to B after the restart");
-    assert_eq!(nb.encrypted_accepted, 1 + 2, "both of B's reasoning items were kept");
+    assert_eq!(
+        nb.responses_calls, 3,
+        "turn 4 still went to B after the restart"
+    );
+    assert_eq!(
+        nb.encrypted_accepted,
+        1 + 2,
+        "both of B's reasoning items were kept"
+    );
     assert_eq!(nb.encrypted_foreign_received, 0, "A's stayed out");
     assert_eq!(per(&fake, &a.account_id).responses_calls, 1);
     assert_eq!(fake.counters().encrypted_content_rejected, 0);

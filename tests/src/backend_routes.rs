@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use crate::config::FaultRoute;
 use crate::conn::ConnHandle;
 use crate::encrypted;
-use crate::faults::{apply_fault, apply_fault_deferring, json_response, rejection_response, Deferred};
+use crate::faults::{
+    apply_fault, apply_fault_deferring, json_response, rejection_response, Deferred,
+};
 use crate::grants::Rejection;
 use crate::models::models_response;
 use crate::response_stream::spawn_stream;
@@ -170,7 +172,7 @@ pub(crate) async fn responses(
     if request.get("store") == Some(&Value::Bool(true)) {
         return detail(400, "Store must be set to false");
     }
-    if let Err(resp) = limit_check(&state, &account_id, now) {
+    if let Some(resp) = limit_check(&state, &account_id, now) {
         return resp;
     }
     let Some(account) = state.accounts.get(&account_id) else {
@@ -185,7 +187,7 @@ pub(crate) async fn responses(
             .map_or_else(|| "gAAAAAinjected==".to_string(), |c| c.3);
         return json_response(400, &encrypted::rejection(*shape, &ct, "rs_injected"));
     }
-    if let Err(resp) = verify_carried(&mut state, &account_id, &request) {
+    if let Some(resp) = verify_carried(&mut state, &account_id, &request) {
         return resp;
     }
     state.counters.account(&account_id).responses_calls += 1;
@@ -269,9 +271,9 @@ pub(crate) async fn responses(
 }
 
 /// A limited account answers 429 `usage_limit_reached` (with its reset) to every call.
-fn limit_check(state: &State, account_id: &str, now: i64) -> Result<(), Response> {
+fn limit_check(state: &State, account_id: &str, now: i64) -> Option<Response> {
     let Some(account) = state.accounts.get(account_id) else {
-        return Err(detail(401, "Unauthorized"));
+        return Some(detail(401, "Unauthorized"));
     };
     if let Some(until) = account.limited_until(now) {
         let body = json!({"error": {
@@ -283,17 +285,17 @@ fn limit_check(state: &State, account_id: &str, now: i64) -> Result<(), Response
         }});
         let mut resp = json_response(429, &body);
         add_headers(&mut resp, rate_limit_headers(account, now));
-        return Err(resp);
+        return Some(resp);
     }
-    Ok(())
+    None
 }
 
 /// Every input item's `encrypted_content` must verify for the calling account; the first that
 /// does not is answered 400 in the account's chosen wording. Counted either way.
-fn verify_carried(state: &mut State, account_id: &str, request: &Value) -> Result<(), Response> {
+fn verify_carried(state: &mut State, account_id: &str, request: &Value) -> Option<Response> {
     let carried = encrypted::carried(request);
     if carried.is_empty() {
-        return Ok(());
+        return None;
     }
     let shape = state
         .accounts
@@ -306,7 +308,10 @@ fn verify_carried(state: &mut State, account_id: &str, request: &Value) -> Resul
         if encrypted::verifies(&state.content_key, account_id, &ct) {
             own += 1;
         } else {
-            state.counters.account(account_id).encrypted_foreign_received += 1;
+            state
+                .counters
+                .account(account_id)
+                .encrypted_foreign_received += 1;
             if first_bad.is_none() {
                 first_bad = Some((i, id, ct));
             }
@@ -316,10 +321,10 @@ fn verify_carried(state: &mut State, account_id: &str, request: &Value) -> Resul
         state.counters.encrypted_content_rejected += 1;
         // The CLI sends no ids back; upstream then names an item of its own making.
         let id = id.unwrap_or_else(|| format!("rs_{:032x}", i));
-        return Err(json_response(400, &encrypted::rejection(shape, &ct, &id)));
+        return Some(json_response(400, &encrypted::rejection(shape, &ct, &id)));
     }
     state.counters.account(account_id).encrypted_accepted += own;
-    Ok(())
+    None
 }
 
 fn mint_for(state: &mut State, account_id: &str, now: i64) -> String {
@@ -352,10 +357,10 @@ pub(crate) async fn compact(
     let Some(request) = parsed.filter(Value::is_object) else {
         return detail(400, "Request body must be a JSON object.");
     };
-    if let Err(resp) = limit_check(&state, &account_id, now) {
+    if let Some(resp) = limit_check(&state, &account_id, now) {
         return resp;
     }
-    if let Err(resp) = verify_carried(&mut state, &account_id, &request) {
+    if let Some(resp) = verify_carried(&mut state, &account_id, &request) {
         return resp;
     }
     let kept: Vec<Value> = request

@@ -106,16 +106,12 @@ pub(crate) async fn apply_fault_deferring(
             content_type,
             body,
         } => text_response(status, &content_type, body),
-        Fault::Html403 => text_response(
-            403,
-            "text/html; charset=UTF-8",
-            CDN_BLOCK_PAGE.to_string(),
-        ),
-        Fault::Html200 => text_response(
-            200,
-            "text/html; charset=UTF-8",
-            CHALLENGE_PAGE.to_string(),
-        ),
+        Fault::Html403 => {
+            text_response(403, "text/html; charset=UTF-8", CDN_BLOCK_PAGE.to_string())
+        }
+        Fault::Html200 => {
+            text_response(200, "text/html; charset=UTF-8", CHALLENGE_PAGE.to_string())
+        }
         Fault::Slow(d) => {
             tokio::time::sleep(d).await;
             return Ok(None);

@@ -367,7 +367,11 @@ impl FakeOpenAi {
     /// # Panics
     /// If the account is unknown.
     #[track_caller]
-    pub fn set_encrypted_content_error(&self, chatgpt_account_id: &str, shape: EncryptedContentError) {
+    pub fn set_encrypted_content_error(
+        &self,
+        chatgpt_account_id: &str,
+        shape: EncryptedContentError,
+    ) {
         if let Err(e) = self
             .shared
             .set_encrypted_content_error(chatgpt_account_id, shape)

@@ -184,7 +184,7 @@ pub(crate) fn with_reasoning(events: Vec<SseEvent>, r: &ReasoningItem<'_>) -> Ve
         data,
     };
     let part = |text: &str| json!({"type": "summary_text", "text": text});
-    let reasoning = vec![
+    let reasoning = [
         ev(
             "response.output_item.added",
             json!({"output_index": 0, "item": {"id": r.id, "type": "reasoning", "summary": [], "encrypted_content": null}}),
@@ -213,7 +213,10 @@ pub(crate) fn with_reasoning(events: Vec<SseEvent>, r: &ReasoningItem<'_>) -> Ve
     let mut out = Vec::with_capacity(events.len() + reasoning.len());
     let mut inserted = false;
     for mut e in events {
-        let starts_output = !matches!(e.event.as_str(), "response.created" | "response.in_progress");
+        let starts_output = !matches!(
+            e.event.as_str(),
+            "response.created" | "response.in_progress"
+        );
         if starts_output && !inserted {
             out.extend(reasoning.iter().cloned());
             inserted = true;
@@ -222,7 +225,11 @@ pub(crate) fn with_reasoning(events: Vec<SseEvent>, r: &ReasoningItem<'_>) -> Ve
             e.data["output_index"] = json!(i + 1);
         }
         if e.event == "response.completed" {
-            if let Some(list) = e.data.pointer_mut("/response/output").and_then(Value::as_array_mut) {
+            if let Some(list) = e
+                .data
+                .pointer_mut("/response/output")
+                .and_then(Value::as_array_mut)
+            {
                 list.insert(0, done_item.clone());
             }
         }

@@ -34,9 +34,7 @@ fn with_reasoning_include(mut body: Value) -> Value {
 fn reasoning_item(sse: &str) -> Value {
     parse_sse(sse)
         .into_iter()
-        .find(|e| {
-            e.event == "response.output_item.done" && e.data["item"]["type"] == "reasoning"
-        })
+        .find(|e| e.event == "response.output_item.done" && e.data["item"]["type"] == "reasoning")
         .map(|e| e.data["item"].clone())
         .expect("a reasoning item")
 }
@@ -65,7 +63,13 @@ async fn reasoning_ciphertext_is_bound_to_the_account_that_minted_it() {
     assert_eq!(status, 200);
     assert!(!sse.contains(r#""type":"reasoning""#), "{sse}");
 
-    let (status, sse) = post(&fake, &a, "/responses", &with_reasoning_include(responses_body())).await;
+    let (status, sse) = post(
+        &fake,
+        &a,
+        "/responses",
+        &with_reasoning_include(responses_body()),
+    )
+    .await;
     assert_eq!(status, 200);
     let item = reasoning_item(&sse);
     let ct = item["encrypted_content"].as_str().unwrap().to_string();
@@ -80,34 +84,75 @@ async fn reasoning_ciphertext_is_bound_to_the_account_that_minted_it() {
     assert_eq!(msg_done.data["output_index"], 1);
     let completed = events.last().unwrap();
     assert_eq!(completed.event, "response.completed");
-    assert_eq!(completed.data["response"]["output"][0]["encrypted_content"], ct.as_str());
-    let seqs: Vec<u64> = events.iter().map(|e| e.data["sequence_number"].as_u64().unwrap()).collect();
+    assert_eq!(
+        completed.data["response"]["output"][0]["encrypted_content"],
+        ct.as_str()
+    );
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e.data["sequence_number"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, (0..events.len() as u64).collect::<Vec<_>>());
 
     // A replays it: accepted. B is handed it: 400, in the default shape.
-    let (status, _) = post(&fake, &a, "/responses", &replay(&[item.clone()])).await;
+    let (status, _) = post(
+        &fake,
+        &a,
+        "/responses",
+        &replay(std::slice::from_ref(&item)),
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, body) = post(&fake, &b, "/responses", &replay(&[item.clone()])).await;
+    let (status, body) = post(
+        &fake,
+        &b,
+        "/responses",
+        &replay(std::slice::from_ref(&item)),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
     let err: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(err["error"]["code"], "invalid_encrypted_content");
     assert_eq!(err["error"]["type"], "invalid_request_error");
     let msg = err["error"]["message"].as_str().unwrap();
     let abbreviated = format!("{}...{}", &ct[..4], &ct[ct.len() - 4..]);
-    assert_eq!(msg, format!("The encrypted content {abbreviated} could not be verified."));
+    assert_eq!(
+        msg,
+        format!("The encrypted content {abbreviated} could not be verified.")
+    );
 
     // The other two shapes, chosen per account.
     fake.set_encrypted_content_error(&b.account_id, EncryptedContentError::ForItem);
-    let (_, body) = post(&fake, &b, "/responses", &replay(&[item.clone()])).await;
+    let (_, body) = post(
+        &fake,
+        &b,
+        "/responses",
+        &replay(std::slice::from_ref(&item)),
+    )
+    .await;
     let err: Value = serde_json::from_str(&body).unwrap();
     let msg = err["error"]["message"].as_str().unwrap();
-    assert!(msg.starts_with("The encrypted content for item rs_"), "{msg}");
-    assert!(msg.ends_with("could not be verified. Reason: Encrypted content could not be decrypted or parsed."));
+    assert!(
+        msg.starts_with("The encrypted content for item rs_"),
+        "{msg}"
+    );
+    assert!(msg.ends_with(
+        "could not be verified. Reason: Encrypted content could not be decrypted or parsed."
+    ));
     fake.set_encrypted_content_error(&b.account_id, EncryptedContentError::CodeNull);
-    let (_, body) = post(&fake, &b, "/responses", &replay(&[item.clone()])).await;
+    let (_, body) = post(
+        &fake,
+        &b,
+        "/responses",
+        &replay(std::slice::from_ref(&item)),
+    )
+    .await;
     let err: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(err["error"]["code"], Value::Null);
-    assert!(err["error"]["message"].as_str().unwrap().contains("could not be verified"));
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("could not be verified"));
 
     // A ciphertext edited by one character is refused by its own account too.
     let mut forged = item.clone();
@@ -145,13 +190,31 @@ async fn compaction_items_are_bound_too() {
     assert_eq!(out[0]["role"], "user", "the user's messages are kept");
     let compaction = out.last().unwrap().clone();
     assert_eq!(compaction["type"], "compaction");
-    assert!(compaction["encrypted_content"].as_str().unwrap().starts_with("gAAAA"));
-    let (status, _) = post(&fake, &a, "/responses", &replay(&[compaction.clone()])).await;
+    assert!(compaction["encrypted_content"]
+        .as_str()
+        .unwrap()
+        .starts_with("gAAAA"));
+    let (status, _) = post(
+        &fake,
+        &a,
+        "/responses",
+        &replay(std::slice::from_ref(&compaction)),
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, _) = post(&fake, &b, "/responses", &replay(&[compaction.clone()])).await;
+    let (status, _) = post(
+        &fake,
+        &b,
+        "/responses",
+        &replay(std::slice::from_ref(&compaction)),
+    )
+    .await;
     assert_eq!(status, 400);
     let (status, _) = post(&fake, &b, "/responses/compact", &replay(&[compaction])).await;
-    assert_eq!(status, 400, "compacting another account's summary is refused too");
+    assert_eq!(
+        status, 400,
+        "compacting another account's summary is refused too"
+    );
     assert_eq!(fake.counters().compact_calls, 2);
 }
 
@@ -173,18 +236,36 @@ async fn in_stream_failures_come_before_or_after_output() {
             Fault::InvalidEncryptedContent(EncryptedContentError::ForItem),
         ],
     );
-    let kinds = |sse: &str| parse_sse(sse).into_iter().map(|e| e.event).collect::<Vec<_>>();
+    let kinds = |sse: &str| {
+        parse_sse(sse)
+            .into_iter()
+            .map(|e| e.event)
+            .collect::<Vec<_>>()
+    };
 
     let (status, sse) = post(&fake, &a, "/responses", &responses_body()).await;
     assert_eq!(status, 200);
-    assert_eq!(kinds(&sse), ["response.created", "response.in_progress", "response.failed"]);
+    assert_eq!(
+        kinds(&sse),
+        [
+            "response.created",
+            "response.in_progress",
+            "response.failed"
+        ]
+    );
     let failed = parse_sse(&sse).pop().unwrap();
     assert_eq!(failed.data["response"]["status"], "failed");
-    assert_eq!(failed.data["response"]["error"]["code"], "server_is_overloaded");
+    assert_eq!(
+        failed.data["response"]["error"]["code"],
+        "server_is_overloaded"
+    );
 
     let (_, sse) = post(&fake, &a, "/responses", &responses_body()).await;
     let failed = parse_sse(&sse).pop().unwrap();
-    assert_eq!(failed.data["response"]["error"]["code"], "usage_limit_reached");
+    assert_eq!(
+        failed.data["response"]["error"]["code"],
+        "usage_limit_reached"
+    );
     assert_eq!(failed.data["response"]["error"]["resets_at"], 1_900_000_000);
 
     let (_, sse) = post(&fake, &a, "/responses", &responses_body()).await;
@@ -206,7 +287,10 @@ async fn in_stream_failures_come_before_or_after_output() {
     // The queue is spent: normal service.
     let (status, sse) = post(&fake, &a, "/responses", &responses_body()).await;
     assert_eq!(status, 200);
-    assert_eq!(kinds(&sse).last().map(String::as_str), Some("response.completed"));
+    assert_eq!(
+        kinds(&sse).last().map(String::as_str),
+        Some("response.completed")
+    );
 }
 
 #[tokio::test]
@@ -235,8 +319,11 @@ async fn the_admin_api_sets_the_new_faults_and_shapes() {
     assert_eq!(r.status(), 200);
     let (_, sse) = post(&fake, &a, "/responses", &responses_body()).await;
     assert!(sse.contains("usage_limit_reached"), "{sse}");
-    let r = admin("/accounts/nope/encrypted_content_error", json!({"shape": "for_item"}))
-        .await
-        .unwrap();
+    let r = admin(
+        "/accounts/nope/encrypted_content_error",
+        json!({"shape": "for_item"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 404);
 }

@@ -402,10 +402,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/responses", post(proxy::responses))
         .route("/backend-api/codex/responses", post(proxy::responses))
         .route("/v1/responses/compact", post(proxy::compact))
-        .route(
-            "/backend-api/codex/responses/compact",
-            post(proxy::compact),
-        )
+        .route("/backend-api/codex/responses/compact", post(proxy::compact))
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(chat::list_models))
         .route("/backend-api/codex/models", get(proxy::models))
@@ -554,4 +551,3 @@ async fn not_found() -> Response {
         "no such route: use /v1/responses, /v1/chat/completions, /v1/models, /v1/accounts or /health",
     )
 }
-

@@ -284,9 +284,9 @@ fn is_invalid_encrypted_content(body: &[u8]) -> bool {
     if e.get("code").and_then(|c| c.as_str()) == Some("invalid_encrypted_content") {
         return true;
     }
-    e.get("message")
-        .and_then(|m| m.as_str())
-        .is_some_and(|m| m.starts_with("The encrypted content") && m.contains("could not be verified"))
+    e.get("message").and_then(|m| m.as_str()).is_some_and(|m| {
+        m.starts_with("The encrypted content") && m.contains("could not be verified")
+    })
 }
 
 /// The account choice, credential injection, 401 refresh and 429 failover every route shares;
@@ -325,7 +325,10 @@ pub(crate) async fn send(
     let mut conv = conversation(&headers, &body);
     if let Some(home) = &compaction_home {
         let key = conv.get_or_insert_with(|| {
-            format!("compaction:{}", hex16(carried.last().copied().unwrap_or_default()))
+            format!(
+                "compaction:{}",
+                hex16(carried.last().copied().unwrap_or_default())
+            )
         });
         lock(&shared.selector).stick(key, home);
     }
@@ -510,9 +513,7 @@ pub(crate) async fn send(
                                 up.body = head.chain(tapped).boxed();
                             }
                             hold::Outcome::Broken(e) => {
-                                up.body = head
-                                    .chain(futures_util::stream::iter([Err(e)]))
-                                    .boxed();
+                                up.body = head.chain(futures_util::stream::iter([Err(e)])).boxed();
                             }
                             hold::Outcome::Failed(failed) => {
                                 up.body = head.chain(tapped).boxed();

@@ -153,14 +153,22 @@ mod tests {
             minted_at: at,
         };
         let batch = ContinuityBatch {
-            affinity: vec![row("old", "a", 10), row("c1", "a", 5_000), row("c2", "b", 5_100), row("c3", "b", 5_200)],
+            affinity: vec![
+                row("old", "a", 10),
+                row("c1", "a", 5_000),
+                row("c2", "b", 5_100),
+                row("c3", "b", 5_200),
+            ],
             minted: vec![mint(1, 10), mint(2, 5_000), mint(3, 5_100), mint(4, 5_200)],
             events: vec![],
         };
         store.save_continuity(&batch, bounds, 5_300).unwrap();
         let (aff, minted) = store.load_continuity(bounds, 5_300).unwrap();
         assert_eq!(aff, vec![row("c2", "b", 5_100), row("c3", "b", 5_200)]);
-        assert_eq!(minted.iter().map(|m| m.digest[0]).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(
+            minted.iter().map(|m| m.digest[0]).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
         // A conversation that moves keeps one row, on its new account.
         let moved = ContinuityBatch {
             affinity: vec![row("c3", "a", 5_250)],

@@ -110,7 +110,9 @@ mod tests {
     fn reads_the_failure_codes_that_fail_over() {
         let f = |e: Value| json!({"type": "response.failed", "response": {"error": e}});
         assert_eq!(
-            verdict(&f(json!({"code": "usage_limit_reached", "resets_at": 1_900_000_000}))),
+            verdict(&f(
+                json!({"code": "usage_limit_reached", "resets_at": 1_900_000_000})
+            )),
             Verdict::UsageLimit {
                 until: 1_900_000_000_000
             }

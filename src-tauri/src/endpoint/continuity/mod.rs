@@ -276,7 +276,9 @@ impl Continuity {
         // Several turns of one conversation in a batch: only its last row matters.
         let mut seen = std::collections::HashSet::new();
         batch.affinity.reverse();
-        batch.affinity.retain(|r| seen.insert(r.conversation.clone()));
+        batch
+            .affinity
+            .retain(|r| seen.insert(r.conversation.clone()));
         batch.affinity.reverse();
         Some(batch)
     }
@@ -331,7 +333,10 @@ mod tests {
         let pairs = again.load(&store);
         assert_eq!(pairs, vec![("conv-1".to_string(), "b".to_string())]);
         assert_eq!(again.minter(&scan::digest(b"ct-b")).as_deref(), Some("b"));
-        assert_eq!(again.kind_of(&scan::digest(b"ct-a")), Some(Kind::Compaction));
+        assert_eq!(
+            again.kind_of(&scan::digest(b"ct-a")),
+            Some(Kind::Compaction)
+        );
         assert_eq!(again.recent_conversations().get("b"), Some(&1));
         assert_eq!(store.events("b", 5).unwrap()[0].kind, "conversation_moved");
     }

@@ -298,6 +298,9 @@ mod tests {
         assert!(s.minter(&digest(b"gAAAAc")).is_none());
         tap.finish();
         assert_eq!(s.minter(&digest(b"gAAAAc")).as_deref(), Some("a"));
-        assert_eq!(s.kind_of(&digest(b"gAAAAc")), Some(super::super::Kind::Compaction));
+        assert_eq!(
+            s.kind_of(&digest(b"gAAAAc")),
+            Some(super::super::Kind::Compaction)
+        );
     }
 }
