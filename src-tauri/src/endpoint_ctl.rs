@@ -36,6 +36,8 @@ pub struct EndpointStatus {
     pub other_pid: Option<u32>,
     /// Requests answered per account id since this listener started.
     pub served: BTreeMap<String, u64>,
+    /// Conversations each account served in the last 30 minutes (this listener's view).
+    pub conversations: BTreeMap<String, u64>,
 }
 
 struct Slot {
@@ -102,6 +104,11 @@ impl EndpointControl {
                 .running
                 .as_ref()
                 .map(|r| r.endpoint.served().into_iter().collect())
+                .unwrap_or_default(),
+            conversations: slot
+                .running
+                .as_ref()
+                .map(|r| r.endpoint.recent_conversations().into_iter().collect())
                 .unwrap_or_default(),
         })
     }

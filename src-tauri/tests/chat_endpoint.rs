@@ -23,7 +23,7 @@ fn data_lines(body: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_stream_starts_before_upstream_finishes_and_ends_with_done() {
     let rig = Rig::new(1).await;
-    let gate = rig.fake.hold_streams_after_first_event();
+    let gate = rig.fake.hold_streams_after_first_output();
     let mut resp = rig.chat(chat_turn(true, None)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"]
@@ -334,7 +334,7 @@ async fn an_upstream_cut_mid_answer_is_never_passed_off_as_complete() {
         accounts: _accounts,
         http,
     } = Rig::new(1).await;
-    let gate = fake.hold_streams_after_first_event();
+    let gate = fake.hold_streams_after_first_output();
     let mut resp = http
         .post(format!("{}/v1/chat/completions", ep.url()))
         .bearer_auth(&key)

@@ -107,7 +107,7 @@ fn turn(key: Option<&str>) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_event_arrives_before_upstream_finishes() {
     let rig = Rig::new(1).await;
-    let gate = rig.fake.hold_streams_after_first_event();
+    let gate = rig.fake.hold_streams_after_first_output();
     let mut resp = rig.post(turn(None)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let first = resp.chunk().await.unwrap().expect("a first chunk");

@@ -44,7 +44,7 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Ve
 async fn a_trickled_request_head_is_cut_off_but_a_long_stream_is_not() {
     let rig = Rig::new(1).await;
     // A legitimate streamed answer that starts now and stays open past the header timeout.
-    let gate = rig.fake.hold_streams_after_first_event();
+    let gate = rig.fake.hold_streams_after_first_output();
     let mut stream_resp = rig
         .http
         .post(rig.url("/v1/responses"))
@@ -161,7 +161,7 @@ async fn a_thousand_idle_connections_do_not_stop_a_normal_request_and_are_reaped
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_mid_stream_cancels_the_upstream_request() {
     let rig = Rig::new(1).await;
-    let gate = rig.fake.hold_streams_after_first_event();
+    let gate = rig.fake.hold_streams_after_first_output();
 
     // /v1/responses: bytes passed through.
     let mut resp = rig

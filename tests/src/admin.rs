@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::config::{AccountSpec, Fault, FaultRoute, IssuedTokens};
 use crate::control::{ControlError, Settings};
+use crate::encrypted::EncryptedContentError;
 use crate::faults::json_response;
 use crate::state::Shared;
 
@@ -36,6 +37,21 @@ pub enum FaultSpec {
         millis: u64,
     },
     DropConnection,
+    /// `{"kind":"stream_failed","code":"server_is_overloaded","message":"…","resets_at":null,"after_output":false}`
+    StreamFailed {
+        code: String,
+        #[serde(default)]
+        message: String,
+        #[serde(default)]
+        resets_at: Option<i64>,
+        #[serde(default)]
+        after_output: bool,
+    },
+    /// `{"kind":"invalid_encrypted_content","shape":"could_not_be_verified"|"for_item"|"code_null"}`
+    InvalidEncryptedContent {
+        #[serde(default)]
+        shape: EncryptedContentError,
+    },
 }
 
 impl From<FaultSpec> for Fault {
@@ -55,6 +71,18 @@ impl From<FaultSpec> for Fault {
             FaultSpec::Html200 => Fault::Html200,
             FaultSpec::Slow { millis } => Fault::Slow(Duration::from_millis(millis)),
             FaultSpec::DropConnection => Fault::DropConnection,
+            FaultSpec::StreamFailed {
+                code,
+                message,
+                resets_at,
+                after_output,
+            } => Fault::StreamFailed {
+                code,
+                message,
+                resets_at,
+                after_output,
+            },
+            FaultSpec::InvalidEncryptedContent { shape } => Fault::InvalidEncryptedContent(shape),
         }
     }
 }
@@ -78,6 +106,20 @@ impl From<&Fault> for FaultSpec {
                 millis: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
             },
             Fault::DropConnection => FaultSpec::DropConnection,
+            Fault::StreamFailed {
+                code,
+                message,
+                resets_at,
+                after_output,
+            } => FaultSpec::StreamFailed {
+                code: code.clone(),
+                message: message.clone(),
+                resets_at: *resets_at,
+                after_output: *after_output,
+            },
+            Fault::InvalidEncryptedContent(shape) => {
+                FaultSpec::InvalidEncryptedContent { shape: *shape }
+            }
         }
     }
 }
@@ -91,6 +133,18 @@ struct GrantRequest {
 #[derive(Deserialize)]
 struct RateLimitRequest {
     resets_at: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct EncryptedErrorRequest {
+    shape: EncryptedContentError,
+}
+
+#[derive(Deserialize, Default)]
+struct HoldRequest {
+    /// `"first_event"` (default) or `"first_output"`.
+    #[serde(default)]
+    after: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -191,6 +245,14 @@ async fn usage(
     unit_response(s.set_usage(&id, r.primary_used_percent, r.secondary_used_percent))
 }
 
+async fn encrypted_error(
+    AxState(s): AppState,
+    Path(id): Path<String>,
+    Json(r): Json<EncryptedErrorRequest>,
+) -> Response {
+    unit_response(s.set_encrypted_content_error(&id, r.shape))
+}
+
 async fn rotate(AxState(s): AppState, Json(r): Json<RotateRequest>) -> Response {
     tokens_response(s.rotate_out_of_band(&r.refresh_token))
 }
@@ -215,8 +277,11 @@ async fn settings(AxState(s): AppState, req: Option<Json<Settings>>) -> Response
     json_response(200, &json!(s.update_settings(req)))
 }
 
-async fn hold_streams(AxState(s): AppState) -> Response {
-    let gate = s.hold_streams();
+async fn hold_streams(AxState(s): AppState, req: Option<Json<HoldRequest>>) -> Response {
+    let after_output = req
+        .and_then(|Json(r)| r.after)
+        .is_some_and(|a| a == "first_output");
+    let gate = s.hold_streams(after_output);
     // Replacing a previous admin gate releases it; drop it outside the state lock.
     let previous = s.lock().admin_gate.replace(gate);
     drop(previous);
@@ -250,6 +315,10 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/accounts/{id}/revoke", post(revoke_account))
         .route("/accounts/{id}/rate_limit", post(rate_limit))
         .route("/accounts/{id}/usage", post(usage))
+        .route(
+            "/accounts/{id}/encrypted_content_error",
+            post(encrypted_error),
+        )
         .route("/rotate_out_of_band", post(rotate))
         .route("/faults", post(faults))
         .route("/login_identity", post(login_identity))

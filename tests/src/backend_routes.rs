@@ -12,11 +12,16 @@ use serde_json::{json, Value};
 
 use crate::config::FaultRoute;
 use crate::conn::ConnHandle;
-use crate::faults::{apply_fault, json_response, rejection_response};
+use crate::encrypted;
+use crate::faults::{
+    apply_fault, apply_fault_deferring, json_response, rejection_response, Deferred,
+};
 use crate::grants::Rejection;
 use crate::models::models_response;
 use crate::response_stream::spawn_stream;
-use crate::sse::{response_events, ResponseScript};
+use crate::sse::{
+    failed_events, response_events, with_reasoning, ReasoningItem, ResponseScript, StreamFailure,
+};
 use crate::state::{now_unix, Account, Shared, State};
 use crate::tool_calls::{function_call_events, plan};
 
@@ -145,9 +150,10 @@ pub(crate) async fn responses(
         state.counters.last_responses_headers = Some(header_snapshot(&headers));
         state.counters.last_responses_body = parsed.clone();
     }
-    if let Some(resp) = apply_fault(&shared, FaultRoute::Responses, &conn).await {
-        return resp;
-    }
+    let deferred = match apply_fault_deferring(&shared, FaultRoute::Responses, &conn).await {
+        Ok(d) => d,
+        Err(resp) => return resp,
+    };
 
     let now = now_unix();
     let mut state = shared.lock();
@@ -166,20 +172,22 @@ pub(crate) async fn responses(
     if request.get("store") == Some(&Value::Bool(true)) {
         return detail(400, "Store must be set to false");
     }
+    if let Some(resp) = limit_check(&state, &account_id, now) {
+        return resp;
+    }
     let Some(account) = state.accounts.get(&account_id) else {
         return detail(401, "Unauthorized");
     };
     let limit_headers = rate_limit_headers(account, now);
-    if let Some(until) = account.limited_until(now) {
-        let body = json!({"error": {
-            "type": "usage_limit_reached",
-            "message": "You've hit your usage limit. Try again later.",
-            "plan_type": account.spec.plan,
-            "resets_at": until,
-            "resets_in_seconds": (until - now).max(0),
-        }});
-        let mut resp = json_response(429, &body);
-        add_headers(&mut resp, limit_headers);
+    if let Some(Deferred::InvalidEncryptedContent(shape)) = &deferred {
+        state.counters.encrypted_content_rejected += 1;
+        let ct = encrypted::carried(&request)
+            .into_iter()
+            .next()
+            .map_or_else(|| "gAAAAAinjected==".to_string(), |c| c.3);
+        return json_response(400, &encrypted::rejection(*shape, &ct, "rs_injected"));
+    }
+    if let Some(resp) = verify_carried(&mut state, &account_id, &request) {
         return resp;
     }
     state.counters.account(&account_id).responses_calls += 1;
@@ -203,12 +211,44 @@ pub(crate) async fn responses(
         input_tokens: (body.len() as u64 / 4).max(1),
         created_at: now,
     };
-    let events = match &call {
-        Some(c) => {
+    let events = match (&deferred, &call) {
+        (
+            Some(Deferred::StreamFailed {
+                code,
+                message,
+                resets_at,
+                after_output,
+            }),
+            _,
+        ) => failed_events(
+            &script,
+            &StreamFailure {
+                code,
+                message,
+                resets_at: *resets_at,
+                after_output: *after_output,
+            },
+        ),
+        (_, Some(c)) => {
             let call_id = format!("call_{}", uuid::Uuid::new_v4().simple());
             function_call_events(&script, c, &call_id)
         }
-        None => response_events(&script),
+        (_, None) => response_events(&script),
+    };
+    let failed = matches!(deferred, Some(Deferred::StreamFailed { .. }));
+    let events = if encrypted::wants_reasoning(&request) && !failed {
+        let ct = mint_for(&mut state, &account_id, now);
+        let id = format!("rs_{}", uuid::Uuid::new_v4().simple());
+        with_reasoning(
+            events,
+            &ReasoningItem {
+                id: &id,
+                summary: "Considering the request.",
+                encrypted_content: &ct,
+            },
+        )
+    } else {
+        events
     };
     let gate = state.gate.clone();
     let omit_content_type = state.cfg.omit_sse_content_type;
@@ -227,6 +267,141 @@ pub(crate) async fn responses(
         h.insert(HeaderName::from_static("x-request-id"), v);
     }
     add_headers(&mut resp, limit_headers);
+    resp
+}
+
+/// A limited account answers 429 `usage_limit_reached` (with its reset) to every call.
+fn limit_check(state: &State, account_id: &str, now: i64) -> Option<Response> {
+    let Some(account) = state.accounts.get(account_id) else {
+        return Some(detail(401, "Unauthorized"));
+    };
+    if let Some(until) = account.limited_until(now) {
+        let body = json!({"error": {
+            "type": "usage_limit_reached",
+            "message": "You've hit your usage limit. Try again later.",
+            "plan_type": account.spec.plan,
+            "resets_at": until,
+            "resets_in_seconds": (until - now).max(0),
+        }});
+        let mut resp = json_response(429, &body);
+        add_headers(&mut resp, rate_limit_headers(account, now));
+        return Some(resp);
+    }
+    None
+}
+
+/// Every input item's `encrypted_content` must verify for the calling account; the first that
+/// does not is answered 400 in the account's chosen wording. Counted either way.
+fn verify_carried(state: &mut State, account_id: &str, request: &Value) -> Option<Response> {
+    let carried = encrypted::carried(request);
+    if carried.is_empty() {
+        return None;
+    }
+    let shape = state
+        .accounts
+        .get(account_id)
+        .map(|a| a.encrypted_content_error)
+        .unwrap_or_default();
+    let mut own = 0u64;
+    let mut first_bad: Option<(usize, Option<String>, String)> = None;
+    for (i, _kind, id, ct) in carried {
+        if encrypted::verifies(&state.content_key, account_id, &ct) {
+            own += 1;
+        } else {
+            state
+                .counters
+                .account(account_id)
+                .encrypted_foreign_received += 1;
+            if first_bad.is_none() {
+                first_bad = Some((i, id, ct));
+            }
+        }
+    }
+    if let Some((i, id, ct)) = first_bad {
+        state.counters.encrypted_content_rejected += 1;
+        // The CLI sends no ids back; upstream then names an item of its own making.
+        let id = id.unwrap_or_else(|| format!("rs_{:032x}", i));
+        return Some(json_response(400, &encrypted::rejection(shape, &ct, &id)));
+    }
+    state.counters.account(account_id).encrypted_accepted += own;
+    None
+}
+
+fn mint_for(state: &mut State, account_id: &str, now: i64) -> String {
+    let ct = encrypted::mint(&state.content_key, account_id, now);
+    state
+        .minted_content
+        .insert(ct.clone(), account_id.to_string());
+    state.counters.account(account_id).encrypted_minted += 1;
+    ct
+}
+
+/// `POST /backend-api/codex/responses/compact` (remote compaction): the history in, a shorter
+/// one out — the user's messages kept, everything else replaced by one `compaction` item whose
+/// `encrypted_content` is bound to the caller's account. JSON, not a stream. Same auth, limit
+/// and ciphertext checks as `/responses`.
+pub(crate) async fn compact(
+    AxState(shared): AxState<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let now = now_unix();
+    let mut state = shared.lock();
+    state.counters.compact_calls += 1;
+    state.counters.last_responses_body = parsed.clone();
+    let account_id = match authorize(&mut state, &headers, now) {
+        Ok(id) => id,
+        Err(r) => return rejection_response(&r),
+    };
+    let Some(request) = parsed.filter(Value::is_object) else {
+        return detail(400, "Request body must be a JSON object.");
+    };
+    if let Some(resp) = limit_check(&state, &account_id, now) {
+        return resp;
+    }
+    if let Some(resp) = verify_carried(&mut state, &account_id, &request) {
+        return resp;
+    }
+    let kept: Vec<Value> = request
+        .get("input")
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter(|i| {
+                    i.get("type").and_then(Value::as_str) == Some("message")
+                        && i.get("role").and_then(Value::as_str) == Some("user")
+                })
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let ct = mint_for(&mut state, &account_id, now);
+    let mut output = kept;
+    output.push(json!({
+        "type": "compaction",
+        "id": format!("cmp_{}", uuid::Uuid::new_v4().simple()),
+        "encrypted_content": ct,
+    }));
+    let input_tokens = (body.len() as u64 / 4).max(1);
+    let answer = json!({
+        "id": format!("resp_{}", uuid::Uuid::new_v4().simple()),
+        "object": "response.compaction",
+        "created_at": now,
+        "output": output,
+        "usage": {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 64,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input_tokens + 64,
+        },
+    });
+    let mut resp = json_response(200, &answer);
+    if let Some(a) = state.accounts.get(&account_id) {
+        add_headers(&mut resp, rate_limit_headers(a, now));
+    }
     resp
 }
 

@@ -129,6 +129,43 @@ pub enum Fault {
     Slow(Duration),
     /// Close the TCP connection without sending a single byte of an answer.
     DropConnection,
+    /// `/responses` only (other routes answer 500): a `200` SSE stream that fails in-stream with
+    /// `response.failed` (`response.error{type, code, message, resets_at}`) — right after
+    /// `response.created` + `response.in_progress` (nothing has reached the user yet), or with
+    /// `after_output` after the first output item and text delta. Applied after the bearer
+    /// check, so the stream belongs to the caller's account.
+    StreamFailed {
+        code: String,
+        message: String,
+        /// Unix seconds, for `usage_limit_reached`.
+        resets_at: Option<i64>,
+        after_output: bool,
+    },
+    /// `/responses` only: the next call is answered with the 400 for unverifiable encrypted
+    /// content in this shape, whatever its input carries.
+    InvalidEncryptedContent(crate::encrypted::EncryptedContentError),
+}
+
+impl Fault {
+    /// In-stream `server_is_overloaded` before any output.
+    pub fn overloaded_in_stream() -> Fault {
+        Fault::StreamFailed {
+            code: "server_is_overloaded".into(),
+            message: "Our servers are currently overloaded. Please try again later.".into(),
+            resets_at: None,
+            after_output: false,
+        }
+    }
+
+    /// In-stream `usage_limit_reached` (with `resets_at`) before any output.
+    pub fn usage_limit_in_stream(resets_at: i64) -> Fault {
+        Fault::StreamFailed {
+            code: "usage_limit_reached".into(),
+            message: "You've hit your usage limit. Try again later.".into(),
+            resets_at: Some(resets_at),
+            after_output: false,
+        }
+    }
 }
 
 /// The routes faults can be injected into.

@@ -119,6 +119,20 @@ impl Shared {
         Ok(())
     }
 
+    pub(crate) fn set_encrypted_content_error(
+        &self,
+        account_id: &str,
+        shape: crate::encrypted::EncryptedContentError,
+    ) -> Result<(), ControlError> {
+        let mut state = self.lock();
+        let account = state
+            .accounts
+            .get_mut(account_id)
+            .ok_or_else(|| ControlError::UnknownAccount(account_id.to_string()))?;
+        account.encrypted_content_error = shape;
+        Ok(())
+    }
+
     pub(crate) fn inject_faults(&self, route: FaultRoute, faults: Vec<Fault>) {
         self.lock().faults.entry(route).or_default().extend(faults);
     }
@@ -134,9 +148,10 @@ impl Shared {
         }
     }
 
-    /// Parks every stream started from now on after its first event, until the gate is released.
-    pub(crate) fn hold_streams(&self) -> StreamGate {
-        let (gate, inner) = StreamGate::new();
+    /// Parks every stream started from now on after its first event (or, with `after_output`,
+    /// after its first output item), until the gate is released.
+    pub(crate) fn hold_streams(&self, after_output: bool) -> StreamGate {
+        let (gate, inner) = StreamGate::new(after_output);
         self.lock().gate = Some(inner);
         gate
     }

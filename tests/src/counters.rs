@@ -41,6 +41,12 @@ pub struct Counters {
     pub usage_calls: u64,
     /// Injected faults that fired.
     pub faults_fired: u64,
+    /// `POST /backend-api/codex/responses/compact`.
+    #[serde(default)]
+    pub compact_calls: u64,
+    /// 400 `invalid_encrypted_content` answers (any shape), from `/responses` and `/compact`.
+    #[serde(default)]
+    pub encrypted_content_rejected: u64,
     /// Per `chatgpt_account_id`.
     pub per_account: BTreeMap<String, AccountCounters>,
     /// Request headers of the last `/responses` call (names lower-case, repeated values joined
@@ -56,6 +62,16 @@ pub struct AccountCounters {
     pub refresh_reuse: u64,
     /// `/responses` calls authenticated as this account.
     pub responses_calls: u64,
+    /// Ciphertexts (`encrypted_content` of reasoning/compaction items) minted for this account.
+    #[serde(default)]
+    pub encrypted_minted: u64,
+    /// Input items carrying this account's own ciphertext, in requests it accepted.
+    #[serde(default)]
+    pub encrypted_accepted: u64,
+    /// Input items carrying ciphertext this account did not mint (another account's, or
+    /// unknown), received in any request.
+    #[serde(default)]
+    pub encrypted_foreign_received: u64,
 }
 
 impl Counters {

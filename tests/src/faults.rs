@@ -62,41 +62,82 @@ const CHALLENGE_PAGE: &str =
     "<!DOCTYPE html><html lang=\"en-US\"><head><title>Just a moment...</title></head>\
 <body><noscript>Enable JavaScript and cookies to continue</noscript></body></html>\n";
 
+/// A fault the route itself must play out (it needs the caller's account or the stream).
+pub(crate) enum Deferred {
+    StreamFailed {
+        code: String,
+        message: String,
+        resets_at: Option<i64>,
+        after_output: bool,
+    },
+    InvalidEncryptedContent(crate::encrypted::EncryptedContentError),
+}
+
 /// Pops the next fault of `route` and applies it. `Some(answer)` ends the call with that answer;
-/// `None` lets normal handling continue (no fault, or a `Slow` one that has waited).
+/// `None` lets normal handling continue (no fault, or a `Slow` one that has waited). Faults only
+/// `/responses` can play out answer 500 elsewhere.
 pub(crate) async fn apply_fault(
     shared: &Shared,
     route: FaultRoute,
     conn: &ConnHandle,
 ) -> Option<Response> {
-    let fault = shared.lock().next_fault(route)?;
+    match apply_fault_deferring(shared, route, conn).await {
+        Ok(None) => None,
+        Ok(Some(_)) => Some(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+        Err(resp) => Some(resp),
+    }
+}
+
+/// [`apply_fault`] for `/responses`: `Ok(Some(deferred))` hands an in-stream or request-shaped
+/// fault back to the route.
+pub(crate) async fn apply_fault_deferring(
+    shared: &Shared,
+    route: FaultRoute,
+    conn: &ConnHandle,
+) -> Result<Option<Deferred>, Response> {
+    let Some(fault) = shared.lock().next_fault(route) else {
+        return Ok(None);
+    };
     tracing::debug!(?route, ?fault, "injected fault fires");
-    match fault {
-        Fault::Status(status) => Some(json_response(status, &status_body(status))),
+    let answer = match fault {
+        Fault::Status(status) => json_response(status, &status_body(status)),
         Fault::Custom {
             status,
             content_type,
             body,
-        } => Some(text_response(status, &content_type, body)),
-        Fault::Html403 => Some(text_response(
-            403,
-            "text/html; charset=UTF-8",
-            CDN_BLOCK_PAGE.to_string(),
-        )),
-        Fault::Html200 => Some(text_response(
-            200,
-            "text/html; charset=UTF-8",
-            CHALLENGE_PAGE.to_string(),
-        )),
+        } => text_response(status, &content_type, body),
+        Fault::Html403 => {
+            text_response(403, "text/html; charset=UTF-8", CDN_BLOCK_PAGE.to_string())
+        }
+        Fault::Html200 => {
+            text_response(200, "text/html; charset=UTF-8", CHALLENGE_PAGE.to_string())
+        }
         Fault::Slow(d) => {
             tokio::time::sleep(d).await;
-            None
+            return Ok(None);
         }
         Fault::DropConnection => {
             // Cut the socket first: hyper's attempt to write this answer then fails, and the
             // client sees the connection close without a byte of response.
             conn.kill.kill();
-            Some(StatusCode::INTERNAL_SERVER_ERROR.into_response())
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
-    }
+        Fault::StreamFailed {
+            code,
+            message,
+            resets_at,
+            after_output,
+        } => {
+            return Ok(Some(Deferred::StreamFailed {
+                code,
+                message,
+                resets_at,
+                after_output,
+            }))
+        }
+        Fault::InvalidEncryptedContent(shape) => {
+            return Ok(Some(Deferred::InvalidEncryptedContent(shape)))
+        }
+    };
+    Err(answer)
 }

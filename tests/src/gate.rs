@@ -8,6 +8,9 @@ use tokio::sync::watch;
 /// Shared between the [`StreamGate`] handle and the streams parked behind it.
 pub(crate) struct GateShared {
     released: watch::Sender<bool>,
+    /// Park after the first output item (`response.output_item.added`) instead of after the
+    /// first event: what a proxy that holds the head until the first output byte forwards.
+    pub after_output: bool,
 }
 
 impl GateShared {
@@ -28,9 +31,10 @@ pub struct StreamGate {
 }
 
 impl StreamGate {
-    pub(crate) fn new() -> (Self, Arc<GateShared>) {
+    pub(crate) fn new(after_output: bool) -> (Self, Arc<GateShared>) {
         let inner = Arc::new(GateShared {
             released: watch::Sender::new(false),
+            after_output,
         });
         (
             StreamGate {

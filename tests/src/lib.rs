@@ -24,6 +24,7 @@ mod config;
 mod conn;
 mod control;
 mod counters;
+mod encrypted;
 mod faults;
 mod gate;
 mod grants;
@@ -45,6 +46,7 @@ pub use claims::{AUTH_CLAIM, PROFILE_CLAIM};
 pub use config::{AccountSpec, FakeConfig, Fault, FaultRoute, IssuedTokens, ReuseMode, CLIENT_ID};
 pub use control::{ControlError, Settings};
 pub use counters::{AccountCounters, Counters, CountersTimeout};
+pub use encrypted::EncryptedContentError;
 pub use gate::StreamGate;
 pub use grants::pkce_challenge;
 pub use models::FAKE_MODEL;
@@ -350,7 +352,44 @@ impl FakeOpenAi {
     /// Streams started from now on send their first SSE event, then wait until the gate is
     /// released (or dropped).
     pub fn hold_streams_after_first_event(&self) -> StreamGate {
-        self.shared.hold_streams()
+        self.shared.hold_streams(false)
+    }
+
+    /// Streams started from now on send everything up to and including their first output item
+    /// (`response.output_item.added`), then wait until the gate is released (or dropped): a
+    /// mid-flight stream as seen through a proxy that holds the head until the first output.
+    pub fn hold_streams_after_first_output(&self) -> StreamGate {
+        self.shared.hold_streams(true)
+    }
+
+    /// How `chatgpt_account_id` words its 400 for ciphertext it cannot verify.
+    ///
+    /// # Panics
+    /// If the account is unknown.
+    #[track_caller]
+    pub fn set_encrypted_content_error(
+        &self,
+        chatgpt_account_id: &str,
+        shape: EncryptedContentError,
+    ) {
+        if let Err(e) = self
+            .shared
+            .set_encrypted_content_error(chatgpt_account_id, shape)
+        {
+            panic!("set_encrypted_content_error: {e}");
+        }
+    }
+
+    /// A ciphertext bound to `chatgpt_account_id`, as if an earlier answer (one this test's
+    /// code under test never saw) had carried it: history from before a proxy ran.
+    pub fn mint_encrypted_content(&self, chatgpt_account_id: &str) -> String {
+        let now = state::now_unix();
+        let mut state = self.shared.lock();
+        let ct = encrypted::mint(&state.content_key, chatgpt_account_id, now);
+        state
+            .minted_content
+            .insert(ct.clone(), chatgpt_account_id.to_string());
+        ct
     }
 
     pub fn counters(&self) -> Counters {

@@ -69,12 +69,19 @@ pub(crate) fn spawn_stream(
         shared: shared.clone(),
     };
     let mut shutdown = shared.shutdown.subscribe();
+    let hold_at = match &gate {
+        Some(g) if g.after_output => events
+            .iter()
+            .position(|e| e.event == "response.output_item.added")
+            .unwrap_or(0),
+        _ => 0,
+    };
     tokio::spawn(async move {
         for (i, event) in events.iter().enumerate() {
             if tx.send(Bytes::from(event.frame())).await.is_err() {
                 return; // the client went away; the body's drop counts it
             }
-            if i == 0 {
+            if i == hold_at {
                 if let Some(gate) = &gate {
                     tokio::select! {
                         _ = gate.wait_released() => {}

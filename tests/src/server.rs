@@ -27,6 +27,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/backend-api/codex/responses",
             post(backend_routes::responses).get(backend_routes::responses_get),
         )
+        .route(
+            "/backend-api/codex/responses/compact",
+            post(backend_routes::compact),
+        )
         .route("/backend-api/codex/models", get(backend_routes::models))
         .route("/backend-api/wham/usage", get(backend_routes::usage))
         .nest("/__admin", admin::router())

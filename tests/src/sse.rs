@@ -158,6 +158,145 @@ pub fn response_events(s: &ResponseScript<'_>) -> Vec<SseEvent> {
     events
 }
 
+/// A reasoning output item with its account-bound ciphertext (the answer to
+/// `include: ["reasoning.encrypted_content"]`).
+pub(crate) struct ReasoningItem<'a> {
+    pub id: &'a str,
+    pub summary: &'a str,
+    pub encrypted_content: &'a str,
+}
+
+/// Puts a reasoning item first in an answer's output, as upstream streams it before the message
+/// or call: `response.output_item.added` (reasoning, empty summary),
+/// `response.reasoning_summary_part.added`, `response.reasoning_summary_text.delta`,
+/// `response.reasoning_summary_text.done`, `response.reasoning_summary_part.done`,
+/// `response.output_item.done` (with `summary` and `encrypted_content`). The later items move
+/// one `output_index` up, `response.completed` lists the reasoning item first, and sequence
+/// numbers are renumbered.
+pub(crate) fn with_reasoning(events: Vec<SseEvent>, r: &ReasoningItem<'_>) -> Vec<SseEvent> {
+    let done_item = json!({
+        "id": r.id, "type": "reasoning",
+        "summary": [{"type": "summary_text", "text": r.summary}],
+        "encrypted_content": r.encrypted_content,
+    });
+    let ev = |event: &str, data: Value| SseEvent {
+        event: event.to_string(),
+        data,
+    };
+    let part = |text: &str| json!({"type": "summary_text", "text": text});
+    let reasoning = [
+        ev(
+            "response.output_item.added",
+            json!({"output_index": 0, "item": {"id": r.id, "type": "reasoning", "summary": [], "encrypted_content": null}}),
+        ),
+        ev(
+            "response.reasoning_summary_part.added",
+            json!({"item_id": r.id, "output_index": 0, "summary_index": 0, "part": part("")}),
+        ),
+        ev(
+            "response.reasoning_summary_text.delta",
+            json!({"item_id": r.id, "output_index": 0, "summary_index": 0, "delta": r.summary}),
+        ),
+        ev(
+            "response.reasoning_summary_text.done",
+            json!({"item_id": r.id, "output_index": 0, "summary_index": 0, "text": r.summary}),
+        ),
+        ev(
+            "response.reasoning_summary_part.done",
+            json!({"item_id": r.id, "output_index": 0, "summary_index": 0, "part": part(r.summary)}),
+        ),
+        ev(
+            "response.output_item.done",
+            json!({"output_index": 0, "item": done_item.clone()}),
+        ),
+    ];
+    let mut out = Vec::with_capacity(events.len() + reasoning.len());
+    let mut inserted = false;
+    for mut e in events {
+        let starts_output = !matches!(
+            e.event.as_str(),
+            "response.created" | "response.in_progress"
+        );
+        if starts_output && !inserted {
+            out.extend(reasoning.iter().cloned());
+            inserted = true;
+        }
+        if let Some(i) = e.data.get("output_index").and_then(Value::as_u64) {
+            e.data["output_index"] = json!(i + 1);
+        }
+        if e.event == "response.completed" {
+            if let Some(list) = e
+                .data
+                .pointer_mut("/response/output")
+                .and_then(Value::as_array_mut)
+            {
+                list.insert(0, done_item.clone());
+            }
+        }
+        out.push(e);
+    }
+    for (seq, e) in out.iter_mut().enumerate() {
+        e.data["type"] = json!(e.event);
+        e.data["sequence_number"] = json!(seq);
+    }
+    out
+}
+
+/// What an in-stream failure says (`response.failed`).
+pub(crate) struct StreamFailure<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
+    pub resets_at: Option<i64>,
+    /// Fail after the first output item and one text delta (the user saw something).
+    pub after_output: bool,
+}
+
+/// A `200` stream that fails: `response.created`, `response.in_progress`, (with `after_output`:
+/// `response.output_item.added` + one `response.output_text.delta`), then `response.failed` whose
+/// `response.error` is `{type, code, message}` (+ `resets_at` for a usage limit).
+pub(crate) fn failed_events(s: &ResponseScript<'_>, f: &StreamFailure<'_>) -> Vec<SseEvent> {
+    let mut seq = 0u64;
+    let mut events = Vec::new();
+    let mut push = |event: &str, mut data: Value| {
+        data["type"] = json!(event);
+        data["sequence_number"] = json!(seq);
+        seq += 1;
+        events.push(SseEvent {
+            event: event.to_string(),
+            data,
+        });
+    };
+    push(
+        "response.created",
+        json!({"response": response_object(s, "in_progress", json!([]), Value::Null)}),
+    );
+    push(
+        "response.in_progress",
+        json!({"response": response_object(s, "in_progress", json!([]), Value::Null)}),
+    );
+    if f.after_output {
+        push(
+            "response.output_item.added",
+            json!({"output_index": 0, "item": {
+                "id": s.item_id, "type": "message", "status": "in_progress", "content": [], "role": "assistant",
+            }}),
+        );
+        let first: String = s.text.chars().take(8).collect();
+        push(
+            "response.output_text.delta",
+            json!({"item_id": s.item_id, "output_index": 0, "content_index": 0, "delta": first, "logprobs": []}),
+        );
+    }
+    let mut error = json!({"type": f.code, "code": f.code, "message": f.message});
+    if let Some(at) = f.resets_at {
+        error["resets_at"] = json!(at);
+    }
+    let mut response = response_object(s, "failed", json!([]), Value::Null);
+    response["error"] = error;
+    push("response.failed", json!({ "response": response }));
+    events
+}
+
 /// Incremental SSE parser: feed it body chunks as they arrive (a frame may be split anywhere,
 /// even inside a UTF-8 character) and it returns each event once its blank line arrived.
 #[derive(Default)]

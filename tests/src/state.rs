@@ -23,6 +23,8 @@ pub(crate) struct Account {
     pub secondary_used_percent: f64,
     pub primary_reset_at: i64,
     pub secondary_reset_at: i64,
+    /// How this account words its refusal of ciphertext it cannot verify.
+    pub encrypted_content_error: crate::encrypted::EncryptedContentError,
 }
 
 impl Account {
@@ -34,6 +36,7 @@ impl Account {
             secondary_used_percent: 0.0,
             primary_reset_at: now + PRIMARY_WINDOW_SECS,
             secondary_reset_at: now + SECONDARY_WINDOW_SECS,
+            encrypted_content_error: Default::default(),
         }
     }
 
@@ -116,6 +119,10 @@ pub(crate) struct State {
     pub counters: Counters,
     /// Every token text ever minted (access, id, refresh), in order: leak scans look for them.
     pub minted: Vec<String>,
+    /// The key account-bound ciphertext (`encrypted_content`) is authenticated with.
+    pub content_key: [u8; 32],
+    /// Who minted each ciphertext (for the counters only: verification uses the tag).
+    pub minted_content: HashMap<String, String>,
 }
 
 impl State {
@@ -136,6 +143,12 @@ impl State {
             admin_gate: None,
             counters: Counters::default(),
             minted: Vec::new(),
+            content_key: {
+                let mut k = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut k);
+                k
+            },
+            minted_content: HashMap::new(),
         }
     }
 

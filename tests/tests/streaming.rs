@@ -141,3 +141,43 @@ fn the_blocking_fake_serves_sync_tests() {
     // Stopped on drop: nothing listens there any more.
     assert!(std::net::TcpStream::connect(url.trim_start_matches("http://")).is_err());
 }
+
+#[tokio::test]
+async fn the_output_gate_holds_streams_after_their_first_output_item() {
+    let fake = FakeOpenAi::start(FakeConfig::default()).await;
+    let c = client();
+    let t = fake.add_account(AccountSpec::default());
+    let gate = fake.hold_streams_after_first_output();
+    let resp = post_responses_as(&c, &fake, &t).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let (mut parser, mut queue) = (SseParser::new(), Vec::new());
+    let mut kinds = Vec::new();
+    for _ in 0..3 {
+        let e = next_event(&mut body, &mut parser, &mut queue)
+            .await
+            .expect("the opening events and the first output item arrive while held");
+        kinds.push(e.event);
+    }
+    assert_eq!(
+        kinds,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added"
+        ]
+    );
+    // Held: nothing more comes (an absence can only be shown with a bound).
+    let more = tokio::time::timeout(
+        Duration::from_millis(300),
+        next_event(&mut body, &mut parser, &mut queue),
+    )
+    .await;
+    assert!(more.is_err(), "the stream must be parked: {more:?}");
+    gate.release();
+    let mut last = None;
+    while let Some(e) = next_event(&mut body, &mut parser, &mut queue).await {
+        last = Some(e.event);
+    }
+    assert_eq!(last.as_deref(), Some("response.completed"));
+}

@@ -334,6 +334,8 @@ export interface EndpointStatus {
   other_pid: number | null;
   /** Requests answered per account id since this listener started. */
   served: Record<string, number>;
+  /** Conversations each account (by id) served in the last 30 minutes. */
+  conversations: Record<string, number>;
 }
 
 export function endpointStatus(): Promise<EndpointStatus> {

@@ -272,6 +272,8 @@ const EVENT_WORDS: Record<string, string> = {
   enabled: 'Enabled',
   removed: 'Removed',
   verified: 'Verified',
+  conversation_moved: 'Conversation moved here',
+  context_not_moved: 'Earlier context could not move',
 };
 
 export function eventWord(kind: string): string {

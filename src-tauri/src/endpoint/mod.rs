@@ -5,6 +5,7 @@
 mod accept;
 pub mod broker;
 pub mod chat;
+pub mod continuity;
 pub mod guard;
 pub mod keyless;
 mod port_holder;
@@ -18,7 +19,6 @@ use crate::refresh::TokenManager;
 use crate::secret::Secret;
 use crate::service::Service;
 use crate::store::Store;
-use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -75,6 +75,7 @@ pub struct Shared {
     usage: Mutex<HashMap<String, UsageSnapshot>>,
     dirty_usage: Mutex<HashSet<String>>,
     served: Mutex<HashMap<String, u64>>,
+    continuity: Arc<continuity::Continuity>,
     http: reqwest::Client,
     upstream: String,
 }
@@ -170,6 +171,11 @@ impl Endpoint {
         lock(&self.shared.served).clone()
     }
 
+    /// Conversations each account served in the last 30 minutes (the account cards).
+    pub fn recent_conversations(&self) -> HashMap<String, u64> {
+        self.shared.continuity.recent_conversations()
+    }
+
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for t in &self.tasks {
@@ -184,6 +190,8 @@ impl Drop for Endpoint {
         for t in &self.tasks {
             t.abort();
         }
+        // What the debounced flush had not written yet (a restart must find it).
+        self.shared.continuity.flush_now(self.shared.store());
     }
 }
 
@@ -232,6 +240,7 @@ pub async fn start(
         usage: Mutex::new(HashMap::new()),
         dirty_usage: Mutex::new(HashSet::new()),
         served: Mutex::new(HashMap::new()),
+        continuity: Arc::new(continuity::Continuity::default()),
         http,
         upstream: upstream.trim_end_matches('/').to_string(),
     });
@@ -247,6 +256,14 @@ pub async fn start(
             {
                 usage.insert(a.id.clone(), u);
             }
+        }
+    }
+    // Conversations and who minted what, as an earlier run left them.
+    {
+        let pairs = shared.continuity.load(shared.store());
+        let mut sel = lock(&shared.selector);
+        for (conv, account) in pairs {
+            sel.stick(&conv, &account);
         }
     }
     let budget = Budget::current();
@@ -265,6 +282,9 @@ pub async fn start(
     }
     tasks.push(tokio::spawn(watch_store(shared.clone())));
     tasks.push(tokio::spawn(flush_usage(shared.clone())));
+    tasks.push(tokio::spawn(
+        shared.continuity.clone().run_flush(shared.store().clone()),
+    ));
     tasks.push(tokio::spawn(usage_poll::run(
         shared.clone(),
         crate::refresh::usage_url(&shared.upstream),
@@ -341,6 +361,8 @@ fn router(shared: Arc<Shared>, limits: KeylessLimits) -> Router {
     let api = Router::new()
         .route("/v1/responses", post(proxy::responses))
         .route("/backend-api/codex/responses", post(proxy::responses))
+        .route("/v1/responses/compact", post(proxy::compact))
+        .route("/backend-api/codex/responses/compact", post(proxy::compact))
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(chat::list_models))
         .route("/backend-api/codex/models", get(proxy::models))
@@ -464,7 +486,25 @@ async fn health() -> Response {
 }
 
 async fn accounts(State(shared): State<Arc<Shared>>) -> Response {
-    Json(shared.views()).into_response()
+    let recent = shared.continuity.recent_conversations();
+    let views: Vec<serde_json::Value> = shared
+        .views()
+        .into_iter()
+        .map(|v| {
+            let mut j = serde_json::to_value(&v).unwrap_or_default();
+            if let serde_json::Value::Object(m) = &mut j {
+                m.insert(
+                    "conversations".into(),
+                    serde_json::json!({
+                        "served_last_30_min": recent.get(&v.id).copied().unwrap_or(0),
+                        "notes": shared.continuity.notes(&v.id),
+                    }),
+                );
+            }
+            j
+        })
+        .collect();
+    Json(views).into_response()
 }
 
 async fn not_found() -> Response {
@@ -473,9 +513,4 @@ async fn not_found() -> Response {
         "not_found",
         "no such route: use /v1/responses, /v1/chat/completions, /v1/models, /v1/accounts or /health",
     )
-}
-
-/// Used by the proxy to build a streamed answer.
-pub(crate) fn body_from(resp: reqwest::Response) -> Body {
-    Body::from_stream(resp.bytes_stream())
 }

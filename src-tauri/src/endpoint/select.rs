@@ -151,6 +151,12 @@ impl Selector {
         Ok(chosen)
     }
 
+    /// Keeps `conversation` on `account_id` from now on (affinity read back after a restart; a
+    /// compacted conversation kept on the account holding its summary).
+    pub fn stick(&mut self, conversation: &str, account_id: &str) {
+        self.remember(conversation, account_id);
+    }
+
     fn remember(&mut self, conversation: &str, account_id: &str) {
         if self
             .affinity

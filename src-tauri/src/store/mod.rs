@@ -4,6 +4,7 @@
 mod accounts;
 pub mod backup;
 mod broker;
+mod continuity;
 mod events;
 mod refresh;
 pub mod schema;
@@ -11,6 +12,7 @@ mod watch;
 
 pub use accounts::{NewAccount, SealedTokens, StoredSecrets};
 pub use broker::FingerprintRow;
+pub use continuity::{AffinityRow, ContinuityBatch, ContinuityBounds, MintedRow};
 pub use events::{import_source_detail, Event};
 pub use refresh::{Intent, Rotation};
 pub use watch::StoreWatch;

@@ -101,6 +101,26 @@ pub const MIGRATIONS: &[&str] = &[
           AND retired_at < CAST(unixepoch('subsec') * 1000 AS INTEGER) - 90 * 86400000;
     END;
     "#,
+    // 4: conversations survive a restart: conversation → account affinity, and who minted each
+    // account-bound ciphertext (`encrypted_content` of reasoning/compaction items) by its
+    // SHA-256 digest truncated to 16 bytes — never the ciphertext. No foreign key: a digest of
+    // a removed account still says "not yours" to every other account. Bounded by the endpoint
+    // (age and count), written in batches off the request path.
+    r#"
+    CREATE TABLE conversation_affinity (
+        conversation TEXT PRIMARY KEY,
+        account_id   TEXT NOT NULL,
+        last_at      INTEGER NOT NULL
+    );
+    CREATE INDEX conversation_affinity_by_age ON conversation_affinity(last_at);
+    CREATE TABLE minted_content (
+        digest     BLOB PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        minted_at  INTEGER NOT NULL
+    );
+    CREATE INDEX minted_content_by_age ON minted_content(minted_at);
+    "#,
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

@@ -119,7 +119,7 @@ pub async fn completions(
 }
 
 /// The backend's usage headers (`x-codex-*`) and request id, for clients that read them.
-fn rate_limit_headers(h: &reqwest::header::HeaderMap) -> HeaderMap {
+fn rate_limit_headers(h: &HeaderMap) -> HeaderMap {
     h.iter()
         .filter(|(n, _)| n.as_str().starts_with("x-codex-") || n.as_str() == "x-request-id")
         .map(|(n, v)| (n.clone(), v.clone()))
@@ -151,9 +151,9 @@ struct Pump {
 }
 
 /// `stream: true`: each upstream chunk is translated and sent as soon as it arrives.
-fn stream_answer(resp: reqwest::Response, chat: ChatStream) -> Response {
+fn stream_answer(resp: proxy::Upstream, chat: ChatStream) -> Response {
     let pump = Pump {
-        upstream: resp.bytes_stream().boxed(),
+        upstream: resp.into_stream(),
         reader: SseReader::default(),
         chat,
         ready: VecDeque::new(),
@@ -207,7 +207,7 @@ fn stream_answer(resp: reqwest::Response, chat: ChatStream) -> Response {
 }
 
 /// `stream: false`: the same translation, folded into one `chat.completion`.
-async fn collect_answer(resp: reqwest::Response, mut chat: ChatStream) -> Response {
+async fn collect_answer(resp: proxy::Upstream, mut chat: ChatStream) -> Response {
     let mut resp = resp;
     let mut reader = SseReader::default();
     let mut done = Completion::default();
@@ -243,8 +243,13 @@ pub async fn list_models(
         Sent::Upstream(r) if r.status().is_success() => r,
         other => return respond(failure(other).await),
     };
-    match resp.json::<Value>().await {
-        Ok(catalog) => axum::Json(models::to_openai_list(&catalog)).into_response(),
-        Err(_) => respond(error::from_upstream(502, b"")),
+    match resp
+        .bytes()
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    {
+        Some(catalog) => axum::Json(models::to_openai_list(&catalog)).into_response(),
+        None => respond(error::from_upstream(502, b"")),
     }
 }

@@ -1,0 +1,306 @@
+//! Watching an upstream answer as it passes, without holding it back: the SSE frames are cut
+//! out of the chunks (only a frame split across chunks is copied), and only frames that carry
+//! `"encrypted_content"` are parsed, to record who minted that ciphertext. Until the first
+//! output event the tap also reads each frame's type, for the hold before the first byte.
+
+use super::scan::{digest, KEY};
+use super::Continuity;
+use axum::body::Bytes;
+use futures_util::stream::{BoxStream, Stream, StreamExt};
+use memchr::memmem;
+use serde_json::Value;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// A frame or JSON body larger than this is let through unread (its ciphertext, if any, is not
+/// recorded: the 400 fallback covers it).
+const MAX_CARRY: usize = 16 * 1024 * 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `text/event-stream` (`/responses`).
+    Sse,
+    /// One JSON document (`/responses/compact`), read when it ends.
+    Json,
+}
+
+pub struct Tap {
+    carry: Vec<u8>,
+    /// A JSON body's announced length: it is read as soon as that much arrived (the server
+    /// sending it on may stop polling once it has sent as many bytes).
+    expect_len: Option<usize>,
+    overflow: bool,
+    mode: Mode,
+    account: Arc<str>,
+    sink: Arc<Continuity>,
+    /// An event other than `response.created` / `response.in_progress` has passed.
+    pub first_output: bool,
+    /// `response.failed` before any output: its `data`.
+    pub failed: Option<Value>,
+}
+
+impl Tap {
+    pub fn sse(sink: Arc<Continuity>, account: &str) -> Tap {
+        Tap::new(sink, account, Mode::Sse)
+    }
+
+    pub fn json(sink: Arc<Continuity>, account: &str, content_length: Option<usize>) -> Tap {
+        let mut t = Tap::new(sink, account, Mode::Json);
+        t.expect_len = content_length;
+        t
+    }
+
+    fn new(sink: Arc<Continuity>, account: &str, mode: Mode) -> Tap {
+        Tap {
+            carry: Vec::new(),
+            expect_len: None,
+            overflow: false,
+            mode,
+            account: account.into(),
+            sink,
+            first_output: false,
+            failed: None,
+        }
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.overflow {
+            return;
+        }
+        if self.mode == Mode::Json {
+            self.carry.extend_from_slice(chunk);
+            self.overflow = self.carry.len() > MAX_CARRY;
+            if self.expect_len.is_some_and(|n| self.carry.len() >= n) {
+                self.finish();
+                self.overflow = true; // read: ignore anything after
+            }
+            return;
+        }
+        if self.carry.is_empty() {
+            let used = self.frames(chunk);
+            self.carry.extend_from_slice(&chunk[used..]);
+        } else {
+            self.carry.extend_from_slice(chunk);
+            let buf = std::mem::take(&mut self.carry);
+            let used = self.frames(&buf);
+            self.carry.extend_from_slice(&buf[used..]);
+        }
+        if self.carry.len() > MAX_CARRY {
+            self.carry = Vec::new();
+            self.overflow = true;
+        }
+    }
+
+    /// The answer ended: a JSON body is read now.
+    pub fn finish(&mut self) {
+        if self.mode == Mode::Json && !self.overflow && memmem::find(&self.carry, KEY).is_some() {
+            if let Ok(v) = serde_json::from_slice::<Value>(&self.carry) {
+                for item in v
+                    .get("output")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    self.record(item);
+                }
+            }
+        }
+        self.carry = Vec::new();
+    }
+
+    /// Handles every complete frame in `buf`; returns how many bytes they took.
+    fn frames(&mut self, buf: &[u8]) -> usize {
+        let mut start = 0;
+        while let Some((len, sep)) = frame_end(&buf[start..]) {
+            self.frame(&buf[start..start + len]);
+            start += len + sep;
+        }
+        start
+    }
+
+    fn frame(&mut self, f: &[u8]) {
+        let carries = memmem::find(f, KEY).is_some();
+        if self.first_output && !carries {
+            return; // the fast path: nearly every frame of a long answer
+        }
+        let (name, data) = split_frame(f);
+        let mut parsed: Option<Value> = None;
+        let kind: String = match name {
+            Some(n) => n.to_string(),
+            None => {
+                parsed = serde_json::from_slice(&data).ok();
+                parsed
+                    .as_ref()
+                    .and_then(|v| v.get("type")?.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            }
+        };
+        if !self.first_output {
+            match kind.as_str() {
+                // A comment / keep-alive frame, or the response's opening events.
+                "" | "response.created" | "response.in_progress" => {}
+                "response.failed" => {
+                    if parsed.is_none() {
+                        parsed = serde_json::from_slice(&data).ok();
+                    }
+                    self.failed = Some(parsed.clone().unwrap_or(Value::Null));
+                }
+                _ => self.first_output = true,
+            }
+        }
+        if carries && kind == "response.output_item.done" {
+            if parsed.is_none() {
+                parsed = serde_json::from_slice(&data).ok();
+            }
+            if let Some(item) = parsed.as_ref().and_then(|v| v.get("item")) {
+                self.record(item);
+            }
+        }
+    }
+
+    fn record(&self, item: &Value) {
+        let Some(ct) = item.get("encrypted_content").and_then(Value::as_str) else {
+            return;
+        };
+        let kind = item.get("type").and_then(Value::as_str).unwrap_or("item");
+        self.sink
+            .record_minted(digest(ct.as_bytes()), &self.account, kind);
+    }
+}
+
+/// `(content length, separator length)` of the first frame in `buf`: frames end at a blank
+/// line, `\n\n` or `\r\n\r\n`.
+fn frame_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let lf = memmem::find(buf, b"\n\n").map(|i| (i, 2));
+    let crlf = memmem::find(buf, b"\n\r\n").map(|i| (i, 3));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The `event:` name (if any) and the joined `data:` lines of one frame.
+fn split_frame(f: &[u8]) -> (Option<&str>, Vec<u8>) {
+    let mut name = None;
+    let mut data: Vec<u8> = Vec::new();
+    for line in f.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(v) = line.strip_prefix(b"event:") {
+            name = std::str::from_utf8(v).ok().map(str::trim);
+        } else if let Some(v) = line.strip_prefix(b"data:") {
+            if !data.is_empty() {
+                data.push(b'\n');
+            }
+            data.extend_from_slice(v.strip_prefix(b" ").unwrap_or(v));
+        }
+    }
+    (name.filter(|n| !n.is_empty()), data)
+}
+
+/// An upstream body with a [`Tap`] on it: every chunk passes unchanged and at once.
+pub struct Tapped {
+    inner: BoxStream<'static, reqwest::Result<Bytes>>,
+    pub tap: Tap,
+}
+
+impl Tapped {
+    pub fn new(inner: BoxStream<'static, reqwest::Result<Bytes>>, tap: Tap) -> Tapped {
+        Tapped { inner, tap }
+    }
+}
+
+impl Drop for Tapped {
+    /// A body dropped before its end was polled (the server stopped at its length) is read now.
+    fn drop(&mut self) {
+        self.tap.finish();
+    }
+}
+
+impl Stream for Tapped {
+    type Item = reqwest::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match this.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.tap.feed(&chunk);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(None) => {
+                this.tap.finish();
+                Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink() -> Arc<Continuity> {
+        Arc::new(Continuity::default())
+    }
+
+    #[test]
+    fn records_ciphertext_split_anywhere_and_sees_the_first_output() {
+        let stream = "event: response.created\ndata: {\"type\":\"response.created\"}\n\n\
+            event: response.in_progress\ndata: {}\n\n\
+            event: response.output_item.added\ndata: {\"item\":{\"type\":\"reasoning\",\"encrypted_content\":null}}\n\n\
+            event: response.output_item.done\ndata: {\"item\":{\"type\":\"reasoning\",\"encrypted_content\":\"gAAAAx\"}}\n\n\
+            event: response.completed\ndata: {\"response\":{\"output\":[{\"type\":\"reasoning\",\"encrypted_content\":\"gAAAAx\"}]}}\n\n";
+        for split in [1usize, 7, 50, stream.len()] {
+            let s = sink();
+            let mut tap = Tap::sse(s.clone(), "acct-b");
+            let mut seen_output_at = None;
+            for (i, c) in stream.as_bytes().chunks(split).enumerate() {
+                tap.feed(c);
+                if tap.first_output && seen_output_at.is_none() {
+                    seen_output_at = Some((i + 1) * split);
+                }
+            }
+            tap.finish();
+            assert!(tap.failed.is_none());
+            // Not before the bytes of the first output frame had arrived.
+            let at = seen_output_at.expect("output seen");
+            assert!(at > stream.find("event: response.output_item.added").unwrap());
+            assert_eq!(
+                s.minter(&digest(b"gAAAAx")).as_deref(),
+                Some("acct-b"),
+                "split {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failure_before_output_is_caught_and_crlf_frames_parse() {
+        let s = sink();
+        let mut tap = Tap::sse(s, "a");
+        tap.feed(b"event: response.created\r\ndata: {}\r\n\r\n: keep-alive\r\n\r\n");
+        assert!(!tap.first_output && tap.failed.is_none());
+        tap.feed(b"data: {\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"server_is_overloaded\"}}}\n\n");
+        assert_eq!(
+            tap.failed.as_ref().unwrap()["response"]["error"]["code"],
+            "server_is_overloaded"
+        );
+        assert!(!tap.first_output);
+    }
+
+    #[test]
+    fn a_compact_answer_is_read_at_its_end() {
+        let s = sink();
+        let mut tap = Tap::json(s.clone(), "a", None);
+        let body = br#"{"output":[{"type":"message"},{"type":"compaction","encrypted_content":"gAAAAc"}]}"#;
+        tap.feed(&body[..10]);
+        tap.feed(&body[10..]);
+        assert!(s.minter(&digest(b"gAAAAc")).is_none());
+        tap.finish();
+        assert_eq!(s.minter(&digest(b"gAAAAc")).as_deref(), Some("a"));
+        assert_eq!(
+            s.kind_of(&digest(b"gAAAAc")),
+            Some(super::super::Kind::Compaction)
+        );
+    }
+}
