@@ -36,6 +36,10 @@ pub enum FaultSpec {
         millis: u64,
     },
     DropConnection,
+    SlowAfterHandling {
+        millis: u64,
+    },
+    DropAfterHandling,
 }
 
 impl From<FaultSpec> for Fault {
@@ -55,6 +59,10 @@ impl From<FaultSpec> for Fault {
             FaultSpec::Html200 => Fault::Html200,
             FaultSpec::Slow { millis } => Fault::Slow(Duration::from_millis(millis)),
             FaultSpec::DropConnection => Fault::DropConnection,
+            FaultSpec::SlowAfterHandling { millis } => {
+                Fault::SlowAfterHandling(Duration::from_millis(millis))
+            }
+            FaultSpec::DropAfterHandling => Fault::DropAfterHandling,
         }
     }
 }
@@ -78,6 +86,10 @@ impl From<&Fault> for FaultSpec {
                 millis: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
             },
             Fault::DropConnection => FaultSpec::DropConnection,
+            Fault::SlowAfterHandling(d) => FaultSpec::SlowAfterHandling {
+                millis: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            },
+            Fault::DropAfterHandling => FaultSpec::DropAfterHandling,
         }
     }
 }

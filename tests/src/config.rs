@@ -129,6 +129,12 @@ pub enum Fault {
     Slow(Duration),
     /// Close the TCP connection without sending a single byte of an answer.
     DropConnection,
+    /// Handle the call normally (a refresh rotates the token at the issuer), then wait this
+    /// long before answering: an issuer slow to answer after it committed.
+    SlowAfterHandling(Duration),
+    /// Handle the call normally (a refresh rotates), then close the connection without a byte
+    /// of the answer: the answer is lost on the way back.
+    DropAfterHandling,
 }
 
 /// The routes faults can be injected into.

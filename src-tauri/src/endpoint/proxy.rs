@@ -227,7 +227,9 @@ pub(crate) async fn send(
         let accounts = shared.accounts();
         let picked = {
             let usage = lock(&shared.usage);
-            lock(&shared.selector).select(
+            let mut selector = lock(&shared.selector);
+            selector.backing_off = shared.tm.backing_off();
+            selector.select(
                 &accounts,
                 &usage,
                 &Pick {
