@@ -225,8 +225,7 @@ impl Service {
         let Ok(key) = self.vault.open("", Field::LocalApiKey, &blob) else {
             return;
         };
-        let Some(remote) = crate::loopback::get_json(port, "/v1/accounts", &key)
-        else {
+        let Some(remote) = crate::loopback::get_json(port, "/v1/accounts", &key) else {
             return;
         };
         let Ok(remote) = serde_json::from_value::<Vec<AccountView>>(remote) else {

@@ -16,7 +16,10 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn per_account(fake: &FakeOpenAi, chatgpt_account_id: &str) -> codex_vault_testkit::AccountCounters {
+fn per_account(
+    fake: &FakeOpenAi,
+    chatgpt_account_id: &str,
+) -> codex_vault_testkit::AccountCounters {
     fake.counters()
         .per_account
         .get(chatgpt_account_id)
@@ -51,7 +54,10 @@ async fn the_shutdown_path_waits_for_a_rotation_the_issuer_is_still_answering() 
     assert_eq!(drained.unfinished, 0, "{drained:?}");
     assert!(drained.held.is_empty(), "{drained:?}");
     let acct = e.service.store().get_account(&id).unwrap().unwrap();
-    assert_eq!(acct.generation, 1, "the rotation was committed before the drain returned");
+    assert_eq!(
+        acct.generation, 1,
+        "the rotation was committed before the drain returned"
+    );
     let got = caller.await.unwrap().expect("the caller got the new token");
 
     // Draining: nothing new starts, not even a forced refresh.
@@ -68,7 +74,10 @@ async fn the_shutdown_path_waits_for_a_rotation_the_issuer_is_still_answering() 
     let other = e.reopen();
     let tm2 = manager_for(&other, &fake, config(&fake));
     let after = tm2.access_token(&id).await.unwrap();
-    assert_eq!(after.token, got.token, "the committed token is served after a restart");
+    assert_eq!(
+        after.token, got.token,
+        "the committed token is served after a restart"
+    );
     assert!(accepted(&fake, after.token.expose(), &t.account_id).await);
     let v = other.view(&id).unwrap();
     assert_eq!(v.status, Status::Healthy);
@@ -91,7 +100,11 @@ async fn an_answer_lost_in_a_live_process_is_lost_in_transit_found_by_the_next_r
     match tm.access_token(&id).await {
         Err(RefreshError::Terminal { reason, .. }) => {
             assert_eq!(reason.code, "rotation_lost_in_transit");
-            assert!(reason.message.contains("lost on the network"), "{}", reason.message);
+            assert!(
+                reason.message.contains("lost on the network"),
+                "{}",
+                reason.message
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -123,7 +136,10 @@ async fn a_dropped_request_the_issuer_never_handled_is_refreshed_at_once() {
         },
     );
     fake.inject_faults(FaultRoute::Token, vec![Fault::DropConnection]);
-    let got = tm.access_token(&id).await.expect("refreshed by the recheck");
+    let got = tm
+        .access_token(&id)
+        .await
+        .expect("refreshed by the recheck");
     assert!(accepted(&fake, got.token.expose(), &t.account_id).await);
     let n = fake.counters();
     assert_eq!((n.token_calls, n.refreshes_ok, n.refresh_reuse), (2, 1, 0));
@@ -188,7 +204,10 @@ async fn a_failing_token_endpoint_costs_one_call_per_backoff_step_and_others_ans
     let bad = per_account(&fake, &failing.account_id);
     let good = per_account(&fake, &fine.account_id);
     assert_eq!(bad.responses_calls, 0, "the failing account never served");
-    assert_eq!(good.responses_calls, 60, "the other account answered all 60");
+    assert_eq!(
+        good.responses_calls, 60,
+        "the other account answered all 60"
+    );
     // Steps grow base·2^k (each at least half of that): within `elapsed` at most
     // log2(2·elapsed/base + 1) + 1 of them can have ended.
     let steps = ((2.0 * elapsed.as_secs_f64() / base.as_secs_f64()) + 1.0).log2() as u64 + 1;

@@ -49,7 +49,10 @@ async fn a_rotation_whose_commit_fails_is_held_with_its_lease_until_it_lands() {
         .await
         .unwrap();
     let intent = other.store().intent(&id).unwrap().expect("an intent row");
-    assert_eq!((intent.generation, intent.holder.as_str()), (0, holder_id()));
+    assert_eq!(
+        (intent.generation, intent.holder.as_str()),
+        (0, holder_id())
+    );
     assert_eq!(
         other.store().lease_holder(&id).unwrap().as_deref(),
         Some(holder_id())
@@ -61,8 +64,15 @@ async fn a_rotation_whose_commit_fails_is_held_with_its_lease_until_it_lands() {
     assert!(accepted(&fake, got.token.expose(), &t.account_id).await);
     assert_eq!(tm.held_rotations(), vec![id.clone()]);
     let view = codex_vault::refresh::held_rotation(&id).expect("shown as held");
-    assert!(view.last_error.contains("database or disk is full"), "{view:?}");
-    assert_eq!(other.store().generation(&id).unwrap(), Some(0), "not committed");
+    assert!(
+        view.last_error.contains("database or disk is full"),
+        "{view:?}"
+    );
+    assert_eq!(
+        other.store().generation(&id).unwrap(),
+        Some(0),
+        "not committed"
+    );
 
     // Past the lease TTL (workload: time passing is the point), the lease is still ours, and no
     // other process could take it to redeem the spent refresh token.
@@ -76,7 +86,10 @@ async fn a_rotation_whose_commit_fails_is_held_with_its_lease_until_it_lands() {
         .store()
         .try_acquire_lease(&id, "4194999:0:1", 60_000, holder_is_dead)
         .unwrap());
-    assert!(other.store().intent(&id).unwrap().is_some(), "the intent stays until the commit");
+    assert!(
+        other.store().intent(&id).unwrap().is_some(),
+        "the intent stays until the commit"
+    );
 
     // Serving goes on with the held token, with no new POST.
     tm.forget(&id);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use codex_vault_testkit::{Fault, FaultRoute, FakeOpenAi};
+use codex_vault_testkit::{FakeOpenAi, Fault, FaultRoute};
 use common::*;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -123,13 +123,21 @@ fn a_full_disk_between_answer_and_commit_holds_the_rotation_until_space_is_freed
     // `accounts list` (another process) learns of the held rotation from the live listener.
     let held = wait_for("the held rotation", Duration::from_secs(20), || {
         let list = env.list_json();
-        list[0]["held_rotation"].is_object().then(|| list[0].clone())
+        list[0]["held_rotation"]
+            .is_object()
+            .then(|| list[0].clone())
     });
     let h = &held["held_rotation"];
-    assert_eq!(h["message"], "a new sign-in is held in memory; free disk space");
+    assert_eq!(
+        h["message"],
+        "a new sign-in is held in memory; free disk space"
+    );
     assert_eq!(h["pid"], serve.pid());
     assert!(
-        h["last_error"].as_str().unwrap().contains("database or disk is full"),
+        h["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("database or disk is full"),
         "{h}"
     );
     assert!(held["failure"].is_null(), "never terminal: {held}");
@@ -175,7 +183,11 @@ fn a_full_disk_between_answer_and_commit_holds_the_rotation_until_space_is_freed
         (list[0]["held_rotation"].is_null() && list[0]["status"] == "healthy").then_some(())
     });
     let out = waiting.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_ne!(printed, t.access_token);
     assert!(accepted_blocking(&fake, &printed, &t.account_id));
@@ -191,7 +203,10 @@ fn a_full_disk_between_answer_and_commit_holds_the_rotation_until_space_is_freed
         "one rotation, never a reuse: {n:?}"
     );
     let a = &env.list_json()[0];
-    assert!(a["failure"].is_null() && a["last_refresh_at"].is_string(), "{a}");
+    assert!(
+        a["failure"].is_null() && a["last_refresh_at"].is_string(),
+        "{a}"
+    );
     assert_eq!(serve.terminate(), Some(0));
 }
 
@@ -210,8 +225,15 @@ fn a_token_run_never_settles_the_unfinished_refresh_of_a_live_serve() {
     let fake = fake();
     let env = TestEnv::new();
     let t = account(&fake, "live@corp.com", "plus");
-    let p = env.write_file("live.json", auth_json(&t, "2026-01-01T00:00:00Z").as_bytes());
-    assert_eq!(env.run(&["accounts", "import", p.to_str().unwrap(), "--label", "live"]).code, 0);
+    let p = env.write_file(
+        "live.json",
+        auth_json(&t, "2026-01-01T00:00:00Z").as_bytes(),
+    );
+    assert_eq!(
+        env.run(&["accounts", "import", p.to_str().unwrap(), "--label", "live"])
+            .code,
+        0
+    );
     let mut serve = spawn_serve(&env, &serve_env(&fake));
     // An unfinished refresh of serve's (as an ambiguous failure leaves it): serve is alive.
     let holder = format!("{}:0badc0de:{}", serve.pid(), start_time(serve.pid()));
@@ -244,7 +266,11 @@ fn a_token_run_never_settles_the_unfinished_refresh_of_a_live_serve() {
     serve.kill_9();
     let r = run_token();
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(fake.counters().token_calls, calls + 1, "one settling refresh");
+    assert_eq!(
+        fake.counters().token_calls,
+        calls + 1,
+        "one settling refresh"
+    );
     let n: i64 = db(&env)
         .query_row("SELECT COUNT(*) FROM refresh_intents", [], |r| r.get(0))
         .unwrap();

@@ -78,7 +78,11 @@ pub(crate) fn take_after_fault(shared: &Shared, route: FaultRoute) -> Option<Fau
 }
 
 /// Applies a fault taken by [`take_after_fault`] to the answer the route computed.
-pub(crate) async fn apply_after(fault: Option<Fault>, conn: &ConnHandle, resp: Response) -> Response {
+pub(crate) async fn apply_after(
+    fault: Option<Fault>,
+    conn: &ConnHandle,
+    resp: Response,
+) -> Response {
     match fault {
         Some(Fault::SlowAfterHandling(d)) => {
             tokio::time::sleep(d).await;

@@ -121,7 +121,11 @@ impl Selector {
             .filter(|a| !req.excluded.contains(&a.id) && unusable(a, self, now).is_none())
             .map(|a| (a, headroom(a)))
             .collect();
-        if !self.backing_off.is_empty() && scored.iter().any(|(a, _)| !self.backing_off.contains(&a.id)) {
+        if !self.backing_off.is_empty()
+            && scored
+                .iter()
+                .any(|(a, _)| !self.backing_off.contains(&a.id))
+        {
             scored.retain(|(a, _)| !self.backing_off.contains(&a.id));
         }
         if scored.is_empty() {
@@ -319,7 +323,11 @@ mod tests {
         );
         sel.backing_off.clear();
         let spread: HashSet<String> = (0..6).map(|_| pick(&mut sel, &accts, None)).collect();
-        assert_eq!(spread.len(), 3, "back in the rotation once its backoff ends");
+        assert_eq!(
+            spread.len(),
+            3,
+            "back in the rotation once its backoff ends"
+        );
     }
 
     #[test]

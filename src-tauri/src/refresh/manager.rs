@@ -1034,8 +1034,7 @@ impl Inner {
                     if lease {
                         let store = self.store.clone();
                         let (id, holder) = (account_id.clone(), self.holder.clone());
-                        if let Err(e) = blocking(move || store.release_lease(&id, &holder)).await
-                        {
+                        if let Err(e) = blocking(move || store.release_lease(&id, &holder)).await {
                             tracing::warn!(account = %account_id, "cannot release the refresh lease: {e}");
                         }
                     }

@@ -12,6 +12,8 @@ mod verify;
 pub use backoff::backoff_delay;
 pub use held::{held_rotation, held_version, overlay_held};
 pub use holder::{holder_id, holder_is_dead};
-pub use manager::{refresh_margin, AccessToken, Drained, RefreshConfig, RefreshError, TokenManager, DRAIN_LIMIT};
+pub use manager::{
+    refresh_margin, AccessToken, Drained, RefreshConfig, RefreshError, TokenManager, DRAIN_LIMIT,
+};
 pub use scheduler::{total_wakeups as scheduler_wakeups, Scheduler};
 pub use verify::{upstream_base, usage_url};
