@@ -211,6 +211,10 @@ async fn a_failing_token_endpoint_costs_one_call_per_backoff_step_and_others_ans
     // Steps grow base·2^k (each at least half of that): within `elapsed` at most
     // log2(2·elapsed/base + 1) + 1 of them can have ended.
     let steps = ((2.0 * elapsed.as_secs_f64() / base.as_secs_f64()) + 1.0).log2() as u64 + 1;
+    eprintln!(
+        "60 requests in {elapsed:?}: {} refresh calls for the failing account (backoff from {base:?})",
+        bad.refresh_calls
+    );
     assert!(
         bad.refresh_calls >= 1 && bad.refresh_calls <= steps + 1,
         "{} refresh calls in {elapsed:?} (at most {} backoff steps)",
