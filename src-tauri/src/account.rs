@@ -150,6 +150,7 @@ impl Account {
             created_at: ms_to_rfc3339(self.created_at),
             shared_grant: self.shared_grant_where.is_some(),
             shared_grant_where: self.shared_grant_where.clone(),
+            held_rotation: None,
         }
     }
 }
@@ -178,6 +179,26 @@ pub struct AccountView {
     /// Where the other holder is, in words (a path, or which copy), when `shared_grant`.
     #[serde(default)]
     pub shared_grant_where: Option<String>,
+    /// A live process holds this account's newest tokens in memory only (their commit failed:
+    /// a full disk, a lock held too long): it keeps serving with them and retries the commit.
+    #[serde(default)]
+    pub held_rotation: Option<HeldRotationView>,
+}
+
+/// What the UI and `accounts list` say while a rotation is held in memory.
+pub const HELD_ROTATION_ADVICE: &str = "a new sign-in is held in memory; free disk space";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldRotationView {
+    /// The pid of the process that holds it.
+    pub pid: u32,
+    pub since: String,
+    /// Commit attempts so far (the first one included).
+    pub attempts: u32,
+    /// Why the last commit failed.
+    pub last_error: String,
+    /// [`HELD_ROTATION_ADVICE`].
+    pub message: String,
 }
 
 /// What the UI and `accounts list` say about a shared grant.

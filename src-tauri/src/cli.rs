@@ -262,6 +262,12 @@ fn list(json: bool) -> Result<ExitCode, AppError> {
             .as_ref()
             .map(|f| format!("  [{}] {}", f.code, f.message))
             .unwrap_or_default();
+        if let Some(h) = &a.held_rotation {
+            reason.push_str(&format!(
+                "  [held in memory by pid {}, {} tries: {}] {}",
+                h.pid, h.attempts, h.last_error, h.message
+            ));
+        }
         if let Some(place) = a.shared_grant_where.as_deref().filter(|_| a.shared_grant) {
             reason.push_str(&format!(
                 "  [shared grant: {place}] {}",
@@ -468,7 +474,11 @@ fn token(reference: &str) -> Result<ExitCode, AppError> {
     let token = runtime()?.block_on(async {
         // A refresh left unfinished by a crashed process is settled first (once).
         tm.recover_intents().await;
-        tm.access_token(&id).await
+        let token = tm.access_token(&id).await;
+        // A rotation whose commit failed is held in memory: give it its chance to land before
+        // this process (its only holder) exits.
+        crate::serve::drain_refreshes(&tm).await;
+        token
     })?;
     println!("{}", token.token.expose());
     Ok(ExitCode::SUCCESS)
@@ -478,7 +488,11 @@ fn refresh_now(reference: &str) -> Result<ExitCode, AppError> {
     let service = Service::open_default()?;
     let account = service.store().find_account(reference)?;
     let tm = service.token_manager();
-    let token = runtime()?.block_on(tm.force_refresh(&account.id, None))?;
+    let token = runtime()?.block_on(async {
+        let token = tm.force_refresh(&account.id, None).await;
+        crate::serve::drain_refreshes(&tm).await;
+        token
+    })?;
     println!(
         "Refreshed {}; the access token is valid until {}.",
         account.label,

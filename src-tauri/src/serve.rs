@@ -159,6 +159,7 @@ pub fn run(port: Option<u16>) -> Result<ExitCode, AppError> {
     rt.block_on(async move {
         tm.recover_intents().await;
         let _scheduler = crate::refresh::Scheduler::spawn(tm.clone());
+        let tm_for_drain = tm.clone();
         let running = start_endpoint(service, tm, port).await?;
         println!("Codex Vault endpoint listening on {}/v1", running.endpoint.url());
         use std::io::Write;
@@ -166,9 +167,45 @@ pub fn run(port: Option<u16>) -> Result<ExitCode, AppError> {
         eprintln!("codex-vault serve: `codex-vault endpoint info` shows the key and the Codex CLI configuration; Ctrl-C stops.");
         shutdown_signal().await;
         drop(running);
+        drain_refreshes(&tm_for_drain).await;
         Ok::<_, AppError>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The shutdown path `serve` and the desktop app share: no new refresh starts; refreshes already
+/// sent get up to `DRAIN_LIMIT` to commit, and rotations held in memory (a full disk) keep being
+/// retried for all of it. Says in the log what it waits for and what, if anything, is lost.
+pub async fn drain_refreshes(tm: &crate::refresh::TokenManager) -> crate::refresh::Drained {
+    let limit = crate::refresh::DRAIN_LIMIT;
+    let held = tm.held_rotations();
+    if tm.busy() > 0 {
+        eprintln!(
+            "codex-vault: stopping; waiting up to {} s for refreshes in flight to be saved{}",
+            limit.as_secs(),
+            if held.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({} new sign-in(s) held in memory: retrying to save them)",
+                    held.len()
+                )
+            }
+        );
+    }
+    let drained = tm.drain(limit).await;
+    for id in &drained.held {
+        tracing::error!(account = %id, "stopped with a new sign-in held in memory that could not be saved: this account will need a new sign-in");
+        eprintln!("codex-vault: account {id}: its new sign-in could not be saved before stopping (free disk space); it will need a new sign-in");
+    }
+    if drained.unfinished > 0 {
+        eprintln!(
+            "codex-vault: {} refresh(es) did not finish within {} s",
+            drained.unfinished,
+            limit.as_secs()
+        );
+    }
+    drained
 }
 
 async fn shutdown_signal() {

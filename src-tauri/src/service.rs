@@ -203,7 +203,7 @@ impl Service {
             .filter(|(_, holder)| !crate::refresh::holder_is_dead(holder))
             .map(|(id, _)| id)
             .collect();
-        Ok(self
+        let mut views: Vec<AccountView> = self
             .store
             .list_accounts()?
             .iter()
@@ -214,7 +214,49 @@ impl Service {
                 }
                 v
             })
-            .collect())
+            .collect();
+        // Rotations held in memory only (their commit failed) are known to the process holding
+        // them: this one's directly, a live `serve` or app's through its `/v1/accounts`.
+        crate::refresh::overlay_held(&mut views);
+        self.overlay_held_elsewhere(&mut views);
+        Ok(views)
+    }
+
+    /// Asks the live listener of this store, when it is another process, which rotations it
+    /// holds in memory. Best effort and quick (loopback, a short timeout): a listener that does
+    /// not answer leaves the list as the store has it.
+    fn overlay_held_elsewhere(&self, views: &mut [AccountView]) {
+        let Some(pid) = crate::serve::live_pid(self) else {
+            return;
+        };
+        if pid == std::process::id() || views.is_empty() {
+            return;
+        }
+        let Ok(port) = crate::serve::current_port(self) else {
+            return;
+        };
+        // Only an existing key: listing must never mint one as a side effect.
+        let Ok(Some(blob)) = self.store.meta_get(LOCAL_KEY_META) else {
+            return;
+        };
+        let Ok(key) = self.vault.open("", Field::LocalApiKey, &blob) else {
+            return;
+        };
+        let Some(remote) = crate::loopback::get_json(port, "/v1/accounts", &key) else {
+            return;
+        };
+        let Ok(remote) = serde_json::from_value::<Vec<AccountView>>(remote) else {
+            return;
+        };
+        for v in views.iter_mut() {
+            if let Some(h) = remote
+                .iter()
+                .find(|r| r.id == v.id)
+                .and_then(|r| r.held_rotation.clone())
+            {
+                v.held_rotation = Some(h);
+            }
+        }
     }
 
     /// The refresh engine over this store, talking to the issuer the environment names.

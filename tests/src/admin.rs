@@ -52,6 +52,10 @@ pub enum FaultSpec {
         #[serde(default)]
         shape: EncryptedContentError,
     },
+    SlowAfterHandling {
+        millis: u64,
+    },
+    DropAfterHandling,
 }
 
 impl From<FaultSpec> for Fault {
@@ -83,6 +87,10 @@ impl From<FaultSpec> for Fault {
                 after_output,
             },
             FaultSpec::InvalidEncryptedContent { shape } => Fault::InvalidEncryptedContent(shape),
+            FaultSpec::SlowAfterHandling { millis } => {
+                Fault::SlowAfterHandling(Duration::from_millis(millis))
+            }
+            FaultSpec::DropAfterHandling => Fault::DropAfterHandling,
         }
     }
 }
@@ -120,6 +128,10 @@ impl From<&Fault> for FaultSpec {
             Fault::InvalidEncryptedContent(shape) => {
                 FaultSpec::InvalidEncryptedContent { shape: *shape }
             }
+            Fault::SlowAfterHandling(d) => FaultSpec::SlowAfterHandling {
+                millis: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            },
+            Fault::DropAfterHandling => FaultSpec::DropAfterHandling,
         }
     }
 }

@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 
 use crate::config::{FaultRoute, CLIENT_ID};
 use crate::conn::ConnHandle;
-use crate::faults::{apply_fault, json_response, rejection_response};
+use crate::faults::{
+    apply_after, apply_fault, json_response, rejection_response, status_body, take_after_fault,
+};
 use crate::grants::{CodeRequest, Minted};
 use crate::state::{now_unix, Shared};
 
@@ -55,44 +57,65 @@ pub(crate) async fn token(
     body: Bytes,
 ) -> Response {
     shared.lock().counters.token_calls += 1;
+    let after = take_after_fault(&shared, FaultRoute::Token);
     if let Some(resp) = apply_fault(&shared, FaultRoute::Token, &conn).await {
         return resp;
     }
     let params = parse_params(&headers, &body);
     let p = |k: &str| params.get(k).map(String::as_str);
     let now = now_unix();
-    let mut state = shared.lock();
-    let result = match p("grant_type") {
-        Some("refresh_token") => state
-            .refresh(p("client_id"), p("refresh_token"), false, now)
-            .map_err(|(_, r)| r),
-        Some("authorization_code") => state.exchange_code(
-            p("client_id"),
-            p("code"),
-            p("redirect_uri"),
-            p("code_verifier"),
-            now,
-        ),
-        Some(other) => {
-            return json_response(
-                400,
-                &json!({"error": "unsupported_grant_type",
-                        "error_description": format!("Unsupported grant type: {other}.")}),
-            )
+    if p("grant_type") == Some("refresh_token") {
+        if let Some(resp) = refresh_failure(&shared, p("refresh_token")) {
+            return apply_after(after, &conn, resp).await;
         }
-        None => {
-            return json_response(
-                400,
-                &json!({"error": "invalid_request",
-                        "error_description": "Missing required parameter: grant_type."}),
-            )
+    }
+    let result = {
+        let mut state = shared.lock();
+        match p("grant_type") {
+            Some("refresh_token") => state
+                .refresh(p("client_id"), p("refresh_token"), false, now)
+                .map_err(|(_, r)| r),
+            Some("authorization_code") => state.exchange_code(
+                p("client_id"),
+                p("code"),
+                p("redirect_uri"),
+                p("code_verifier"),
+                now,
+            ),
+            Some(other) => {
+                return json_response(
+                    400,
+                    &json!({"error": "unsupported_grant_type",
+                            "error_description": format!("Unsupported grant type: {other}.")}),
+                )
+            }
+            None => {
+                return json_response(
+                    400,
+                    &json!({"error": "invalid_request",
+                            "error_description": "Missing required parameter: grant_type."}),
+                )
+            }
         }
     };
-    drop(state);
-    match result {
+    let resp = match result {
         Ok(minted) => token_answer(&minted),
         Err(rejection) => rejection_response(&rejection),
-    }
+    };
+    apply_after(after, &conn, resp).await
+}
+
+/// Counts a refresh grant against its account and answers the failure set for that account
+/// (`FakeOpenAi::set_refresh_failure`), if any.
+fn refresh_failure(shared: &Shared, refresh_token: Option<&str>) -> Option<Response> {
+    let mut state = shared.lock();
+    let account = refresh_token
+        .and_then(|rt| state.refresh_tokens.get(rt))
+        .and_then(|e| state.families.get(&e.family))
+        .map(|f| f.account_id.clone())?;
+    state.counters.account(&account).refresh_calls += 1;
+    let status = state.accounts.get(&account)?.refresh_failure?;
+    Some(json_response(status, &status_body(status)))
 }
 
 pub(crate) async fn revoke(

@@ -144,6 +144,12 @@ pub enum Fault {
     /// `/responses` only: the next call is answered with the 400 for unverifiable encrypted
     /// content in this shape, whatever its input carries.
     InvalidEncryptedContent(crate::encrypted::EncryptedContentError),
+    /// Handle the call normally (a refresh rotates the token at the issuer), then wait this
+    /// long before answering: an issuer slow to answer after it committed.
+    SlowAfterHandling(Duration),
+    /// Handle the call normally (a refresh rotates), then close the connection without a byte
+    /// of the answer: the answer is lost on the way back.
+    DropAfterHandling,
 }
 
 impl Fault {

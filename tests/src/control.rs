@@ -133,6 +133,20 @@ impl Shared {
         Ok(())
     }
 
+    pub(crate) fn set_refresh_failure(
+        &self,
+        account_id: &str,
+        status: Option<u16>,
+    ) -> Result<(), ControlError> {
+        let mut state = self.lock();
+        let account = state
+            .accounts
+            .get_mut(account_id)
+            .ok_or_else(|| ControlError::UnknownAccount(account_id.to_string()))?;
+        account.refresh_failure = status;
+        Ok(())
+    }
+
     pub(crate) fn inject_faults(&self, route: FaultRoute, faults: Vec<Fault>) {
         self.lock().faults.entry(route).or_default().extend(faults);
     }

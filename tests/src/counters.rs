@@ -58,6 +58,8 @@ pub struct Counters {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountCounters {
+    /// Refresh grants presenting a refresh token of this account, any outcome.
+    pub refresh_calls: u64,
     pub refreshes_ok: u64,
     pub refresh_reuse: u64,
     /// `/responses` calls authenticated as this account.

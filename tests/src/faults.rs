@@ -36,7 +36,7 @@ fn text_response(status: u16, content_type: &str, body: String) -> Response {
 
 /// The JSON body of `Fault::Status`: OpenAI's `server_error` for 5xx, a rate-limit error for
 /// 429, a generic error otherwise.
-fn status_body(status: u16) -> Value {
+pub(crate) fn status_body(status: u16) -> Value {
     match status {
         429 => json!({"error": {
             "message": "Rate limit reached. Please try again later.",
@@ -71,6 +71,40 @@ pub(crate) enum Deferred {
         after_output: bool,
     },
     InvalidEncryptedContent(crate::encrypted::EncryptedContentError),
+}
+
+/// Pops the next fault of `route` if it acts after the call is handled
+/// (`SlowAfterHandling`, `DropAfterHandling`): the route applies it with [`apply_after`].
+pub(crate) fn take_after_fault(shared: &Shared, route: FaultRoute) -> Option<Fault> {
+    let mut state = shared.lock();
+    let after = matches!(
+        state.faults.get(&route).and_then(|q| q.front()),
+        Some(Fault::SlowAfterHandling(_) | Fault::DropAfterHandling)
+    );
+    if after {
+        state.next_fault(route)
+    } else {
+        None
+    }
+}
+
+/// Applies a fault taken by [`take_after_fault`] to the answer the route computed.
+pub(crate) async fn apply_after(
+    fault: Option<Fault>,
+    conn: &ConnHandle,
+    resp: Response,
+) -> Response {
+    match fault {
+        Some(Fault::SlowAfterHandling(d)) => {
+            tokio::time::sleep(d).await;
+            resp
+        }
+        Some(Fault::DropAfterHandling) => {
+            conn.kill.kill();
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        _ => resp,
+    }
 }
 
 /// Pops the next fault of `route` and applies it. `Some(answer)` ends the call with that answer;
@@ -138,6 +172,9 @@ pub(crate) async fn apply_fault_deferring(
         Fault::InvalidEncryptedContent(shape) => {
             return Ok(Some(Deferred::InvalidEncryptedContent(shape)))
         }
+        // Routes that support them take these first (`take_after_fault`); elsewhere they are
+        // spent without effect.
+        Fault::SlowAfterHandling(_) | Fault::DropAfterHandling => return Ok(None),
     };
     Err(answer)
 }

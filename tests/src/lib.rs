@@ -332,6 +332,18 @@ impl FakeOpenAi {
         }
     }
 
+    /// `Some(status)`: every refresh grant of this account answers `status` (a 5xx carries
+    /// OpenAI's `server_error` body) without rotating, until `None`. Other accounts are served.
+    ///
+    /// # Panics
+    /// If the account is unknown.
+    #[track_caller]
+    pub fn set_refresh_failure(&self, chatgpt_account_id: &str, status: Option<u16>) {
+        if let Err(e) = self.shared.set_refresh_failure(chatgpt_account_id, status) {
+            panic!("set_refresh_failure: {e}");
+        }
+    }
+
     /// Queues faults for the next calls of `route`, one per call, in order (after any already
     /// queued).
     pub fn inject_faults(&self, route: FaultRoute, faults: Vec<Fault>) {

@@ -17,6 +17,9 @@ pub(crate) const SECONDARY_WINDOW_SECS: i64 = 10_080 * 60;
 
 pub(crate) struct Account {
     pub spec: AccountSpec,
+    /// While set, every refresh grant of this account answers this status (an issuer failing
+    /// for one account), without rotating.
+    pub refresh_failure: Option<u16>,
     /// Limited until this unix second (inclusive of earlier times only).
     pub rate_limited_until: Option<i64>,
     pub primary_used_percent: f64,
@@ -31,6 +34,7 @@ impl Account {
     pub fn new(spec: AccountSpec, now: i64) -> Self {
         Account {
             spec,
+            refresh_failure: None,
             rate_limited_until: None,
             primary_used_percent: 0.0,
             secondary_used_percent: 0.0,

@@ -53,6 +53,20 @@ export interface Account {
   shared_grant?: boolean;
   /** Where the other holder is (a file path, or which copy), when `shared_grant`. */
   shared_grant_where?: string | null;
+  /**
+   * A live Codex Vault process holds this account's newest sign-in in memory only (saving it
+   * failed: a full disk): it keeps using it and retries saving it.
+   */
+  held_rotation?: HeldRotation | null;
+}
+
+export interface HeldRotation {
+  pid: number;
+  since: string;
+  attempts: number;
+  last_error: string;
+  /** "a new sign-in is held in memory; free disk space" */
+  message: string;
 }
 
 export interface StoreInfo {
@@ -209,7 +223,14 @@ export const EVENTS = {
   accountsChanged: 'accounts://changed',
   signInFinished: 'signin://finished',
   endpointChanged: 'endpoint://changed',
+  quitHeld: 'quit://held',
 } as const;
+
+/** Payload of `quit://held`: Quit waits for the user while a new sign-in is held in memory only. */
+export interface QuitHeld {
+  account_ids: string[];
+  message: string;
+}
 
 /** What importing this pasted auth.json would do. Writes nothing. */
 export function previewAuthJson(text: string): Promise<ImportPreview> {
@@ -304,6 +325,16 @@ export function onAccountsChanged(handler: (payload: AccountsChanged) => void): 
 /** Calls `handler` when a browser sign-in ends (signed in, failed, or cancelled). */
 export function onSignInFinished(handler: (payload: SignInFinished) => void): Promise<Unlisten> {
   return subscribe(EVENTS.signInFinished, handler);
+}
+
+/** Calls `handler` when Quit needs the user's yes: a new sign-in is held in memory only. */
+export function onQuitHeld(handler: (payload: QuitHeld) => void): Promise<Unlisten> {
+  return subscribe(EVENTS.quitHeld, handler);
+}
+
+/** Quits after refreshes in flight are saved; `force` also gives up sign-ins held in memory. */
+export function quitApp(force: boolean): Promise<void> {
+  return call<void>('quit_app', { force });
 }
 
 /** Calls `handler` when the endpoint starts, stops, moves, gets a new key or serves more requests. */

@@ -347,6 +347,13 @@ pub fn restart_app(app: AppHandle) {
     app.restart();
 }
 
+/// Quit, after refreshes in flight are saved (at most 15 s). `force`: the user confirmed that a
+/// new sign-in held in memory only may be lost.
+#[tauri::command]
+pub fn quit_app(app: AppHandle, force: bool) {
+    super::request_quit(&app, force);
+}
+
 /// Whether the desktop session starts Codex Vault at sign-in (the OS's own entry is the truth).
 #[tauri::command]
 pub fn get_autostart(app: AppHandle) -> Result<bool, ErrorBody> {

@@ -8,6 +8,7 @@ use tauri::{AppHandle, Emitter};
 pub const ACCOUNTS_CHANGED: &str = "accounts://changed";
 pub const SIGNIN_FINISHED: &str = "signin://finished";
 pub const ENDPOINT_CHANGED: &str = "endpoint://changed";
+pub const QUIT_HELD: &str = "quit://held";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum FrontendEvent {
@@ -17,6 +18,16 @@ pub enum FrontendEvent {
     SignInFinished(SignInFinished),
     /// The endpoint started, stopped, moved, got a new key, or served more requests.
     EndpointChanged(EndpointStatus),
+    /// Quit was asked while a new sign-in is held in memory only: the window asks the user
+    /// (quitting now loses it), and answers with `quit_app { force: true }`.
+    QuitHeld(QuitHeld),
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct QuitHeld {
+    /// The accounts whose new sign-in would be lost.
+    pub account_ids: Vec<String>,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -42,6 +53,7 @@ impl FrontendEvent {
             FrontendEvent::AccountsChanged { .. } => ACCOUNTS_CHANGED,
             FrontendEvent::SignInFinished(_) => SIGNIN_FINISHED,
             FrontendEvent::EndpointChanged(_) => ENDPOINT_CHANGED,
+            FrontendEvent::QuitHeld(_) => QUIT_HELD,
         }
     }
 }
@@ -56,6 +68,7 @@ pub fn emit(app: &AppHandle, event: FrontendEvent) {
         }
         FrontendEvent::SignInFinished(payload) => app.emit(name, payload),
         FrontendEvent::EndpointChanged(status) => app.emit(name, status),
+        FrontendEvent::QuitHeld(payload) => app.emit(name, payload),
     };
     if let Err(e) = result {
         tracing::warn!(event = name, "cannot emit a window event: {e}");

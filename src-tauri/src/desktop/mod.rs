@@ -132,6 +132,38 @@ pub fn show_main_window(app: &AppHandle) {
     }
 }
 
+/// Quit (the tray's item, the window's close where there is no tray): no new refresh starts,
+/// refreshes already sent get up to 15 s to be saved (the core's `drain_refreshes`, the same
+/// path `serve` takes on SIGTERM). While a new sign-in is held in memory only, the window asks
+/// first, unless `force` (the user said yes).
+pub fn request_quit(app: &AppHandle, force: bool) {
+    let state = app.state::<AppState>();
+    let Some(tm) = state.token_manager.clone() else {
+        app.exit(0);
+        return;
+    };
+    let held = tm.held_rotations();
+    if !held.is_empty() && !force {
+        show_main_window(app);
+        events::emit(
+            app,
+            FrontendEvent::QuitHeld(events::QuitHeld {
+                message: format!(
+                    "{} — quitting now loses it and the account will need a new sign-in. Free disk space and wait, or quit anyway.",
+                    crate::account::HELD_ROTATION_ADVICE
+                ),
+                account_ids: held,
+            }),
+        );
+        return;
+    }
+    let app = app.clone();
+    tauri::async_runtime::spawn(async move {
+        crate::serve::drain_refreshes(&tm).await;
+        app.exit(0);
+    });
+}
+
 /// Tells the window and the tray what the endpoint is doing now.
 pub async fn announce_endpoint(app: &AppHandle, ctl: &EndpointControl) {
     match ctl.status().await {
@@ -178,9 +210,12 @@ fn spawn_watcher(app: AppHandle, data_dir: PathBuf) {
                 }
             };
             let mut last_endpoint = None;
+            let mut last_held = crate::refresh::held_version();
             for tick in 0u32.. {
                 std::thread::sleep(WATCH_EVERY);
-                let accounts_moved = watch.changed().unwrap_or(false);
+                let held = crate::refresh::held_version();
+                let accounts_moved = watch.changed().unwrap_or(false) || held != last_held;
+                last_held = held;
                 if accounts_moved {
                     events::emit(&app, FrontendEvent::AccountsChanged { account_id: None });
                 }
@@ -339,9 +374,12 @@ pub fn run(autostarted: bool) -> ExitCode {
             if let WindowEvent::CloseRequested { api, .. } = event {
                 remember_window(window);
                 // Close-to-tray: the endpoint and refreshes go on; Quit is in the tray menu.
+                api.prevent_close();
                 if window.app_handle().state::<AppState>().tray().is_some() {
-                    api.prevent_close();
                     let _ = window.hide();
+                } else {
+                    // No tray: closing is quitting, through the same drain as Quit.
+                    request_quit(window.app_handle(), false);
                 }
             }
         })
@@ -370,6 +408,7 @@ pub fn run(autostarted: bool) -> ExitCode {
             commands::startup_problem,
             commands::set_aside_store,
             commands::restart_app,
+            commands::quit_app,
             commands::get_autostart,
             commands::set_autostart,
             commands::about,

@@ -50,7 +50,7 @@ impl Tray {
             .on_menu_event(|app, event| match event.id().as_ref() {
                 OPEN => super::show_main_window(app),
                 ENDPOINT => toggle_endpoint(app),
-                QUIT => app.exit(0),
+                QUIT => super::request_quit(app, false),
                 _ => {}
             });
         if let Some(icon) = app.default_window_icon() {

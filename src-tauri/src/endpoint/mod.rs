@@ -120,7 +120,8 @@ impl Shared {
         let now = now_ms();
         let usage = lock(&self.usage);
         let served = lock(&self.served);
-        self.accounts()
+        let mut views: Vec<AccountView> = self
+            .accounts()
             .iter()
             .map(|a| {
                 let mut v = a.view(now);
@@ -134,7 +135,9 @@ impl Shared {
                 }
                 v
             })
-            .collect()
+            .collect();
+        crate::refresh::overlay_held(&mut views);
+        views
     }
 }
 

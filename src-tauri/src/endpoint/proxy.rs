@@ -347,7 +347,9 @@ pub(crate) async fn send(
             Some(id) => Ok(id),
             None => {
                 let usage = lock(&shared.usage);
-                lock(&shared.selector).select(
+                let mut selector = lock(&shared.selector);
+                selector.backing_off = shared.tm.backing_off();
+                selector.select(
                     &accounts,
                     &usage,
                     &Pick {

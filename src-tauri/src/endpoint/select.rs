@@ -31,6 +31,9 @@ pub struct Selector {
     round_robin: usize,
     /// Rate limits learnt from 429s (account id → until), ahead of the store's copy.
     pub rate_limited: HashMap<String, UnixMs>,
+    /// Accounts whose refresh is backing off (a failing token endpoint): still usable, but
+    /// the others are preferred while any of them can answer. Set before each selection.
+    pub backing_off: HashSet<String>,
 }
 
 pub struct Request<'a> {
@@ -113,11 +116,18 @@ impl Selector {
         // The one pass whose cost grows with the number of accounts (`make bench` measures it):
         // one usage lookup per usable account, no per-request allocation beyond this vector.
         let headroom = |a: &Account| usage.get(&a.id).map_or(100.0, UsageSnapshot::headroom);
-        let scored: Vec<(&Account, f64)> = accounts
+        let mut scored: Vec<(&Account, f64)> = accounts
             .iter()
             .filter(|a| !req.excluded.contains(&a.id) && unusable(a, self, now).is_none())
             .map(|a| (a, headroom(a)))
             .collect();
+        if !self.backing_off.is_empty()
+            && scored
+                .iter()
+                .any(|(a, _)| !self.backing_off.contains(&a.id))
+        {
+            scored.retain(|(a, _)| !self.backing_off.contains(&a.id));
+        }
         if scored.is_empty() {
             let earliest = accounts
                 .iter()
@@ -302,6 +312,28 @@ mod tests {
                 .unwrap();
             assert_eq!(r, "b");
         }
+    }
+
+    #[test]
+    fn accounts_backing_off_are_passed_over_while_another_can_answer() {
+        let accts = vec![acct("a"), acct("b"), acct("c")];
+        let mut sel = Selector::default();
+        sel.backing_off.insert("a".into());
+        for _ in 0..6 {
+            assert_ne!(pick(&mut sel, &accts, None), "a");
+        }
+        sel.backing_off.extend(["b".to_string(), "c".to_string()]);
+        assert!(
+            ["a", "b", "c"].contains(&pick(&mut sel, &accts, None).as_str()),
+            "all backing off: still answered"
+        );
+        sel.backing_off.clear();
+        let spread: HashSet<String> = (0..6).map(|_| pick(&mut sel, &accts, None)).collect();
+        assert_eq!(
+            spread.len(),
+            3,
+            "back in the rotation once its backoff ends"
+        );
     }
 
     #[test]

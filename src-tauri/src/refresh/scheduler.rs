@@ -1,8 +1,8 @@
 //! The background refresher: one task that sleeps until the earliest due account (each sleep
 //! capped, so a machine waking from suspend catches up at once), refreshes what is due with
-//! bounded concurrency, backs off per account on transient failures, and wakes on changes.
+//! bounded concurrency, leaves an account alone while its refresh backs off (the backoff lives
+//! in the `TokenManager`, shared with the request path), and wakes on changes.
 
-use super::backoff::backoff_delay;
 use super::manager::{RefreshError, TokenManager};
 use super::plan::{plan, LeadSettings, SETTING_FRACTION, SETTING_MAX_SECS, SETTING_MIN_SECS};
 use crate::account::now_ms;
@@ -15,8 +15,6 @@ use tokio::sync::{Notify, Semaphore};
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
 const CHANGE_POLL: Duration = Duration::from_secs(1);
 const CONCURRENCY: usize = 4;
-const BACKOFF_BASE: Duration = Duration::from_secs(15);
-const BACKOFF_MAX: Duration = Duration::from_secs(30 * 60);
 
 /// Planning passes of every scheduler in this process, for `/health` (the benchmark reads it
 /// from outside the process: ≈ 1 a minute, the sleep cap, when nothing is due).
@@ -34,8 +32,6 @@ pub struct Scheduler {
 }
 
 struct State {
-    /// Per account: consecutive transient failures and the earliest next try.
-    backoff: HashMap<String, (u32, i64)>,
     running: HashSet<String>,
 }
 
@@ -70,7 +66,6 @@ impl Drop for Scheduler {
 
 async fn run(tm: TokenManager, wake: Arc<Notify>, wakeups: Arc<AtomicU64>) {
     let state = Arc::new(Mutex::new(State {
-        backoff: HashMap::new(),
         running: HashSet::new(),
     }));
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
@@ -96,11 +91,7 @@ async fn run(tm: TokenManager, wake: Arc<Notify>, wakeups: Arc<AtomicU64>) {
             Ok(Ok((version, accounts, settings))) => {
                 seen_version = version;
                 let now = now_ms();
-                let not_before: HashMap<String, i64> = lock(&state)
-                    .backoff
-                    .iter()
-                    .map(|(k, (_, t))| (k.clone(), *t))
-                    .collect();
+                let not_before: HashMap<String, i64> = tm.backoff_not_before();
                 let p = plan(now, &accounts, &settings, &not_before);
                 for (id, generation) in p.due {
                     if !lock(&state).running.insert(id.clone()) {
@@ -111,21 +102,10 @@ async fn run(tm: TokenManager, wake: Arc<Notify>, wakeups: Arc<AtomicU64>) {
                     tokio::spawn(async move {
                         let _permit = permits.acquire_owned().await;
                         let r = tm.refresh_planned(&id, generation).await;
-                        let mut st = lock(&state);
-                        st.running.remove(&id);
-                        match r {
-                            Err(RefreshError::Transient { reason, .. }) => {
-                                let n = st.backoff.get(&id).map_or(0, |(n, _)| *n);
-                                let delay = backoff_delay(n, BACKOFF_BASE, BACKOFF_MAX);
-                                tracing::info!(account = %id, "background refresh failed ({reason}); retry in {delay:?}");
-                                st.backoff
-                                    .insert(id, (n + 1, now_ms() + delay.as_millis() as i64));
-                            }
-                            _ => {
-                                st.backoff.remove(&id);
-                            }
+                        lock(&state).running.remove(&id);
+                        if let Err(RefreshError::Transient { reason, .. }) = r {
+                            tracing::info!(account = %id, "background refresh failed ({reason}); retried after its backoff");
                         }
-                        drop(st);
                         wake.notify_one();
                     });
                 }

@@ -11,6 +11,7 @@ use rusqlite::{params, OptionalExtension};
 const SQL_NOW_MS: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
 
 /// A rotation to commit. `None` fields keep their stored value (upstream may omit them).
+#[derive(Clone)]
 pub struct Rotation {
     pub access_token: Vec<u8>,
     pub id_token: Option<Vec<u8>>,
@@ -141,6 +142,52 @@ impl Store {
         Ok(())
     }
 
+    /// Records the intent and, in the same transaction, renews the account's lease — only if
+    /// `holder` still holds it (`lease_ttl_ms` None: the lease is off). False when the lease was
+    /// lost meanwhile: then nothing is written and no refresh may be sent. This is the invariant
+    /// the engine keeps: no refresh POST without a committed intent row and a held lease.
+    pub fn write_intent_under_lease(
+        &self,
+        account_id: &str,
+        generation: i64,
+        holder: &str,
+        lease_ttl_ms: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if let Some(ttl) = lease_ttl_ms {
+            let renewed = tx.execute(
+                &format!("UPDATE refresh_leases SET expires_at = {SQL_NOW_MS} + ?3 WHERE account_id = ?1 AND holder = ?2"),
+                params![account_id, holder, ttl],
+            )?;
+            if renewed != 1 {
+                return Ok(false);
+            }
+        }
+        tx.execute(
+            "INSERT INTO refresh_intents (account_id, generation, holder, started_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(account_id) DO UPDATE SET generation = excluded.generation, holder = excluded.holder, started_at = excluded.started_at",
+            params![account_id, generation, holder, now_ms()],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Pushes the expiry of a lease `holder` holds; false when it is not (or no longer) theirs.
+    /// Called only at due times while a rotation is held in memory — never periodically at idle.
+    pub fn renew_lease(
+        &self,
+        account_id: &str,
+        holder: &str,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            &format!("UPDATE refresh_leases SET expires_at = {SQL_NOW_MS} + ?3 WHERE account_id = ?1 AND holder = ?2"),
+            params![account_id, holder, ttl_ms],
+        )?;
+        Ok(n == 1)
+    }
+
     /// Clears an intent once its outcome is known (an answer was received and handled).
     pub fn clear_intent(&self, account_id: &str, generation: i64) -> Result<(), StoreError> {
         self.conn().execute(
@@ -197,6 +244,9 @@ impl Store {
             [account_id],
         )?;
         append(&tx, account_id, event_kind, event_detail)?;
+        if crate::failpoint::store_full() {
+            return Err(crate::failpoint::sqlite_full().into()); // rolled back with `tx`
+        }
         tx.commit()?;
         Ok(true)
     }
