@@ -100,6 +100,10 @@ pub struct Account {
     pub usage_json: Option<String>,
     /// Where else this sign-in is held live (shared-grant detection), if anywhere.
     pub shared_grant_where: Option<String>,
+    /// The refresh broker knows a holder of this sign-in outside the vault (docs/broker.md).
+    pub brokered: bool,
+    /// When a holder of this sign-in last came through the refresh broker.
+    pub broker_holder_seen_at: Option<UnixMs>,
 }
 
 impl Account {
@@ -150,6 +154,8 @@ impl Account {
             created_at: ms_to_rfc3339(self.created_at),
             shared_grant: self.shared_grant_where.is_some(),
             shared_grant_where: self.shared_grant_where.clone(),
+            brokered: self.brokered,
+            broker_holder_seen_at: self.broker_holder_seen_at.map(ms_to_rfc3339),
         }
     }
 }
@@ -178,6 +184,12 @@ pub struct AccountView {
     /// Where the other holder is, in words (a path, or which copy), when `shared_grant`.
     #[serde(default)]
     pub shared_grant_where: Option<String>,
+    /// A Codex CLI (or another holder) keeps this sign-in and refreshes through the broker.
+    #[serde(default)]
+    pub brokered: bool,
+    /// When a brokered holder last came through the broker (RFC 3339), or null if not yet.
+    #[serde(default)]
+    pub broker_holder_seen_at: Option<String>,
 }
 
 /// What the UI and `accounts list` say about a shared grant.
@@ -255,6 +267,8 @@ mod tests {
             updated_at: 0,
             usage_json: None,
             shared_grant_where: None,
+            brokered: false,
+            broker_holder_seen_at: None,
         }
     }
 

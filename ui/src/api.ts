@@ -53,6 +53,10 @@ export interface Account {
   shared_grant?: boolean;
   /** Where the other holder is (a file path, or which copy), when `shared_grant`. */
   shared_grant_where?: string | null;
+  /** A Codex CLI (or another holder) keeps this sign-in and refreshes through the broker. */
+  brokered?: boolean;
+  /** When a brokered holder last came through the broker (RFC 3339), or null if not yet. */
+  broker_holder_seen_at?: string | null;
 }
 
 export interface StoreInfo {

@@ -148,6 +148,7 @@ struct Inner {
     holder: String,
     inflight: Mutex<HashMap<String, Flight>>,
     cache: Mutex<HashMap<String, AccessToken>>,
+    observer: std::sync::OnceLock<Arc<dyn super::RotationObserver>>,
 }
 
 #[derive(Clone)]
@@ -171,12 +172,18 @@ impl TokenManager {
                 holder: holder_id().to_string(),
                 inflight: Mutex::new(HashMap::new()),
                 cache: Mutex::new(HashMap::new()),
+                observer: std::sync::OnceLock::new(),
             }),
         }
     }
 
     pub fn store(&self) -> &Arc<Store> {
         &self.inner.store
+    }
+
+    /// Who is told of every rotation this manager commits (once; a second call is ignored).
+    pub fn set_rotation_observer(&self, observer: Arc<dyn super::RotationObserver>) {
+        let _ = self.inner.observer.set(observer);
     }
 
     /// A token valid for at least the margin, refreshing if needed. An expired token whose
@@ -678,6 +685,9 @@ impl Inner {
                 .await?;
         if committed {
             tracing::info!(account = %id, generation = generation + 1, "refreshed");
+            if let Some(o) = self.observer.get() {
+                o.rotation_committed(id, generation + 1).await;
+            }
             let mut token = snap.token();
             token.token = access;
             token.generation = generation + 1;

@@ -4,6 +4,7 @@
 mod backoff;
 mod holder;
 mod manager;
+mod observer;
 pub mod plan;
 mod scheduler;
 mod verify;
@@ -11,5 +12,6 @@ mod verify;
 pub use backoff::backoff_delay;
 pub use holder::{holder_id, holder_is_dead};
 pub use manager::{AccessToken, RefreshConfig, RefreshError, TokenManager};
+pub use observer::{ObserverFuture, RotationObserver};
 pub use scheduler::{total_wakeups as scheduler_wakeups, Scheduler};
 pub use verify::{upstream_base, usage_url};

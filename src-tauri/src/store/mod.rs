@@ -9,7 +9,9 @@ pub mod schema;
 mod watch;
 
 pub use accounts::{NewAccount, SealedTokens, StoredSecrets};
-pub use broker::FingerprintRow;
+pub use broker::{
+    BrokerAccount, BrokerSnapshot, CurrentTokens, DigestOrigin, FingerprintRow, PathHolder,
+};
 pub use events::Event;
 pub use refresh::{Intent, Rotation};
 pub use watch::StoreWatch;
