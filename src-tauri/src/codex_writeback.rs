@@ -438,14 +438,38 @@ fn lock_file(path: &Path, deadline: Instant) -> std::io::Result<Option<File>> {
     }
     let file = opts.open(path)?;
     loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(Some(file)),
-            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+        match try_flock(&file) {
+            Ok(true) => return Ok(Some(file)),
+            Ok(false) if Instant::now() < deadline => {
                 // Another program's lock sends no notification: look again shortly.
                 std::thread::sleep(LOCK_POLL);
             }
-            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            Ok(false) => return Ok(None),
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: true when taken, false when someone else holds it. Released when
+/// the file is closed.
+#[cfg(unix)]
+fn try_flock(file: &File) -> std::io::Result<bool> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a file descriptor we own and keep open for the call; no memory is shared.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// The Codex CLI's locks are `flock`s on Unix; elsewhere there is nothing of it to honour.
+#[cfg(not(unix))]
+fn try_flock(_file: &File) -> std::io::Result<bool> {
+    Ok(true)
 }

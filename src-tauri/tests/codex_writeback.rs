@@ -219,7 +219,9 @@ async fn the_clis_lock_is_honoured() {
         .write(true)
         .open(c.path.with_file_name("auth.lock"))
         .unwrap();
-    lock.lock().unwrap();
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a descriptor this test owns and keeps open.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
     let out = c.write_back();
     assert!(matches!(out[0].1, Outcome::LeftAlone(_)), "{out:?}");
     assert_eq!(
@@ -227,7 +229,7 @@ async fn the_clis_lock_is_honoured() {
         before,
         "untouched under the lock"
     );
-    lock.unlock().unwrap();
+    drop(lock); // closing the descriptor releases the flock
     assert_eq!(c.write_back()[0].1, Outcome::Written);
 }
 
