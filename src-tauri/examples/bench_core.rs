@@ -36,6 +36,8 @@ fn account(i: usize) -> Account {
         updated_at: 0,
         usage_json: None,
         shared_grant_where: None,
+        brokered: false,
+        broker_holder_seen_at: None,
     }
 }
 

@@ -100,6 +100,10 @@ pub struct Account {
     pub usage_json: Option<String>,
     /// Where else this sign-in is held live (shared-grant detection), if anywhere.
     pub shared_grant_where: Option<String>,
+    /// The refresh broker knows a holder of this sign-in outside the vault (docs/broker.md).
+    pub brokered: bool,
+    /// When a holder of this sign-in last came through the refresh broker.
+    pub broker_holder_seen_at: Option<UnixMs>,
 }
 
 impl Account {
@@ -151,6 +155,8 @@ impl Account {
             shared_grant: self.shared_grant_where.is_some(),
             shared_grant_where: self.shared_grant_where.clone(),
             held_rotation: None,
+            brokered: self.brokered,
+            broker_holder_seen_at: self.broker_holder_seen_at.map(ms_to_rfc3339),
         }
     }
 }
@@ -183,6 +189,12 @@ pub struct AccountView {
     /// a full disk, a lock held too long): it keeps serving with them and retries the commit.
     #[serde(default)]
     pub held_rotation: Option<HeldRotationView>,
+    /// A Codex CLI (or another holder) keeps this sign-in and refreshes through the broker.
+    #[serde(default)]
+    pub brokered: bool,
+    /// When a brokered holder last came through the broker (RFC 3339), or null if not yet.
+    #[serde(default)]
+    pub broker_holder_seen_at: Option<String>,
 }
 
 /// What the UI and `accounts list` say while a rotation is held in memory.
@@ -276,6 +288,8 @@ mod tests {
             updated_at: 0,
             usage_json: None,
             shared_grant_where: None,
+            brokered: false,
+            broker_holder_seen_at: None,
         }
     }
 

@@ -274,6 +274,12 @@ fn list(json: bool) -> Result<ExitCode, AppError> {
                 crate::account::SHARED_GRANT_ADVICE
             ));
         }
+        if a.brokered {
+            reason.push_str(&match a.broker_holder_seen_at.as_deref() {
+                Some(at) => format!("  [brokered: holder last came through {at}]"),
+                None => "  [brokered: holder not seen yet]".to_string(),
+            });
+        }
         let _ = writeln!(
             out,
             "{:<20} {:<32} {:<10} {:<12} {}{}",

@@ -127,6 +127,15 @@ fn file_refresh_fingerprint(path: &Path) -> Option<String> {
     Some(cred.tokens.refresh_token.fingerprint())
 }
 
+/// How a holder's file is remembered: absolute, symlinks not resolved (a link is followed
+/// afresh at each write-back, so it stays a link).
+fn holder_path(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
 fn ct_eq(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
@@ -198,6 +207,7 @@ impl Service {
             }),
             _ => None,
         };
+        self.remember_import_holder(&account_id, cred, source, ownership)?;
         // A held slot counts only when the vault now holds the file's chain: a re-import that
         // kept our own newer, separate grant leaves the file's copy as nobody's concern of ours.
         let holds_files_chain = self
@@ -235,6 +245,43 @@ impl Service {
             outcome,
             codex_cli: report,
         })
+    }
+
+    /// Tells the refresh broker who holds an imported token (docs/broker.md): a brokered file is
+    /// a holder we write rotations back into; any other import (another file, stdin, a paste) a
+    /// holder known only by its token; a detached file's backup holds a token never honoured.
+    /// Only a token the vault now holds as current makes a holder: an older file's never does.
+    pub(crate) fn remember_import_holder(
+        &self,
+        account_id: &str,
+        cred: &Credential,
+        source: Option<&Path>,
+        ownership: Option<Ownership>,
+    ) -> Result<(), AppError> {
+        let digest = self.vault().refresh_digest(&cred.tokens.refresh_token);
+        if let (Some(path), Some(Ownership::Detach)) = (source, ownership) {
+            self.store()
+                .mark_detached(account_id, &holder_path(path), digest.as_bytes())?;
+            return Ok(());
+        }
+        let Some(s) = self.store().secrets(account_id)? else {
+            return Ok(());
+        };
+        let current = self.vault().open(
+            account_id,
+            crate::vault::Field::RefreshToken,
+            &s.refresh_token,
+        )?;
+        if !ct_eq(current.expose(), cred.tokens.refresh_token.expose()) {
+            return Ok(());
+        }
+        let path = match (source, ownership) {
+            (Some(p), Some(Ownership::Broker)) => Some(holder_path(p)),
+            _ => None,
+        };
+        self.store()
+            .register_holder(account_id, path.as_deref(), digest.as_bytes())?;
+        Ok(())
     }
 
     /// The Codex CLI's own auth.json, imported with `ownership`.

@@ -4,6 +4,7 @@
 pub mod account;
 pub mod cli;
 pub mod codex_ownership;
+pub mod codex_writeback;
 pub mod endpoint;
 pub mod endpoint_ctl;
 pub mod error;

@@ -262,12 +262,18 @@ impl Service {
     /// The refresh engine over this store, talking to the issuer the environment names.
     pub fn token_manager(&self) -> crate::refresh::TokenManager {
         use crate::oauth::client::{Issuer, TokenClient};
-        crate::refresh::TokenManager::new(
+        let tm = crate::refresh::TokenManager::new(
             self.store.clone(),
             self.vault.clone(),
             TokenClient::new(Issuer::from_env()),
             crate::refresh::RefreshConfig::from_env(),
-        )
+        );
+        // Every rotation is followed into the brokered holders' own auth.json (docs/broker.md).
+        tm.set_rotation_observer(Arc::new(crate::codex_writeback::CodexWriteback::new(
+            self.store.clone(),
+            self.vault.clone(),
+        )));
+        tm
     }
 
     pub fn view(&self, reference: &str) -> Result<AccountView, AppError> {

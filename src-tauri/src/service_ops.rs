@@ -102,7 +102,9 @@ impl Service {
             validate_label(l)?;
         }
         let cred = parse_text(text)?;
-        self.import(&cred, label)
+        let outcome = self.import(&cred, label)?;
+        self.remember_import_holder(&outcome.account().id, &cred, None, None)?;
+        Ok(outcome)
     }
 
     /// The Codex CLI's auth.json, if there is one: `$CODEX_HOME/auth.json`, else `~/.codex/auth.json`.

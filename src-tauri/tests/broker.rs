@@ -62,7 +62,11 @@ impl Rig {
             email: "broker@corp.com".into(),
             ..Default::default()
         });
-        e.import(&t);
+        let cred = codex_vault::oauth::auth_json::parse(
+            FakeOpenAi::auth_json(&t, chrono::Utc::now()).as_bytes(),
+        )
+        .unwrap();
+        e.service.import_owned(&cred, None, None, None, 0).unwrap();
         let service = Arc::new(e.reopen());
         let tm = manager_for(&service, &fake, config(&fake));
         let ep = endpoint::start(service.clone(), tm, 0, fake.codex_base())
@@ -233,11 +237,41 @@ async fn many_callers_with_one_current_token_share_one_upstream_refresh() {
     assert_eq!(rig.stored().0, first["refresh_token"].as_str().unwrap());
 }
 
+/// The vault's own TokenManager for `rig` (its rotations are followed, as `serve`'s are).
+fn vault_manager(rig: &Rig) -> codex_vault::refresh::TokenManager {
+    let tm = manager_for(&rig.service, &rig.fake, config(&rig.fake));
+    tm.set_rotation_observer(std::sync::Arc::new(
+        codex_vault::codex_writeback::CodexWriteback::new(
+            rig.service.store().clone(),
+            rig.service.vault().clone(),
+        ),
+    ));
+    tm
+}
+
+/// The vault's scheduler rotates `n` times; returns each new refresh token, oldest first.
+async fn vault_rotates(
+    rig: &Rig,
+    tm: &codex_vault::refresh::TokenManager,
+    n: usize,
+) -> Vec<String> {
+    let id = rig.account_id();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let (_, gen) = rig.stored();
+        tm.refresh_planned(&id, gen).await.unwrap();
+        out.push(rig.stored().0);
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_previous_generation_after_the_window_is_a_reuse() {
+async fn a_holders_newest_token_is_honoured_at_any_age_and_a_kept_or_older_one_never() {
     let rig = Rig::new().await;
-    let (status, a) = rig.refresh(&rig.t.refresh_token).await;
-    assert_eq!(status, 200, "{a}");
+    let tm = vault_manager(&rig);
+    // The vault rotates three times while the holder (the imported file's CLI) sleeps.
+    let minted = vault_rotates(&rig, &tm, 3).await;
+    assert_eq!(rig.fake.counters().refreshes_ok, 3);
     // Eleven minutes later (moved back in the store: the window is judged by `rotated_at`).
     let db = rusqlite::Connection::open(rig.e.dir.path().join("codex-vault.db")).unwrap();
     db.execute(
@@ -245,13 +279,112 @@ async fn the_previous_generation_after_the_window_is_a_reuse() {
         [],
     )
     .unwrap();
+    let calls = rig.fake.counters().token_calls;
+
+    // Tokens only our own rotations ever had (the previous one and an older one): refused as
+    // a reuse, never forwarded.
+    for rt in [&minted[1], &minted[0]] {
+        let (status, a) = rig.refresh(rt).await;
+        assert_eq!(status, 401, "{a}");
+        assert_eq!(a["error"]["code"], "refresh_token_reused");
+    }
+    assert_eq!(rig.fake.counters().token_calls, calls, "nothing forwarded");
+
+    // The holder comes back with the token it was imported with: handed the current tokens.
+    let (status, a) = rig.refresh(&rig.t.refresh_token).await;
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["refresh_token"].as_str(), Some(minted[2].as_str()));
+    assert!(
+        accepted(
+            &rig.fake,
+            a["access_token"].as_str().unwrap(),
+            &rig.t.account_id
+        )
+        .await
+    );
+    assert_eq!(
+        rig.fake.counters().token_calls,
+        calls,
+        "handed, not refreshed"
+    );
+    let view = &rig.service.list().unwrap()[0];
+    assert!(
+        view.brokered && view.broker_holder_seen_at.is_some(),
+        "{view:?}"
+    );
+
+    // Now it holds the current token: its older one is a reuse (after the window).
     let (status, b) = rig.refresh(&rig.t.refresh_token).await;
     assert_eq!(status, 401, "{b}");
     assert_eq!(b["error"]["code"], "refresh_token_reused");
-    assert_eq!(rig.fake.counters().token_calls, 1);
-    // The current token is still good.
-    let (status, _) = rig.refresh(a["refresh_token"].as_str().unwrap()).await;
-    assert_eq!(status, 200);
+    assert_eq!(rig.fake.counters().token_calls, calls);
+    // The current one rotates, and the issuer never saw a reuse.
+    let (status, c) = rig.refresh(&minted[2]).await;
+    assert_eq!(status, 200, "{c}");
+    let n = rig.fake.counters();
+    assert_eq!((n.refreshes_ok, n.refresh_reuse), (4, 0), "{n:?}");
+    assert_eq!(rig.stored().0, c["refresh_token"].as_str().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detach_backups_token_is_refused_and_never_forwarded() {
+    let fake = FakeOpenAi::start(FakeConfig::default()).await;
+    let e = Engine::new();
+    let t = fake.add_account(AccountSpec::default());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("auth.json");
+    std::fs::write(&file, FakeOpenAi::auth_json(&t, chrono::Utc::now())).unwrap();
+    let cred = codex_vault::oauth::auth_json::parse(&std::fs::read(&file).unwrap()).unwrap();
+    let owned = e
+        .service
+        .import_owned(
+            &cred,
+            None,
+            Some(&file),
+            Some(codex_vault::codex_ownership::Ownership::Detach),
+            0,
+        )
+        .unwrap();
+    let backup = owned.codex_cli.unwrap().backup.unwrap();
+    assert!(!file.exists());
+    let backup_rt = codex_vault::oauth::auth_json::parse(&std::fs::read(&backup).unwrap())
+        .unwrap()
+        .tokens
+        .refresh_token;
+    let service = Arc::new(e.reopen());
+    let tm = manager_for(&service, &fake, config(&fake));
+    let ep = endpoint::start(service.clone(), tm.clone(), 0, fake.codex_base())
+        .await
+        .unwrap();
+    let refresh = |rt: String| {
+        let url = format!("{}/oauth/token", ep.url());
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .json(&json!({"client_id": CLIENT_ID, "grant_type": "refresh_token", "refresh_token": rt}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // Still the vault's current token, but the backup's: refused, not rotated, not forwarded.
+    let (status, a) = refresh(backup_rt.expose().to_string()).await;
+    assert_eq!(status, 401, "{a}");
+    assert_eq!(a["error"]["code"], "refresh_token_reused");
+    assert_eq!(fake.counters().token_calls, 0);
+    // After the vault rotated it: still refused, still never forwarded.
+    let id = service.list().unwrap()[0].id.clone();
+    tm.force_refresh(&id, None).await.unwrap();
+    let (status, b) = refresh(backup_rt.expose().to_string()).await;
+    assert_eq!(status, 401, "{b}");
+    let n = fake.counters();
+    assert_eq!(
+        (n.token_calls, n.refreshes_ok, n.refresh_reuse),
+        (1, 1, 0),
+        "{n:?}"
+    );
+    assert_eq!(service.list().unwrap()[0].status.as_str(), "healthy");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

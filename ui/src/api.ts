@@ -58,6 +58,10 @@ export interface Account {
    * failed: a full disk): it keeps using it and retries saving it.
    */
   held_rotation?: HeldRotation | null;
+  /** A Codex CLI (or another holder) keeps this sign-in and refreshes through the broker. */
+  brokered?: boolean;
+  /** When a brokered holder last came through the broker (RFC 3339), or null if not yet. */
+  broker_holder_seen_at?: string | null;
 }
 
 export interface HeldRotation {

@@ -12,8 +12,8 @@ use super::Shared;
 use crate::account::{now_ms, Status, UnixMs};
 use crate::refresh::RefreshError;
 use crate::secret::Secret;
-use crate::store::FingerprintRow;
-use crate::vault::Field;
+use crate::store::{BrokerAccount, BrokerSnapshot, DigestOrigin};
+use crate::vault::{Field, TokenDigest, Vault};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -24,7 +24,7 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 /// A caller holding the refresh token a sibling redeemed less than this long ago is handed the
-/// current tokens (its race is recovered); older generations are a reuse, as upstream says.
+/// current tokens (concurrent copies of one sign-in); after it, only a holder's newest is.
 pub const PREVIOUS_GENERATION_WINDOW_MS: i64 = 10 * 60 * 1000;
 /// Token and revoke bodies are a few hundred bytes; anything far larger is not one.
 const MAX_FORWARD_ANSWER: usize = 1024 * 1024;
@@ -37,59 +37,159 @@ pub enum BrokerError {
     Vault(String),
 }
 
-/// Whose refresh token a caller presented.
+impl BrokerError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            BrokerError::Upstream(_) => "upstream_unreachable",
+            BrokerError::Vault(_) => "vault_error",
+        }
+    }
+}
+
+/// What the broker does with a presented refresh token (docs/broker.md § What the broker
+/// honours), decided on one consistent read of the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Presented {
-    /// The account's current refresh token (at `generation`).
-    Current { account_id: String, generation: i64 },
-    /// The refresh token the account's current one replaced, `rotated_at` ago.
-    Previous {
+enum Decision {
+    /// The account's current refresh token at `generation`: rotated through the TokenManager,
+    /// which never spends it once the account moved past `generation`.
+    Rotate { account_id: String, generation: i64 },
+    /// A token we know a holder holds (its newest), or the previous generation inside the
+    /// window: handed the account's current tokens; the presented token is never sent upstream.
+    HandCurrent {
         account_id: String,
-        rotated_at: Option<UnixMs>,
+        why: &'static str,
     },
-    /// An older refresh token of a held chain: a reuse.
-    Older { account_id: String },
+    /// A token of a held chain the broker does not honour: answered as a reuse, never forwarded
+    /// (upstream may answer a reuse by revoking the whole chain, ours too).
+    Refuse {
+        account_id: String,
+        why: &'static str,
+    },
     /// Not a sign-in we hold.
     Unknown,
 }
 
-/// Compares the presented token's fingerprint with every row's, without stopping at the first
-/// hit, so timing says nothing about which row (or how many bytes) matched.
-fn classify(
-    rows: &[FingerprintRow],
-    retired: &[(String, String)],
-    presented_fp: &str,
-) -> Presented {
-    let fp = presented_fp.as_bytes();
-    let mut found = Presented::Unknown;
-    for row in rows {
-        let current: bool = row.refresh_fingerprint.as_bytes().ct_eq(fp).into();
-        let previous: bool = row
+impl Decision {
+    fn rank(&self) -> u8 {
+        match self {
+            Decision::Rotate { .. } => 0,
+            Decision::HandCurrent { .. } => 1,
+            Decision::Refuse { .. } => 2,
+            Decision::Unknown => 3,
+        }
+    }
+
+    fn account_id(&self) -> Option<&str> {
+        match self {
+            Decision::Rotate { account_id, .. }
+            | Decision::HandCurrent { account_id, .. }
+            | Decision::Refuse { account_id, .. } => Some(account_id),
+            Decision::Unknown => None,
+        }
+    }
+}
+
+/// What one account's rows say about the presented token (opened and compared by the caller).
+struct Facts<'a> {
+    account: &'a BrokerAccount,
+    is_current: bool,
+    is_previous: bool,
+    holder_newest: bool,
+    origin: Option<DigestOrigin>,
+    /// Only the legacy 64-bit fingerprints match: refused, never honoured.
+    legacy_match: bool,
+}
+
+fn decide_for(f: &Facts<'_>, now: UnixMs) -> Decision {
+    let account_id = f.account.account_id.clone();
+    let refuse = |why| Decision::Refuse {
+        account_id: account_id.clone(),
+        why,
+    };
+    if f.origin == Some(DigestOrigin::Detached) {
+        return refuse("the token of a detached auth.json's backup");
+    }
+    if f.is_current {
+        return Decision::Rotate {
+            account_id: account_id.clone(),
+            generation: f.account.generation,
+        };
+    }
+    if f.holder_newest {
+        return Decision::HandCurrent {
+            account_id: account_id.clone(),
+            why: "a holder's newest token",
+        };
+    }
+    if f.is_previous {
+        if f.origin == Some(DigestOrigin::Minted) {
+            return refuse("a token our own rotation minted and nobody was handed");
+        }
+        let recent = f
+            .account
+            .rotated_at
+            .is_some_and(|t| now - t < PREVIOUS_GENERATION_WINDOW_MS);
+        return if recent {
+            Decision::HandCurrent {
+                account_id: account_id.clone(),
+                why: "the previous generation, inside the window",
+            }
+        } else {
+            refuse("the previous generation, after the window")
+        };
+    }
+    if f.origin.is_some() || f.legacy_match {
+        return refuse("an older token of a held chain");
+    }
+    Decision::Unknown
+}
+
+/// Decides on `presented` against every account of one snapshot. The current and previous
+/// tokens are opened and compared in full (constant time); everything else by keyed digest; the
+/// legacy fingerprints only ever refuse.
+fn decide(snap: &BrokerSnapshot, vault: &Vault, presented: &Secret, now: UnixMs) -> Decision {
+    let fp = presented.fingerprint();
+    let same = |a: &str, b: &str| -> bool { a.as_bytes().ct_eq(b.as_bytes()).into() };
+    let mut best = Decision::Unknown;
+    for account in &snap.accounts {
+        let id = &account.account_id;
+        let open = |blob: &[u8]| match vault.open(id, Field::RefreshToken, blob) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(account = %id, "broker: a stored refresh token does not open: {e}");
+                None
+            }
+        };
+        let is_current =
+            open(&account.refresh_token).is_some_and(|t| same(t.expose(), presented.expose()));
+        let is_previous = account
+            .previous_refresh_token
+            .as_deref()
+            .and_then(open)
+            .is_some_and(|t| same(t.expose(), presented.expose()));
+        let legacy_match = account
             .previous_refresh_fingerprint
             .as_deref()
-            .map(|p| p.as_bytes().ct_eq(fp).into())
-            .unwrap_or(false);
-        if current && found == Presented::Unknown {
-            found = Presented::Current {
-                account_id: row.account_id.clone(),
-                generation: row.generation,
-            };
-        } else if previous && found == Presented::Unknown {
-            found = Presented::Previous {
-                account_id: row.account_id.clone(),
-                rotated_at: row.rotated_at,
-            };
+            .is_some_and(|p| same(p, &fp))
+            | snap
+                .retired
+                .iter()
+                .filter(|(a, _)| a == id)
+                .fold(false, |hit, (_, r)| hit | same(r, &fp));
+        let facts = Facts {
+            account,
+            is_current,
+            is_previous,
+            holder_newest: snap.holder_of.iter().any(|a| a == id),
+            origin: snap.origins.iter().find(|(a, _)| a == id).map(|(_, o)| *o),
+            legacy_match,
+        };
+        let d = decide_for(&facts, now);
+        if d.rank() < best.rank() {
+            best = d;
         }
     }
-    for (account_id, retired_fp) in retired {
-        let older: bool = retired_fp.as_bytes().ct_eq(fp).into();
-        if older && found == Presented::Unknown {
-            found = Presented::Older {
-                account_id: account_id.clone(),
-            };
-        }
-    }
-    found
+    best
 }
 
 /// The fields of a token or revoke request, JSON (what the CLI sends) or form-encoded (RFC 6749).
@@ -213,41 +313,35 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| BrokerError::Vault(format!("store task failed: {e}")))?
 }
 
-type Fingerprints = (Vec<FingerprintRow>, Vec<(String, String)>);
-
-async fn fingerprints(shared: &Arc<Shared>) -> Result<Fingerprints, BrokerError> {
+async fn snapshot(
+    shared: &Arc<Shared>,
+    digest: &TokenDigest,
+) -> Result<BrokerSnapshot, BrokerError> {
     let store = shared.store().clone();
+    let d = digest.as_bytes().to_vec();
     blocking(move || {
-        let err = |e: crate::store::StoreError| BrokerError::Vault(e.to_string());
-        Ok((
-            store.refresh_fingerprints().map_err(err)?,
-            store.retired_fingerprints().map_err(err)?,
-        ))
+        store
+            .broker_snapshot(&d)
+            .map_err(|e| BrokerError::Vault(e.to_string()))
     })
     .await
 }
 
 /// The account's current token set, read in one statement (one generation), as upstream's
-/// refresh answer. `None` when the stored refresh token is not `must_match` (a fingerprint
-/// collision, or a rotation in between): the caller then treats the token as unknown.
+/// refresh answer, with the keyed digest of the refresh token in it.
 async fn current_answer(
     shared: &Arc<Shared>,
     account_id: &str,
-    must_match: Option<&Secret>,
-) -> Result<Option<Value>, BrokerError> {
+) -> Result<Option<(Value, TokenDigest)>, BrokerError> {
     let store = shared.store().clone();
     let id = account_id.to_string();
-    let (account, secrets) = blocking(move || {
-        let a = store
-            .get_account(&id)
-            .map_err(|e| BrokerError::Vault(e.to_string()))?;
-        let s = store
-            .secrets(&id)
-            .map_err(|e| BrokerError::Vault(e.to_string()))?;
-        Ok((a, s))
+    let current = blocking(move || {
+        store
+            .current_tokens(&id)
+            .map_err(|e| BrokerError::Vault(e.to_string()))
     })
     .await?;
-    let (Some(account), Some(s)) = (account, secrets) else {
+    let Some(c) = current else {
         return Ok(None);
     };
     let vault = shared.service.vault();
@@ -256,22 +350,10 @@ async fn current_answer(
             .open(account_id, f, b)
             .map_err(|e| BrokerError::Vault(e.to_string()))
     };
-    let refresh = open(Field::RefreshToken, &s.refresh_token)?;
-    if let Some(presented) = must_match {
-        let same: bool = refresh
-            .expose()
-            .as_bytes()
-            .ct_eq(presented.expose().as_bytes())
-            .into();
-        if !same {
-            return Ok(None);
-        }
-    }
-    let access = open(Field::AccessToken, &s.access_token)?;
-    let id_token = open(Field::IdToken, &s.id_token)?;
-    let expires_in = account
-        .access_expires_at
-        .map(|e| ((e - now_ms()) / 1000).max(0));
+    let refresh = open(Field::RefreshToken, &c.refresh_token)?;
+    let access = open(Field::AccessToken, &c.access_token)?;
+    let id_token = open(Field::IdToken, &c.id_token)?;
+    let expires_in = c.access_expires_at.map(|e| ((e - now_ms()) / 1000).max(0));
     let mut answer = json!({
         "access_token": access.expose(),
         "refresh_token": refresh.expose(),
@@ -283,7 +365,7 @@ async fn current_answer(
     if let Some(e) = expires_in {
         answer["expires_in"] = json!(e);
     }
-    Ok(Some(answer))
+    Ok(Some((answer, vault.refresh_digest(&refresh))))
 }
 
 fn tokens_answer(answer: Value) -> Response {
@@ -310,6 +392,14 @@ async fn terminal_answer(shared: &Arc<Shared>, account_id: &str) -> Option<Respo
     })
 }
 
+/// The refresh token a request presents, if it is a refresh grant we can read.
+fn presented_refresh_token(headers: &HeaderMap, body: &[u8]) -> Option<Secret> {
+    fields(headers, body).and_then(|m| {
+        let is_refresh = m.get("grant_type").and_then(Value::as_str) == Some("refresh_token");
+        is_refresh.then(|| field(&m, "refresh_token")).flatten()
+    })
+}
+
 /// `POST /oauth/token`.
 pub(super) async fn token(
     State(shared): State<Arc<Shared>>,
@@ -317,82 +407,94 @@ pub(super) async fn token(
     body: Bytes,
 ) -> Response {
     let upstream = shared.tm.token_url();
-    let presented = fields(&headers, &body).and_then(|m| {
-        let is_refresh = m.get("grant_type").and_then(Value::as_str) == Some("refresh_token");
-        is_refresh.then(|| field(&m, "refresh_token")).flatten()
-    });
     // Not a refresh grant (or not one we can read): the issuer's business.
-    let Some(presented) = presented else {
+    let Some(presented) = presented_refresh_token(&headers, &body) else {
         return forwarded(upstream, &headers, body).await;
     };
-    let (rows, retired) = match fingerprints(&shared).await {
-        Ok(r) => r,
+    let digest = shared.service.vault().refresh_digest(&presented);
+    let snap = match snapshot(&shared, &digest).await {
+        Ok(s) => s,
         Err(e) => return unavailable(&e),
     };
-    match classify(&rows, &retired, &presented.fingerprint()) {
-        Presented::Unknown => forwarded(upstream, &headers, body).await,
-        // Never forwarded: upstream may answer a reuse by revoking the whole chain, ours too.
-        Presented::Older { account_id } => {
-            tracing::warn!(account = %account_id, "broker: an older refresh token of a held sign-in was presented; answered as a reuse");
+    let decision = decide(&snap, shared.service.vault(), &presented, now_ms());
+    if let Some(id) = decision.account_id() {
+        let terminal = snap
+            .accounts
+            .iter()
+            .any(|a| a.account_id == id && a.terminal);
+        if terminal && !matches!(decision, Decision::Refuse { .. }) {
+            if let Some(r) = terminal_answer(&shared, id).await {
+                return r;
+            }
+        }
+    }
+    match decision {
+        Decision::Unknown => forwarded(upstream, &headers, body).await,
+        Decision::Refuse { account_id, why } => {
+            tracing::warn!(account = %account_id, "broker: refused {why}; answered as a reuse, not forwarded");
             reused()
         }
-        Presented::Current {
+        Decision::Rotate {
             account_id,
             generation,
-        } => {
-            // Confirm the whole token, not only its 64-bit fingerprint, before spending it.
-            match current_answer(&shared, &account_id, Some(&presented)).await {
-                Ok(Some(_)) => {}
-                Ok(None) => return forwarded(upstream, &headers, body).await,
-                Err(e) => return unavailable(&e),
+        } => match shared.tm.rotate_presented(&account_id, generation).await {
+            Ok(t) => {
+                tracing::info!(account = %account_id, generation = t.generation, "broker: refreshed for a Codex CLI");
+                hand_current(&shared, &account_id, &digest).await
             }
-            if let Some(r) = terminal_answer(&shared, &account_id).await {
-                return r;
+            Err(e) => refresh_error(e),
+        },
+        Decision::HandCurrent { account_id, why } => {
+            // The presented token is not spent; the current tokens are handed out, refreshed
+            // first if they are themselves about to expire.
+            if let Err(e) = shared.tm.access_token(&account_id).await {
+                return refresh_error(e);
             }
-            rotate(&shared, &account_id, generation).await
-        }
-        Presented::Previous {
-            account_id,
-            rotated_at,
-        } => {
-            if let Some(r) = terminal_answer(&shared, &account_id).await {
-                return r;
-            }
-            let recent = rotated_at.is_some_and(|t| now_ms() - t < PREVIOUS_GENERATION_WINDOW_MS);
-            if !recent {
-                tracing::warn!(account = %account_id, "broker: the previous refresh token of a held sign-in was presented after the window; answered as a reuse");
-                return reused();
-            }
-            tracing::info!(account = %account_id, "broker: a sibling already rotated; handing out the current tokens");
-            match current_answer(&shared, &account_id, None).await {
-                Ok(Some(a)) => tokens_answer(a),
-                Ok(None) => reused(),
-                Err(e) => unavailable(&e),
-            }
+            tracing::info!(account = %account_id, "broker: {why}; handing out the current tokens");
+            hand_current(&shared, &account_id, &digest).await
         }
     }
 }
 
-/// Rotates the presented generation through the TokenManager and answers with the new pair.
-async fn rotate(shared: &Arc<Shared>, account_id: &str, generation: i64) -> Response {
-    match shared.tm.rotate_presented(account_id, generation).await {
-        Ok(t) => {
-            tracing::info!(account = %account_id, generation = t.generation, "broker: refreshed for a Codex CLI");
-            match current_answer(shared, account_id, None).await {
-                Ok(Some(a)) => tokens_answer(a),
-                Ok(None) => unavailable(&"the account was removed meanwhile"),
-                Err(e) => unavailable(&e),
-            }
-        }
-        Err(RefreshError::Terminal { reason, .. }) => {
+/// Answers with the account's current tokens and records that the caller holds them now.
+async fn hand_current(shared: &Arc<Shared>, account_id: &str, presented: &TokenDigest) -> Response {
+    let (answer, handed) = match current_answer(shared, account_id).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return unavailable(&"the account was removed meanwhile"),
+        Err(e) => return unavailable(&e),
+    };
+    let store = shared.store().clone();
+    let (id, p, h) = (
+        account_id.to_string(),
+        presented.as_bytes().to_vec(),
+        handed.as_bytes().to_vec(),
+    );
+    let recorded = blocking(move || {
+        store
+            .record_handed(&id, &p, &h)
+            .map_err(|e| BrokerError::Vault(e.to_string()))
+    })
+    .await;
+    if let Err(e) = recorded {
+        // Handing out without remembering would let this holder be refused later: say so, and
+        // do not hand the tokens out (the caller keeps its own and retries; 503 is transient).
+        tracing::warn!(account = %account_id, "broker: cannot record the handed tokens: {e}");
+        return unavailable(&e);
+    }
+    tokens_answer(answer)
+}
+
+fn refresh_error(e: RefreshError) -> Response {
+    match e {
+        RefreshError::Terminal { reason, .. } => {
             oauth_error(StatusCode::UNAUTHORIZED, &reason.code, &reason.message)
         }
-        Err(RefreshError::Disabled(_)) => oauth_error(
+        RefreshError::Disabled(_) => oauth_error(
             StatusCode::UNAUTHORIZED,
             "account_disabled",
             "This sign-in is disabled in Codex Vault; enable it there first.",
         ),
-        Err(e) => unavailable(&e),
+        e => unavailable(&e),
     }
 }
 
@@ -407,16 +509,18 @@ pub(super) async fn revoke(
     let Some(presented) = fields(&headers, &body).and_then(|m| field(&m, "token")) else {
         return forwarded(upstream, &headers, body).await;
     };
-    let (rows, retired) = match fingerprints(&shared).await {
-        Ok(r) => r,
+    let digest = shared.service.vault().refresh_digest(&presented);
+    let snap = match snapshot(&shared, &digest).await {
+        Ok(s) => s,
         Err(e) => return unavailable(&e),
     };
-    // Any generation of a held chain is ours: forwarding even an old one could end the chain.
-    let account_id = match classify(&rows, &retired, &presented.fingerprint()) {
-        Presented::Current { account_id, .. }
-        | Presented::Previous { account_id, .. }
-        | Presented::Older { account_id } => Some(account_id),
-        Presented::Unknown => held_access_token(&shared, &rows, &presented).await,
+    // Any token of a held chain is ours, honoured or not: forwarding even an old one could end
+    // the chain.
+    let ids: Vec<String> = snap.accounts.iter().map(|a| a.account_id.clone()).collect();
+    let account_id = match decide(&snap, shared.service.vault(), &presented, now_ms()).account_id()
+    {
+        Some(id) => Some(id.to_string()),
+        None => held_access_token(&shared, ids, &presented).await,
     };
     let Some(account_id) = account_id else {
         return forwarded(upstream, &headers, body).await;
@@ -441,11 +545,10 @@ pub(super) async fn revoke(
 /// A revoke may name the access token instead: compare it with each account's, in full.
 async fn held_access_token(
     shared: &Arc<Shared>,
-    rows: &[FingerprintRow],
+    ids: Vec<String>,
     presented: &Secret,
 ) -> Option<String> {
     let store = shared.store().clone();
-    let ids: Vec<String> = rows.iter().map(|r| r.account_id.clone()).collect();
     let sealed = tokio::task::spawn_blocking(move || {
         ids.into_iter()
             .filter_map(|id| {
@@ -478,48 +581,89 @@ async fn held_access_token(
 mod tests {
     use super::*;
 
-    fn row(id: &str, current: &str, previous: Option<&str>) -> FingerprintRow {
-        FingerprintRow {
+    fn account(id: &str) -> BrokerAccount {
+        BrokerAccount {
             account_id: id.into(),
-            chatgpt_account_id: format!("c-{id}"),
-            chatgpt_user_id: format!("u-{id}"),
             generation: 3,
-            refresh_fingerprint: current.into(),
-            previous_refresh_fingerprint: previous.map(Into::into),
-            rotated_at: Some(42),
+            terminal: false,
+            refresh_token: Vec::new(),
+            previous_refresh_token: None,
+            previous_refresh_fingerprint: None,
+            rotated_at: Some(1_000),
+        }
+    }
+
+    fn facts(a: &BrokerAccount) -> Facts<'_> {
+        Facts {
+            account: a,
+            is_current: false,
+            is_previous: false,
+            holder_newest: false,
+            origin: None,
+            legacy_match: false,
         }
     }
 
     #[test]
-    fn current_previous_and_unknown() {
-        let rows = [row("a", "aaaa", Some("a0a0")), row("b", "bbbb", None)];
-        let retired = [
-            ("a".to_string(), "a0a0".to_string()),
-            ("a".into(), "a1a1".into()),
-        ];
-        let classify = |fp| classify(&rows, &retired, fp);
+    fn the_rules_in_order() {
+        let a = account("a");
+        let now = 1_000 + 60_000;
+        let later = 1_000 + PREVIOUS_GENERATION_WINDOW_MS + 1;
+        let rank = |f: &Facts<'_>, t| decide_for(f, t);
+        assert_eq!(rank(&facts(&a), now), Decision::Unknown);
+        let current = Facts {
+            is_current: true,
+            ..facts(&a)
+        };
         assert_eq!(
-            classify("bbbb"),
-            Presented::Current {
-                account_id: "b".into(),
+            rank(&current, now),
+            Decision::Rotate {
+                account_id: "a".into(),
                 generation: 3
             }
         );
-        assert_eq!(
-            classify("a0a0"),
-            Presented::Previous {
-                account_id: "a".into(),
-                rotated_at: Some(42)
-            }
-        );
-        assert_eq!(
-            classify("a1a1"),
-            Presented::Older {
-                account_id: "a".into()
-            }
-        );
-        assert_eq!(classify("cccc"), Presented::Unknown);
-        assert_eq!(classify(""), Presented::Unknown);
+        // A detached backup's token is refused even while it is the current one.
+        let detached = Facts {
+            origin: Some(DigestOrigin::Detached),
+            ..current
+        };
+        assert!(matches!(rank(&detached, now), Decision::Refuse { .. }));
+        // A holder's newest is honoured at any age; the previous generation only inside the window
+        // and never when only our own rotation ever had it.
+        let holder = Facts {
+            holder_newest: true,
+            ..facts(&a)
+        };
+        assert!(matches!(rank(&holder, later), Decision::HandCurrent { .. }));
+        let previous = Facts {
+            is_previous: true,
+            ..facts(&a)
+        };
+        assert!(matches!(rank(&previous, now), Decision::HandCurrent { .. }));
+        assert!(matches!(rank(&previous, later), Decision::Refuse { .. }));
+        let kept = Facts {
+            origin: Some(DigestOrigin::Minted),
+            ..previous
+        };
+        assert!(matches!(rank(&kept, now), Decision::Refuse { .. }));
+        let handed = Facts {
+            origin: Some(DigestOrigin::Handed),
+            ..previous
+        };
+        assert!(matches!(rank(&handed, now), Decision::HandCurrent { .. }));
+        // Older tokens known by digest or only by a legacy fingerprint: refused, never forwarded.
+        for f in [
+            Facts {
+                origin: Some(DigestOrigin::Handed),
+                ..facts(&a)
+            },
+            Facts {
+                legacy_match: true,
+                ..facts(&a)
+            },
+        ] {
+            assert!(matches!(rank(&f, now), Decision::Refuse { .. }));
+        }
     }
 
     #[test]

@@ -204,6 +204,7 @@ struct Inner {
     closing: AtomicBool,
     /// Refreshes in flight plus held rotations not yet committed: what a shutdown waits for.
     busy: watch::Sender<usize>,
+    observer: std::sync::OnceLock<Arc<dyn super::RotationObserver>>,
 }
 
 /// What a shutdown left behind.
@@ -240,12 +241,18 @@ impl TokenManager {
                 held: Mutex::new(HashMap::new()),
                 closing: AtomicBool::new(false),
                 busy: watch::Sender::new(0),
+                observer: std::sync::OnceLock::new(),
             }),
         }
     }
 
     pub fn store(&self) -> &Arc<Store> {
         &self.inner.store
+    }
+
+    /// Who is told of every rotation this manager commits (once; a second call is ignored).
+    pub fn set_rotation_observer(&self, observer: Arc<dyn super::RotationObserver>) {
+        let _ = self.inner.observer.set(observer);
     }
 
     /// A token valid for at least the margin, refreshing if needed. An expired token whose
@@ -936,6 +943,9 @@ impl Inner {
         };
         if committed {
             tracing::info!(account = %id, generation = generation + 1, "refreshed");
+            if let Some(o) = self.observer.get() {
+                o.rotation_committed(id, generation + 1).await;
+            }
             let mut token = snap.token();
             token.token = access;
             token.generation = generation + 1;
@@ -1024,6 +1034,10 @@ impl Inner {
                 Ok(committed) => {
                     if committed {
                         tracing::warn!(account = %account_id, generation = generation + 1, "the held sign-in is saved now");
+                        // Only now is the rotation in the store, where its followers read it.
+                        if let Some(o) = self.observer.get() {
+                            o.rotation_committed(&account_id, generation + 1).await;
+                        }
                     } else {
                         // A sign-in or import replaced the grant meanwhile: theirs is newer.
                         tracing::warn!(account = %account_id, "a newer grant was stored while a sign-in was held; keeping the newer one");

@@ -5,6 +5,7 @@ mod backoff;
 mod held;
 mod holder;
 mod manager;
+mod observer;
 pub mod plan;
 mod scheduler;
 mod verify;
@@ -15,5 +16,6 @@ pub use holder::{holder_id, holder_is_dead};
 pub use manager::{
     refresh_margin, AccessToken, Drained, RefreshConfig, RefreshError, TokenManager, DRAIN_LIMIT,
 };
+pub use observer::{ObserverFuture, RotationObserver};
 pub use scheduler::{total_wakeups as scheduler_wakeups, Scheduler};
 pub use verify::{upstream_base, usage_url};

@@ -149,6 +149,8 @@ mod tests {
             updated_at: 0,
             usage_json: None,
             shared_grant_where: None,
+            brokered: false,
+            broker_holder_seen_at: None,
         }
     }
 

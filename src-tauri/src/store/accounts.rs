@@ -38,7 +38,9 @@ pub struct NewAccount {
 const ACCOUNT_COLUMNS: &str = "id, label, email, chatgpt_account_id, chatgpt_user_id, plan, fedramp, status,
     failure_code, failure_message, failure_http_status, failure_at, last_error, last_error_at,
     access_expires_at, last_refresh_at, rate_limited_until, generation, disabled, created_at, updated_at,
-    access_issued_at, usage_json, shared_grant_where";
+    access_issued_at, usage_json, shared_grant_where,
+    EXISTS(SELECT 1 FROM broker_holders h WHERE h.account_id = accounts.id),
+    (SELECT MAX(h.seen_at) FROM broker_holders h WHERE h.account_id = accounts.id)";
 
 fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
     let status: String = r.get(7)?;
@@ -80,6 +82,8 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         access_issued_at: r.get(21)?,
         usage_json: r.get(22)?,
         shared_grant_where: r.get(23)?,
+        brokered: r.get(24)?,
+        broker_holder_seen_at: r.get(25)?,
     })
 }
 

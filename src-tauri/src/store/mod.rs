@@ -11,7 +11,9 @@ pub mod schema;
 mod watch;
 
 pub use accounts::{NewAccount, SealedTokens, StoredSecrets};
-pub use broker::FingerprintRow;
+pub use broker::{
+    BrokerAccount, BrokerSnapshot, CurrentTokens, DigestOrigin, FingerprintRow, PathHolder,
+};
 pub use continuity::{AffinityRow, ContinuityBatch, ContinuityBounds, MintedRow};
 pub use events::{import_source_detail, Event};
 pub use refresh::{Intent, Rotation};

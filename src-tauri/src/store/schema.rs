@@ -121,6 +121,47 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX minted_content_by_age ON minted_content(minted_at);
     "#,
+    // 5: the refresh broker's memory (docs/broker.md). Tokens it does not keep are known only by
+    // keyed digest (HMAC-SHA256 under a key derived from the data key): never a token, never a
+    // 64-bit fingerprint.
+    // - `previous_refresh_token`: the sealed refresh token the current one replaced, copied by a
+    //   trigger in the same transaction as every rotation, so the broker tells "just became
+    //   previous" from "older" by the full token, with no window between commit and record.
+    // - `broker_holders`: who holds a sign-in outside the vault (a Codex auth.json we write back
+    //   into, or a holder known only by the tokens it presents) and the newest token it holds.
+    // - `refresh_token_digests`: where a token of a held chain came from (`minted`: a rotation
+    //   of ours nobody was handed; `imported`, `handed`, `written`; `detached`: the token of a
+    //   detached auth.json's backup), so the broker never honours a kept or a detached token.
+    r#"
+    ALTER TABLE account_secrets ADD COLUMN previous_refresh_token BLOB;
+    CREATE TRIGGER keep_previous_refresh_token
+    AFTER UPDATE OF refresh_token ON account_secrets
+    WHEN OLD.refresh_token IS NOT NEW.refresh_token
+    BEGIN
+        UPDATE account_secrets SET previous_refresh_token = OLD.refresh_token
+        WHERE account_id = OLD.account_id;
+    END;
+    CREATE TABLE broker_holders (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        account_id    TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        auth_path     TEXT,
+        token_digest  BLOB NOT NULL,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        seen_at       INTEGER
+    );
+    CREATE UNIQUE INDEX broker_holders_by_path ON broker_holders(account_id, auth_path)
+        WHERE auth_path IS NOT NULL;
+    CREATE INDEX broker_holders_by_digest ON broker_holders(token_digest);
+    CREATE TABLE refresh_token_digests (
+        account_id  TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        digest      BLOB NOT NULL,
+        origin      TEXT NOT NULL,
+        at          INTEGER NOT NULL,
+        PRIMARY KEY (account_id, digest)
+    );
+    CREATE INDEX refresh_token_digests_by_digest ON refresh_token_digests(digest);
+    "#,
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

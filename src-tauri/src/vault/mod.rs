@@ -109,6 +109,15 @@ impl Vault {
             })
     }
 
+    /// The keyed digest (HMAC-SHA256 under a key derived from the data key) by which the refresh
+    /// broker knows a refresh token it does not keep: full length, useless without the key.
+    pub fn refresh_digest(&self, token: &Secret) -> TokenDigest {
+        TokenDigest(
+            self.key
+                .keyed_digest("refresh_token", token.expose().as_bytes()),
+        )
+    }
+
     /// A known plaintext sealed under the key, kept in the DB, so a wrong key is told apart from damage.
     pub fn key_check(&self) -> Vec<u8> {
         self.key.seal("", Field::KeyCheck, KEY_CHECK_PLAINTEXT)
@@ -116,6 +125,33 @@ impl Vault {
 
     pub fn verify_key_check(&self, blob: &[u8]) -> bool {
         self.key.open("", Field::KeyCheck, blob).as_deref() == Some(KEY_CHECK_PLAINTEXT)
+    }
+}
+
+/// A refresh token's keyed digest ([`Vault::refresh_digest`]). Compared in constant time; its
+/// `Debug` shows nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenDigest(pub [u8; 32]);
+
+impl TokenDigest {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn from_slice(b: &[u8]) -> Option<TokenDigest> {
+        b.try_into().ok().map(TokenDigest)
+    }
+
+    /// Constant-time equality: a comparison's timing says nothing about where two digests differ.
+    pub fn ct_eq(&self, other: &TokenDigest) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl std::fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenDigest(..)")
     }
 }
 

@@ -76,6 +76,24 @@ impl DataKey {
         out
     }
 
+    /// HMAC-SHA256 of `value` under a key derived from the data key for `purpose`: a full-length
+    /// keyed digest, so a stored digest says nothing about the token to anyone without the key,
+    /// and two tokens never share one (unlike a 64-bit fingerprint).
+    pub fn keyed_digest(&self, purpose: &str, value: &[u8]) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        type HmacSha256 = Hmac<sha2::Sha256>;
+        // HMAC accepts keys of any length: `new_from_slice` cannot fail for it.
+        let mut derive =
+            <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        derive.update(format!("codex-vault:v1:digest-key:{purpose}").as_bytes());
+        let sub_key: zeroize::Zeroizing<[u8; 32]> =
+            zeroize::Zeroizing::new(derive.finalize().into_bytes().into());
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&sub_key[..]).expect("HMAC takes any key length");
+        mac.update(value);
+        mac.finalize().into_bytes().into()
+    }
+
     pub fn open(&self, account_id: &str, field: Field, blob: &[u8]) -> Option<Vec<u8>> {
         if blob.len() < 1 + NONCE_LEN + 16 || blob[0] != VERSION {
             return None;
@@ -97,6 +115,16 @@ impl DataKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyed_digests_depend_on_key_purpose_and_value() {
+        let (a, b) = (DataKey::generate(), DataKey::generate());
+        let d = a.keyed_digest("refresh_token", b"rt_1");
+        assert_eq!(d, a.keyed_digest("refresh_token", b"rt_1"));
+        assert_ne!(d, a.keyed_digest("refresh_token", b"rt_2"));
+        assert_ne!(d, a.keyed_digest("other", b"rt_1"));
+        assert_ne!(d, b.keyed_digest("refresh_token", b"rt_1"));
+    }
 
     #[test]
     fn roundtrip() {
