@@ -162,7 +162,7 @@ impl Account {
 }
 
 /// The public shape of an account: `accounts list --json`, `/v1/accounts`, the UI.
-/// Field names are a contract (DESIGN.md § CLI contract).
+/// Field names are a contract (docs/cli.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccountView {
     pub id: String,

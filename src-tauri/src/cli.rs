@@ -1,4 +1,4 @@
-//! The headless faces: subcommands per DESIGN.md § CLI contract. Each parses, calls the service,
+//! The headless faces: subcommands per docs/cli.md. Each parses, calls the service,
 //! prints; errors are mapped to a message and an exit code in one place (`run`).
 
 use crate::error::AppError;

@@ -1,5 +1,5 @@
 //! Which account answers a request. Pure: accounts + request facts + selector memory in,
-//! an account id out. Rules (DESIGN.md § Loopback endpoint): skip terminal, disabled and
+//! an account id out. Rules (README.md § What works today): skip terminal, disabled and
 //! rate-limited accounts; a pin (`x-codex-vault-account`) wins; a conversation stays on its
 //! account while usable; otherwise the most headroom, round robin on ties.
 

@@ -1,6 +1,6 @@
 //! The refresh engine's writes. Every write that follows a refresh attempt is conditional on the
 //! generation the attempt started from: a stale process can never overwrite a newer grant nor
-//! mark a newer, live grant terminal (DESIGN.md § Refresh engine).
+//! mark a newer, live grant terminal.
 
 use super::events::append;
 use super::{Store, StoreError};

@@ -1,6 +1,6 @@
 //! Envelope encryption: one random 256-bit data key per store, kept in the OS keychain (or, by
 //! explicit opt-in, a 0600 file), seals every token with XChaCha20-Poly1305 before it reaches SQLite.
-//! Why one key rather than one keychain item per account: see DESIGN.md § Storage.
+//! Why one key rather than one keychain item per account: README.md § How secrets are protected.
 
 mod keystore;
 mod seal;
