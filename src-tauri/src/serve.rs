@@ -157,6 +157,9 @@ pub fn run(port: Option<u16>) -> Result<ExitCode, AppError> {
     let tm = service.token_manager();
     let rt = crate::cli::runtime()?;
     rt.block_on(async move {
+        // Registered before the first refresh can start (start-up recovery refreshes too): a
+        // SIGTERM from then on is a graceful stop that drains, never the default instant death.
+        let stop = shutdown_signal();
         tm.recover_intents().await;
         let _scheduler = crate::refresh::Scheduler::spawn(tm.clone());
         let tm_for_drain = tm.clone();
@@ -165,7 +168,7 @@ pub fn run(port: Option<u16>) -> Result<ExitCode, AppError> {
         use std::io::Write;
         let _ = std::io::stdout().flush();
         eprintln!("codex-vault serve: `codex-vault endpoint info` shows the key and the Codex CLI configuration; Ctrl-C stops.");
-        shutdown_signal().await;
+        stop.await;
         drop(running);
         drain_refreshes(&tm_for_drain).await;
         Ok::<_, AppError>(())
@@ -208,24 +211,32 @@ pub async fn drain_refreshes(tm: &crate::refresh::TokenManager) -> crate::refres
     drained
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now (tokio's `ctrl_c()` would only install its own
+/// when first polled) and resolves when either arrives. Needs the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+        let handlers =
+            signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::interrupt())?)));
+        async move {
+            match handlers {
+                Ok((mut term, mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -87,7 +87,7 @@ fn a_copy_is_taken_before_migrating_and_removed_by_the_next_sound_start() {
     // The next start of `serve` finds the store sound and lets the copy go.
     let mut serve = env.spawn_serve(&[], env.dir.path().join("serve.log"));
     assert!(!copy.exists(), "the copy outlived a sound start");
-    serve.terminate();
+    assert_eq!(serve.terminate(), Some(0), "serve stops cleanly on SIGTERM");
     let leftovers: Vec<String> = std::fs::read_dir(env.vault_home())
         .unwrap()
         .flatten()
