@@ -106,6 +106,66 @@ fn sigterm_to_serve_waits_for_the_rotation_the_issuer_is_still_answering() {
 }
 
 #[test]
+fn sigterm_during_start_up_recovery_lets_that_refresh_commit() {
+    let fake = fake();
+    let env = TestEnv::new();
+    let t = import_expired(&env, &fake, "boot");
+    // An unfinished refresh left by a process that is gone: `serve` refreshes it once at start,
+    // before it listens.
+    let (vault_id, generation): (String, i64) = db(&env)
+        .query_row("SELECT id, generation FROM accounts", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    db(&env)
+        .execute(
+            "INSERT INTO refresh_intents (account_id, generation, holder, started_at) VALUES (?1, ?2, '99999999:0', 0)",
+            rusqlite::params![vault_id, generation],
+        )
+        .unwrap();
+    fake.inject_faults(
+        FaultRoute::Token,
+        vec![Fault::SlowAfterHandling(Duration::from_secs(3))],
+    );
+    let mut c = env.cmd();
+    env_for(&env, &fake)(&mut c);
+    let mut child = c
+        .args(["serve", "--port", "0"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(env.dir.path().join("boot.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    fake.wait_for_counters_blocking(Duration::from_secs(20), |n| {
+        n.per_account
+            .get(&t.account_id)
+            .is_some_and(|c| c.refreshes_ok == 1)
+    })
+    .expect("start-up recovery refreshed the account");
+    // The issuer has rotated and holds its answer: serve has not listened yet.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = wait_for("serve to exit", Duration::from_secs(30), || {
+        child.try_wait().unwrap()
+    });
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a graceful stop, not death by signal"
+    );
+
+    let mut c = env.cmd();
+    env_for(&env, &fake)(&mut c);
+    let r = Run::from(c.args(["token", "boot"]).output().unwrap());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(accepted_blocking(&fake, r.stdout.trim(), &t.account_id));
+    let a = &env.list_json()[0];
+    assert_eq!(a["status"], "healthy", "{a}");
+    let n = per_account(&fake, &t.account_id);
+    assert_eq!((n.refreshes_ok, n.refresh_reuse), (1, 0), "{n:?}");
+}
+
+#[test]
 fn a_full_disk_between_answer_and_commit_holds_the_rotation_until_space_is_freed() {
     let fake = fake();
     let env = TestEnv::new();
