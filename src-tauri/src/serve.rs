@@ -176,6 +176,34 @@ pub fn run(port: Option<u16>) -> Result<ExitCode, AppError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What the desktop app's Quit does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuitPlan {
+    /// A new sign-in is held in memory only (its save failed): quitting now loses it, so the
+    /// window asks first.
+    Ask {
+        account_ids: Vec<String>,
+        message: String,
+    },
+    /// Drain refreshes (`drain_refreshes`), then exit.
+    Drain,
+}
+
+/// Quit asks while rotations are held in memory only, unless the user already chose to quit
+/// anyway (`force`); otherwise it drains.
+pub fn quit_plan(held: Vec<String>, force: bool) -> QuitPlan {
+    if held.is_empty() || force {
+        return QuitPlan::Drain;
+    }
+    QuitPlan::Ask {
+        message: format!(
+            "{} — quitting now loses it and the account will need a new sign-in. Free disk space and wait, or quit anyway.",
+            crate::account::HELD_ROTATION_ADVICE
+        ),
+        account_ids: held,
+    }
+}
+
 /// The shutdown path `serve` and the desktop app share: no new refresh starts; refreshes already
 /// sent get up to `DRAIN_LIMIT` to commit, and rotations held in memory (a full disk) keep being
 /// retried for all of it. Says in the log what it waits for and what, if anything, is lost.
@@ -237,6 +265,27 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     {
         async {
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quit_asks_only_while_a_rotation_is_held_and_not_when_forced() {
+        assert_eq!(quit_plan(Vec::new(), false), QuitPlan::Drain);
+        assert_eq!(quit_plan(vec!["a".into()], true), QuitPlan::Drain);
+        match quit_plan(vec!["a".into()], false) {
+            QuitPlan::Ask {
+                account_ids,
+                message,
+            } => {
+                assert_eq!(account_ids, vec!["a".to_string()]);
+                assert!(message.contains("held in memory"), "{message}");
+            }
+            QuitPlan::Drain => panic!("a held rotation must make Quit ask"),
         }
     }
 }

@@ -142,17 +142,17 @@ pub fn request_quit(app: &AppHandle, force: bool) {
         app.exit(0);
         return;
     };
-    let held = tm.held_rotations();
-    if !held.is_empty() && !force {
+    if let crate::serve::QuitPlan::Ask {
+        account_ids,
+        message,
+    } = crate::serve::quit_plan(tm.held_rotations(), force)
+    {
         show_main_window(app);
         events::emit(
             app,
             FrontendEvent::QuitHeld(events::QuitHeld {
-                message: format!(
-                    "{} — quitting now loses it and the account will need a new sign-in. Free disk space and wait, or quit anyway.",
-                    crate::account::HELD_ROTATION_ADVICE
-                ),
-                account_ids: held,
+                message,
+                account_ids,
             }),
         );
         return;
