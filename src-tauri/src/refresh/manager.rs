@@ -1205,6 +1205,8 @@ mod tests {
             updated_at: 0,
             usage_json: None,
             shared_grant_where: None,
+            brokered: false,
+            broker_holder_seen_at: None,
         };
         let snap = |a: Account| Snapshot {
             account: a,
