@@ -4,7 +4,9 @@
 //!   keychain read, not a thousand CLI starts);
 //! - `bench_core select N ITERS`: the cost of one `Selector::select` call over N accounts, for a
 //!   new conversation (most headroom, round robin over the tied), a known conversation (affinity
-//!   hit) and a pinned label, every account with a usage snapshot. Prints one JSON line.
+//!   hit) and a pinned label, every account with a usage snapshot. Prints one JSON line;
+//! - `bench_core set KEY VALUE`: writes one row of the `settings` table of `CODEX_VAULT_HOME`
+//!   (e.g. `endpoint.first_byte_hold off` for the hold-off column).
 
 use codex_vault::account::{Account, Status};
 use codex_vault::endpoint::select::{Request, Selector};
@@ -162,12 +164,17 @@ fn main() {
         .as_slice()
     {
         ["seed", path] => seed(path),
+        ["set", key, value] => Service::open_default()
+            .expect("store opens")
+            .store()
+            .set_setting(key, value)
+            .expect("setting written"),
         ["select", n, iters] => select(
             n.parse().expect("N is a number"),
             iters.parse().expect("ITERS is a number"),
         ),
         _ => {
-            eprintln!("usage: bench_core seed FILE | bench_core select N ITERS");
+            eprintln!("usage: bench_core seed FILE | bench_core select N ITERS | bench_core set KEY VALUE");
             std::process::exit(2);
         }
     }

@@ -26,6 +26,11 @@ struct Rig {
 
 impl Rig {
     async fn new(n: usize) -> Rig {
+        Rig::with_settings(n, &[]).await
+    }
+
+    /// `settings` are written to the store before the endpoint starts (it reads them once).
+    async fn with_settings(n: usize, settings: &[(&str, &str)]) -> Rig {
         let fake = FakeOpenAi::start(FakeConfig::default()).await;
         let e = Engine::new();
         let accounts: Vec<IssuedTokens> = (0..n)
@@ -38,6 +43,9 @@ impl Rig {
                 t
             })
             .collect();
+        for (k, v) in settings {
+            e.service.store().set_setting(k, v).unwrap();
+        }
         let mut rig = Rig {
             fake,
             e,
@@ -373,6 +381,34 @@ async fn a_failure_in_the_stream_before_output_fails_over_and_after_output_passe
         ]
     );
     assert_eq!(rig.fake.counters().responses_calls, calls + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_first_byte_hold_off_a_failure_before_output_reaches_the_client() {
+    let fault = || vec![Fault::overloaded_in_stream()];
+    // Off (the benchmarks' switch): the stream is passed on from its first byte, so the failure
+    // is the client's, from the one account that was asked.
+    let off = Rig::with_settings(2, &[(endpoint::SETTING_FIRST_BYTE_HOLD, "off")]).await;
+    off.fake.inject_faults(FaultRoute::Responses, fault());
+    let (status, sse) = off.turn(&first_turn("conv-off")).await;
+    assert_eq!(status, 200);
+    let kinds: Vec<String> = parse_sse(&sse).into_iter().map(|e| e.event).collect();
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("response.failed"),
+        "{sse}"
+    );
+    assert!(!completed(&sse));
+    assert_eq!(off.fake.counters().responses_calls, 1, "no failover");
+
+    // `on` holds the head and fails over, as the default does (the test above runs without the
+    // setting).
+    let on = Rig::with_settings(2, &[(endpoint::SETTING_FIRST_BYTE_HOLD, "on")]).await;
+    on.fake.inject_faults(FaultRoute::Responses, fault());
+    let (status, sse) = on.turn(&first_turn("conv-on")).await;
+    assert_eq!(status, 200);
+    assert!(completed(&sse), "{sse}");
+    assert_eq!(on.fake.counters().responses_calls, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

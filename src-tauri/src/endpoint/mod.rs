@@ -38,6 +38,9 @@ pub use keyless::{KeylessLimits, KEYLESS_BODY_TIMEOUT, KEYLESS_MAX_BODY};
 
 pub const DEFAULT_PORT: u16 = 8417;
 pub const SETTING_PORT: &str = "endpoint.port";
+/// `on` (default) | `off`, read once at start. For benchmarks only: `off` passes every answer on
+/// from its first byte, so an in-stream failure before any output is no longer failed over.
+pub const SETTING_FIRST_BYTE_HOLD: &str = "endpoint.first_byte_hold";
 /// The request body is buffered (so a retry on another account sends the same bytes); capped.
 /// Keyed routes only: the keyless ones have their own, far smaller cap (`keyless`).
 pub const MAX_BODY: usize = 32 * 1024 * 1024;
@@ -78,6 +81,8 @@ pub struct Shared {
     continuity: Arc<continuity::Continuity>,
     http: reqwest::Client,
     upstream: String,
+    /// Hold a stream's head until its first output event (`continuity::hold`).
+    first_byte_hold: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -234,6 +239,21 @@ pub async fn start(
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
         .expect("HTTP client builds with rustls");
+    let first_byte_hold = !matches!(
+        service
+            .store()
+            .setting(SETTING_FIRST_BYTE_HOLD)
+            .ok()
+            .flatten()
+            .as_deref()
+            .map(str::trim),
+        Some("off")
+    );
+    if !first_byte_hold {
+        tracing::warn!(
+            "{SETTING_FIRST_BYTE_HOLD} = off: a failure in the stream before any output reaches the client (no failover)"
+        );
+    }
     let shared = Arc::new(Shared {
         tm,
         service,
@@ -246,6 +266,7 @@ pub async fn start(
         continuity: Arc::new(continuity::Continuity::default()),
         http,
         upstream: upstream.trim_end_matches('/').to_string(),
+        first_byte_hold,
     });
     shared.reload();
     // Seed usage from the store so selection has figures before the first answer.

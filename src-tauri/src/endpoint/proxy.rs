@@ -503,7 +503,7 @@ pub(crate) async fn send(
                         tap::Tap::sse(cont.clone(), &id)
                     };
                     let mut tapped = tap::Tapped::new(up.body, tap);
-                    if compact {
+                    if compact || !shared.first_byte_hold {
                         up.body = tapped.boxed();
                     } else {
                         let held = hold::until_first_output(&mut tapped).await;

@@ -23,6 +23,11 @@ const SSE_DELTAS: u64 = 192; // + 8 framing events = a 200-event stream
 const SSE_EVENTS: usize = 200;
 const MODELS_PATH: &str = "/backend-api/codex/models?client_version=0.169.0";
 const RESPONSES_PATH: &str = "/backend-api/codex/responses";
+/// The endpoint's switch for the first-byte hold (`codex_vault::endpoint::SETTING_FIRST_BYTE_HOLD`).
+const HOLD_SETTING: &str = "endpoint.first_byte_hold";
+/// Hold on / hold off cells at c=1, alternating which goes first: the difference sought (≤ 0.1 ms)
+/// is below one cell's drift on a shared machine, so it is the median of per-round differences.
+const HOLD_ROUNDS: usize = 4;
 
 struct Opts {
     vault: PathBuf,
@@ -273,6 +278,7 @@ impl Fake {
 /// One vault data dir, driven through the release CLI.
 struct Vault {
     bin: PathBuf,
+    core: PathBuf,
     home: PathBuf,
     fake_base: String,
     codex_base: String,
@@ -285,6 +291,7 @@ impl Vault {
         std::fs::create_dir_all(&home).expect("vault dir");
         Vault {
             bin: o.vault.clone(),
+            core: o.core.clone(),
             home,
             fake_base: fake.base.clone(),
             codex_base: fake.codex_base(),
@@ -331,6 +338,21 @@ impl Vault {
             label,
         ]);
         let _ = std::fs::remove_file(&path);
+    }
+
+    /// Writes one row of this vault's `settings` table (`bench_core set`).
+    fn set(&self, key: &str, value: &str) {
+        let out = Command::new(&self.core)
+            .args(["set", key, value])
+            .env("CODEX_VAULT_HOME", &self.home)
+            .env("CODEX_HOME", self.home.join("codex-home"))
+            .output()
+            .expect("bench_core set runs");
+        assert!(
+            out.status.success(),
+            "bench_core set {key} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn key(&self) -> String {
@@ -913,6 +935,39 @@ fn f(v: f64, digits: usize) -> String {
     format!("{v:.digits$}")
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 0 {
+        (v[m - 1] + v[m]) / 2.0
+    } else {
+        v[m]
+    }
+}
+
+/// A vault like `vault`'s (same account) whose `serve` runs with the first-byte hold off.
+fn serve_hold_off(
+    o: &Opts,
+    tmp: &Path,
+    name: &str,
+    fake: &Fake,
+    t: &IssuedTokens,
+    upstream: Option<String>,
+) -> (Proc, String, String) {
+    let mut v = Vault::new(o, tmp, name, fake);
+    if let Some(u) = upstream {
+        v = v.upstream(u);
+    }
+    v.import(t, "bench", chrono::Duration::zero());
+    v.set(HOLD_SETTING, "off");
+    let key = v.key();
+    let (p, base, _) = v.serve(&format!("{name}.log"));
+    (p, base, key)
+}
+
 #[tokio::main]
 async fn main() {
     let o = opts();
@@ -969,7 +1024,18 @@ async fn main() {
     let key = vault.key();
     let (serve, serve_base, _) = vault.serve("serve-overhead.log");
     let serve_pid = serve.pid();
-    while health(&serve_base).await.is_none() {
+    let (serve_off, serve_off_base, key_off) =
+        serve_hold_off(&o, &tmp, "vault-hold-off", &fake, &t, None);
+    let serve_off_pid = serve_off.pid();
+    let mut hold_off_sides = vec![Side {
+        name: "serve (hold off)",
+        static_upstream: false,
+        base: serve_off_base.clone(),
+        headers: vec![("authorization".into(), format!("Bearer {key_off}"))],
+        pids: Box::new(move || vec![serve_off_pid]),
+    }];
+    let mut keep_off = vec![serve_off];
+    while health(&serve_base).await.is_none() || health(&serve_off_base).await.is_none() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1067,6 +1133,7 @@ async fn main() {
                 Err(e) => notes.push(format!("nginx column skipped: {e}")),
             }
             // A second serve whose upstream is the static nginx (same account, valid token).
+            let st_base_for_off = st_base.clone();
             let vault2 = Vault::new(&o, &tmp, "vault-static", &fake)
                 .upstream(format!("{st_base}/backend-api/codex"));
             vault2.import(&t, "bench", chrono::Duration::zero());
@@ -1087,12 +1154,29 @@ async fn main() {
                 headers: vec![("authorization".into(), format!("Bearer {key2}"))],
                 pids: Box::new(move || vec![serve2_pid]),
             });
+            let (serve2_off, serve2_off_base, key2_off) = serve_hold_off(
+                &o,
+                &tmp,
+                "vault-static-hold-off",
+                &fake,
+                &t,
+                Some(format!("{}/backend-api/codex", st_base_for_off)),
+            );
+            let serve2_off_pid = serve2_off.pid();
+            hold_off_sides.push(Side {
+                name: "serve (hold off)",
+                static_upstream: true,
+                base: serve2_off_base,
+                headers: vec![("authorization".into(), format!("Bearer {key2_off}"))],
+                pids: Box::new(move || vec![serve2_off_pid]),
+            });
+            keep_off.push(serve2_off);
             keep.push(st);
             keep2 = Some(serve2);
         }
         Err(e) => notes.push(format!("nginx and static-upstream columns skipped: {e}")),
     }
-    for side in &sides {
+    for side in sides.iter().chain(&hold_off_sides) {
         for p in PAYLOADS {
             if p.static_upstream() != side.static_upstream {
                 continue;
@@ -1127,6 +1211,43 @@ async fn main() {
             }
         }
     }
+    // ---- 1b. the first-byte hold (issue 16): serve as above (hold on) against its twin with
+    // `endpoint.first_byte_hold = off`, c=1, in alternating order.
+    eprintln!("bench: first-byte hold on / off at c=1 ({HOLD_ROUNDS} rounds)");
+    let mut hold_rounds: Vec<(Payload, Vec<(Cell, Cell)>)> = Vec::new();
+    for payload in [Payload::Sse, Payload::SseStatic] {
+        let group = payload.static_upstream();
+        let upstream_pids: Vec<u32> = match (group, &static_nginx) {
+            (true, Some(tree)) => tree(),
+            (true, None) => continue,
+            (false, _) => vec![fake_pid],
+        };
+        let on = sides
+            .iter()
+            .find(|s| s.name == "serve" && s.static_upstream == group);
+        let off = hold_off_sides.iter().find(|s| s.static_upstream == group);
+        let (Some(on), Some(off)) = (on, off) else {
+            continue;
+        };
+        let mut rounds = Vec::new();
+        for round in 0..HOLD_ROUNDS {
+            let on_first = round % 2 == 0;
+            let (a, b) = if on_first { (on, off) } else { (off, on) };
+            let ca = measure(&o, &upstream_pids, a, payload, 1, None).await;
+            let cb = measure(&o, &upstream_pids, b, payload, 1, None).await;
+            let (c_on, c_off) = if on_first { (ca, cb) } else { (cb, ca) };
+            eprintln!(
+                "bench:   hold {:<10} round {round}: p50 on {:>7} ms, off {:>7} ms",
+                payload.key(),
+                f(c_on.report.p50_ms, 3),
+                f(c_off.report.p50_ms, 3)
+            );
+            rounds.push((c_on, c_off));
+        }
+        hold_rounds.push((payload, rounds));
+    }
+    drop(keep_off);
+
     let serve_health = health(&serve_base).await.unwrap_or(Value::Null);
     let rss_after = rss_mb(serve_pid);
     let hwm = proc_status_kb(serve_pid, "VmHWM:").unwrap_or(0) as f64 / 1024.0;
@@ -1245,6 +1366,41 @@ async fn main() {
             .collect::<Vec<_>>()
             .join("; ")
     );
+    let mut hold = Vec::new();
+    let _ = writeln!(out, "\n1b. First-byte hold, c=1: serve with the hold on (default) and off (`{HOLD_SETTING} = off`), {HOLD_ROUNDS} rounds in alternating order, medians");
+    let _ = writeln!(
+        out,
+        "   payload     hold on p50  hold off p50  added p50 (ms) | 1st byte on  off  added (ms)"
+    );
+    for (p, rounds) in &hold_rounds {
+        let med = |g: &dyn Fn(&(Cell, Cell)) -> f64| median(rounds.iter().map(g).collect());
+        let on50 = med(&|r| r.0.report.p50_ms);
+        let off50 = med(&|r| r.1.report.p50_ms);
+        let add50 = med(&|r| r.0.report.p50_ms - r.1.report.p50_ms);
+        let on_fb = med(&|r| r.0.report.first_byte_p50_ms);
+        let off_fb = med(&|r| r.1.report.first_byte_p50_ms);
+        let add_fb = med(&|r| r.0.report.first_byte_p50_ms - r.1.report.first_byte_p50_ms);
+        let _ = writeln!(
+            out,
+            "   {:<10} {:>12} {:>13} {:>14} | {:>11} {:>4} {:>11}",
+            p.key(),
+            f(on50, 3),
+            f(off50, 3),
+            f(add50, 3),
+            f(on_fb, 3),
+            f(off_fb, 3),
+            f(add_fb, 3)
+        );
+        hold.push(json!({
+            "payload": p.key(), "concurrency": 1, "rounds": rounds.len(),
+            "hold_on_p50_ms": on50, "hold_off_p50_ms": off50, "added_p50_ms": add50,
+            "hold_on_p99_ms": med(&|r| r.0.report.p99_ms), "hold_off_p99_ms": med(&|r| r.1.report.p99_ms),
+            "hold_on_first_byte_p50_ms": on_fb, "hold_off_first_byte_p50_ms": off_fb,
+            "added_first_byte_p50_ms": add_fb,
+            "hold_on_rps": med(&|r| r.0.report.rps), "hold_off_rps": med(&|r| r.1.report.rps),
+            "cells": rounds.iter().map(|(a, b)| json!({"hold_on": a, "hold_off": b})).collect::<Vec<_>>(),
+        }));
+    }
     let _ = writeln!(
         out,
         "\n2. Refresh amplification (token endpoint slowed to hold the refresh in flight)"
@@ -1383,7 +1539,22 @@ async fn main() {
             serve_health["process"]["keychain_reads"], scale["keychain_reads"]
         ),
     );
-    let _ = writeln!(out, "\nTargets (issue 8)");
+    let hold_add = |p: &str| {
+        hold.iter()
+            .find(|x| x["payload"] == p)
+            .map_or(f64::NAN, |x| num(&x["added_p50_ms"]))
+    };
+    let (hold_fake, hold_static) = (hold_add("sse200"), hold_add("sse-static"));
+    t(
+        "first-byte hold ≤ 0.1 ms p50 at c=1",
+        hold_fake <= 0.1 && (hold_static.is_nan() || hold_static <= 0.1),
+        format!(
+            "{} ms fake SSE, {} ms static SSE (added p50, hold on − off)",
+            f(hold_fake, 3),
+            f(hold_static, 3)
+        ),
+    );
+    let _ = writeln!(out, "\nTargets (issue 8; the first-byte hold: issue 16)");
     for x in &targets {
         let _ = writeln!(
             out,
@@ -1409,7 +1580,7 @@ async fn main() {
         "method": {"load_generator": "codex_vault_testkit::loadgen (hyper 1, HTTP/1.1, one keep-alive connection per worker, closed loop)",
                    "seconds_per_cell": o.secs, "warmup_seconds": o.warmup, "sse_events": SSE_EVENTS,
                    "small": MODELS_PATH, "sse": RESPONSES_PATH, "profile": "bench-release (release, no LTO)"},
-        "overhead": cells, "ratios": ratios,
+        "overhead": cells, "ratios": ratios, "first_byte_hold": hold,
         "footprint": {"serve_idle_rss_mb": idle_rss, "serve_rss_c64_peak_mb": load_rss, "serve_vmhwm_mb": hwm,
                       "serve_rss_after_load_mb": rss_after, "serve_health_after_load": serve_health},
         "amplification": amp, "scale": scale, "targets": targets, "notes": notes,
