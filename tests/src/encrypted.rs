@@ -40,7 +40,7 @@ pub enum EncryptedContentError {
 
 fn mac(secret: &[u8], account_id: &str, nonce: &[u8]) -> [u8; TAG] {
     // Invariant: HMAC accepts keys of any length.
-    #[allow(clippy::expect_used)]
+    #[allow(clippy::expect_used, reason = "HMAC takes any key length")]
     let mut m = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     m.update(account_id.as_bytes());
     m.update(&[0]);

@@ -39,7 +39,7 @@ impl JwtSigner {
 
     fn mac(&self) -> HmacSha256 {
         // Invariant: HMAC accepts keys of any length, so this cannot fail.
-        #[allow(clippy::expect_used)]
+        #[allow(clippy::expect_used, reason = "HMAC takes any key length")]
         HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key length")
     }
 

@@ -236,7 +236,7 @@ impl std::ops::Deref for StateGuard<'_> {
     type Target = State;
     fn deref(&self) -> &State {
         // Invariant: `guard` is only taken in `drop`.
-        #[allow(clippy::expect_used)]
+        #[allow(clippy::expect_used, reason = "guard is only taken in drop")]
         self.guard.as_ref().expect("guard present until drop")
     }
 }
@@ -244,7 +244,7 @@ impl std::ops::Deref for StateGuard<'_> {
 impl std::ops::DerefMut for StateGuard<'_> {
     fn deref_mut(&mut self) -> &mut State {
         // Invariant: `guard` is only taken in `drop`.
-        #[allow(clippy::expect_used)]
+        #[allow(clippy::expect_used, reason = "guard is only taken in drop")]
         self.guard.as_mut().expect("guard present until drop")
     }
 }

@@ -70,7 +70,7 @@ fn soft_fd_limit() -> Option<u64> {
         return None;
     }
     // rlim_t is u64 on Linux and macOS; RLIM_INFINITY is u64::MAX, clamped by the budget.
-    #[allow(clippy::unnecessary_cast)]
+    #[allow(clippy::unnecessary_cast, reason = "rlim_t is platform-defined")]
     Some(lim.rlim_cur as u64)
 }
 

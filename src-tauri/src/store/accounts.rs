@@ -241,7 +241,10 @@ impl Store {
     /// claims that come with the new id_token (email, plan, fedramp) are updated with it: a
     /// missing email or plan keeps the old one, `fedramp` is always the new grant's.
     /// Returns false when another writer moved the generation first.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one grant's columns, written in one statement"
+    )]
     pub fn replace_grant(
         &self,
         account_id: &str,

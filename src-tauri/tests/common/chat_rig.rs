@@ -1,4 +1,4 @@
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses a different subset")]
 //! The endpoint in this process, backed by the fake OpenAI, for the Chat Completions scenarios.
 
 use super::engine::*;

@@ -1,4 +1,4 @@
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses a different subset")]
 //! In-process helpers for refresh-engine scenarios: a store in a temp dir with accounts imported
 //! from grants the fake issued, and TokenManagers pointed at the fake.
 

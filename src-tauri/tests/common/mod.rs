@@ -1,7 +1,7 @@
 //! Shared helpers for the process-level scenarios: a temp data dir per test, the real binary,
 //! auth.json fixtures minted by the fake OpenAI (never pasted tokens).
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use codex_vault_testkit::{AccountSpec, FakeOpenAi, IssuedTokens};
 use std::collections::BTreeMap;
@@ -401,7 +401,7 @@ pub fn raise_fd_limit() -> u64 {
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
         // rlim_t is platform-defined (u64 on Linux and macOS, where the cast is a no-op).
-        #[allow(clippy::unnecessary_cast)]
+        #[allow(clippy::unnecessary_cast, reason = "rlim_t is platform-defined")]
         let cur = lim.rlim_cur as u64;
         cur
     }

@@ -1,6 +1,6 @@
 //! Helpers shared by the fake's own tests: a plain HTTP client speaking to the fake the way the
 //! Codex CLI (and Codex Vault) do.
-#![allow(dead_code)] // each test crate uses a different subset
+#![allow(dead_code, reason = "each test crate uses a different subset")]
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
