@@ -9,9 +9,9 @@
 //!   (e.g. `endpoint.first_byte_hold off` for the hold-off column).
 
 use codex_vault::account::{Account, Status};
+use codex_vault::accounts::Service;
 use codex_vault::endpoint::select::{Request, Selector};
 use codex_vault::endpoint::usage::{UsageSnapshot, UsageWindow};
-use codex_vault::service::Service;
 use std::collections::{HashMap, HashSet};
 use std::hint::black_box;
 use std::time::Instant;

@@ -1,9 +1,9 @@
 //! The headless faces: subcommands per docs/cli.md. Each parses, calls the service,
 //! prints; errors are mapped to a message and an exit code in one place (`run`).
 
+use crate::accounts::Service;
 use crate::error::AppError;
 use crate::oauth::auth_json::{self, AuthSource};
-use crate::service::Service;
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -114,7 +114,7 @@ pub enum AccountsCommand {
         /// when importing the Codex CLI's own auth.json ($CODEX_HOME or ~/.codex), else the
         /// file is left alone.
         #[arg(long, value_enum, value_name = "broker|detach")]
-        codex_cli: Option<crate::codex_ownership::Ownership>,
+        codex_cli: Option<crate::accounts::ownership::Ownership>,
     },
     /// Sign in with ChatGPT in the browser (PKCE); prints the URL too.
     Login {
@@ -298,9 +298,9 @@ fn import(
     path: Option<String>,
     label: Option<String>,
     json: bool,
-    codex_cli: Option<crate::codex_ownership::Ownership>,
+    codex_cli: Option<crate::accounts::ownership::Ownership>,
 ) -> Result<ExitCode, AppError> {
-    use crate::codex_ownership::{is_visible_codex_auth, Ownership};
+    use crate::accounts::ownership::{is_visible_codex_auth, Ownership};
     // Parse and validate before the store is opened: a bad file changes nothing on disk.
     let (source, bytes) = match path.as_deref() {
         Some("-") => (AuthSource::Stdin, auth_json::read_stdin()),
@@ -325,7 +325,7 @@ fn import(
             error,
         })?;
     if let Some(l) = &label {
-        crate::service::validate_label(l)?;
+        crate::accounts::validate_label(l)?;
     }
     let file = match &source {
         AuthSource::File(p) => Some(p.clone()),
@@ -441,7 +441,7 @@ fn login(label: Option<String>, no_browser: bool, timeout: u64) -> Result<ExitCo
     use crate::oauth::client::TokenClient;
     use crate::oauth::login::{LoginFlow, LoginOptions};
     if let Some(l) = &label {
-        crate::service::validate_label(l)?;
+        crate::accounts::validate_label(l)?;
     }
     // Open the store first: a locked keychain should fail before the user signs in. The label
     // is not checked against the held ones here: which account this is, is known only after the
@@ -467,7 +467,7 @@ fn login(label: Option<String>, no_browser: bool, timeout: u64) -> Result<ExitCo
     })?;
     let outcome = service.sign_in(&cred, label.as_deref())?;
     println!("{}", outcome.sentence());
-    if let Some(note) = crate::service::label_note(label.as_deref(), &outcome) {
+    if let Some(note) = crate::accounts::label_note(label.as_deref(), &outcome) {
         eprintln!("note: {note}.");
     }
     Ok(ExitCode::SUCCESS)

@@ -2,11 +2,10 @@
 //! tests everything without WebKit.
 
 pub mod account;
+pub mod accounts;
 pub mod cli;
-pub mod codex_ownership;
 pub mod codex_writeback;
 pub mod endpoint;
-pub mod endpoint_ctl;
 pub mod error;
 pub mod failpoint;
 pub mod fsutil;
@@ -14,12 +13,9 @@ pub mod listeners;
 pub mod loopback;
 pub mod oauth;
 pub mod paths;
-pub mod recovery;
 pub mod refresh;
 pub mod secret;
 pub mod serve;
-pub mod service;
-pub mod service_ops;
 pub mod store;
 pub mod vault;
 

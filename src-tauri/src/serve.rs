@@ -1,10 +1,10 @@
 //! `codex-vault serve`: the headless face — scheduler + loopback endpoint in one process — and
 //! the listener registry (`listeners`) through which `endpoint info` reports every live listener.
 
+use crate::accounts::Service;
 use crate::endpoint::{self, DEFAULT_PORT, SETTING_PORT};
 use crate::error::AppError;
 use crate::listeners::{self, Listener, Registration};
-use crate::service::Service;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,7 +106,7 @@ pub fn info(service: &Service) -> Result<EndpointInfo, AppError> {
             .collect(),
         config_toml: codex_config_toml(&url),
         env: format!("export CODEX_VAULT_KEY={}", key.expose()),
-        refresh_override_env: crate::codex_ownership::refresh_override_env(port),
+        refresh_override_env: crate::accounts::ownership::refresh_override_env(port),
         key: key.expose().to_string(),
         url,
     })

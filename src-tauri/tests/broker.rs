@@ -48,7 +48,7 @@ struct Rig {
     fake: FakeOpenAi,
     e: Engine,
     ep: Endpoint,
-    service: Arc<codex_vault::service::Service>,
+    service: Arc<codex_vault::accounts::Service>,
     t: IssuedTokens,
     http: reqwest::Client,
 }
@@ -341,7 +341,7 @@ async fn a_detach_backups_token_is_refused_and_never_forwarded() {
             &cred,
             None,
             Some(&file),
-            Some(codex_vault::codex_ownership::Ownership::Detach),
+            Some(codex_vault::accounts::ownership::Ownership::Detach),
             0,
         )
         .unwrap();

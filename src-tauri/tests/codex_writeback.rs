@@ -6,7 +6,7 @@
 #[path = "common/engine.rs"]
 mod engine;
 
-use codex_vault::codex_ownership::Ownership;
+use codex_vault::accounts::ownership::Ownership;
 use codex_vault::codex_writeback::{write_back, CodexWriteback, Outcome};
 use codex_vault::oauth::auth_json;
 use codex_vault::vault::Field;

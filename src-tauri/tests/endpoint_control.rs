@@ -6,10 +6,10 @@
 #[path = "common/engine.rs"]
 mod engine;
 
+use codex_vault::accounts::Service;
+use codex_vault::endpoint::ctl::EndpointControl;
 use codex_vault::endpoint::SETTING_PORT;
-use codex_vault::endpoint_ctl::EndpointControl;
 use codex_vault::serve;
-use codex_vault::service::Service;
 use engine::*;
 use std::net::TcpListener;
 use std::sync::Arc;

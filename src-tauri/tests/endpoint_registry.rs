@@ -5,9 +5,9 @@
 
 mod common;
 
+use codex_vault::accounts::Service;
+use codex_vault::endpoint::ctl::EndpointControl;
 use codex_vault::endpoint::SETTING_PORT;
-use codex_vault::endpoint_ctl::EndpointControl;
-use codex_vault::service::Service;
 use codex_vault::vault::KeyStoreKind;
 use common::TestEnv;
 use serde_json::Value;

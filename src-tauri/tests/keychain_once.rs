@@ -3,7 +3,7 @@
 
 mod common;
 
-use codex_vault::service::Service;
+use codex_vault::accounts::Service;
 use codex_vault::vault::{keychain_reads, KeyStoreKind};
 use common::*;
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use codex_vault::service::Service;
+use codex_vault::accounts::Service;
 use codex_vault::vault::KeyStoreKind;
 use common::*;
 

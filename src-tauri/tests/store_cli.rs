@@ -103,8 +103,10 @@ fn missing_key_with_sealed_data_is_key_missing_and_changes_nothing() {
 
     // The way out the app offers: set the unreadable store aside (moved whole, never deleted),
     // then a fresh store opens with a new key of its own.
-    assert!(codex_vault::recovery::can_set_aside("key_missing"));
-    let aside = codex_vault::recovery::set_aside(&env.vault_home()).unwrap();
+    assert!(codex_vault::accounts::set_aside::can_set_aside(
+        "key_missing"
+    ));
+    let aside = codex_vault::accounts::set_aside::set_aside(&env.vault_home()).unwrap();
     assert!(!env.vault_home().exists());
     let moved = snapshot_dir(&aside);
     assert_eq!(

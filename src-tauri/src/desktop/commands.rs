@@ -5,13 +5,13 @@ use super::events::{self, FrontendEvent, SignInFinished};
 use super::prefs::{self, Prefs};
 use super::AppState;
 use crate::account::AccountView;
-use crate::codex_ownership::{OwnedImport, Ownership};
-use crate::endpoint_ctl::{EndpointControl, EndpointStatus};
+use crate::accounts::ownership::{OwnedImport, Ownership};
+use crate::accounts::{CodexCliPreview, EventView, ImportPreview};
+use crate::accounts::{ImportOutcome, StoreInfo};
+use crate::endpoint::ctl::{EndpointControl, EndpointStatus};
 use crate::error::{AppError, ErrorBody};
 use crate::oauth::client::TokenClient;
 use crate::oauth::login::{LoginFlow, LoginOptions};
-use crate::service::{ImportOutcome, StoreInfo};
-use crate::service_ops::{CodexCliPreview, EventView, ImportPreview};
 use serde::Serialize;
 use std::sync::Arc;
 use tauri::{AppHandle, Manager, State};
@@ -158,7 +158,7 @@ pub async fn sign_in_start(
     state.service()?;
     let label = optional_label(label);
     if let Some(l) = &label {
-        crate::service::validate_label(l).map_err(body)?;
+        crate::accounts::validate_label(l).map_err(body)?;
     }
     let opts = LoginOptions::from_env().map_err(|m| body(AppError::Config(m)))?;
     state.cancel_sign_in("replaced by a new sign-in");
@@ -188,7 +188,7 @@ pub async fn sign_in_start(
                 SignInFinished {
                     flow: flow_id,
                     ok: true,
-                    message: match crate::service::label_note(label.as_deref(), &outcome) {
+                    message: match crate::accounts::label_note(label.as_deref(), &outcome) {
                         Some(note) => format!("{} Note: {note}.", outcome.sentence()),
                         None => outcome.sentence(),
                     },
@@ -310,7 +310,8 @@ pub fn startup_problem(state: State<'_, AppState>) -> Option<StartupProblem> {
     Some(StartupProblem {
         code: e.code.clone(),
         message: e.message.clone(),
-        can_set_aside: crate::recovery::can_set_aside(&e.code) && state.data_dir.is_some(),
+        can_set_aside: crate::accounts::set_aside::can_set_aside(&e.code)
+            && state.data_dir.is_some(),
         data_dir: state.data_dir.as_ref().map(|d| d.display().to_string()),
     })
 }
@@ -322,7 +323,7 @@ pub fn set_aside_store(app: AppHandle, state: State<'_, AppState>) -> Result<Str
         code: "store_open".into(),
         message: "the store opened fine; there is nothing to set aside".into(),
     })?;
-    if !crate::recovery::can_set_aside(&problem.code) {
+    if !crate::accounts::set_aside::can_set_aside(&problem.code) {
         return Err(ErrorBody {
             code: "set_aside_not_offered".into(),
             message: format!(
@@ -335,7 +336,7 @@ pub fn set_aside_store(app: AppHandle, state: State<'_, AppState>) -> Result<Str
         .data_dir
         .as_ref()
         .ok_or_else(|| body(AppError::NoDataDir))?;
-    let moved = crate::recovery::set_aside(dir).map_err(body)?;
+    let moved = crate::accounts::set_aside::set_aside(dir).map_err(body)?;
     tracing::warn!(to = %moved.display(), "restarting with a fresh store");
     app.restart();
 }

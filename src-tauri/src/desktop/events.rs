@@ -1,7 +1,7 @@
 //! Every live event the window receives: one enum, namespaced names, emitted only by `emit`.
 //! The UI (ui/src/api.ts) names the same strings and payload shapes.
 
-use crate::endpoint_ctl::EndpointStatus;
+use crate::endpoint::ctl::EndpointStatus;
 use serde::Serialize;
 use tauri::{AppHandle, Emitter};
 

@@ -6,11 +6,11 @@ pub mod events;
 mod prefs;
 mod tray;
 
-use crate::endpoint_ctl::EndpointControl;
+use crate::accounts::Service;
+use crate::endpoint::ctl::EndpointControl;
 use crate::error::ErrorBody;
 use crate::oauth::login::LoginCanceller;
 use crate::refresh::TokenManager;
-use crate::service::Service;
 use crate::store::StoreWatch;
 use events::FrontendEvent;
 use std::path::PathBuf;

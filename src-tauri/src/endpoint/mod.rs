@@ -6,6 +6,7 @@ mod accept;
 pub mod broker;
 pub mod chat;
 pub mod continuity;
+pub mod ctl;
 pub mod guard;
 pub mod keyless;
 mod port_holder;
@@ -15,9 +16,9 @@ pub mod usage;
 pub mod usage_poll;
 
 use crate::account::{now_ms, Account, AccountView};
+use crate::accounts::Service;
 use crate::refresh::TokenManager;
 use crate::secret::Secret;
-use crate::service::Service;
 use crate::store::Store;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};

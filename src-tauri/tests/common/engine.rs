@@ -2,10 +2,10 @@
 //! In-process helpers for refresh-engine scenarios: a store in a temp dir with accounts imported
 //! from grants the fake issued, and TokenManagers pointed at the fake.
 
+use codex_vault::accounts::Service;
 use codex_vault::oauth::auth_json;
 use codex_vault::oauth::client::{Issuer, TokenClient};
 use codex_vault::refresh::{RefreshConfig, TokenManager};
-use codex_vault::service::Service;
 use codex_vault::vault::KeyStoreKind;
 use codex_vault_testkit::{AccountSpec, FakeOpenAi, IssuedTokens};
 use std::time::Duration;

@@ -3,9 +3,9 @@
 //! the Tauri commands stay one call each and any other face can reuse them.
 
 use crate::account::{ms_to_rfc3339, now_ms, AccountView};
+use crate::accounts::{validate_label, ImportOutcome, Service};
 use crate::error::AppError;
 use crate::oauth::auth_json::{self, AuthJsonError, AuthSource, Credential, MAX_AUTH_JSON_BYTES};
-use crate::service::{validate_label, ImportOutcome, Service};
 use crate::store::StoreError;
 use serde::Serialize;
 use std::path::PathBuf;

@@ -1,11 +1,11 @@
 //! The desktop app's hold on its loopback endpoint: start, stop, move to another port, rotate the
 //! key, and report the real listener state. Kept out of `desktop` so it is tested without WebKit.
 
+use crate::accounts::Service;
 use crate::endpoint::SETTING_PORT;
 use crate::error::{AppError, ErrorBody};
 use crate::refresh::TokenManager;
 use crate::serve::{self, Running};
-use crate::service::Service;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -96,7 +96,7 @@ impl EndpointControl {
             key_hint: self.service.local_api_key()?.fingerprint(),
             config_toml: serve::codex_config_toml(&url),
             env_hint: "export CODEX_VAULT_KEY=<your key>".to_string(),
-            refresh_override_env: crate::codex_ownership::refresh_override_env(port),
+            refresh_override_env: crate::accounts::ownership::refresh_override_env(port),
             url,
             error: slot.error.clone(),
             other_pid,

@@ -12,10 +12,10 @@
 //! Either way `codex logout` must never run on the imported sign-in without the override: it
 //! revokes the grant upstream, for the vault too.
 
+use crate::accounts::{ImportOutcome, Service};
 use crate::error::AppError;
 use crate::oauth::auth_json::{self, Credential};
 use crate::secret::Secret;
-use crate::service::{ImportOutcome, Service};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use subtle::ConstantTimeEq;
