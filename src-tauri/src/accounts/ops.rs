@@ -78,9 +78,9 @@ fn codex_cli_path() -> Option<PathBuf> {
 
 fn read_codex_cli() -> Result<Credential, AppError> {
     let path = codex_cli_path().ok_or_else(|| {
-        AppError::Config(
-            "no CODEX_HOME and no home directory: the Codex CLI's auth.json cannot be found".into(),
-        )
+        AppError::from(crate::error::ConfigError::NoCodexHome(
+            "the Codex CLI's auth.json cannot be found",
+        ))
     })?;
     auth_json::read_file(&path)
         .and_then(|b| auth_json::parse(&b))

@@ -14,6 +14,7 @@
 
 use crate::accounts::{ImportOutcome, Service};
 use crate::error::AppError;
+use crate::error::ErrorCode;
 use crate::oauth::auth_json::{self, Credential};
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -65,9 +66,9 @@ pub enum OwnershipError {
 }
 
 impl OwnershipError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            OwnershipError::Detach { .. } => "detach_failed",
+            OwnershipError::Detach { .. } => ErrorCode::DetachFailed,
         }
     }
 }
@@ -177,13 +178,10 @@ impl Service {
         let report = match (source, ownership) {
             (Some(path), Some(Ownership::Detach)) => {
                 let backup = detach_file(path).map_err(|e| {
-                    AppError::Config(
-                        OwnershipError::Detach {
-                            path: path.display().to_string(),
-                            detail: e.to_string(),
-                        }
-                        .to_string(),
-                    )
+                    AppError::from(OwnershipError::Detach {
+                        path: path.display().to_string(),
+                        detail: e.to_string(),
+                    })
                 })?;
                 self.store().append_event(
                     &account_id,
@@ -294,7 +292,9 @@ impl Service {
         let path = crate::paths::codex_home()
             .map(|h| h.join("auth.json"))
             .ok_or_else(|| {
-                AppError::Config("no CODEX_HOME and no home directory: the Codex CLI's auth.json cannot be found".into())
+                AppError::from(crate::error::ConfigError::NoCodexHome(
+                    "the Codex CLI's auth.json cannot be found",
+                ))
             })?;
         let cred = auth_json::read_file(&path)
             .and_then(|b| auth_json::parse(&b))

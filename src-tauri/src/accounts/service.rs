@@ -163,7 +163,7 @@ impl Service {
 
     /// Opens the store the environment names (`CODEX_VAULT_HOME`, `CODEX_VAULT_KEY_STORE`).
     pub fn open_default() -> Result<Service, AppError> {
-        let kind = KeyStoreKind::from_env().map_err(AppError::Config)?;
+        let kind = KeyStoreKind::from_env().map_err(crate::error::ConfigError::KeyStoreSetting)?;
         Service::open(&crate::paths::data_dir()?, kind)
     }
 

@@ -52,9 +52,7 @@ pub struct EndpointControl {
 }
 
 fn port_setting_error(port: u16) -> AppError {
-    AppError::Config(format!(
-        "port {port} is not usable: choose a port from 1024 to 65535"
-    ))
+    crate::error::ConfigError::PortUnusable { port }.into()
 }
 
 impl EndpointControl {
