@@ -29,7 +29,8 @@ pub fn refresh_override_env(port: u16) -> String {
 
 pub const LOGOUT_WARNING: &str = "never run `codex logout` on an imported sign-in (unless the CLI refreshes through Codex Vault): it revokes the sign-in upstream, for Codex Vault too";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, ts_rs::TS)]
+#[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum Ownership {
     /// The CLI keeps its auth.json and refreshes through Codex Vault.
@@ -39,7 +40,8 @@ pub enum Ownership {
 }
 
 /// What happened to the CLI's file, for the CLI to print and the UI to show.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ts_rs::TS)]
+#[ts(export)]
 pub struct OwnershipReport {
     pub mode: Ownership,
     /// The CLI's auth.json the choice applied to.
@@ -52,7 +54,8 @@ pub struct OwnershipReport {
 }
 
 /// An import together with what was done about the CLI's copy.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ts_rs::TS)]
+#[ts(export)]
 pub struct OwnedImport {
     #[serde(flatten)]
     pub outcome: ImportOutcome,

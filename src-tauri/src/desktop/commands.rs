@@ -43,19 +43,48 @@ pub fn preview_auth_json(
     state.service()?.preview_auth_json(&text).map_err(body)
 }
 
+/// What an import or sign-in did, in the one wording the CLI prints too
+/// (`ImportOutcome::sentence`, plus `label_note` when the asked label was not applied).
+fn outcome_message(label: Option<&str>, outcome: &ImportOutcome) -> String {
+    match crate::accounts::label_note(label, outcome) {
+        Some(note) => format!("{} Note: {note}.", outcome.sentence()),
+        None => outcome.sentence(),
+    }
+}
+
+/// An import's result with its sentence: the UI shows `message` as it is.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct Imported {
+    #[serde(flatten)]
+    pub outcome: ImportOutcome,
+    pub message: String,
+}
+
+/// `import_codex_cli_auth`'s result with its sentence.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct OwnedImported {
+    #[serde(flatten)]
+    pub import: OwnedImport,
+    pub message: String,
+}
+
 #[tauri::command]
 pub fn import_auth_json(
     app: AppHandle,
     state: State<'_, AppState>,
     text: String,
     label: Option<String>,
-) -> Result<ImportOutcome, ErrorBody> {
+) -> Result<Imported, ErrorBody> {
+    let label = optional_label(label);
     let outcome = state
         .service()?
-        .import_text(&text, optional_label(label).as_deref())
+        .import_text(&text, label.as_deref())
         .map_err(body)?;
     events::account_changed(&app, Some(&outcome.account().id));
-    Ok(outcome)
+    let message = outcome_message(label.as_deref(), &outcome);
+    Ok(Imported { outcome, message })
 }
 
 #[tauri::command]
@@ -69,14 +98,19 @@ pub fn import_codex_cli_auth(
     state: State<'_, AppState>,
     ownership: Ownership,
     label: Option<String>,
-) -> Result<OwnedImport, ErrorBody> {
+) -> Result<OwnedImported, ErrorBody> {
     let service = state.service()?;
     let port = crate::serve::current_port(service).map_err(body)?;
+    let label = optional_label(label);
     let imported = service
-        .import_codex_cli_auth_owned(optional_label(label).as_deref(), ownership, port)
+        .import_codex_cli_auth_owned(label.as_deref(), ownership, port)
         .map_err(body)?;
     events::account_changed(&app, Some(&imported.outcome.account().id));
-    Ok(imported)
+    let message = outcome_message(label.as_deref(), &imported.outcome);
+    Ok(OwnedImported {
+        import: imported,
+        message,
+    })
 }
 
 #[tauri::command]
@@ -140,8 +174,10 @@ pub async fn refresh_account(
     result.map(|_| ()).map_err(body)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct SignInStarted {
+    #[ts(type = "number")]
     pub flow: u64,
     pub url: String,
     pub port: u16,
@@ -188,10 +224,7 @@ pub async fn sign_in_start(
                 SignInFinished {
                     flow: flow_id,
                     ok: true,
-                    message: match crate::accounts::label_note(label.as_deref(), &outcome) {
-                        Some(note) => format!("{} Note: {note}.", outcome.sentence()),
-                        None => outcome.sentence(),
-                    },
+                    message: outcome_message(label.as_deref(), &outcome),
                     code: None,
                     account_id: Some(outcome.account().id.clone()),
                 }
@@ -297,7 +330,8 @@ pub fn set_prefs(app: AppHandle, prefs: Prefs) -> Result<Prefs, ErrorBody> {
 }
 
 /// Why the store did not open, and whether "set it aside and start fresh" is offered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct StartupProblem {
     pub code: ErrorCode,
     pub message: String,
@@ -387,7 +421,8 @@ pub fn set_autostart(app: AppHandle, enabled: bool) -> Result<bool, ErrorBody> {
 }
 
 /// The About box: one version everywhere (Cargo workspace → tauri.conf.json → `--version`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct About {
     pub name: String,
     pub version: String,
