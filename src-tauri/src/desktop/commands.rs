@@ -438,3 +438,33 @@ pub fn about(app: AppHandle, state: State<'_, AppState>) -> About {
         data_dir: state.data_dir.as_ref().map(|d| d.display().to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account() -> AccountView {
+        serde_json::from_value(serde_json::json!({
+            "id": "a1", "label": "work", "email": "ana@corp.com", "chatgpt_account_id": "acc",
+            "plan": "team", "status": "healthy", "failure": null, "last_error": null,
+            "access_expires_at": null, "last_refresh_at": null, "rate_limited_until": null,
+            "usage": null, "created_at": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    /// The UI shows `message` as it is: the CLI's own sentence, beside the outcome's fields.
+    #[test]
+    fn an_import_result_carries_the_cli_sentence() {
+        let outcome = ImportOutcome::Added { account: account() };
+        let message = outcome_message(None, &outcome);
+        assert_eq!(message, outcome.sentence());
+        let json = serde_json::to_value(Imported { outcome, message }).unwrap();
+        assert_eq!(json["outcome"], "added");
+        assert_eq!(json["account"]["label"], "work");
+        assert_eq!(
+            json["message"],
+            "Imported account work (ana@corp.com, team) as a1."
+        );
+    }
+}

@@ -300,7 +300,7 @@ async fn forwarded(url: String, headers: &HeaderMap, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!("broker: forwarding to the issuer failed: {e}");
-            let body = json!({"error": {"message": e.to_string(), "type": "server_error", "param": null, "code": "upstream_unreachable"}});
+            let body = json!({"error": {"message": e.to_string(), "type": "server_error", "param": null, "code": ErrorCode::UpstreamUnreachable}});
             (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
         }
     }

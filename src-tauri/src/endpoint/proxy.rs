@@ -650,7 +650,7 @@ fn select_error(e: SelectError) -> Response {
             let resets_at = earliest_reset.map(|ms| ms / 1000);
             let body = serde_json::json!({"error": {
                 "type": "usage_limit_reached",
-                "code": "usage_limit_reached",
+                "code": ErrorCode::UsageLimitReached,
                 "message": "Every Codex Vault account has hit its usage limit.",
                 "resets_at": resets_at,
                 "resets_in_seconds": resets_at.map(|s| (s - now_ms() / 1000).max(0)),
