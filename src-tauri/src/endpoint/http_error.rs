@@ -4,6 +4,7 @@
 //! answers are passed on as they came, and the broker's OAuth answers keep the OAuth shape.
 
 use crate::error::ErrorCode;
+use crate::refresh::RefreshError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -57,6 +58,18 @@ impl IntoResponse for HttpError {
     }
 }
 
+/// A token that could not be had for a request: the account needs sign-in (503), the refresh
+/// failed for now (502), or the store or vault failed (503).
+impl From<&RefreshError> for HttpError {
+    fn from(e: &RefreshError) -> HttpError {
+        let status = match e {
+            RefreshError::Transient { .. } => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        HttpError::new(status, e.code(), e.to_string())
+    }
+}
+
 /// Shorthand for `HttpError::new(..).into_response()`.
 pub(crate) fn error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
     HttpError::new(status, code, message).into_response()
@@ -86,5 +99,24 @@ mod tests {
         assert!(std::str::from_utf8(&bytes)
             .unwrap()
             .starts_with(r#"{"error":{"type":"usage_limit_reached","code":"usage_limit_reached""#));
+    }
+
+    #[test]
+    fn a_refresh_error_keeps_its_code_and_gets_its_status() {
+        let transient = RefreshError::Transient {
+            account: "work".into(),
+            reason: "HTTP 502".into(),
+        };
+        let e = HttpError::from(&transient);
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::BAD_GATEWAY, ErrorCode::RefreshTransient)
+        );
+        assert_eq!(e.message, transient.to_string());
+        let disabled = HttpError::from(&RefreshError::Disabled("work".into()));
+        assert_eq!(
+            (disabled.status, disabled.code),
+            (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::AccountDisabled)
+        );
     }
 }

@@ -666,19 +666,7 @@ fn select_error(e: SelectError) -> Response {
 }
 
 fn refresh_error(e: &RefreshError) -> Response {
-    match e {
-        RefreshError::Terminal { .. } => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::AccountTerminal,
-            e.to_string(),
-        ),
-        RefreshError::Transient { .. } => error(
-            StatusCode::BAD_GATEWAY,
-            ErrorCode::RefreshTransient,
-            e.to_string(),
-        ),
-        _ => error(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string()),
-    }
+    super::HttpError::from(e).into_response()
 }
 
 #[cfg(test)]
