@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { Failure } from './api';
+import type { ErrorCode, Failure } from './api';
 import {
   eventWord,
   usageNote,
@@ -235,7 +235,8 @@ describe('startupAdvice', () => {
   });
 
   it('never suggests deleting anything', () => {
-    for (const code of ['key_missing', 'key_mismatch', 'store_not_a_database', 'store_corrupt', 'store_too_new', 'other']) {
+    const codes: ErrorCode[] = ['key_missing', 'key_mismatch', 'store_not_a_database', 'store_corrupt', 'store_too_new', 'unknown'];
+    for (const code of codes) {
       expect(startupAdvice(code)).not.toMatch(/\bdelete (it|the|your)/i);
     }
     expect(startupAdvice('key_missing')).toContain('never deleted');

@@ -1,7 +1,7 @@
 // Pure presentation logic: everything a component shows that is more than a field, so it can be tested
 // without a DOM. Times are RFC 3339 strings from the core; `now`, `locale` and `timeZone` are parameters
 // so tests are deterministic and the UI passes nothing.
-import type { Account, AccountStatus, Failure, ImportPreview, Usage, UsageWindow } from './api';
+import type { Account, AccountStatus, ErrorCode, Failure, ImportPreview, Usage, UsageWindow } from './api';
 
 export interface FormatOptions {
   /** The current time; defaults to `new Date()`. */
@@ -288,7 +288,7 @@ export function servedRows(served: Record<string, number>, accounts: ReadonlyArr
 }
 
 /** What a person can do about a store that did not open, by error code. */
-export function startupAdvice(code: string): string {
+export function startupAdvice(code: ErrorCode): string {
   switch (code) {
     case 'keychain_unavailable':
       return 'Codex Vault keeps its key in the OS keychain. On Linux install a Secret Service (sudo apt install gnome-keyring), sign in to a desktop session, and unlock the "Login" keyring if it is locked (Passwords and Keys); then try again.';
