@@ -14,7 +14,8 @@ use std::path::PathBuf;
 pub const MAX_HISTORY: usize = 500;
 
 /// What importing an auth.json would do, shown before anything is written. Never any token text.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ts_rs::TS)]
+#[ts(export)]
 pub struct ImportPreview {
     pub email: String,
     pub plan: Option<String>,
@@ -29,13 +30,15 @@ pub struct ImportPreview {
     pub last_refresh: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ts_rs::TS)]
+#[ts(export)]
 pub struct ExistingAccount {
     pub id: String,
     pub label: String,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, ts_rs::TS)]
+#[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum PreviewAction {
     Add,
@@ -44,7 +47,8 @@ pub enum PreviewAction {
 }
 
 /// The Codex CLI's auth.json as the Add dialog shows it: where it was looked for, and its preview.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ts_rs::TS)]
+#[ts(export)]
 pub struct CodexCliPreview {
     /// Where the file is (or would be): `$CODEX_HOME/auth.json`, else `~/.codex/auth.json`.
     pub path: Option<String>,
@@ -53,8 +57,10 @@ pub struct CodexCliPreview {
 }
 
 /// One `account_events` row for the UI. Times are RFC 3339.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ts_rs::TS)]
+#[ts(export)]
 pub struct EventView {
+    #[ts(type = "number")]
     pub id: i64,
     pub at: String,
     pub kind: String,
@@ -78,9 +84,9 @@ fn codex_cli_path() -> Option<PathBuf> {
 
 fn read_codex_cli() -> Result<Credential, AppError> {
     let path = codex_cli_path().ok_or_else(|| {
-        AppError::Config(
-            "no CODEX_HOME and no home directory: the Codex CLI's auth.json cannot be found".into(),
-        )
+        AppError::from(crate::error::ConfigError::NoCodexHome(
+            "the Codex CLI's auth.json cannot be found",
+        ))
     })?;
     auth_json::read_file(&path)
         .and_then(|b| auth_json::parse(&b))

@@ -10,6 +10,7 @@
 
 use super::Shared;
 use crate::account::{now_ms, Status, UnixMs};
+use crate::error::ErrorCode;
 use crate::refresh::RefreshError;
 use crate::secret::Secret;
 use crate::store::{BrokerAccount, BrokerSnapshot, DigestOrigin};
@@ -38,10 +39,10 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            BrokerError::Upstream(_) => "upstream_unreachable",
-            BrokerError::Vault(_) => "vault_error",
+            BrokerError::Upstream(_) => ErrorCode::UpstreamUnreachable,
+            BrokerError::Vault(_) => ErrorCode::VaultError,
         }
     }
 }

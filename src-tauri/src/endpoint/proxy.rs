@@ -10,6 +10,7 @@ use super::continuity::{self, hold, rewrite, scan, tap};
 use super::select::{Request as Pick, SelectError};
 use super::{error, lock, usage, Shared};
 use crate::account::{now_ms, FailureReason};
+use crate::error::ErrorCode;
 use crate::oauth::classify::{error_code, error_message};
 use crate::refresh::{AccessToken, RefreshError};
 use axum::body::{Body, Bytes};
@@ -412,7 +413,7 @@ pub(crate) async fn send(
             Err(e) => {
                 return Sent::Answer(error(
                     StatusCode::BAD_GATEWAY,
-                    "upstream_unreachable",
+                    ErrorCode::UpstreamUnreachable,
                     format!("could not reach the Codex backend: {}", e.without_url()),
                 ))
             }
@@ -557,7 +558,7 @@ pub(crate) async fn send(
     last_failure.unwrap_or_else(|| {
         Sent::Answer(error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "no_usable_account",
+            ErrorCode::NoUsableAccount,
             "no account could answer this request",
         ))
     })
@@ -637,12 +638,12 @@ fn select_error(e: SelectError) -> Response {
     match e {
         SelectError::UnknownPin(p) => error(
             StatusCode::BAD_REQUEST,
-            "unknown_account",
+            ErrorCode::UnknownAccount,
             format!("the {PIN_HEADER} header names no account: `{}` (use an id, label or email from `codex-vault accounts list`)", crate::oauth::classify::redact(&p)),
         ),
         SelectError::PinnedUnusable { label, why } => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "account_unusable",
+            ErrorCode::AccountUnusable,
             format!("the pinned account {label} cannot answer: {why}"),
         ),
         SelectError::AllRateLimited { earliest_reset } => {
@@ -658,7 +659,7 @@ fn select_error(e: SelectError) -> Response {
         }
         SelectError::NoUsableAccount => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "no_usable_account",
+            ErrorCode::NoUsableAccount,
             "no healthy account in Codex Vault: add one, or sign in again to the ones that need it",
         ),
     }
@@ -668,12 +669,14 @@ fn refresh_error(e: &RefreshError) -> Response {
     match e {
         RefreshError::Terminal { .. } => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "account_terminal",
+            ErrorCode::AccountTerminal,
             e.to_string(),
         ),
-        RefreshError::Transient { .. } => {
-            error(StatusCode::BAD_GATEWAY, "refresh_transient", e.to_string())
-        }
+        RefreshError::Transient { .. } => error(
+            StatusCode::BAD_GATEWAY,
+            ErrorCode::RefreshTransient,
+            e.to_string(),
+        ),
         _ => error(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string()),
     }
 }

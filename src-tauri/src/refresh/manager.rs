@@ -4,6 +4,7 @@
 //! one means the grant is dead), and leaving an intent row so a crash mid-rotation is told honestly.
 
 use super::backoff::backoff_delay;
+use super::error::RefreshError;
 use super::held;
 use super::holder::{holder_id, holder_is_dead};
 use super::verify::{self, Verdict};
@@ -12,7 +13,7 @@ use crate::oauth::client::{RefreshOutcome, TokenClient, TokenResponse, REQUEST_T
 use crate::oauth::jwt;
 use crate::secret::Secret;
 use crate::store::{Intent, Rotation, Store, StoreError};
-use crate::vault::{Field, Vault, VaultError};
+use crate::vault::{Field, Vault};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -100,50 +101,6 @@ pub struct AccessToken {
     pub token: Secret,
     pub expires_at: Option<UnixMs>,
     pub generation: i64,
-}
-
-#[derive(Debug, Clone, thiserror::Error, PartialEq)]
-pub enum RefreshError {
-    #[error("account {account} needs sign-in: {} ({}{})", .reason.message, .reason.code, .reason.http_status.map(|s| format!(", HTTP {s}")).unwrap_or_default())]
-    Terminal {
-        account: String,
-        reason: FailureReason,
-    },
-    #[error("could not refresh account {account} now: {reason}")]
-    Transient { account: String, reason: String },
-    #[error("account {0} is disabled")]
-    Disabled(String),
-    #[error("no account {0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Store(String),
-    #[error("{0}")]
-    Vault(String),
-}
-
-impl RefreshError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            RefreshError::Terminal { .. } => "account_terminal",
-            RefreshError::Transient { .. } => "refresh_transient",
-            RefreshError::Disabled(_) => "account_disabled",
-            RefreshError::NotFound(_) => "account_not_found",
-            RefreshError::Store(_) => "store_error",
-            RefreshError::Vault(_) => "vault_error",
-        }
-    }
-}
-
-impl From<StoreError> for RefreshError {
-    fn from(e: StoreError) -> Self {
-        RefreshError::Store(e.to_string())
-    }
-}
-
-impl From<VaultError> for RefreshError {
-    fn from(e: VaultError) -> Self {
-        RefreshError::Vault(e.to_string())
-    }
 }
 
 /// Why a refresh is asked for.
@@ -537,12 +494,11 @@ impl TokenManager {
                 }
             }
         };
-        let done = rx
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| RefreshError::Store("the refresh task ended without a result".into()))?;
+        let done = rx.wait_for(Option::is_some).await.map_err(|_| {
+            RefreshError::TaskFailed("the refresh task ended without a result".into())
+        })?;
         done.clone()
-            .unwrap_or_else(|| Err(RefreshError::Store("no refresh result".into())))
+            .unwrap_or_else(|| Err(RefreshError::TaskFailed("no refresh result".into())))
     }
 }
 
@@ -567,7 +523,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, RefreshError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| RefreshError::Store(format!("store task failed: {e}")))?
+        .map_err(|e| RefreshError::TaskFailed(format!("store task failed: {e}")))?
         .map_err(RefreshError::from)
 }
 

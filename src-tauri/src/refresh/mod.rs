@@ -2,6 +2,7 @@
 //! race recovery, crash intents) and `Scheduler` (background refresh ahead of expiry).
 
 mod backoff;
+mod error;
 mod held;
 mod holder;
 mod manager;
@@ -11,11 +12,10 @@ mod scheduler;
 mod verify;
 
 pub use backoff::backoff_delay;
+pub use error::RefreshError;
 pub use held::{held_rotation, held_version, overlay_held};
 pub use holder::{holder_id, holder_is_dead};
-pub use manager::{
-    refresh_margin, AccessToken, Drained, RefreshConfig, RefreshError, TokenManager, DRAIN_LIMIT,
-};
+pub use manager::{refresh_margin, AccessToken, Drained, RefreshConfig, TokenManager, DRAIN_LIMIT};
 pub use observer::{ObserverFuture, RotationObserver};
 pub use scheduler::{total_wakeups as scheduler_wakeups, Scheduler};
 pub use verify::{upstream_base, usage_url};

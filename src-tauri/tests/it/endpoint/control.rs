@@ -138,7 +138,7 @@ async fn a_start_on_a_taken_port_is_kept_as_the_panels_error() {
     assert_eq!(rig.ctl.start().await.unwrap_err().code(), "port_in_use");
     let status = rig.ctl.status().await.unwrap();
     assert!(!status.running);
-    assert_eq!(status.error.map(|e| e.code).as_deref(), Some("port_in_use"));
+    assert_eq!(status.error.map(|e| e.code.as_str()), Some("port_in_use"));
     // Once the port is free, a start clears the error.
     drop(held);
     let status = rig.ctl.start().await.unwrap();

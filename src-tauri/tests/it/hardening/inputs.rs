@@ -104,7 +104,8 @@ fn valid_auth_json() -> String {
     .to_string()
 }
 
-fn assert_clear(code: &str, message: &str) {
+fn assert_clear(code: codex_vault::error::ErrorCode, message: &str) {
+    let code = code.as_str();
     assert!(
         !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
         "code {code:?}"
