@@ -1,13 +1,18 @@
 //! Keeping tokens fresh: `TokenManager` (single-flight per account, cross-process lease, rotation
 //! race recovery, crash intents) and `Scheduler` (background refresh ahead of expiry).
 
+mod attempt;
 mod backoff;
+mod flight;
 mod held;
+mod hold;
 mod holder;
 mod manager;
 mod observer;
 pub mod plan;
+mod race;
 mod scheduler;
+mod snapshot;
 mod verify;
 
 pub use backoff::backoff_delay;
