@@ -2,7 +2,7 @@
 //! enable/disable, history. Plain service functions, so the Tauri commands stay one call each and
 //! any other face can reuse them.
 
-use crate::account::{ms_to_rfc3339, now_ms, AccountView};
+use crate::account::{ms_to_rfc3339, AccountView};
 use crate::accounts::{validate_label, Service};
 use crate::error::AppError;
 use crate::store::StoreError;
@@ -29,23 +29,12 @@ impl Service {
             return self.view(&account.id);
         }
         let detail = format!("{} → {}", account.label, label);
-        self.store().with_write_lock(|conn| {
-            let changed = conn
-                .execute(
-                    "UPDATE accounts SET label = ?2, updated_at = ?3 WHERE id = ?1",
-                    rusqlite::params![account.id, label, now_ms()],
-                )
-                .map_err(|e| match e.sqlite_error_code() {
-                    Some(rusqlite::ErrorCode::ConstraintViolation) => {
-                        StoreError::LabelTaken(label.to_string())
-                    }
-                    _ => e.into(),
-                })?;
-            if changed == 0 {
-                return Err(StoreError::AccountNotFound(reference.to_string()));
-            }
-            append_event(conn, &account.id, "renamed", Some(&detail))
-        })?;
+        self.store()
+            .rename_account(&account.id, label, &detail)
+            .map_err(|e| match e {
+                StoreError::AccountNotFound(_) => StoreError::AccountNotFound(reference.into()),
+                e => e,
+            })?;
         self.view(&account.id)
     }
 
@@ -56,17 +45,12 @@ impl Service {
         if account.disabled == disabled {
             return self.view(&account.id);
         }
-        self.store().with_write_lock(|conn| {
-            let changed = conn.execute(
-                "UPDATE accounts SET disabled = ?2, updated_at = ?3 WHERE id = ?1",
-                rusqlite::params![account.id, disabled, now_ms()],
-            )?;
-            if changed == 0 {
-                return Err(StoreError::AccountNotFound(reference.to_string()));
-            }
-            let kind = if disabled { "disabled" } else { "enabled" };
-            append_event(conn, &account.id, kind, None)
-        })?;
+        self.store()
+            .set_disabled(&account.id, disabled)
+            .map_err(|e| match e {
+                StoreError::AccountNotFound(_) => StoreError::AccountNotFound(reference.into()),
+                e => e,
+            })?;
         self.view(&account.id)
     }
 
@@ -85,19 +69,6 @@ impl Service {
             })
             .collect())
     }
-}
-
-fn append_event(
-    conn: &rusqlite::Connection,
-    account_id: &str,
-    kind: &str,
-    detail: Option<&str>,
-) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT INTO account_events (account_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-        rusqlite::params![account_id, now_ms(), kind, detail],
-    )?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -62,17 +62,17 @@ impl Service {
             Some(v) => v,
             // No key yet: mint one under the store's write lock, after checking again under it,
             // so two processes opening a new store at once can never mint two keys.
-            None => store.with_write_lock(|conn| {
+            None => store.with_meta_lock(|meta| {
                 if let Some(v) = Vault::load(&req)? {
                     return Ok(v);
                 }
-                if Store::has_sealed_data_in(conn)? {
+                if meta.has_sealed_data()? {
                     return Err(AppError::from(VaultError::KeyMissing {
                         store_id: store_id.clone(),
                     }));
                 }
                 let v = Vault::create(&req)?;
-                Store::meta_set_in(conn, KEY_CHECK_META, &v.key_check())?;
+                meta.set(KEY_CHECK_META, &v.key_check())?;
                 Ok(v)
             })?,
         };
@@ -210,13 +210,13 @@ impl Service {
         if let Some(blob) = self.store.meta_get(LOCAL_KEY_META)? {
             return Ok(self.vault.open("", Field::LocalApiKey, &blob)?);
         }
-        self.store.with_write_lock(|conn| {
-            if let Some(blob) = Store::meta_get_in(conn, LOCAL_KEY_META)? {
+        self.store.with_meta_lock(|meta| {
+            if let Some(blob) = meta.get(LOCAL_KEY_META)? {
                 return Ok(self.vault.open("", Field::LocalApiKey, &blob)?);
             }
             let key = new_local_key();
             let blob = self.vault.seal("", Field::LocalApiKey, &key);
-            Store::meta_set_in(conn, LOCAL_KEY_META, &blob)?;
+            meta.set(LOCAL_KEY_META, &blob)?;
             Ok(key)
         })
     }
