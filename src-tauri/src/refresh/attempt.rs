@@ -147,9 +147,11 @@ impl Inner {
                 self.transient(&snap, said.message, keep_intent).await
             }
             // The verdict asks for a re-read only before one, and names a stored row only after.
-            (Verdict::Reread | Verdict::AdoptSibling | Verdict::Superseded { .. }, _) => Err(
-                RefreshError::Store("the race verdict named a stored row that was not read".into()),
-            ),
+            (Verdict::Reread | Verdict::AdoptSibling | Verdict::Superseded { .. }, _) => {
+                Err(RefreshError::TaskFailed(
+                    "the race verdict named a stored row that was not read".into(),
+                ))
+            }
         }
     }
 

@@ -87,12 +87,11 @@ impl TokenManager {
                 }
             }
         };
-        let done = rx
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| RefreshError::Store("the refresh task ended without a result".into()))?;
+        let done = rx.wait_for(Option::is_some).await.map_err(|_| {
+            RefreshError::TaskFailed("the refresh task ended without a result".into())
+        })?;
         done.clone()
-            .unwrap_or_else(|| Err(RefreshError::Store("no refresh result".into())))
+            .unwrap_or_else(|| Err(RefreshError::TaskFailed("no refresh result".into())))
     }
 }
 

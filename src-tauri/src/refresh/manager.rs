@@ -8,18 +8,15 @@
 //! verdict, sibling adoption, terminal marks), `hold.rs` (a rotation whose commit failed),
 //! `snapshot.rs` (the account as read for a refresh).
 
-use super::backoff::backoff_delay;
 use super::error::RefreshError;
-use super::held;
 use super::holder::{holder_id, holder_is_dead};
 use super::verify;
-use crate::account::{now_ms, Account, FailureReason, UnixMs};
+use crate::account::{now_ms, Account, UnixMs};
 use crate::oauth::client::{TokenClient, REQUEST_TIMEOUT};
 use crate::oauth::jwt;
 use crate::secret::Secret;
 use crate::store::{Intent, Rotation, Store, StoreError};
-use crate::vault::{Field, Vault};
-use crate::vault::{Vault, VaultError};
+use crate::vault::Vault;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -438,73 +435,6 @@ impl TokenManager {
 
     pub fn forget_all(&self) {
         lock(&self.inner.cache).clear();
-    }
-
-    fn cached_valid(&self, account_id: &str) -> Option<AccessToken> {
-        let cache = lock(&self.inner.cache);
-        let (t, margin) = cache.get(account_id)?;
-        valid_for(t.expires_at, *margin).then(|| t.clone())
-    }
-
-    async fn stored_still_valid(
-        &self,
-        account_id: &str,
-    ) -> Result<Option<AccessToken>, RefreshError> {
-        if let Some(t) = self.inner.held_token(account_id) {
-            return Ok(t.expires_at.is_some_and(|e| e > now_ms()).then_some(t));
-        }
-        let snap = self.inner.read(account_id).await?;
-        // Still usable (not expired), even if inside the margin.
-        Ok(snap
-            .account
-            .access_expires_at
-            .is_some_and(|e| e > now_ms())
-            .then(|| snap.token()))
-    }
-
-    /// Joins the refresh in flight for this account, or starts one as its own task: a refresh
-    /// that reached upstream must commit even if every caller went away.
-    async fn flight(&self, account_id: &str, mode: Mode) -> Result<AccessToken, RefreshError> {
-        let mut rx = {
-            let mut inflight = lock(&self.inner.inflight);
-            match inflight.get(account_id) {
-                Some(rx) => rx.clone(),
-                None if self.inner.closing.load(Ordering::Relaxed) => {
-                    drop(inflight);
-                    return match self.inner.held_token(account_id) {
-                        Some(t) => Ok(t),
-                        None => Err(RefreshError::Transient {
-                            account: account_id.to_string(),
-                            reason: "Codex Vault is shutting down: no new refresh is started"
-                                .into(),
-                        }),
-                    };
-                }
-                None => {
-                    let (tx, rx) = watch::channel(None);
-                    inflight.insert(account_id.to_string(), rx.clone());
-                    let inner = self.inner.clone();
-                    let id = account_id.to_string();
-                    inner.busy.send_modify(|n| *n += 1);
-                    tokio::spawn(async move {
-                        let result = inner.run(&id, mode).await;
-                        if let Ok(t) = &result {
-                            let margin = token_margin(inner.cfg.margin, t);
-                            lock(&inner.cache).insert(id.clone(), (t.clone(), margin));
-                        }
-                        lock(&inner.inflight).remove(&id);
-                        let _ = tx.send(Some(result));
-                        inner.busy.send_modify(|n| *n -= 1);
-                    });
-                    rx
-                }
-            }
-        };
-        let done = rx.wait_for(Option::is_some).await.map_err(|_| {
-            RefreshError::TaskFailed("the refresh task ended without a result".into())
-        })?;
-        done.clone()
-            .unwrap_or_else(|| Err(RefreshError::TaskFailed("no refresh result".into())))
     }
 }
 
