@@ -54,8 +54,8 @@ soak: deps-test ui
 	$(CARGO) build -p codex-vault -p codex-vault-testkit
 	HARDEN_CRASH_TRIALS=$${HARDEN_CRASH_TRIALS:-60} HARDEN_SOAK_STREAMS=$${HARDEN_SOAK_STREAMS:-500} \
 	HARDEN_SOAK_SECS=$${HARDEN_SOAK_SECS:-60} PROPTEST_CASES=$${PROPTEST_CASES:-4096} \
-	  scripts/keyring-session.sh $(CARGO) test -p codex-vault --test hardening_crash \
-	  --test hardening_soak --test hardening_inputs -- --nocapture
+	  scripts/keyring-session.sh $(CARGO) test -p codex-vault --test it -- --nocapture \
+	  hardening::crash:: hardening::soak:: hardening::inputs::
 
 # The UI's types (ui/src/bindings) are generated from the Rust types by ts-rs when the lib's
 # `export_bindings_*` tests run (TS_RS_EXPORT_DIR: .cargo/config.toml). Regenerated from scratch

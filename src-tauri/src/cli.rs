@@ -302,26 +302,7 @@ fn import(
 ) -> Result<ExitCode, AppError> {
     use crate::accounts::ownership::{is_visible_codex_auth, Ownership};
     // Parse and validate before the store is opened: a bad file changes nothing on disk.
-    let (source, bytes) = match path.as_deref() {
-        Some("-") => (AuthSource::Stdin, auth_json::read_stdin()),
-        Some(p) => {
-            let p = PathBuf::from(p);
-            (AuthSource::File(p.clone()), auth_json::read_file(&p))
-        }
-        None => {
-            let home = crate::paths::codex_home().ok_or_else(|| {
-                AppError::from(ConfigError::NoCodexHome("give the auth.json path"))
-            })?;
-            let p = home.join("auth.json");
-            (AuthSource::File(p.clone()), auth_json::read_file(&p))
-        }
-    };
-    let cred = bytes
-        .and_then(|b| auth_json::parse(&b))
-        .map_err(|error| AppError::AuthJson {
-            origin: source.clone(),
-            error,
-        })?;
+    let (source, cred) = read_import_source(path.as_deref())?;
     if let Some(l) = &label {
         crate::accounts::validate_label(l)?;
     }
@@ -348,8 +329,40 @@ fn import(
             "{}",
             serde_json::to_string_pretty(&owned).expect("OwnedImport serialises")
         );
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        print_import(&owned);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The auth.json `accounts import` reads: the path given, stdin for `-`, else the Codex CLI's.
+fn read_import_source(path: Option<&str>) -> Result<(AuthSource, auth_json::Credential), AppError> {
+    let (source, bytes) = match path {
+        Some("-") => (AuthSource::Stdin, auth_json::read_stdin()),
+        Some(p) => {
+            let p = PathBuf::from(p);
+            (AuthSource::File(p.clone()), auth_json::read_file(&p))
+        }
+        None => {
+            let home = crate::paths::codex_home().ok_or_else(|| {
+                AppError::from(ConfigError::NoCodexHome("give the auth.json path"))
+            })?;
+            let p = home.join("auth.json");
+            (AuthSource::File(p.clone()), auth_json::read_file(&p))
+        }
+    };
+    let cred = bytes
+        .and_then(|b| auth_json::parse(&b))
+        .map_err(|error| AppError::AuthJson {
+            origin: source.clone(),
+            error,
+        })?;
+    Ok((source, cred))
+}
+
+/// What an import did, in words: the outcome, what became of the CLI's file, any shared grant.
+fn print_import(owned: &crate::accounts::ownership::OwnedImport) {
+    use crate::accounts::ownership::Ownership;
     println!("{}", owned.outcome.sentence());
     let account = owned.outcome.account();
     if let Some(r) = &owned.codex_cli {
@@ -381,7 +394,6 @@ fn import(
             crate::account::SHARED_GRANT_ADVICE
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn endpoint_info(json: bool) -> Result<ExitCode, AppError> {

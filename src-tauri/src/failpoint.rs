@@ -5,7 +5,8 @@
 //! - `pause_before_commit:<ms>` widens the window between the issuer's answer and our commit, so
 //!   a `kill -9` or a signal can be aimed into it;
 //! - `store_full_while:<path>` makes a rotation's commit fail with SQLite's own "database or
-//!   disk is full" (SQLITE_FULL) while `<path>` exists: a full disk that the test can free.
+//!   disk is full" (SQLITE_FULL) while `<path>` exists: a full disk that the test can free. The
+//!   store makes that error itself (`store/refresh.rs`): SQL and its errors stay in `store/`.
 
 use std::sync::OnceLock;
 
@@ -34,12 +35,4 @@ pub fn value(name: &str) -> Option<&'static str> {
 /// `store_full_while`: true while its file exists.
 pub fn store_full() -> bool {
     value("store_full_while").is_some_and(|p| std::path::Path::new(p).exists())
-}
-
-/// The error SQLite itself returns when the disk (or `max_page_count`) is full.
-pub fn sqlite_full() -> rusqlite::Error {
-    rusqlite::Error::SqliteFailure(
-        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-        Some("database or disk is full".into()),
-    )
 }

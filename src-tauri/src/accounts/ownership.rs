@@ -155,30 +155,60 @@ impl Service {
         ownership: Option<Ownership>,
         endpoint_port: u16,
     ) -> Result<OwnedImport, AppError> {
-        // The file this account was imported from before, imported again (by any path to it), is
-        // the same copy, not a second one: only a different file, or a paste, is "another copy".
         let canonical =
             source.map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
-        let same_source = match &canonical {
-            Some(p) => match self.store().find_by_identity(
-                &cred.identity.chatgpt_account_id,
-                &cred.identity.chatgpt_user_id,
-            )? {
-                Some(a) => self
-                    .store()
-                    .imported_from(&a.id, &p.display().to_string())?,
-                None => false,
-            },
-            None => false,
-        };
-        let held_before = if same_source {
+        let held_before = if self.imported_before_from(cred, canonical.as_deref())? {
             None
         } else {
             self.held_copy(&cred.tokens.refresh_token, cred)?
         };
         let outcome = self.import_from(cred, label, canonical.as_deref())?;
         let account_id = outcome.account().id.clone();
-        let report = match (source, ownership) {
+        let report = self.apply_ownership(&account_id, source, ownership, endpoint_port)?;
+        self.remember_import_holder(&account_id, cred, source, ownership)?;
+        self.flag_shared_after_import(&account_id, cred, source, ownership, held_before)?;
+        let mut outcome = outcome;
+        *outcome.account_mut() = self.view(&account_id)?;
+        Ok(OwnedImport {
+            outcome,
+            codex_cli: report,
+        })
+    }
+
+    /// The file this account was imported from before, imported again (by any path to it), is
+    /// the same copy, not a second one: only a different file, or a paste, is "another copy".
+    fn imported_before_from(
+        &self,
+        cred: &Credential,
+        canonical: Option<&Path>,
+    ) -> Result<bool, AppError> {
+        let Some(p) = canonical else {
+            return Ok(false);
+        };
+        let id = &cred.identity;
+        Ok(
+            match self
+                .store()
+                .find_by_identity(&id.chatgpt_account_id, &id.chatgpt_user_id)?
+            {
+                Some(a) => self
+                    .store()
+                    .imported_from(&a.id, &p.display().to_string())?,
+                None => false,
+            },
+        )
+    }
+
+    /// Does what `ownership` says to the file at `source`: detach moves it aside (recorded in
+    /// the account's history), broker leaves it and says which env line the CLI needs.
+    fn apply_ownership(
+        &self,
+        account_id: &str,
+        source: Option<&Path>,
+        ownership: Option<Ownership>,
+        endpoint_port: u16,
+    ) -> Result<Option<OwnershipReport>, AppError> {
+        Ok(match (source, ownership) {
             (Some(path), Some(Ownership::Detach)) => {
                 let backup = detach_file(path).map_err(|e| {
                     AppError::from(OwnershipError::Detach {
@@ -187,7 +217,7 @@ impl Service {
                     })
                 })?;
                 self.store().append_event(
-                    &account_id,
+                    account_id,
                     "codex_cli_detached",
                     Some(&format!("moved {} to {}", path.display(), backup.display())),
                 )?;
@@ -207,8 +237,19 @@ impl Service {
                 warning: LOGOUT_WARNING.into(),
             }),
             _ => None,
-        };
-        self.remember_import_holder(&account_id, cred, source, ownership)?;
+        })
+    }
+
+    /// Raises the shared-grant flag after an import that left the grant with a second holder.
+    /// `held_before` is the account that already held this grant or slot before the import.
+    fn flag_shared_after_import(
+        &self,
+        account_id: &str,
+        cred: &Credential,
+        source: Option<&Path>,
+        ownership: Option<Ownership>,
+        held_before: Option<String>,
+    ) -> Result<(), AppError> {
         // A held slot counts only when the vault now holds the file's chain: a re-import that
         // kept our own newer, separate grant leaves the file's copy as nobody's concern of ours.
         let holds_files_chain = self
@@ -224,7 +265,7 @@ impl Service {
                         .is_some_and(|p| ct_eq(p, &fp))
             });
         // Which copy, in words (never a bare path: only a live Codex auth.json is watched as one).
-        let place = self.live_in_codex_auth(&account_id)?.or(held_before
+        let place = self.live_in_codex_auth(account_id)?.or(held_before
             .filter(|_| holds_files_chain)
             .map(|_| match source {
                 Some(p) => format!(
@@ -238,14 +279,9 @@ impl Service {
         // unrelated older file was imported.
         if place.is_some() || ownership == Some(Ownership::Detach) {
             self.store()
-                .set_shared_grant(&account_id, place.as_deref())?;
+                .set_shared_grant(account_id, place.as_deref())?;
         }
-        let mut outcome = outcome;
-        *outcome.account_mut() = self.view(&account_id)?;
-        Ok(OwnedImport {
-            outcome,
-            codex_cli: report,
-        })
+        Ok(())
     }
 
     /// Tells the refresh broker who holds an imported token (docs/broker.md): a brokered file is
@@ -292,19 +328,7 @@ impl Service {
         ownership: Ownership,
         endpoint_port: u16,
     ) -> Result<OwnedImport, AppError> {
-        let path = crate::paths::codex_home()
-            .map(|h| h.join("auth.json"))
-            .ok_or_else(|| {
-                AppError::from(crate::error::ConfigError::NoCodexHome(
-                    "the Codex CLI's auth.json cannot be found",
-                ))
-            })?;
-        let cred = auth_json::read_file(&path)
-            .and_then(|b| auth_json::parse(&b))
-            .map_err(|error| AppError::AuthJson {
-                origin: auth_json::AuthSource::File(path.clone()),
-                error,
-            })?;
+        let (path, cred) = crate::accounts::preview::read_codex_cli()?;
         self.import_owned(&cred, label, Some(&path), Some(ownership), endpoint_port)
     }
 

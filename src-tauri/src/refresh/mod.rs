@@ -1,14 +1,19 @@
 //! Keeping tokens fresh: `TokenManager` (single-flight per account, cross-process lease, rotation
 //! race recovery, crash intents) and `Scheduler` (background refresh ahead of expiry).
 
+mod attempt;
 mod backoff;
 mod error;
+mod flight;
 mod held;
+mod hold;
 mod holder;
 mod manager;
 mod observer;
 pub mod plan;
+mod race;
 mod scheduler;
+mod snapshot;
 mod verify;
 
 pub use backoff::backoff_delay;

@@ -333,6 +333,51 @@ impl Store {
         Ok(())
     }
 
+    /// Renames an account; the label and its `renamed` event (`detail`) commit together.
+    pub fn rename_account(
+        &self,
+        account_id: &str,
+        label: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let changed = tx
+            .execute(
+                "UPDATE accounts SET label = ?2, updated_at = ?3 WHERE id = ?1",
+                params![account_id, label, now_ms()],
+            )
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                    StoreError::LabelTaken(label.to_string())
+                }
+                _ => e.into(),
+            })?;
+        if changed == 0 {
+            return Err(StoreError::AccountNotFound(account_id.to_string()));
+        }
+        append(&tx, account_id, "renamed", Some(detail))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Turns an account off or on, with its `disabled` / `enabled` event, in one transaction.
+    pub fn set_disabled(&self, account_id: &str, disabled: bool) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE accounts SET disabled = ?2, updated_at = ?3 WHERE id = ?1",
+            params![account_id, disabled, now_ms()],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::AccountNotFound(account_id.to_string()));
+        }
+        let kind = if disabled { "disabled" } else { "enabled" };
+        append(&tx, account_id, kind, None)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Removes an account and its secrets; the event history stays, ending in `removed`.
     pub fn remove_account(&self, account_id: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();

@@ -293,7 +293,7 @@ impl Store {
 
     /// The connection. A poisoned lock means a panic mid-call; SQLite rolled back any open
     /// transaction when its guard dropped, so the connection is still consistent.
-    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+    fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -304,40 +304,27 @@ impl Store {
             .optional()?)
     }
 
-    pub fn meta_get_in(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()?)
-    }
-
     pub fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        Self::meta_set_in(&self.conn(), key, value)
-    }
-
-    pub fn meta_set_in(conn: &Connection, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            rusqlite::params![key, value],
-        )?;
-        Ok(())
+        meta_set_in(&self.conn(), key, value)
     }
 
     /// True when anything sealed under the data key exists: then a missing key must not be replaced.
     pub fn has_sealed_data(&self) -> Result<bool, StoreError> {
-        Self::has_sealed_data_in(&self.conn())
+        has_sealed_data_in(&self.conn())
     }
 
-    pub fn has_sealed_data_in(conn: &Connection) -> Result<bool, StoreError> {
-        Ok(conn.query_row(
-            "SELECT EXISTS(SELECT 1 FROM account_secrets) OR EXISTS(SELECT 1 FROM meta WHERE key = 'local_api_key')",
-            [],
-            |r| r.get(0),
-        )?)
+    /// Runs `f` holding the database's write lock (`BEGIN IMMEDIATE`) with the store-wide
+    /// values (`meta`) at hand: other processes' writers wait, so a check-then-act on them (mint
+    /// a key only if none exists) cannot race. Commits on Ok, rolls back on Err.
+    pub fn with_meta_lock<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&MetaTx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.with_write_lock(|conn| f(&MetaTx(conn)))
     }
 
-    /// Runs `f` holding the database's write lock (`BEGIN IMMEDIATE`): other processes' writers
-    /// wait, so a check-then-act inside cannot race them. Commits on Ok, rolls back on Err.
-    pub fn with_write_lock<T, E: From<StoreError>>(
+    /// `with_meta_lock` for SQL inside `store/`: the transaction's connection itself.
+    fn with_write_lock<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, E>,
     ) -> Result<T, E> {
@@ -349,4 +336,41 @@ impl Store {
         tx.commit().map_err(StoreError::from)?;
         Ok(out)
     }
+}
+
+/// The store-wide values inside a `with_meta_lock` transaction.
+pub struct MetaTx<'a>(&'a Connection);
+
+impl MetaTx<'_> {
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .0
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        meta_set_in(self.0, key, value)
+    }
+
+    /// `Store::has_sealed_data`, inside the transaction.
+    pub fn has_sealed_data(&self) -> Result<bool, StoreError> {
+        has_sealed_data_in(self.0)
+    }
+}
+
+fn meta_set_in(conn: &Connection, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            rusqlite::params![key, value],
+        )?;
+    Ok(())
+}
+
+fn has_sealed_data_in(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM account_secrets) OR EXISTS(SELECT 1 FROM meta WHERE key = 'local_api_key')",
+        [],
+        |r| r.get(0),
+    )?)
 }

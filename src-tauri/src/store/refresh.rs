@@ -245,7 +245,7 @@ impl Store {
         )?;
         append(&tx, account_id, event_kind, event_detail)?;
         if crate::failpoint::store_full() {
-            return Err(crate::failpoint::sqlite_full().into()); // rolled back with `tx`
+            return Err(sqlite_full().into()); // rolled back with `tx`
         }
         tx.commit()?;
         Ok(true)
@@ -343,4 +343,13 @@ impl Store {
         )?;
         Ok(())
     }
+}
+
+/// The error SQLite itself returns when the disk (or `max_page_count`) is full: what the
+/// `store_full_while` failpoint (a test-only fault injector) makes a rotation's commit meet.
+fn sqlite_full() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+        Some("database or disk is full".into()),
+    )
 }
