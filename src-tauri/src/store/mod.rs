@@ -8,6 +8,7 @@ mod continuity;
 mod events;
 mod refresh;
 pub mod schema;
+pub mod seam;
 mod watch;
 
 pub use accounts::{NewAccount, SealedTokens, StoredSecrets};
@@ -17,6 +18,9 @@ pub use broker::{
 pub use continuity::{AffinityRow, ContinuityBatch, ContinuityBounds, MintedRow};
 pub use events::{import_source_detail, Event};
 pub use refresh::{Intent, Rotation};
+pub use seam::{
+    AccountStore, BrokerStore, ContinuityStore, CoreStore, HealthStore, RefreshStore, SharedStore,
+};
 pub use watch::StoreWatch;
 
 use crate::fsutil;
