@@ -92,6 +92,22 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// Runs `f` again while SQLite answers busy, until `BUSY_TIMEOUT`. Opening a new file can meet
+/// SQLITE_BUSY at once, without SQLite waiting on `busy_timeout`, while another process is
+/// switching the same file to WAL (two first runs at once): that is a wait, not a damaged store.
+fn retry_while_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match f() {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                // A backoff between tries, not a synchronisation: the other opener holds the lock.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn is_corrupt(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
@@ -151,7 +167,7 @@ impl Store {
         )?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // Reading the version first is what tells "not a database" apart, before any write.
-        let found = schema::user_version(&conn).map_err(not_db)?;
+        let found = retry_while_busy(|| schema::user_version(&conn)).map_err(not_db)?;
         if found > schema::LATEST {
             return Err(StoreError::TooNew {
                 path: shown,
@@ -159,8 +175,7 @@ impl Store {
                 supported: schema::LATEST,
             });
         }
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(not_db)?;
+        retry_while_busy(|| conn.pragma_update(None, "journal_mode", "WAL")).map_err(not_db)?;
         // FULL, not NORMAL: a rotated refresh token that a power cut takes back is a lost sign-in.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
