@@ -182,10 +182,22 @@ impl Store {
         // An existing store with migrations pending is copied first (a new, empty one is not).
         let mut pre_migration_copy = None;
         if found > 0 && found < schema::LATEST {
-            let copy = backup::take(&conn, &path).map_err(|detail| StoreError::Backup {
-                path: shown.clone(),
-                detail,
-            })?;
+            let copy = match backup::take(&conn, &path) {
+                Ok(copy) => copy,
+                // Another first run finished the upgrade meanwhile and cleared the copies (this
+                // one's half-made copy with them): nothing is pending any more.
+                Err(_)
+                    if retry_while_busy(|| schema::user_version(&conn)) == Ok(schema::LATEST) =>
+                {
+                    backup::path_for(&path, schema::LATEST)
+                }
+                Err(detail) => {
+                    return Err(StoreError::Backup {
+                        path: shown.clone(),
+                        detail,
+                    })
+                }
+            };
             if copy == backup::path_for(&path, schema::LATEST) {
                 // Another process migrated it meanwhile: nothing is pending any more.
                 backup::remove_all(&path);
@@ -391,4 +403,36 @@ fn has_sealed_data_in(conn: &Connection) -> Result<bool, StoreError> {
         [],
         |r| r.get(0),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_opens_at_once_all_succeed_on_one_store() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("vault");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let opens: Vec<_> = (0..6)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Store::open(&path).map(|s| s.store_id().to_string())
+                    })
+                })
+                .collect();
+            let ids: Vec<String> = opens
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .unwrap()
+                        .unwrap_or_else(|e| panic!("{e} [{}]", e.code()))
+                })
+                .collect();
+            assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+        }
+    }
 }
