@@ -3,7 +3,7 @@
 
 use crate::account::{now_ms, AccountView};
 use crate::error::AppError;
-use crate::store::Store;
+use crate::store::{SharedStore, Store};
 use crate::vault::{Field, KeyRequest, KeyStoreKind, Vault, VaultError};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,8 @@ const LOCAL_KEY_META: &str = "local_api_key";
 
 pub struct Service {
     store: Arc<Store>,
+    /// The same store behind the seam the endpoint and the refresh engine hold (`store::seam`).
+    shared: SharedStore,
     vault: Vault,
     data_dir: PathBuf,
 }
@@ -37,11 +39,15 @@ impl Service {
         let db_existed = data_dir.join(crate::store::DB_FILE_NAME).exists();
         let store = Store::open(data_dir)?;
         match Service::unlock(&store, data_dir, kind) {
-            Ok(vault) => Ok(Service {
-                store: Arc::new(store),
-                vault,
-                data_dir: data_dir.to_path_buf(),
-            }),
+            Ok(vault) => {
+                let store = Arc::new(store);
+                Ok(Service {
+                    shared: store.clone(),
+                    store,
+                    vault,
+                    data_dir: data_dir.to_path_buf(),
+                })
+            }
             Err(e) => {
                 if !db_existed && store.discard_if_unused() && !dir_existed {
                     // Only an empty dir goes: remove_dir refuses anything else.
@@ -95,6 +101,12 @@ impl Service {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The store as the endpoint and the refresh engine hold it: behind the seam
+    /// (`store::seam`), so another backend can stand in without either of them changing.
+    pub fn shared_store(&self) -> &SharedStore {
+        &self.shared
     }
 
     pub fn vault(&self) -> &Vault {

@@ -8,6 +8,7 @@ mod continuity;
 mod events;
 mod refresh;
 pub mod schema;
+pub mod seam;
 mod watch;
 
 pub use accounts::{NewAccount, SealedTokens, StoredSecrets};
@@ -17,6 +18,9 @@ pub use broker::{
 pub use continuity::{AffinityRow, ContinuityBatch, ContinuityBounds, MintedRow};
 pub use events::{import_source_detail, Event};
 pub use refresh::{Intent, Rotation};
+pub use seam::{
+    AccountStore, BrokerStore, ContinuityStore, CoreStore, HealthStore, RefreshStore, SharedStore,
+};
 pub use watch::StoreWatch;
 
 use crate::error::ErrorCode;
@@ -89,6 +93,22 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// Runs `f` again while SQLite answers busy, until `BUSY_TIMEOUT`. Opening a new file can meet
+/// SQLITE_BUSY at once, without SQLite waiting on `busy_timeout`, while another process is
+/// switching the same file to WAL (two first runs at once): that is a wait, not a damaged store.
+fn retry_while_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match f() {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                // A backoff between tries, not a synchronisation: the other opener holds the lock.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn is_corrupt(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
@@ -148,7 +168,7 @@ impl Store {
         )?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // Reading the version first is what tells "not a database" apart, before any write.
-        let found = schema::user_version(&conn).map_err(not_db)?;
+        let found = retry_while_busy(|| schema::user_version(&conn)).map_err(not_db)?;
         if found > schema::LATEST {
             return Err(StoreError::TooNew {
                 path: shown,
@@ -156,18 +176,29 @@ impl Store {
                 supported: schema::LATEST,
             });
         }
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(not_db)?;
+        retry_while_busy(|| conn.pragma_update(None, "journal_mode", "WAL")).map_err(not_db)?;
         // FULL, not NORMAL: a rotated refresh token that a power cut takes back is a lost sign-in.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // An existing store with migrations pending is copied first (a new, empty one is not).
         let mut pre_migration_copy = None;
         if found > 0 && found < schema::LATEST {
-            let copy = backup::take(&conn, &path).map_err(|detail| StoreError::Backup {
-                path: shown.clone(),
-                detail,
-            })?;
+            let copy = match backup::take(&conn, &path) {
+                Ok(copy) => copy,
+                // Another first run finished the upgrade meanwhile and cleared the copies (this
+                // one's half-made copy with them): nothing is pending any more.
+                Err(_)
+                    if retry_while_busy(|| schema::user_version(&conn)) == Ok(schema::LATEST) =>
+                {
+                    backup::path_for(&path, schema::LATEST)
+                }
+                Err(detail) => {
+                    return Err(StoreError::Backup {
+                        path: shown.clone(),
+                        detail,
+                    })
+                }
+            };
             if copy == backup::path_for(&path, schema::LATEST) {
                 // Another process migrated it meanwhile: nothing is pending any more.
                 backup::remove_all(&path);
@@ -373,4 +404,36 @@ fn has_sealed_data_in(conn: &Connection) -> Result<bool, StoreError> {
         [],
         |r| r.get(0),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_opens_at_once_all_succeed_on_one_store() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("vault");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let opens: Vec<_> = (0..6)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Store::open(&path).map(|s| s.store_id().to_string())
+                    })
+                })
+                .collect();
+            let ids: Vec<String> = opens
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .unwrap()
+                        .unwrap_or_else(|e| panic!("{e} [{}]", e.code()))
+                })
+                .collect();
+            assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+        }
+    }
 }
