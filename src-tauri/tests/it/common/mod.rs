@@ -6,8 +6,11 @@
     reason = "not every helper is used by every build of the suite"
 )]
 
-pub mod chat_rig;
 pub mod engine;
+pub mod vault;
+mod wait;
+
+pub use wait::{wait_until, wait_until_async};
 
 use codex_vault_testkit::{AccountSpec, FakeOpenAi, IssuedTokens};
 use std::collections::BTreeMap;
@@ -427,7 +430,13 @@ pub fn in_own_process(test: &str, envs: &[(&str, &std::ffi::OsStr)]) -> bool {
     if std::env::var_os(OWN_PROCESS).is_some_and(|v| v == name) {
         return true;
     }
-    let mut c = Command::new(std::env::current_exe().expect("this test binary"));
+    // The running image itself, even if a rebuild replaced the file meanwhile.
+    let exe = if Path::new("/proc/self/exe").exists() {
+        PathBuf::from("/proc/self/exe")
+    } else {
+        std::env::current_exe().expect("this test binary")
+    };
+    let mut c = Command::new(exe);
     c.args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(OWN_PROCESS, name)
         .stdin(Stdio::null());

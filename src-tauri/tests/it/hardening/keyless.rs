@@ -6,9 +6,8 @@
 //! answering keyed requests under 300 unfinished keyless bodies (the reported exhaustion).
 
 use crate::common;
-use crate::common::chat_rig;
 
-use chat_rig::Rig;
+use crate::common::vault::TestVault as Rig;
 use codex_vault::endpoint::{KEYLESS_BODY_TIMEOUT, KEYLESS_MAX_BODY};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -55,11 +54,8 @@ fn status_of(answer: &[u8]) -> Option<u16> {
 
 /// Waits (bounded) until `f` holds; polling a gauge, not a sleep standing in for an event.
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    crate::common::wait_until_async(what, Duration::from_secs(20), || std::future::ready(f()))
+        .await;
 }
 
 async fn keyed_turn_answers(rig: &Rig) {
