@@ -51,6 +51,10 @@ fn file_refresh_token(home: &CodexHome) -> String {
     v["tokens"]["refresh_token"].as_str().unwrap().to_string()
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 fn scenario(version: &'static str) {
     if skip_requested() {
         eprintln!("skipped: CODEX_VAULT_SKIP_CODEX_CLI=1");

@@ -22,6 +22,10 @@ impl Drop for Serve {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 fn the_stock_codex_cli_completes_turns_through_the_endpoint() {
     if skip_requested() {
         eprintln!("skipped: CODEX_VAULT_SKIP_CODEX_CLI=1");

@@ -90,6 +90,10 @@ async fn a_ten_thousand_event_stream_and_error_bodies_pass_through_intact() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 async fn the_guard_refuses_strangers_and_never_echoes_secrets() {
     let rig = Rig::new(1).await;
     let url = rig.url("/v1/responses");

@@ -286,6 +286,10 @@ async fn with_the_keyless_cap_held_one_more_is_refused_and_keyed_requests_answer
 /// send a token request's head and part of its body, then nothing; a keyed request is answered
 /// meanwhile, and every one of the 300 is closed in the end.
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 fn a_serve_at_ulimit_256_answers_keyed_requests_under_300_unfinished_keyless_bodies() {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;

@@ -11,6 +11,10 @@ use engine::*;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 async fn a_rotation_whose_commit_fails_is_held_with_its_lease_until_it_lands() {
     let flag_dir = tempfile::tempdir().unwrap();
     // The failpoints are read once per process: the child this test re-runs in has it from the

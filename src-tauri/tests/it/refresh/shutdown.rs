@@ -159,6 +159,10 @@ fn sigterm_during_start_up_recovery_lets_that_refresh_commit() {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 fn a_full_disk_between_answer_and_commit_holds_the_rotation_until_space_is_freed() {
     let fake = fake();
     let env = TestEnv::new();
