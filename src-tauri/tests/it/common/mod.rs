@@ -1,5 +1,10 @@
-//! Shared helpers for the process-level scenarios: a temp data dir per test, the real binary,
-//! auth.json fixtures minted by the fake OpenAI (never pasted tokens).
+//! The suite's rig. Here: the process-level scenarios (a temp data dir per test, the real binary,
+//! auth.json fixtures minted by the fake OpenAI, never pasted tokens); `engine` opens the vault
+//! in this process; `vault::TestVault` adds the fake and the endpoint over imported accounts;
+//! `wait_until` awaits a condition. The configuration the core reads is set in three places only:
+//! `TestEnv::cmd` (a process's environment), `engine::open` (the data dir in-process) and
+//! `vault::TestVaultBuilder::start` (the endpoint's upstream and refresh settings): switch those
+//! to the core's `Config` and every test follows.
 
 #![allow(
     dead_code,
