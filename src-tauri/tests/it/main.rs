@@ -24,6 +24,7 @@ mod endpoint {
     mod continuity_codex_cli;
     mod control;
     mod registry;
+    mod routes;
     mod routing;
 }
 

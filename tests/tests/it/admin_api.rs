@@ -71,6 +71,10 @@ async fn refresh_status(c: &reqwest::Client, p: &FakeProcess, rt: &str) -> (u16,
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 async fn the_binary_is_driven_through_the_admin_api() {
     let p = FakeProcess::start(&[
         "--access-lifetime-secs",

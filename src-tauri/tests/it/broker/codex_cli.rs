@@ -21,6 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 async fn three_stock_clis_share_one_refresh_through_the_broker() {
     if skip_requested() {
         eprintln!("skipped: CODEX_VAULT_SKIP_CODEX_CLI=1");

@@ -3,7 +3,7 @@
 //! a file signed in to something else since left alone; a missing file never created; a
 //! hard-linked file left alone; the CLI's own locks honoured; and the observer on a TokenManager.
 
-use crate::common::engine;
+use crate::common::{engine, wait_until_async};
 
 use codex_vault::accounts::ownership::Ownership;
 use codex_vault::codex_writeback::{write_back, CodexWriteback, Outcome};
@@ -14,7 +14,7 @@ use engine::*;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Case {
     fake: FakeOpenAi,
@@ -243,9 +243,10 @@ async fn the_observer_writes_every_committed_rotation_back() {
     tm.force_refresh(&c.id, None).await.unwrap();
     let rt = c.stored().0;
     // The write-back runs beside the refresh (a CLI may hold its lock meanwhile): await it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c.file()["tokens"]["refresh_token"].as_str() != Some(rt.as_str()) {
-        assert!(Instant::now() < deadline, "not written back within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_async(
+        "the write-back of the rotation",
+        Duration::from_secs(10),
+        || std::future::ready(c.file()["tokens"]["refresh_token"].as_str() == Some(rt.as_str())),
+    )
+    .await;
 }

@@ -12,7 +12,7 @@ use codex_vault_testkit::codex_cli::{
 };
 use codex_vault_testkit::{AccountSpec, FakeOpenAi};
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Short enough that the scheduler rotates every few seconds (due at half the lifetime).
 const LIFETIME: Duration = Duration::from_secs(12);
@@ -29,15 +29,18 @@ fn written_events(env: &TestEnv) -> i64 {
 
 /// Waits (bounded) until serve has written at least `n` rotations into the CLI's file.
 fn await_written(env: &TestEnv, n: i64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while written_events(env) < n {
-        assert!(
-            Instant::now() < deadline,
-            "only {} write-backs after 60 s",
-            written_events(env)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        &format!("{n} write-backs (last seen: how many there were)"),
+        Duration::from_secs(60),
+        || {
+            let written = written_events(env);
+            if written >= n {
+                Ok(())
+            } else {
+                Err(written)
+            }
+        },
+    );
 }
 
 fn file_refresh_token(home: &CodexHome) -> String {
@@ -48,6 +51,10 @@ fn file_refresh_token(home: &CodexHome) -> String {
     v["tokens"]["refresh_token"].as_str().unwrap().to_string()
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 fn scenario(version: &'static str) {
     if skip_requested() {
         eprintln!("skipped: CODEX_VAULT_SKIP_CODEX_CLI=1");

@@ -17,13 +17,13 @@ pub struct Engine {
 impl Engine {
     pub fn new() -> Engine {
         let dir = tempfile::tempdir().unwrap();
-        let service = Service::open(dir.path(), KeyStoreKind::Keychain).unwrap();
+        let service = open(dir.path());
         Engine { dir, service }
     }
 
     /// Another handle on the same data dir, as a second process would have.
     pub fn reopen(&self) -> Service {
-        Service::open(self.dir.path(), KeyStoreKind::Keychain).unwrap()
+        open(self.dir.path())
     }
 
     /// Imports a grant; returns the account id.
@@ -41,6 +41,13 @@ impl Engine {
     pub fn manager(&self, fake: &FakeOpenAi, cfg: RefreshConfig) -> TokenManager {
         manager_for(&self.service, fake, cfg)
     }
+}
+
+/// Opens the vault in `data_dir` as the core does in-process (the session's keychain). With the
+/// test rig's other two seams (`TestEnv::cmd` for processes, `TestVaultBuilder::start` for the
+/// endpoint), the one place the tests hand the core its configuration.
+pub fn open(data_dir: &std::path::Path) -> Service {
+    Service::open(data_dir, KeyStoreKind::Keychain).unwrap()
 }
 
 pub fn manager_for(service: &Service, fake: &FakeOpenAi, cfg: RefreshConfig) -> TokenManager {

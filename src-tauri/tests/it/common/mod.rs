@@ -1,13 +1,21 @@
-//! Shared helpers for the process-level scenarios: a temp data dir per test, the real binary,
-//! auth.json fixtures minted by the fake OpenAI (never pasted tokens).
+//! The suite's rig. Here: the process-level scenarios (a temp data dir per test, the real binary,
+//! auth.json fixtures minted by the fake OpenAI, never pasted tokens); `engine` opens the vault
+//! in this process; `vault::TestVault` adds the fake and the endpoint over imported accounts;
+//! `wait_until` awaits a condition. The configuration the core reads is set in three places only:
+//! `TestEnv::cmd` (a process's environment), `engine::open` (the data dir in-process) and
+//! `vault::TestVaultBuilder::start` (the endpoint's upstream and refresh settings): switch those
+//! to the core's `Config` and every test follows.
 
 #![allow(
     dead_code,
     reason = "not every helper is used by every build of the suite"
 )]
 
-pub mod chat_rig;
 pub mod engine;
+pub mod vault;
+mod wait;
+
+pub use wait::{wait_until, wait_until_async};
 
 use codex_vault_testkit::{AccountSpec, FakeOpenAi, IssuedTokens};
 use std::collections::BTreeMap;
@@ -427,7 +435,13 @@ pub fn in_own_process(test: &str, envs: &[(&str, &std::ffi::OsStr)]) -> bool {
     if std::env::var_os(OWN_PROCESS).is_some_and(|v| v == name) {
         return true;
     }
-    let mut c = Command::new(std::env::current_exe().expect("this test binary"));
+    // The running image itself, even if a rebuild replaced the file meanwhile.
+    let exe = if Path::new("/proc/self/exe").exists() {
+        PathBuf::from("/proc/self/exe")
+    } else {
+        std::env::current_exe().expect("this test binary")
+    };
+    let mut c = Command::new(exe);
     c.args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(OWN_PROCESS, name)
         .stdin(Stdio::null());

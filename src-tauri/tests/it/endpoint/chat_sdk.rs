@@ -3,9 +3,7 @@
 //! round trip, long tool names, `/v1/models`, an error, and `responses.create(stream=True)`.
 //! The SDK is a client nobody here wrote, so it checks our wire shapes, not our own beliefs.
 
-use crate::common::chat_rig;
-
-use chat_rig::Rig;
+use crate::common::vault::TestVault as Rig;
 use std::path::PathBuf;
 use std::time::Duration;
 

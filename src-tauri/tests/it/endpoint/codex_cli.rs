@@ -22,6 +22,10 @@ impl Drop for Serve {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 fn the_stock_codex_cli_completes_turns_through_the_endpoint() {
     if skip_requested() {
         eprintln!("skipped: CODEX_VAULT_SKIP_CODEX_CLI=1");
@@ -124,28 +128,24 @@ fn the_stock_codex_cli_completes_turns_through_the_endpoint() {
         .trim_end_matches("/v1")
         .to_string();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let health: serde_json::Value = rt.block_on(async {
-            reqwest::Client::new()
-                .get(format!("{url}/v1/accounts"))
-                .bearer_auth(&key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap()
-        });
-        if health[0]["last_refresh_at"] == "2026-02-01T00:00:00Z" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the endpoint did not pick up the import"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "the endpoint to pick up the import",
+        Duration::from_secs(10),
+        || {
+            let health: serde_json::Value = rt.block_on(async {
+                reqwest::Client::new()
+                    .get(format!("{url}/v1/accounts"))
+                    .bearer_auth(&key)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap()
+            });
+            health[0]["last_refresh_at"] == "2026-02-01T00:00:00Z"
+        },
+    );
     let r = run("say hi again");
     assert!(r.success(), "codex exec failed after expiry: {r:?}");
     assert!(r.stdout.contains("Hello through Codex Vault."), "{r:?}");

@@ -53,6 +53,10 @@ fn configure(env: &TestEnv, home: &CodexHome) -> String {
     info["key"].as_str().unwrap().to_string()
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 fn scenario(version: &'static str) {
     if skip_requested() {
         eprintln!("skipped: CODEX_VAULT_SKIP_CODEX_CLI=1");

@@ -1,107 +1,15 @@
 //! The loopback endpoint in one process, backed by the fake OpenAI: real streaming, byte-exact
 //! passthrough, refresh on 401, failover on 429, affinity, pinning, the guard, change pickup.
 
-use crate::common::engine;
+use crate::common::vault::{turn, TestVault as Rig};
+use crate::common::{engine, wait_until_async};
 
-use codex_vault::endpoint::{self, Endpoint};
-use codex_vault_testkit::{AccountSpec, FakeConfig, FakeOpenAi, Fault, FaultRoute, IssuedTokens};
+use codex_vault::endpoint;
+use codex_vault_testkit::{AccountSpec, FakeConfig, FakeOpenAi};
 use engine::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-
-struct Rig {
-    fake: FakeOpenAi,
-    e: Engine,
-    ep: Endpoint,
-    key: String,
-    accounts: Vec<IssuedTokens>,
-    http: reqwest::Client,
-}
-
-impl Rig {
-    async fn new(n: usize) -> Rig {
-        Rig::with_settings(n, &[]).await
-    }
-
-    /// `settings` are written to the store before the endpoint starts.
-    async fn with_settings(n: usize, settings: &[(&str, &str)]) -> Rig {
-        let fake = FakeOpenAi::start(FakeConfig::default()).await;
-        let e = Engine::new();
-        for (k, v) in settings {
-            e.service.store().set_setting(k, v).unwrap();
-        }
-        let accounts: Vec<IssuedTokens> = (0..n)
-            .map(|i| {
-                let t = fake.add_account(AccountSpec {
-                    email: format!("ep{i}@corp.com"),
-                    ..Default::default()
-                });
-                e.import(&t);
-                t
-            })
-            .collect();
-        let service = Arc::new(e.reopen());
-        let tm = manager_for(&service, &fake, config(&fake));
-        let key = service.local_api_key().unwrap().expose().to_string();
-        let ep = endpoint::start(service, tm, 0, fake.codex_base())
-            .await
-            .unwrap();
-        Rig {
-            fake,
-            e,
-            ep,
-            key,
-            accounts,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.ep.url())
-    }
-
-    fn post(&self, body: Value) -> reqwest::RequestBuilder {
-        self.http
-            .post(self.url("/v1/responses"))
-            .bearer_auth(&self.key)
-            .header("accept", "text/event-stream")
-            .json(&body)
-    }
-
-    fn per_account_calls(&self) -> Vec<u64> {
-        let n = self.fake.counters();
-        self.accounts
-            .iter()
-            .map(|t| {
-                n.per_account
-                    .get(&t.account_id)
-                    .map_or(0, |c| c.responses_calls)
-            })
-            .collect()
-    }
-
-    fn all_token_text(&self) -> Vec<String> {
-        self.accounts
-            .iter()
-            .flat_map(|t| {
-                [
-                    t.access_token.clone(),
-                    t.refresh_token.clone(),
-                    t.id_token.clone(),
-                ]
-            })
-            .collect()
-    }
-}
-
-fn turn(key: Option<&str>) -> Value {
-    let mut v = json!({"model": "gpt-5-codex", "instructions": "", "input": [{"type":"message","role":"user","content":[{"type":"input_text","text":"hi"}]}], "stream": true, "store": false});
-    if let Some(k) = key {
-        v["prompt_cache_key"] = json!(k);
-    }
-    v
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_event_arrives_before_upstream_finishes() {
@@ -182,139 +90,10 @@ async fn a_ten_thousand_event_stream_and_error_bodies_pass_through_intact() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_401_refreshes_once_and_retries() {
-    let rig = Rig::new(1).await;
-    rig.fake.inject_faults(
-        FaultRoute::Responses,
-        vec![Fault::Custom {
-            status: 401,
-            content_type: "application/json".into(),
-            body: r#"{"error":{"message":"Provided authentication token is expired. Please try signing in again.","type":"invalid_request_error","code":"token_expired"}}"#.into(),
-        }],
-    );
-    let resp = rig.post(turn(None)).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    assert!(String::from_utf8_lossy(&resp.bytes().await.unwrap()).contains("response.completed"));
-    let n = rig.fake.counters();
-    assert_eq!(n.refreshes_ok, 1, "exactly one refresh");
-    assert_eq!(n.responses_calls, 2, "the request was retried once");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_429_fails_over_and_all_capped_answers_429_with_the_earliest_reset() {
-    let rig = Rig::new(2).await;
-    let now = chrono::Utc::now().timestamp();
-    let (a, b) = (&rig.accounts[0], &rig.accounts[1]);
-    rig.fake.set_rate_limited(&a.account_id, Some(now + 3600));
-    // Round robin starts with the first account, so A is tried first and B answers.
-    for _ in 0..2 {
-        let resp = rig.post(turn(None)).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.bytes().await.unwrap();
-    }
-    // The fake counts per account only what it served; its total also counts A's 429.
-    let calls = rig.per_account_calls();
-    assert_eq!(calls, vec![0, 2], "B served both: {calls:?}");
-    assert_eq!(
-        rig.fake.counters().responses_calls,
-        3,
-        "A was tried once, then skipped while limited"
-    );
-    let health: Vec<Value> = rig
-        .http
-        .get(rig.url("/v1/accounts"))
-        .bearer_auth(&rig.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ha = health
-        .iter()
-        .find(|v| v["chatgpt_account_id"] == a.account_id.as_str())
-        .unwrap();
-    assert_eq!(ha["status"], "rate_limited");
-    assert_eq!(
-        ha["rate_limited_until"].as_str().unwrap(),
-        chrono::DateTime::from_timestamp(now + 3600, 0)
-            .unwrap()
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    );
-
-    rig.fake.set_rate_limited(&b.account_id, Some(now + 600));
-    let resp = rig.post(turn(None)).send().await.unwrap();
-    assert_eq!(resp.status(), 429);
-    let v: Value = resp.json().await.unwrap();
-    assert_eq!(v["error"]["type"], "usage_limit_reached");
-    assert_eq!(
-        v["error"]["resets_at"],
-        now + 600,
-        "the earliest reset: {v}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conversations_stick_new_ones_spread_and_pins_work() {
-    let rig = Rig::new(3).await;
-    for _ in 0..20 {
-        rig.post(turn(Some("conversation-1")))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-    }
-    let calls = rig.per_account_calls();
-    assert_eq!(
-        calls.iter().filter(|c| **c > 0).count(),
-        1,
-        "one conversation, one account: {calls:?}"
-    );
-    assert_eq!(calls.iter().sum::<u64>(), 20);
-    for i in 0..20 {
-        rig.post(turn(Some(&format!("k{i}"))))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-    }
-    let after = rig.per_account_calls();
-    let used = after.iter().zip(&calls).filter(|(a, b)| a > b).count();
-    assert!(
-        used >= 2,
-        "20 conversations used {used} account(s): {after:?}"
-    );
-
-    let before = rig.per_account_calls()[2];
-    let resp = rig
-        .post(turn(None))
-        .header("x-codex-vault-account", "ep2@corp.com")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.bytes().await.unwrap();
-    assert_eq!(
-        rig.per_account_calls()[2],
-        before + 1,
-        "the pin chose the account"
-    );
-    let resp = rig
-        .post(turn(None))
-        .header("x-codex-vault-account", "nobody")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    let text = resp.text().await.unwrap();
-    assert!(text.contains("x-codex-vault-account"), "{text}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 async fn the_guard_refuses_strangers_and_never_echoes_secrets() {
     let rig = Rig::new(1).await;
     let url = rig.url("/v1/responses");
@@ -438,25 +217,26 @@ async fn accounts_added_by_another_process_are_served_within_a_second() {
         service: rig.e.reopen(),
     };
     other.import(&late);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let resp = rig
-            .post(turn(None))
-            .header("x-codex-vault-account", "late@corp.com")
-            .send()
-            .await
-            .unwrap();
-        if resp.status() == 200 {
-            resp.bytes().await.unwrap();
-            break;
-        }
-        assert_eq!(resp.status(), 400, "until picked up the pin is unknown");
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not picked up within the deadline"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let r = &rig;
+    wait_until_async(
+        "the account another process added to be picked up",
+        Duration::from_secs(5),
+        move || async move {
+            let resp = r
+                .post(turn(None))
+                .header("x-codex-vault-account", "late@corp.com")
+                .send()
+                .await
+                .unwrap();
+            if resp.status() == 200 {
+                resp.bytes().await.unwrap();
+                return true;
+            }
+            assert_eq!(resp.status(), 400, "until picked up the pin is unknown");
+            false
+        },
+    )
+    .await;
     let n = rig.fake.counters();
     assert_eq!(
         n.per_account
@@ -519,8 +299,8 @@ async fn a_taken_port_is_a_clear_error() {
 
 /// Polls the health JSON until `pred` holds (a condition awaited, bounded).
 async fn wait_health(rig: &Rig, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
+    let pred = &pred;
+    wait_until_async(what, Duration::from_secs(15), move || async move {
         let health: Vec<Value> = rig
             .http
             .get(rig.url("/v1/accounts"))
@@ -532,14 +312,12 @@ async fn wait_health(rig: &Rig, what: &str, pred: impl Fn(&[Value]) -> bool) -> 
             .await
             .unwrap();
         if pred(&health) {
-            return health;
+            Ok(health)
+        } else {
+            Err(health)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}: {health:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

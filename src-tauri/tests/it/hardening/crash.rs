@@ -59,6 +59,10 @@ struct Tally {
     by_phase: [usize; 4],
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 fn trial(seed_rng: &mut Rng, n: usize, tally: &mut Tally) {
     let fake = fake();
     let env = TestEnv::new();

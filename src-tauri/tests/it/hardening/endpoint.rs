@@ -5,9 +5,8 @@
 //! `/v1/responses` and the translated `/v1/chat/completions` alike.
 
 use crate::common;
-use crate::common::chat_rig;
 
-use chat_rig::{chat_turn, Rig};
+use crate::common::vault::{chat_turn, TestVault as Rig};
 use codex_vault::endpoint::HEADER_READ_TIMEOUT;
 use serde_json::{json, Value};
 use std::time::Duration;

@@ -6,9 +6,8 @@
 //! answering keyed requests under 300 unfinished keyless bodies (the reported exhaustion).
 
 use crate::common;
-use crate::common::chat_rig;
 
-use chat_rig::Rig;
+use crate::common::vault::TestVault as Rig;
 use codex_vault::endpoint::{KEYLESS_BODY_TIMEOUT, KEYLESS_MAX_BODY};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -55,11 +54,8 @@ fn status_of(answer: &[u8]) -> Option<u16> {
 
 /// Waits (bounded) until `f` holds; polling a gauge, not a sleep standing in for an event.
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    crate::common::wait_until_async(what, Duration::from_secs(20), || std::future::ready(f()))
+        .await;
 }
 
 async fn keyed_turn_answers(rig: &Rig) {
@@ -290,6 +286,10 @@ async fn with_the_keyless_cap_held_one_more_is_refused_and_keyed_requests_answer
 /// send a token request's head and part of its body, then nothing; a keyed request is answered
 /// meanwhile, and every one of the 300 is closed in the end.
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 fn a_serve_at_ulimit_256_answers_keyed_requests_under_300_unfinished_keyless_bodies() {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;

@@ -87,6 +87,10 @@ fn data_key(store_id: &str) -> String {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 fn no_token_key_or_refresh_token_fragment_shows_anywhere() {
     let fake = fake();
     let env = TestEnv::new();

@@ -35,6 +35,10 @@ fn rss_kb(pid: u32) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 async fn concurrent_streams_with_an_account_revoked_mid_run_all_succeed_and_memory_stays_flat() {
     let streams = env_num("HARDEN_SOAK_STREAMS", 100) as usize;
     let secs = env_num("HARDEN_SOAK_SECS", 8);

@@ -3,14 +3,18 @@
 //! held (renewed only then), serving with the held tokens, and the commit landing once the
 //! store can write again. In a process of its own: the full-disk failpoint is read once per process.
 
-use crate::common::{engine, in_own_process};
+use crate::common::{engine, in_own_process, wait_until_async};
 
 use codex_vault::refresh::{holder_id, holder_is_dead, RefreshConfig};
 use codex_vault_testkit::{FakeConfig, FakeOpenAi, Fault, FaultRoute};
 use engine::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 async fn a_rotation_whose_commit_fails_is_held_with_its_lease_until_it_lands() {
     let flag_dir = tempfile::tempdir().unwrap();
     // The failpoints are read once per process: the child this test re-runs in has it from the
@@ -114,11 +118,10 @@ async fn a_rotation_whose_commit_fails_is_held_with_its_lease_until_it_lands() {
 
     // Space freed: the commit lands, the lease and intent are released.
     std::fs::remove_file(&full).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !tm.held_rotations().is_empty() {
-        assert!(Instant::now() < deadline, "the held rotation never landed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_async("the held rotation to land", Duration::from_secs(15), || {
+        std::future::ready(tm.held_rotations().is_empty())
+    })
+    .await;
     assert!(codex_vault::refresh::held_rotation(&id).is_none());
     assert_eq!(other.store().generation(&id).unwrap(), Some(1));
     assert!(other.store().intent(&id).unwrap().is_none());

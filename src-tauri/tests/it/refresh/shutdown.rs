@@ -7,7 +7,7 @@ use crate::common;
 use codex_vault_testkit::{FakeOpenAi, Fault, FaultRoute};
 use common::*;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn per_account(fake: &FakeOpenAi, id: &str) -> codex_vault_testkit::AccountCounters {
     fake.counters()
@@ -31,14 +31,7 @@ fn spawn_serve(env: &TestEnv, vars: &[(&'static str, String)]) -> ServeProc {
 
 /// Polls `f` until it gives a value (bounded): a condition awaited, never a fixed sleep.
 fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::common::wait_until(what, limit, &mut f)
 }
 
 fn db(env: &TestEnv) -> rusqlite::Connection {
@@ -166,6 +159,10 @@ fn sigterm_during_start_up_recovery_lets_that_refresh_commit() {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 fn a_full_disk_between_answer_and_commit_holds_the_rotation_until_space_is_freed() {
     let fake = fake();
     let env = TestEnv::new();

@@ -17,6 +17,10 @@ fn jwt(claims: &Value) -> String {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
     let fake = fake();
     let env = TestEnv::new();

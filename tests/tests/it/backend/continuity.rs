@@ -53,6 +53,10 @@ fn replay(items: &[Value]) -> Value {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 async fn reasoning_ciphertext_is_bound_to_the_account_that_minted_it() {
     let fake = FakeOpenAi::start(FakeConfig::default()).await;
     let a = fake.add_account(AccountSpec::default());

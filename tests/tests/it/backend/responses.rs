@@ -14,6 +14,10 @@ fn header<'a>(resp: &'a reqwest::Response, name: &str) -> Option<&'a str> {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear scenario: its steps share one running setup and read top to bottom"
+)]
 async fn a_stream_is_the_full_responses_event_sequence() {
     let fake = FakeOpenAi::start(FakeConfig {
         responses_text: "Hi there, friend!".into(),
