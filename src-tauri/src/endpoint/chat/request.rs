@@ -121,7 +121,10 @@ pub fn translate(req: &Value) -> Result<Translated, RequestError> {
         None => json!("auto"),
     };
     body.insert("tool_choice".into(), tool_choice);
-    body.insert("parallel_tool_calls".into(), json!(parallel(obj, has_tools)?));
+    body.insert(
+        "parallel_tool_calls".into(),
+        json!(parallel(obj, has_tools)?),
+    );
     map_knobs(obj, &mut body)?;
     body.insert("store".into(), json!(false));
     body.insert("stream".into(), json!(true));

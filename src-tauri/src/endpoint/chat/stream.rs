@@ -268,7 +268,6 @@ impl ChatStream {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
