@@ -93,7 +93,8 @@ package-test: deps-test
 	scripts/package-test.sh
 
 # Not part of `make test` (it takes minutes): release binaries side by side in one run — endpoint
-# overhead against direct and nginx, refresh amplification, 1,000-account scale, footprint. Prints
+# overhead against direct and nginx, refresh amplification, 1,000-account scale, footprint, idle
+# wake-ups of serve and of the app's core (Xvfb) and the cross-process pickup. Prints
 # one table and writes target/bench/results.json (README.md § Benchmarks). BENCH_ARGS passes
 # options to the driver, e.g. BENCH_ARGS="--secs 2 --idle-secs 20" for a quick look.
 BENCH_ARGS ?=
@@ -101,6 +102,8 @@ bench:
 	@scripts/ensure-deps.sh bench
 	$(CARGO) build --profile bench-release -p codex-vault --no-default-features --bins --examples
 	$(CARGO) build --profile bench-release -p codex-vault-testkit --bins
+	@# The idle app row runs the desktop app (default features) under Xvfb; built if missing.
+	test -x target/debug/codex-vault || $(CARGO) build -p codex-vault --bin codex-vault
 	ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; \
 	  scripts/keyring-session.sh target/bench-release/bench $(BENCH_ARGS)
 

@@ -20,7 +20,8 @@ use crate::grants::Rejection;
 use crate::models::models_response;
 use crate::response_stream::spawn_stream;
 use crate::sse::{
-    failed_events, response_events, with_reasoning, ReasoningItem, ResponseScript, StreamFailure,
+    failed_events, response_events, with_reasoning, ReasoningItem, ResponseScript, SseEvent,
+    StreamFailure,
 };
 use crate::state::{now_unix, Account, Shared, State};
 use crate::tool_calls::{function_call_events, plan};
@@ -161,43 +162,103 @@ pub(crate) async fn responses(
         Ok(id) => id,
         Err(r) => return rejection_response(&r),
     };
+    let (request, limit_headers) =
+        match check_request(&mut state, &account_id, parsed, now, deferred.as_ref()) {
+            Ok(r) => r,
+            Err(resp) => return *resp,
+        };
+    let events = stream_events(
+        &mut state,
+        &account_id,
+        &request,
+        deferred.as_ref(),
+        body.len(),
+        now,
+    );
+    let gate = state.gate.clone();
+    let omit_content_type = state.cfg.omit_sse_content_type;
+    drop(state);
+
+    let mut resp = Response::new(spawn_stream(shared.clone(), events, gate));
+    let h = resp.headers_mut();
+    if !omit_content_type {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        );
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(&format!("req_{}", uuid::Uuid::new_v4().simple())) {
+        h.insert(HeaderName::from_static("x-request-id"), v);
+    }
+    add_headers(&mut resp, limit_headers);
+    resp
+}
+
+type LimitHeaders = Vec<(&'static str, String)>;
+
+/// The backend's request checks, the account's limit and carried reasoning; what the answer
+/// needs (the request, the account's rate-limit headers), or the refusal.
+fn check_request(
+    state: &mut State,
+    account_id: &str,
+    parsed: Option<Value>,
+    now: i64,
+    deferred: Option<&Deferred>,
+) -> Result<(Value, LimitHeaders), Box<Response>> {
     // The ChatGPT backend's own request checks (FastAPI-style `detail` bodies, as observed by
     // third-party clients): it only streams, and never stores.
     let Some(request) = parsed.filter(Value::is_object) else {
-        return detail(400, "Request body must be a JSON object.");
+        return Err(Box::new(detail(400, "Request body must be a JSON object.")));
     };
     if request.get("stream") != Some(&Value::Bool(true)) {
-        return detail(400, "Stream must be set to true");
+        return Err(Box::new(detail(400, "Stream must be set to true")));
     }
     if request.get("store") == Some(&Value::Bool(true)) {
-        return detail(400, "Store must be set to false");
+        return Err(Box::new(detail(400, "Store must be set to false")));
     }
-    if let Some(resp) = limit_check(&state, &account_id, now) {
-        return resp;
+    if let Some(resp) = limit_check(state, account_id, now) {
+        return Err(Box::new(resp));
     }
-    let Some(account) = state.accounts.get(&account_id) else {
-        return detail(401, "Unauthorized");
+    let Some(account) = state.accounts.get(account_id) else {
+        return Err(Box::new(detail(401, "Unauthorized")));
     };
     let limit_headers = rate_limit_headers(account, now);
-    if let Some(Deferred::InvalidEncryptedContent(shape)) = &deferred {
+    if let Some(Deferred::InvalidEncryptedContent(shape)) = deferred {
         state.counters.encrypted_content_rejected += 1;
         let ct = encrypted::carried(&request)
             .into_iter()
             .next()
             .map_or_else(|| "gAAAAAinjected==".to_string(), |c| c.3);
-        return json_response(400, &encrypted::rejection(*shape, &ct, "rs_injected"));
+        return Err(Box::new(json_response(
+            400,
+            &encrypted::rejection(*shape, &ct, "rs_injected"),
+        )));
     }
-    if let Some(resp) = verify_carried(&mut state, &account_id, &request) {
-        return resp;
+    if let Some(resp) = verify_carried(state, account_id, &request) {
+        return Err(Box::new(resp));
     }
-    state.counters.account(&account_id).responses_calls += 1;
+    state.counters.account(account_id).responses_calls += 1;
 
+    Ok((request, limit_headers))
+}
+
+/// The SSE events of the answer: a scripted failure, a function call or text, with a
+/// reasoning item when the request asks for one.
+fn stream_events(
+    state: &mut State,
+    account_id: &str,
+    request: &Value,
+    deferred: Option<&Deferred>,
+    body_len: usize,
+    now: i64,
+) -> Vec<SseEvent> {
     let response_id = format!("resp_{}", uuid::Uuid::new_v4().simple());
     let model = request
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or("gpt-5-codex");
-    let (call, text) = plan(&request, &state.cfg.responses_text);
+    let (call, text) = plan(request, &state.cfg.responses_text);
     let item_id = match call {
         Some(_) => format!("fc_{}", uuid::Uuid::new_v4().simple()),
         None => format!("msg_{}", uuid::Uuid::new_v4().simple()),
@@ -208,10 +269,10 @@ pub(crate) async fn responses(
         model,
         text: &text,
         n_deltas: state.cfg.stream_deltas,
-        input_tokens: (body.len() as u64 / 4).max(1),
+        input_tokens: (body_len as u64 / 4).max(1),
         created_at: now,
     };
-    let events = match (&deferred, &call) {
+    let events = match (deferred, &call) {
         (
             Some(Deferred::StreamFailed {
                 code,
@@ -236,8 +297,8 @@ pub(crate) async fn responses(
         (_, None) => response_events(&script),
     };
     let failed = matches!(deferred, Some(Deferred::StreamFailed { .. }));
-    let events = if encrypted::wants_reasoning(&request) && !failed {
-        let ct = mint_for(&mut state, &account_id, now);
+    if encrypted::wants_reasoning(request) && !failed {
+        let ct = mint_for(state, account_id, now);
         let id = format!("rs_{}", uuid::Uuid::new_v4().simple());
         with_reasoning(
             events,
@@ -249,25 +310,7 @@ pub(crate) async fn responses(
         )
     } else {
         events
-    };
-    let gate = state.gate.clone();
-    let omit_content_type = state.cfg.omit_sse_content_type;
-    drop(state);
-
-    let mut resp = Response::new(spawn_stream(shared.clone(), events, gate));
-    let h = resp.headers_mut();
-    if !omit_content_type {
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream; charset=utf-8"),
-        );
     }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Ok(v) = HeaderValue::from_str(&format!("req_{}", uuid::Uuid::new_v4().simple())) {
-        h.insert(HeaderName::from_static("x-request-id"), v);
-    }
-    add_headers(&mut resp, limit_headers);
-    resp
 }
 
 /// A limited account answers 429 `usage_limit_reached` (with its reset) to every call.

@@ -1,0 +1,207 @@
+//! The overhead cells: payloads, the sides compared, one measured cell.
+
+use super::*;
+
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Payload {
+    Small,
+    Sse,
+    /// The same 200-event body from a static nginx upstream: the fake spends ≈ 7 µs per SSE
+    /// event, which makes it the bottleneck of the SSE rows at c ≥ 16 on a small machine.
+    SseStatic,
+    /// A Codex-sized turn (≈ 80 KB: instructions, tools, history) to the static upstream: what
+    /// the proxy does with a real request body (buffer it, read the conversation key, resend it).
+    Turn80k,
+}
+
+pub(crate) const PAYLOADS: [Payload; 4] = [
+    Payload::Small,
+    Payload::Sse,
+    Payload::SseStatic,
+    Payload::Turn80k,
+];
+
+impl Payload {
+    /// Served by the static nginx upstream (else by the fake).
+    pub(crate) fn static_upstream(self) -> bool {
+        matches!(self, Payload::SseStatic | Payload::Turn80k)
+    }
+}
+
+/// A request body shaped like a Codex CLI turn, ≈ 80 KB.
+pub(crate) fn codex_turn_body() -> String {
+    let input: Vec<Value> = (0..130)
+        .map(|i| {
+            json!({"type": "message", "role": "user", "content": [{"type": "input_text",
+                   "text": format!("lorem ipsum dolor sit amet, consectetur adipiscing elit {i}. ").repeat(8)}]})
+        })
+        .collect();
+    let tools: Vec<Value> = (0..10)
+        .map(|i| {
+            json!({"type": "function", "name": format!("shell{i}"),
+                   "description": "run a command ".repeat(20),
+                   "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}}})
+        })
+        .collect();
+    json!({"model": "gpt-5.5", "instructions": "You are Codex. ".repeat(300), "stream": true,
+           "store": false, "prompt_cache_key": "bench-conversation", "input": input, "tools": tools})
+    .to_string()
+}
+
+impl Payload {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Payload::Small => "small JSON (GET /models)",
+            Payload::Sse => "SSE, 200 events (POST /responses), fake upstream",
+            Payload::SseStatic => {
+                "the same 200-event SSE body from a static nginx upstream (one write, no per-event work)"
+            }
+            Payload::Turn80k => {
+                "sse-static with an ≈ 80 KB Codex-like request body (instructions, tools, history)"
+            }
+        }
+    }
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Payload::Small => "small",
+            Payload::Sse => "sse200",
+            Payload::SseStatic => "sse-static",
+            Payload::Turn80k => "turn-80k",
+        }
+    }
+}
+
+pub(crate) struct Side<'a> {
+    pub(crate) name: &'static str,
+    /// Which payloads this side serves: the fake's (small, sse200) or the static upstream's.
+    pub(crate) static_upstream: bool,
+    pub(crate) base: String,
+    pub(crate) headers: Vec<(String, String)>,
+    /// Processes whose CPU the run is charged to (besides the fake).
+    pub(crate) pids: Box<dyn Fn() -> Vec<u32> + 'a>,
+}
+
+pub(crate) fn spec(o: &Opts, side: &Side, payload: Payload, c: usize) -> Spec {
+    let (method, path, body) = match payload {
+        Payload::Small => (Method::GET, MODELS_PATH, Bytes::new()),
+        Payload::Sse | Payload::SseStatic => (
+            Method::POST,
+            RESPONSES_PATH,
+            Bytes::from(
+                json!({"model": "gpt-5.5", "instructions": "bench", "stream": true, "store": false,
+                       "input": [{"type": "message", "role": "user",
+                                  "content": [{"type": "input_text", "text": "hello"}]}]})
+                .to_string(),
+            ),
+        ),
+        Payload::Turn80k => (Method::POST, RESPONSES_PATH, Bytes::from(codex_turn_body())),
+    };
+    let mut headers = side.headers.clone();
+    if payload != Payload::Small {
+        headers.push(("content-type".into(), "application/json".into()));
+        headers.push(("accept".into(), "text/event-stream".into()));
+    }
+    Spec {
+        url: format!("{}{path}", side.base),
+        method,
+        headers,
+        body,
+        concurrency: c,
+        warmup: Duration::from_secs_f64(o.warmup),
+        duration: Duration::from_secs_f64(o.secs),
+        rate: None,
+        expect_status: 200,
+    }
+}
+
+/// One request through `side`: 200, and the SSE stream has all its events.
+pub(crate) async fn sanity(o: &Opts, side: &Side<'_>, payload: Payload) -> Result<(), String> {
+    let s = spec(o, side, payload, 1);
+    let hdrs: Vec<(&str, &str)> = s
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let (status, body) = loadgen::request(s.method.clone(), &s.url, &hdrs, s.body.clone()).await?;
+    if status != 200 {
+        return Err(format!("{}: HTTP {status}", side.name));
+    }
+    if payload != Payload::Small {
+        let events = String::from_utf8_lossy(&body).matches("\n\n").count();
+        if events != SSE_EVENTS {
+            return Err(format!(
+                "{}: {events} SSE events, expected {SSE_EVENTS}",
+                side.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize, Clone)]
+pub(crate) struct Cell {
+    pub(crate) side: &'static str,
+    pub(crate) payload: &'static str,
+    pub(crate) report: Report,
+    /// CPU time per request of the upstream (the fake, or the static nginx) and of the proxy
+    /// (µs), from /proc.
+    pub(crate) fake_cpu_us_per_req: f64,
+    pub(crate) proxy_cpu_us_per_req: Option<f64>,
+    /// Peak serve RSS sampled during the run (serve side only).
+    pub(crate) proxy_rss_peak_mb: Option<f64>,
+}
+
+pub(crate) async fn measure(
+    o: &Opts,
+    upstream_pids: &[u32],
+    side: &Side<'_>,
+    payload: Payload,
+    c: usize,
+    serve_pid: Option<u32>,
+) -> Cell {
+    let tck = clk_tck();
+    let proxy_pids = (side.pids)();
+    let (f0, p0) = (cpu_ticks(upstream_pids), cpu_ticks(&proxy_pids));
+    // Sample serve's RSS while the load runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = serve_pid.map(|pid| {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak: f64 = 0.0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_mb(pid));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            peak
+        })
+    });
+    let report = loadgen::run(&spec(o, side, payload, c))
+        .await
+        .unwrap_or_else(|e| panic!("load run {}: {e}", side.name));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.map(|h| h.join().unwrap_or(0.0));
+    // Ticks cover warm-up too; so do requests counted here (approximately: scale by the window).
+    let total_secs = o.warmup + report.seconds;
+    let reqs = (report.requests as f64 * total_secs / report.seconds).max(1.0);
+    let per = |ticks: u64| ticks as f64 / tck * 1e6 / reqs;
+    let fake_cpu = per(cpu_ticks(upstream_pids).saturating_sub(f0));
+    let proxy_cpu =
+        (!proxy_pids.is_empty()).then(|| per(cpu_ticks(&proxy_pids).saturating_sub(p0)));
+    if report.errors > 0 {
+        eprintln!(
+            "bench: {} {} c={c}: {} errors (first: {:?})",
+            side.name,
+            payload.key(),
+            report.errors,
+            report.first_error
+        );
+    }
+    Cell {
+        side: side.name,
+        payload: payload.key(),
+        report,
+        fake_cpu_us_per_req: fake_cpu,
+        proxy_cpu_us_per_req: proxy_cpu,
+        proxy_rss_peak_mb: peak,
+    }
+}

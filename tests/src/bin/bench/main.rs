@@ -1,0 +1,174 @@
+//! The `make bench` driver. Runs the release `fake-openai`, `codex-vault serve` and (if present)
+//! Debian's nginx side by side in one run, drives them with the in-crate load generator
+//! (`codex_vault_testkit::loadgen`), prints one table and writes `target/bench/results.json`.
+//!
+//! `bench --vault BIN --fake BIN --core BIN [--app BIN] [--secs S] [--warmup S] [--idle-secs S]
+//!        [--accounts N] [--out PATH]`
+//!
+//! Sections: `overhead` (1, 1b), `amp` (2), `scale` (3, 4), `idle` (5: idle wake-ups and the
+//! cross-process pickup); `report` prints them and writes the JSON.
+//!
+//! It must run inside `scripts/keyring-session.sh` (its own D-Bus + gnome-keyring): every vault
+//! it creates lives in a temp dir, never in the user's data or keychain. It never prints a token
+//! or the local key. See README.md § Benchmarks for the method.
+
+mod amp;
+mod idle;
+mod load;
+mod nginx;
+mod overhead;
+mod procs;
+mod report;
+mod rig;
+mod scale;
+
+pub(crate) use amp::*;
+pub(crate) use load::*;
+pub(crate) use nginx::*;
+pub(crate) use overhead::*;
+pub(crate) use procs::*;
+pub(crate) use report::{f, Results};
+pub(crate) use rig::*;
+pub(crate) use scale::*;
+
+use bytes::Bytes;
+use codex_vault_testkit::loadgen::{self, Report, Spec};
+use codex_vault_testkit::IssuedTokens;
+use hyper::Method;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) const SSE_DELTAS: u64 = 192; // + 8 framing events = a 200-event stream
+pub(crate) const SSE_EVENTS: usize = 200;
+pub(crate) const MODELS_PATH: &str = "/backend-api/codex/models?client_version=0.169.0";
+pub(crate) const RESPONSES_PATH: &str = "/backend-api/codex/responses";
+/// The endpoint's switch for the first-byte hold (`codex_vault::endpoint::SETTING_FIRST_BYTE_HOLD`).
+pub(crate) const HOLD_SETTING: &str = "endpoint.first_byte_hold";
+/// Hold on / hold off cells at c=1, alternating which goes first: the difference sought (≤ 0.1 ms)
+/// is below one cell's drift on a shared machine, so it is the median of per-round differences.
+pub(crate) const HOLD_ROUNDS: usize = 4;
+
+pub(crate) struct Opts {
+    pub(crate) vault: PathBuf,
+    pub(crate) fake: PathBuf,
+    pub(crate) core: PathBuf,
+    pub(crate) secs: f64,
+    pub(crate) warmup: f64,
+    pub(crate) idle_secs: f64,
+    /// The desktop app (default features) whose idle core threads are counted.
+    pub(crate) app: PathBuf,
+    pub(crate) accounts: usize,
+    pub(crate) out: PathBuf,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        vault: "target/bench-release/codex-vault".into(),
+        fake: "target/bench-release/fake-openai".into(),
+        core: "target/bench-release/examples/bench_core".into(),
+        secs: 5.0,
+        warmup: 1.0,
+        idle_secs: 60.0,
+        app: "target/debug/codex-vault".into(),
+        accounts: 1000,
+        out: "target/bench/results.json".into(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let v = args.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--vault" => o.vault = v.into(),
+            "--fake" => o.fake = v.into(),
+            "--core" => o.core = v.into(),
+            "--secs" => o.secs = v.parse().expect("--secs"),
+            "--warmup" => o.warmup = v.parse().expect("--warmup"),
+            "--app" => o.app = v.into(),
+            "--idle-secs" => o.idle_secs = v.parse().expect("--idle-secs"),
+            "--accounts" => o.accounts = v.parse().expect("--accounts"),
+            "--out" => o.out = v.into(),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    o
+}
+
+/// The fake, in release, logs off: it must not be what we measure.
+async fn start_fake(o: &Opts, tmp: &Path) -> Fake {
+    let mut cmd = Command::new(&o.fake);
+    cmd.env("RUST_LOG", "warn");
+    let (fake_proc, fake_line, _) =
+        spawn_until_line(cmd, "fake-openai", "http://", &tmp.join("fake.log"));
+    let fake = Fake {
+        base: fake_line.trim().to_string(),
+        proc: fake_proc,
+    };
+    fake.admin(
+        Method::POST,
+        "/settings",
+        json!({"stream_deltas": SSE_DELTAS}),
+    )
+    .await;
+    fake
+}
+
+#[tokio::main]
+async fn main() {
+    let o = opts();
+    for (name, p) in [
+        ("codex-vault", &o.vault),
+        ("fake-openai", &o.fake),
+        ("bench_core", &o.core),
+    ] {
+        assert!(p.exists(), "{name} binary missing at {}", p.display());
+    }
+    assert!(
+        std::env::var_os("CODEX_VAULT_TEST_SESSION").is_some(),
+        "run the bench inside scripts/keyring-session.sh (it never touches your keychain)"
+    );
+    let tmpdir = tempfile::Builder::new()
+        .prefix("codex-vault-bench.")
+        .tempdir()
+        .expect("temp dir");
+    let tmp = tmpdir.path().to_path_buf();
+    let started = Instant::now();
+    let mut notes: Vec<String> = Vec::new();
+    let fake = start_fake(&o, &tmp).await;
+
+    // ---- 1. endpoint overhead, 1b. the first-byte hold
+    let ov = overhead::run(&o, &tmp, &fake, &mut notes).await;
+
+    // ---- 2. refresh amplification
+    eprintln!("bench: refresh amplification");
+    let mut amp = Vec::new();
+    for n in [1usize, 100, 1000] {
+        amp.push(amplification(&o, &tmp, &fake, n).await);
+    }
+    amp.push(process_race(&o, &tmp, &fake, 4).await);
+
+    // ---- 3. scale (also 4. idle footprint with many accounts)
+    eprintln!(
+        "bench: scale ({} accounts; {} s idle window)",
+        o.accounts, o.idle_secs
+    );
+    let scale = scale(&o, &tmp, &fake).await;
+
+    // ---- 5. idle wake-ups and cross-process pickup
+    let idle = idle::run(&o, &tmp, &fake).await;
+    if let Some(why) = idle["app_core"]["skipped"].as_str() {
+        notes.push(format!("app core idle row skipped: {why}"));
+    }
+    drop(fake);
+
+    report::write(&Results {
+        o: &o,
+        started,
+        ov: &ov,
+        amp: &amp,
+        scale: &scale,
+        idle: &idle,
+        notes: &notes,
+    });
+}
