@@ -45,12 +45,13 @@ pub const SETTING_FIRST_BYTE_HOLD: &str = "endpoint.first_byte_hold";
 /// The request body is buffered (so a retry on another account sends the same bytes); capped.
 /// Keyed routes only: the keyless ones have their own, far smaller cap (`keyless`).
 pub const MAX_BODY: usize = 32 * 1024 * 1024;
-const CHANGE_POLL: Duration = Duration::from_millis(500);
 /// A client must have sent a whole request head within this time or its connection is closed:
 /// without it a slowloris client (a header trickled a byte at a time) or a silent connection holds
 /// a socket and a task forever. It bounds the head only (an idle keep-alive connection counts as
 /// waiting for one); request bodies and streamed answers are not limited by it.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Usage figures changed by answers are written at most this often (one batch, never one write
+/// per request), and only after a change: the flush task sleeps until woken.
 const USAGE_FLUSH: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,8 @@ pub struct Shared {
     selector: Mutex<Selector>,
     usage: Mutex<HashMap<String, UsageSnapshot>>,
     dirty_usage: Mutex<HashSet<String>>,
+    /// Wakes the usage flush (see `note_usage`).
+    usage_dirtied: tokio::sync::Notify,
     served: Mutex<HashMap<String, u64>>,
     continuity: Arc<continuity::Continuity>,
     http: reqwest::Client,
@@ -114,6 +117,13 @@ impl Shared {
             Ok(k) => *self.key.write().unwrap_or_else(|e| e.into_inner()) = k,
             Err(e) => tracing::warn!("endpoint cannot reload its key: {e}"),
         }
+    }
+
+    /// Records fresh usage figures for `account_id`; they reach the store in the next flush.
+    fn note_usage(&self, account_id: &str, snap: UsageSnapshot) {
+        lock(&self.usage).insert(account_id.to_string(), snap);
+        lock(&self.dirty_usage).insert(account_id.to_string());
+        self.usage_dirtied.notify_one();
     }
 
     fn key_matches(&self, headers: &axum::http::HeaderMap) -> bool {
@@ -263,12 +273,21 @@ pub async fn start(
         selector: Mutex::new(Selector::default()),
         usage: Mutex::new(HashMap::new()),
         dirty_usage: Mutex::new(HashSet::new()),
+        usage_dirtied: tokio::sync::Notify::new(),
         served: Mutex::new(HashMap::new()),
         continuity: Arc::new(continuity::Continuity::default()),
         http,
         upstream: upstream.trim_end_matches('/').to_string(),
         first_byte_hold,
     });
+    // Subscribed before the accounts are first read: a change landing in between is then
+    // re-read, never taken as already seen.
+    let changes = crate::bus::Bus::global().subscribe();
+    if let Some(dir) = shared.store().path().parent() {
+        if let Err(e) = crate::store::watch_dir(dir) {
+            tracing::warn!("no live updates from other processes: {e}");
+        }
+    }
     shared.reload();
     // Seed usage from the store so selection has figures before the first answer.
     {
@@ -305,7 +324,7 @@ pub async fn start(
             stop_rx.clone(),
         )));
     }
-    tasks.push(tokio::spawn(watch_store(shared.clone())));
+    tasks.push(tokio::spawn(watch_store(shared.clone(), changes)));
     tasks.push(tokio::spawn(flush_usage(shared.clone())));
     tasks.push(tokio::spawn(
         shared.continuity.clone().run_flush(shared.store().clone()),
@@ -324,61 +343,75 @@ pub async fn start(
     })
 }
 
-/// Picks up accounts added, removed or changed by another process within a second: a cheap
-/// `PRAGMA data_version` check, a full reload only when it moved.
-async fn watch_store(shared: Arc<Shared>) {
-    let version = |s: Arc<Shared>| async move {
-        tokio::task::spawn_blocking(move || s.store().data_version().ok())
-            .await
-            .ok()
-            .flatten()
+/// Re-reads accounts and the key when the bus says the store changed (another process's
+/// commit, seen by the store watcher; a change this process reported): no polling.
+async fn watch_store(
+    shared: Arc<Shared>,
+    mut changes: tokio::sync::broadcast::Receiver<crate::bus::CoreEvent>,
+) {
+    use crate::bus::CoreEvent;
+    let relevant = |e: &CoreEvent| {
+        matches!(
+            e,
+            CoreEvent::StoreChanged
+                | CoreEvent::AccountChanged { .. }
+                | CoreEvent::SettingsChanged { .. }
+        )
     };
-    let mut last = version(shared.clone()).await;
-    // The accounts were first read before this baseline: read once more after it, so a commit
-    // that landed in between is not taken as already seen.
+    while crate::bus::next_matching(&mut changes, relevant)
+        .await
+        .is_some()
     {
+        crate::bus::drain(&mut changes);
+        // Forget cached tokens first: a request racing the reload then reads the store anew.
+        shared.tm.forget_all();
         let s = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || s.reload()).await;
-    }
-    loop {
-        tokio::time::sleep(CHANGE_POLL).await;
-        let now = version(shared.clone()).await;
-        if now != last {
-            last = now;
-            // Forget cached tokens first: a request racing the reload then reads the store anew.
-            shared.tm.forget_all();
-            let s = shared.clone();
-            let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+        if let Err(e) = tokio::task::spawn_blocking(move || s.reload()).await {
+            tracing::warn!("endpoint reload task failed: {e}");
         }
     }
 }
 
-/// Usage snapshots reach SQLite at most every few seconds, never one write per request.
+/// Usage snapshots reach SQLite in batches: asleep until an answer changed some, then at most
+/// one write batch every `USAGE_FLUSH`.
 async fn flush_usage(shared: Arc<Shared>) {
     loop {
+        shared.usage_dirtied.notified().await;
         tokio::time::sleep(USAGE_FLUSH).await;
-        let dirty: Vec<(String, String)> = {
-            let ids: Vec<String> = lock(&shared.dirty_usage).drain().collect();
-            let usage = lock(&shared.usage);
-            ids.into_iter()
-                .filter_map(|id| {
-                    let json = serde_json::to_string(usage.get(&id)?).ok()?;
-                    Some((id, json))
-                })
-                .collect()
-        };
-        if dirty.is_empty() {
-            continue;
-        }
-        let s = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            for (id, json) in dirty {
-                if let Err(e) = s.store().set_usage_json(&id, &json) {
-                    tracing::warn!("cannot save usage: {e}");
-                }
+        write_dirty_usage(&shared).await;
+    }
+}
+
+async fn write_dirty_usage(shared: &Arc<Shared>) {
+    let dirty: Vec<(String, String)> = {
+        let ids: Vec<String> = lock(&shared.dirty_usage).drain().collect();
+        let usage = lock(&shared.usage);
+        ids.into_iter()
+            .filter_map(|id| {
+                let json = serde_json::to_string(usage.get(&id)?).ok()?;
+                Some((id, json))
+            })
+            .collect()
+    };
+    if dirty.is_empty() {
+        return;
+    }
+    let s = shared.clone();
+    let failed = tokio::task::spawn_blocking(move || {
+        let mut failed = Vec::new();
+        for (id, json) in dirty {
+            if let Err(e) = s.store().set_usage_json(&id, &json) {
+                tracing::warn!("cannot save usage (kept for the next flush): {e}");
+                failed.push(id);
             }
-        })
-        .await;
+        }
+        failed
+    })
+    .await
+    .unwrap_or_default();
+    if !failed.is_empty() {
+        lock(&shared.dirty_usage).extend(failed);
+        shared.usage_dirtied.notify_one();
     }
 }
 

@@ -419,8 +419,7 @@ pub(crate) async fn send(
         };
         let status = resp.status().as_u16();
         if let Some(u) = usage::from_headers(resp.headers()) {
-            lock(&shared.usage).insert(id.clone(), u);
-            lock(&shared.dirty_usage).insert(id.clone());
+            shared.note_usage(&id, u);
         }
         match status {
             401 => {
@@ -547,6 +546,7 @@ pub(crate) async fn send(
                     }
                 }
                 *lock(&shared.served).entry(id.clone()).or_default() += 1;
+                crate::bus::publish(crate::bus::CoreEvent::EndpointChanged);
                 if ok && posted {
                     note_served(&shared, conv.as_deref(), &id, &passed_over, &summary_lost);
                 }

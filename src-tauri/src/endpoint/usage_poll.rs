@@ -105,8 +105,7 @@ pub async fn run(shared: Arc<Shared>, usage_url: String) {
                     let Some((snap, reached)) = parse(&body) else {
                         continue;
                     };
-                    lock(&shared.usage).insert(a.id.clone(), snap);
-                    lock(&shared.dirty_usage).insert(a.id.clone());
+                    shared.note_usage(&a.id, snap);
                     if limited && !reached {
                         lock(&shared.selector).rate_limited.remove(&a.id);
                         let (s, id) = (shared.clone(), a.id.clone());

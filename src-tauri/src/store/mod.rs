@@ -17,7 +17,7 @@ pub use broker::{
 pub use continuity::{AffinityRow, ContinuityBatch, ContinuityBounds, MintedRow};
 pub use events::{import_source_detail, Event};
 pub use refresh::{Intent, Rotation};
-pub use watch::StoreWatch;
+pub use watch::{watch_dir, StoreWatch};
 
 use crate::fsutil;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
