@@ -98,7 +98,10 @@ mod tests {
         next_matching(&mut rx, |e| *e == CoreEvent::StoreChanged)
             .await
             .unwrap();
-        assert!(rx.try_recv().is_err(), "the earlier event was skipped, not kept");
+        assert!(
+            rx.try_recv().is_err(),
+            "the earlier event was skipped, not kept"
+        );
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod error;
 pub mod failpoint;
 pub mod fsutil;
+pub mod health;
 pub mod listeners;
 pub mod loopback;
 pub mod oauth;

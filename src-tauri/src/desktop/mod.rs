@@ -7,11 +7,11 @@ mod prefs;
 mod tray;
 
 use crate::accounts::Service;
+use crate::bus::{Bus, CoreEvent};
 use crate::endpoint::ctl::EndpointControl;
 use crate::error::ErrorBody;
 use crate::oauth::login::LoginCanceller;
 use crate::refresh::TokenManager;
-use crate::bus::{Bus, CoreEvent};
 use events::FrontendEvent;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -267,10 +267,7 @@ fn relay(
             }
         }
     }
-    refresh_tray(
-        app,
-        running.or(last_endpoint.as_ref().map(|s| s.running)),
-    );
+    refresh_tray(app, running.or(last_endpoint.as_ref().map(|s| s.running)));
 }
 
 /// Puts the window where the user left it, and shows it unless it should start in the tray.

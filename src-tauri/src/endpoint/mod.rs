@@ -73,6 +73,8 @@ impl EndpointError {
 
 pub struct Shared {
     tm: TokenManager,
+    /// Where this endpoint reports what it learns about accounts (limits, dead sign-ins, usage).
+    health: crate::health::Health,
     service: Arc<Service>,
     key: RwLock<Secret>,
     accounts: RwLock<Arc<Vec<Account>>>,
@@ -154,6 +156,22 @@ impl Shared {
             .collect();
         crate::refresh::overlay_held(&mut views);
         views
+    }
+}
+
+/// Health's writes in this process reach the snapshot the selector and `/v1/accounts` read
+/// before the write call returns (no reload, no waiting for the store watcher).
+impl crate::health::AccountSink for Shared {
+    fn account_written(&self, store_id: &str, account: &Account) {
+        if store_id != self.store().store_id() {
+            return;
+        }
+        let mut guard = self.accounts.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = guard.iter().position(|a| a.id == account.id) {
+            let mut next = (**guard).clone();
+            next[i] = account.clone();
+            *guard = Arc::new(next);
+        }
     }
 }
 
@@ -267,6 +285,7 @@ pub async fn start(
     }
     let shared = Arc::new(Shared {
         tm,
+        health: crate::health::Health::new(service.store().clone()),
         service,
         key: RwLock::new(key),
         accounts: RwLock::new(Arc::new(Vec::new())),
@@ -280,6 +299,9 @@ pub async fn start(
         upstream: upstream.trim_end_matches('/').to_string(),
         first_byte_hold,
     });
+    crate::health::register_view(
+        Arc::downgrade(&shared) as std::sync::Weak<dyn crate::health::AccountSink>
+    );
     // Subscribed before the accounts are first read: a change landing in between is then
     // re-read, never taken as already seen.
     let changes = crate::bus::Bus::global().subscribe();
@@ -400,7 +422,7 @@ async fn write_dirty_usage(shared: &Arc<Shared>) {
     let failed = tokio::task::spawn_blocking(move || {
         let mut failed = Vec::new();
         for (id, json) in dirty {
-            if let Err(e) = s.store().set_usage_json(&id, &json) {
+            if let Err(e) = s.health.usage(&id, &json) {
                 tracing::warn!("cannot save usage (kept for the next flush): {e}");
                 failed.push(id);
             }

@@ -450,13 +450,13 @@ pub(crate) async fn send(
                     http_status: Some(401),
                     at: now_ms(),
                 };
-                let (s, gen, aid) = (shared.clone(), token.generation, id.clone());
-                let _ = tokio::task::spawn_blocking(move || {
-                    let _ = s.store().mark_terminal(&aid, gen, &reason);
-                    // Our own write does not move data_version for us: reload explicitly.
-                    s.reload();
-                })
-                .await;
+                let (health, gen, aid) = (shared.health.clone(), token.generation, id.clone());
+                // Health applies the verdict to this endpoint's view before it returns.
+                report(
+                    &id,
+                    tokio::task::spawn_blocking(move || health.mark_terminal(&aid, gen, &reason))
+                        .await,
+                );
                 excluded.insert(id.clone());
                 passed_over.insert(id, "needs sign-in");
                 last_failure = Some(Sent::Answer(passthrough(401, &h, b.into())));
@@ -572,12 +572,26 @@ async fn mark_limited(shared: &Arc<Shared>, id: &str, until: i64) {
     lock(&shared.selector)
         .rate_limited
         .insert(id.to_string(), until);
-    let (s, aid) = (shared.clone(), id.to_string());
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = s.store().set_rate_limited(&aid, until);
-        s.reload();
-    })
-    .await;
+    let (h, aid) = (shared.health.clone(), id.to_string());
+    report(
+        id,
+        tokio::task::spawn_blocking(move || h.rate_limited(&aid, until)).await,
+    );
+}
+
+/// A health write that failed (after health's own retries) is said, never dropped silently;
+/// the request goes on with what this process knows in memory.
+pub(super) fn report<T>(
+    account_id: &str,
+    r: Result<Result<T, crate::store::StoreError>, tokio::task::JoinError>,
+) {
+    match r {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::error!(account = %account_id, code = e.code(), "account health not saved: {e}")
+        }
+        Err(e) => tracing::error!(account = %account_id, "account health write task failed: {e}"),
+    }
 }
 
 /// Bookkeeping after an answer began: the conversation's account, and the account events for a

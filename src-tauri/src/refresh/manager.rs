@@ -830,7 +830,7 @@ impl Inner {
                     if !ambiguous {
                         store.clear_intent(&id, generation)?;
                     }
-                    store.set_last_error(&id, generation, &msg)
+                    crate::health::Health::new(store).note_refresh_problem(&id, generation, &msg)
                 })
                 .await?;
                 Err(RefreshError::Transient {
@@ -1124,7 +1124,9 @@ impl Inner {
             snap.account.generation,
             reason.clone(),
         );
-        let marked = blocking(move || store.mark_terminal(&id, generation, &r)).await?;
+        let marked =
+            blocking(move || crate::health::Health::new(store).mark_terminal(&id, generation, &r))
+                .await?;
         if marked {
             tracing::warn!(account = %snap.account.id, code = %reason.code, "account needs sign-in");
             return Err(RefreshError::Terminal {

@@ -7,11 +7,11 @@
 use super::manager::{RefreshError, TokenManager};
 use super::plan::{plan, LeadSettings, SETTING_FRACTION, SETTING_MAX_SECS, SETTING_MIN_SECS};
 use crate::account::now_ms;
+use crate::bus::CoreEvent;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use crate::bus::CoreEvent;
 use tokio::sync::{broadcast, Notify, Semaphore};
 
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -147,7 +147,9 @@ async fn run(
 fn replans(e: &CoreEvent) -> bool {
     matches!(
         e,
-        CoreEvent::StoreChanged | CoreEvent::AccountChanged { .. } | CoreEvent::SettingsChanged { .. }
+        CoreEvent::StoreChanged
+            | CoreEvent::AccountChanged { .. }
+            | CoreEvent::SettingsChanged { .. }
     )
 }
 
