@@ -16,6 +16,7 @@ pub mod loopback;
 pub mod oauth;
 pub mod paths;
 pub mod refresh;
+pub mod runtime;
 pub mod secret;
 pub mod serve;
 pub mod store;

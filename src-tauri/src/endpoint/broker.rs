@@ -19,8 +19,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// A caller holding the refresh token a sibling redeemed less than this long ago is handed the
@@ -245,23 +244,14 @@ fn unavailable(e: &dyn std::fmt::Display) -> Response {
     no_store((StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response())
 }
 
-fn forward_client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(crate::oauth::client::REQUEST_TIMEOUT)
-            // Transparent means transparent: a redirect is the client's to follow, not ours.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("HTTP client builds with rustls")
-    })
-}
-
 /// Sends the request on to the issuer byte for byte and returns its answer unchanged (status,
 /// body, content type, cache control).
 async fn forward(url: &str, headers: &HeaderMap, body: Bytes) -> Result<Response, BrokerError> {
-    let mut req = forward_client().post(url).body(body);
+    // The shared client never follows a redirect: a transparent forward passes it on.
+    let mut req = crate::runtime::upstream_http()
+        .post(url)
+        .timeout(crate::oauth::client::REQUEST_TIMEOUT)
+        .body(body);
     for name in [header::CONTENT_TYPE, header::ACCEPT, header::USER_AGENT] {
         if let Some(v) = headers.get(&name) {
             req = req.header(name, v.clone());

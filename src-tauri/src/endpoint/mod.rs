@@ -263,11 +263,7 @@ pub async fn start(
         port,
         detail: e.to_string(),
     })?;
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(15))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build()
-        .expect("HTTP client builds with rustls");
+    let http = crate::runtime::upstream_http();
     let first_byte_hold = !matches!(
         service
             .store()
