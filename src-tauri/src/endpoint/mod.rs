@@ -7,6 +7,7 @@ pub mod broker;
 pub mod chat;
 pub mod continuity;
 pub mod ctl;
+mod failover;
 pub mod guard;
 pub mod keyless;
 mod port_holder;
@@ -239,62 +240,13 @@ pub async fn start(
     port: u16,
     upstream: String,
 ) -> Result<Endpoint, EndpointError> {
-    let v4 = match tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
-        Ok(l) => l,
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            return Err(EndpointError::PortInUse {
-                port,
-                holder: port_holder::describe(port).unwrap_or_default(),
-            })
-        }
-        Err(e) => {
-            return Err(EndpointError::Bind {
-                port,
-                detail: e.to_string(),
-            })
-        }
-    };
+    let (v4, v6) = bind(port).await?;
     let port = v4.local_addr().map(|a| a.port()).unwrap_or(port);
-    // ::1 on the same port where the machine has IPv6 loopback; its absence is not an error.
-    let v6 = tokio::net::TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port)))
-        .await
-        .ok();
     let key = service.local_api_key().map_err(|e| EndpointError::Bind {
         port,
         detail: e.to_string(),
     })?;
-    let http = crate::runtime::upstream_http();
-    let first_byte_hold = !matches!(
-        service
-            .store()
-            .setting(SETTING_FIRST_BYTE_HOLD)
-            .ok()
-            .flatten()
-            .as_deref()
-            .map(str::trim),
-        Some("off")
-    );
-    if !first_byte_hold {
-        tracing::warn!(
-            "{SETTING_FIRST_BYTE_HOLD} = off: a failure in the stream before any output reaches the client (no failover)"
-        );
-    }
-    let shared = Arc::new(Shared {
-        tm,
-        health: crate::health::Health::new(service.store().clone()),
-        service,
-        key: RwLock::new(key),
-        accounts: RwLock::new(Arc::new(Vec::new())),
-        selector: Mutex::new(Selector::default()),
-        usage: Mutex::new(HashMap::new()),
-        dirty_usage: Mutex::new(HashSet::new()),
-        usage_dirtied: tokio::sync::Notify::new(),
-        served: Mutex::new(HashMap::new()),
-        continuity: Arc::new(continuity::Continuity::default()),
-        http,
-        upstream: upstream.trim_end_matches('/').to_string(),
-        first_byte_hold,
-    });
+    let shared = new_shared(service, tm, key, upstream);
     crate::health::register_view(
         Arc::downgrade(&shared) as std::sync::Weak<dyn crate::health::AccountSink>
     );
@@ -307,27 +259,7 @@ pub async fn start(
         }
     }
     shared.reload();
-    // Seed usage from the store so selection has figures before the first answer.
-    {
-        let mut usage = lock(&shared.usage);
-        for a in shared.accounts().iter() {
-            if let Some(u) = a
-                .usage_json
-                .as_deref()
-                .and_then(|j| serde_json::from_str(j).ok())
-            {
-                usage.insert(a.id.clone(), u);
-            }
-        }
-    }
-    // Conversations and who minted what, as an earlier run left them.
-    {
-        let pairs = shared.continuity.load(shared.store());
-        let mut sel = lock(&shared.selector);
-        for (conv, account) in pairs {
-            sel.stick(&conv, &account);
-        }
-    }
+    seed(&shared);
     let budget = Budget::current();
     let keyless = KeylessLimits::new(budget.keyless);
     let app = router(shared.clone(), keyless.clone());
@@ -359,6 +291,98 @@ pub async fn start(
         tasks,
         stop,
     })
+}
+
+/// 127.0.0.1 on `port` (0: any free one), and ::1 on the same port where the machine has IPv6
+/// loopback (its absence is not an error).
+async fn bind(
+    port: u16,
+) -> Result<(tokio::net::TcpListener, Option<tokio::net::TcpListener>), EndpointError> {
+    let v4 = match tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(EndpointError::PortInUse {
+                port,
+                holder: port_holder::describe(port).unwrap_or_default(),
+            })
+        }
+        Err(e) => {
+            return Err(EndpointError::Bind {
+                port,
+                detail: e.to_string(),
+            })
+        }
+    };
+    let port = v4.local_addr().map(|a| a.port()).unwrap_or(port);
+    let v6 = tokio::net::TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port)))
+        .await
+        .ok();
+    Ok((v4, v6))
+}
+
+fn new_shared(
+    service: Arc<Service>,
+    tm: TokenManager,
+    key: Secret,
+    upstream: String,
+) -> Arc<Shared> {
+    let http = crate::runtime::upstream_http();
+    let first_byte_hold = !matches!(
+        service
+            .store()
+            .setting(SETTING_FIRST_BYTE_HOLD)
+            .ok()
+            .flatten()
+            .as_deref()
+            .map(str::trim),
+        Some("off")
+    );
+    if !first_byte_hold {
+        tracing::warn!(
+            "{SETTING_FIRST_BYTE_HOLD} = off: a failure in the stream before any output reaches the client (no failover)"
+        );
+    }
+    Arc::new(Shared {
+        tm,
+        health: crate::health::Health::new(service.store().clone()),
+        service,
+        key: RwLock::new(key),
+        accounts: RwLock::new(Arc::new(Vec::new())),
+        selector: Mutex::new(Selector::default()),
+        usage: Mutex::new(HashMap::new()),
+        dirty_usage: Mutex::new(HashSet::new()),
+        usage_dirtied: tokio::sync::Notify::new(),
+        served: Mutex::new(HashMap::new()),
+        continuity: Arc::new(continuity::Continuity::default()),
+        http,
+        upstream: upstream.trim_end_matches('/').to_string(),
+        first_byte_hold,
+    })
+}
+
+/// Usage from the store, so selection has figures before the first answer; conversations and
+/// who minted what, as an earlier run left them.
+fn seed(shared: &Shared) {
+    {
+        let mut usage = lock(&shared.usage);
+        for a in shared.accounts().iter() {
+            if let Some(u) = a
+                .usage_json
+                .as_deref()
+                .and_then(|j| serde_json::from_str(j).ok())
+            {
+                usage.insert(a.id.clone(), u);
+            }
+        }
+    }
+    // Conversations and who minted what, as an earlier run left them.
+    {
+        let pairs = shared.continuity.load(shared.store());
+        let mut sel = lock(&shared.selector);
+        for (conv, account) in pairs {
+            sel.stick(&conv, &account);
+        }
+    }
 }
 
 /// Re-reads accounts and the key when the bus says the store changed (another process's
