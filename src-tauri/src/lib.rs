@@ -3,17 +3,20 @@
 
 pub mod account;
 pub mod accounts;
+pub mod bus;
 pub mod cli;
 pub mod codex_writeback;
 pub mod endpoint;
 pub mod error;
 pub mod failpoint;
 pub mod fsutil;
+pub mod health;
 pub mod listeners;
 pub mod loopback;
 pub mod oauth;
 pub mod paths;
 pub mod refresh;
+pub mod runtime;
 pub mod secret;
 pub mod serve;
 pub mod store;

@@ -13,7 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
-const DIR: &str = "endpoints";
+pub(crate) const DIR: &str = "endpoints";
 const SUFFIX: &str = ".lock";
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

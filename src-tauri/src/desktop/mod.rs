@@ -7,11 +7,11 @@ mod prefs;
 mod tray;
 
 use crate::accounts::Service;
+use crate::bus::{Bus, CoreEvent};
 use crate::endpoint::ctl::EndpointControl;
 use crate::error::ErrorBody;
 use crate::oauth::login::LoginCanceller;
 use crate::refresh::TokenManager;
-use crate::store::StoreWatch;
 use events::FrontendEvent;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,20 +21,18 @@ use std::time::Duration;
 use tauri::{AppHandle, Manager, WindowEvent};
 use tray::Tray;
 
-/// How often the watcher asks SQLite whether anything committed (one `PRAGMA data_version`
-/// on its own connection: cheap enough to keep other processes' changes under a second).
-const WATCH_EVERY: Duration = Duration::from_millis(250);
-/// The endpoint's state (served counts, a listener started elsewhere) is compared this often.
-const ENDPOINT_EVERY_TICKS: u32 = 4;
+/// Events arriving together (a burst of requests served, an import's commits) are told to the
+/// window once: after the first, the relay gathers for this long. Only when something happens.
+const COALESCE: Duration = Duration::from_millis(100);
 
 /// What commands reach: the opened service (or why it could not be opened, shown by the UI), the
 /// app's one TokenManager (shared with the scheduler: one single-flight per account), the
 /// endpoint, and the browser sign-in in progress, if any.
 pub struct AppState {
-    pub service: Result<Service, ErrorBody>,
+    pub service: Result<Arc<Service>, ErrorBody>,
     token_manager: Option<TokenManager>,
-    /// The endpoint's own store connection (see `EndpointControl::new`); None when the store
-    /// could not be opened.
+    /// The endpoint (on the app's one store connection: its view follows the bus); None when
+    /// the store could not be opened.
     pub endpoint: Option<Arc<EndpointControl>>,
     /// Where the store lives, for "set aside and start fresh" when it cannot be opened.
     data_dir: Option<PathBuf>,
@@ -46,19 +44,12 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(service: Result<Service, ErrorBody>, data_dir: Option<PathBuf>) -> AppState {
-        let token_manager = service.as_ref().ok().map(Service::token_manager);
-        let endpoint = token_manager
-            .clone()
-            .and_then(|tm| match Service::open_default() {
-                Ok(s) => Some(Arc::new(EndpointControl::new(Arc::new(s), tm))),
-                Err(e) => {
-                    tracing::error!(
-                        code = e.code().as_str(),
-                        "the endpoint cannot open the store: {e}"
-                    );
-                    None
-                }
-            });
+        let service = service.map(Arc::new);
+        let token_manager = service.as_deref().ok().map(Service::token_manager);
+        let endpoint = match (&service, &token_manager) {
+            (Ok(s), Some(tm)) => Some(Arc::new(EndpointControl::new(s.clone(), tm.clone()))),
+            _ => None,
+        };
         AppState {
             service,
             token_manager,
@@ -75,7 +66,7 @@ impl AppState {
     }
 
     pub fn service(&self) -> Result<&Service, ErrorBody> {
-        self.service.as_ref().map_err(Clone::clone)
+        self.service.as_deref().map_err(Clone::clone)
     }
 
     pub fn token_manager(&self) -> Result<&TokenManager, ErrorBody> {
@@ -200,51 +191,85 @@ fn refresh_tray(app: &AppHandle, running: Option<bool>) {
     tray.show(&summary, running);
 }
 
-/// Announces every commit to the store — from this app's refreshes, the CLI, `serve` — within a
-/// tick, and the endpoint's state when it changed. Runs on its own thread: a blocking SQLite
-/// read every tick has no business on the async runtime.
-fn spawn_watcher(app: AppHandle, data_dir: PathBuf) {
+/// What one batch of bus events asks of the window and the tray.
+#[derive(Default)]
+struct Wanted {
+    accounts: bool,
+    endpoint: bool,
+}
+
+impl Wanted {
+    fn add(&mut self, event: Option<&CoreEvent>) {
+        match event {
+            Some(CoreEvent::EndpointChanged | CoreEvent::SettingsChanged { .. }) => {
+                self.endpoint = true
+            }
+            Some(
+                CoreEvent::StoreChanged | CoreEvent::AccountChanged { .. } | CoreEvent::HeldChanged,
+            ) => self.accounts = true,
+            // Lagged: something was missed, tell everything.
+            None => (self.accounts, self.endpoint) = (true, true),
+        }
+    }
+}
+
+/// Relays the bus to the window and the tray: commits to the store (this app's refreshes and
+/// commands, the CLI, `serve` — the store watcher sees other processes'), held rotations, the
+/// endpoint's state. Asleep until an event arrives; its own thread, since the tray's refresh
+/// reads the store.
+fn spawn_event_relay(app: AppHandle, data_dir: PathBuf) {
+    let mut rx = Bus::global().subscribe();
+    if let Err(e) = crate::store::watch_dir(&data_dir) {
+        tracing::warn!("no live updates from other processes: {e}");
+    }
     let spawned = std::thread::Builder::new()
-        .name("store-watch".into())
+        .name("vault-ui-events".into())
         .spawn(move || {
-            let mut watch = match StoreWatch::open(&data_dir) {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::warn!("no live updates from other processes: {e}");
-                    return;
-                }
-            };
+            use tokio::sync::broadcast::error::{RecvError, TryRecvError};
             let mut last_endpoint = None;
-            let mut last_held = crate::refresh::held_version();
-            for tick in 0u32.. {
-                std::thread::sleep(WATCH_EVERY);
-                let held = crate::refresh::held_version();
-                let accounts_moved = watch.changed().unwrap_or(false) || held != last_held;
-                last_held = held;
-                if accounts_moved {
-                    events::emit(&app, FrontendEvent::AccountsChanged { account_id: None });
+            loop {
+                let mut wanted = Wanted::default();
+                match rx.blocking_recv() {
+                    Ok(e) => wanted.add(Some(&e)),
+                    Err(RecvError::Lagged(_)) => wanted.add(None),
+                    Err(RecvError::Closed) => return,
                 }
-                let state = app.state::<AppState>();
-                let mut running = None;
-                if let Some(ctl) = state.endpoint.as_ref() {
-                    if tick % ENDPOINT_EVERY_TICKS == 0 || accounts_moved {
-                        if let Ok(status) = tauri::async_runtime::block_on(ctl.status()) {
-                            running = Some(status.running);
-                            if last_endpoint.as_ref() != Some(&status) {
-                                last_endpoint = Some(status.clone());
-                                events::emit(&app, FrontendEvent::EndpointChanged(status));
-                            }
-                        }
+                std::thread::sleep(COALESCE);
+                loop {
+                    match rx.try_recv() {
+                        Ok(e) => wanted.add(Some(&e)),
+                        Err(TryRecvError::Lagged(_)) => wanted.add(None),
+                        Err(_) => break,
                     }
                 }
-                if accounts_moved || running.is_some() {
-                    refresh_tray(&app, running.or(last_endpoint.as_ref().map(|s| s.running)));
-                }
+                relay(&app, &wanted, &mut last_endpoint);
             }
         });
     if let Err(e) = spawned {
-        tracing::warn!("no live updates: cannot start the watcher thread: {e}");
+        tracing::warn!("no live updates: cannot start the event relay thread: {e}");
     }
+}
+
+fn relay(
+    app: &AppHandle,
+    wanted: &Wanted,
+    last_endpoint: &mut Option<crate::endpoint::ctl::EndpointStatus>,
+) {
+    if wanted.accounts {
+        events::emit(app, FrontendEvent::AccountsChanged { account_id: None });
+    }
+    let state = app.state::<AppState>();
+    let mut running = None;
+    if let Some(ctl) = state.endpoint.as_ref().filter(|_| wanted.endpoint) {
+        if let Ok(status) = tauri::async_runtime::block_on(ctl.status()) {
+            running = Some(status.running);
+            if last_endpoint.as_ref() != Some(&status) {
+                *last_endpoint = Some(status.clone());
+                events::emit(app, FrontendEvent::EndpointChanged(status));
+            }
+        }
+    }
+    refresh_tray(app, running.or(last_endpoint.as_ref().map(|s| s.running)));
 }
 
 /// Puts the window where the user left it, and shows it unless it should start in the tray.
@@ -372,7 +397,7 @@ pub fn run(autostarted: bool) -> ExitCode {
                 // Held for the life of the app (dropping it stops the scheduler).
                 std::future::pending::<()>().await;
             });
-            spawn_watcher(handle, dir);
+            spawn_event_relay(handle, dir);
             Ok(())
         })
         .on_window_event(|window, event| {

@@ -59,8 +59,8 @@ fn port_setting_error(port: u16) -> AppError {
 }
 
 impl EndpointControl {
-    /// `service` should be a connection of its own (not the UI's): the endpoint's change watch
-    /// only sees commits made on other connections.
+    /// `service` may be the app's own: the endpoint's view follows the bus, which carries this
+    /// process's changes as well as other processes' (the store watcher).
     pub fn new(service: Arc<Service>, tm: TokenManager) -> EndpointControl {
         EndpointControl {
             service,
@@ -75,6 +75,13 @@ impl EndpointControl {
     pub async fn status(&self) -> Result<EndpointStatus, AppError> {
         let slot = self.slot.lock().await;
         self.status_of(&slot)
+    }
+
+    /// The state after a change (started, stopped, moved, new key), told to the bus first: the
+    /// window and the tray follow the bus.
+    fn changed(&self, slot: &Slot) -> Result<EndpointStatus, AppError> {
+        crate::bus::publish(crate::bus::CoreEvent::EndpointChanged);
+        self.status_of(slot)
     }
 
     fn status_of(&self, slot: &Slot) -> Result<EndpointStatus, AppError> {
@@ -130,7 +137,7 @@ impl EndpointControl {
                 }
             }
         }
-        self.status_of(&slot)
+        self.changed(&slot)
     }
 
     pub async fn stop(&self) -> Result<EndpointStatus, AppError> {
@@ -139,7 +146,7 @@ impl EndpointControl {
             drop(running);
         }
         slot.error = None;
-        self.status_of(&slot)
+        self.changed(&slot)
     }
 
     /// Saves `port` as the endpoint's port. While running, the new listener is bound first and
@@ -163,7 +170,7 @@ impl EndpointControl {
             .store()
             .set_setting(SETTING_PORT, &port.to_string())?;
         slot.error = None;
-        self.status_of(&slot)
+        self.changed(&slot)
     }
 
     /// The key itself, for an explicit reveal or copy.
@@ -178,6 +185,6 @@ impl EndpointControl {
         if let Some(running) = &slot.running {
             running.endpoint.reload();
         }
-        self.status_of(&slot)
+        self.changed(&slot)
     }
 }

@@ -7,11 +7,13 @@ pub mod broker;
 pub mod chat;
 pub mod continuity;
 pub mod ctl;
+mod failover;
 pub mod guard;
 mod http_error;
 pub mod keyless;
 mod port_holder;
 mod proxy;
+mod routes;
 pub mod select;
 pub mod usage;
 pub mod usage_poll;
@@ -22,12 +24,7 @@ use crate::error::ErrorCode;
 use crate::refresh::TokenManager;
 use crate::secret::Secret;
 use crate::store::Store;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use routes::router;
 use select::Selector;
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -48,12 +45,13 @@ pub const SETTING_FIRST_BYTE_HOLD: &str = "endpoint.first_byte_hold";
 /// The request body is buffered (so a retry on another account sends the same bytes); capped.
 /// Keyed routes only: the keyless ones have their own, far smaller cap (`keyless`).
 pub const MAX_BODY: usize = 32 * 1024 * 1024;
-const CHANGE_POLL: Duration = Duration::from_millis(500);
 /// A client must have sent a whole request head within this time or its connection is closed:
 /// without it a slowloris client (a header trickled a byte at a time) or a silent connection holds
 /// a socket and a task forever. It bounds the head only (an idle keep-alive connection counts as
 /// waiting for one); request bodies and streamed answers are not limited by it.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Usage figures changed by answers are written at most this often (one batch, never one write
+/// per request), and only after a change: the flush task sleeps until woken.
 const USAGE_FLUSH: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -75,12 +73,16 @@ impl EndpointError {
 
 pub struct Shared {
     tm: TokenManager,
+    /// Where this endpoint reports what it learns about accounts (limits, dead sign-ins, usage).
+    health: crate::health::Health,
     service: Arc<Service>,
     key: RwLock<Secret>,
     accounts: RwLock<Arc<Vec<Account>>>,
     selector: Mutex<Selector>,
     usage: Mutex<HashMap<String, UsageSnapshot>>,
     dirty_usage: Mutex<HashSet<String>>,
+    /// Wakes the usage flush (see `note_usage`).
+    usage_dirtied: tokio::sync::Notify,
     served: Mutex<HashMap<String, u64>>,
     continuity: Arc<continuity::Continuity>,
     http: reqwest::Client,
@@ -119,6 +121,13 @@ impl Shared {
         }
     }
 
+    /// Records fresh usage figures for `account_id`; they reach the store in the next flush.
+    fn note_usage(&self, account_id: &str, snap: UsageSnapshot) {
+        lock(&self.usage).insert(account_id.to_string(), snap);
+        lock(&self.dirty_usage).insert(account_id.to_string());
+        self.usage_dirtied.notify_one();
+    }
+
     fn key_matches(&self, headers: &axum::http::HeaderMap) -> bool {
         let key = self.key.read().unwrap_or_else(|e| e.into_inner());
         guard::key_matches(headers, key.expose())
@@ -147,6 +156,22 @@ impl Shared {
             .collect();
         crate::refresh::overlay_held(&mut views);
         views
+    }
+}
+
+/// Health's writes in this process reach the snapshot the selector and `/v1/accounts` read
+/// before the write call returns (no reload, no waiting for the store watcher).
+impl crate::health::AccountSink for Shared {
+    fn account_written(&self, store_id: &str, account: &Account) {
+        if store_id != self.store().store_id() {
+            return;
+        }
+        let mut guard = self.accounts.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = guard.iter().position(|a| a.id == account.id) {
+            let mut next = (**guard).clone();
+            next[i] = account.clone();
+            *guard = Arc::new(next);
+        }
     }
 }
 
@@ -214,6 +239,64 @@ pub async fn start(
     port: u16,
     upstream: String,
 ) -> Result<Endpoint, EndpointError> {
+    let (v4, v6) = bind(port).await?;
+    let port = v4.local_addr().map(|a| a.port()).unwrap_or(port);
+    let key = service.local_api_key().map_err(|e| EndpointError::Bind {
+        port,
+        detail: e.to_string(),
+    })?;
+    let shared = new_shared(service, tm, key, upstream);
+    crate::health::register_view(
+        Arc::downgrade(&shared) as std::sync::Weak<dyn crate::health::AccountSink>
+    );
+    // Subscribed before the accounts are first read: a change landing in between is then
+    // re-read, never taken as already seen.
+    let changes = crate::bus::Bus::global().subscribe();
+    if let Some(dir) = shared.store().path().parent() {
+        if let Err(e) = crate::store::watch_dir(dir) {
+            tracing::warn!("no live updates from other processes: {e}");
+        }
+    }
+    shared.reload();
+    seed(&shared);
+    let budget = Budget::current();
+    let keyless = KeylessLimits::new(budget.keyless);
+    let app = router(shared.clone(), keyless.clone());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let slots = Arc::new(tokio::sync::Semaphore::new(budget.connections));
+    let mut tasks = Vec::new();
+    for listener in std::iter::once(v4).chain(v6) {
+        tasks.push(tokio::spawn(accept::serve_listener(
+            listener,
+            app.clone(),
+            slots.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(watch_store(shared.clone(), changes)));
+    tasks.push(tokio::spawn(flush_usage(shared.clone())));
+    tasks.push(tokio::spawn(
+        shared.continuity.clone().run_flush(shared.store().clone()),
+    ));
+    tasks.push(tokio::spawn(usage_poll::run(
+        shared.clone(),
+        crate::refresh::usage_url(&shared.upstream),
+    )));
+    Ok(Endpoint {
+        port,
+        shared,
+        budget,
+        keyless,
+        tasks,
+        stop,
+    })
+}
+
+/// 127.0.0.1 on `port` (0: any free one), and ::1 on the same port where the machine has IPv6
+/// loopback (its absence is not an error).
+async fn bind(
+    port: u16,
+) -> Result<(tokio::net::TcpListener, Option<tokio::net::TcpListener>), EndpointError> {
     let v4 = match tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -230,19 +313,19 @@ pub async fn start(
         }
     };
     let port = v4.local_addr().map(|a| a.port()).unwrap_or(port);
-    // ::1 on the same port where the machine has IPv6 loopback; its absence is not an error.
     let v6 = tokio::net::TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port)))
         .await
         .ok();
-    let key = service.local_api_key().map_err(|e| EndpointError::Bind {
-        port,
-        detail: e.to_string(),
-    })?;
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(15))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build()
-        .expect("HTTP client builds with rustls");
+    Ok((v4, v6))
+}
+
+fn new_shared(
+    service: Arc<Service>,
+    tm: TokenManager,
+    key: Secret,
+    upstream: String,
+) -> Arc<Shared> {
+    let http = crate::runtime::upstream_http();
     let first_byte_hold = !matches!(
         service
             .store()
@@ -258,22 +341,27 @@ pub async fn start(
             "{SETTING_FIRST_BYTE_HOLD} = off: a failure in the stream before any output reaches the client (no failover)"
         );
     }
-    let shared = Arc::new(Shared {
+    Arc::new(Shared {
         tm,
+        health: crate::health::Health::new(service.store().clone()),
         service,
         key: RwLock::new(key),
         accounts: RwLock::new(Arc::new(Vec::new())),
         selector: Mutex::new(Selector::default()),
         usage: Mutex::new(HashMap::new()),
         dirty_usage: Mutex::new(HashSet::new()),
+        usage_dirtied: tokio::sync::Notify::new(),
         served: Mutex::new(HashMap::new()),
         continuity: Arc::new(continuity::Continuity::default()),
         http,
         upstream: upstream.trim_end_matches('/').to_string(),
         first_byte_hold,
-    });
-    shared.reload();
-    // Seed usage from the store so selection has figures before the first answer.
+    })
+}
+
+/// Usage from the store, so selection has figures before the first answer; conversations and
+/// who minted what, as an earlier run left them.
+fn seed(shared: &Shared) {
     {
         let mut usage = lock(&shared.usage);
         for a in shared.accounts().iter() {
@@ -294,218 +382,76 @@ pub async fn start(
             sel.stick(&conv, &account);
         }
     }
-    let budget = Budget::current();
-    let keyless = KeylessLimits::new(budget.keyless);
-    let app = router(shared.clone(), keyless.clone());
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let slots = Arc::new(tokio::sync::Semaphore::new(budget.connections));
-    let mut tasks = Vec::new();
-    for listener in std::iter::once(v4).chain(v6) {
-        tasks.push(tokio::spawn(accept::serve_listener(
-            listener,
-            app.clone(),
-            slots.clone(),
-            stop_rx.clone(),
-        )));
-    }
-    tasks.push(tokio::spawn(watch_store(shared.clone())));
-    tasks.push(tokio::spawn(flush_usage(shared.clone())));
-    tasks.push(tokio::spawn(
-        shared.continuity.clone().run_flush(shared.store().clone()),
-    ));
-    tasks.push(tokio::spawn(usage_poll::run(
-        shared.clone(),
-        crate::refresh::usage_url(&shared.upstream),
-    )));
-    Ok(Endpoint {
-        port,
-        shared,
-        budget,
-        keyless,
-        tasks,
-        stop,
-    })
 }
 
-/// Picks up accounts added, removed or changed by another process within a second: a cheap
-/// `PRAGMA data_version` check, a full reload only when it moved.
-async fn watch_store(shared: Arc<Shared>) {
-    let version = |s: Arc<Shared>| async move {
-        tokio::task::spawn_blocking(move || s.store().data_version().ok())
-            .await
-            .ok()
-            .flatten()
+/// Re-reads accounts and the key when the bus says the store changed (another process's
+/// commit, seen by the store watcher; a change this process reported): no polling.
+async fn watch_store(
+    shared: Arc<Shared>,
+    mut changes: tokio::sync::broadcast::Receiver<crate::bus::CoreEvent>,
+) {
+    use crate::bus::CoreEvent;
+    let relevant = |e: &CoreEvent| {
+        matches!(
+            e,
+            CoreEvent::StoreChanged
+                | CoreEvent::AccountChanged { .. }
+                | CoreEvent::SettingsChanged { .. }
+        )
     };
-    let mut last = version(shared.clone()).await;
-    // The accounts were first read before this baseline: read once more after it, so a commit
-    // that landed in between is not taken as already seen.
+    while crate::bus::next_matching(&mut changes, relevant)
+        .await
+        .is_some()
     {
+        crate::bus::drain(&mut changes);
+        // Forget cached tokens first: a request racing the reload then reads the store anew.
+        shared.tm.forget_all();
         let s = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || s.reload()).await;
-    }
-    loop {
-        tokio::time::sleep(CHANGE_POLL).await;
-        let now = version(shared.clone()).await;
-        if now != last {
-            last = now;
-            // Forget cached tokens first: a request racing the reload then reads the store anew.
-            shared.tm.forget_all();
-            let s = shared.clone();
-            let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+        if let Err(e) = tokio::task::spawn_blocking(move || s.reload()).await {
+            tracing::warn!("endpoint reload task failed: {e}");
         }
     }
 }
 
-/// Usage snapshots reach SQLite at most every few seconds, never one write per request.
+/// Usage snapshots reach SQLite in batches: asleep until an answer changed some, then at most
+/// one write batch every `USAGE_FLUSH`.
 async fn flush_usage(shared: Arc<Shared>) {
     loop {
+        shared.usage_dirtied.notified().await;
         tokio::time::sleep(USAGE_FLUSH).await;
-        let dirty: Vec<(String, String)> = {
-            let ids: Vec<String> = lock(&shared.dirty_usage).drain().collect();
-            let usage = lock(&shared.usage);
-            ids.into_iter()
-                .filter_map(|id| {
-                    let json = serde_json::to_string(usage.get(&id)?).ok()?;
-                    Some((id, json))
-                })
-                .collect()
-        };
-        if dirty.is_empty() {
-            continue;
+        write_dirty_usage(&shared).await;
+    }
+}
+
+async fn write_dirty_usage(shared: &Arc<Shared>) {
+    let dirty: Vec<(String, String)> = {
+        let ids: Vec<String> = lock(&shared.dirty_usage).drain().collect();
+        let usage = lock(&shared.usage);
+        ids.into_iter()
+            .filter_map(|id| {
+                let json = serde_json::to_string(usage.get(&id)?).ok()?;
+                Some((id, json))
+            })
+            .collect()
+    };
+    if dirty.is_empty() {
+        return;
+    }
+    let s = shared.clone();
+    let failed = tokio::task::spawn_blocking(move || {
+        let mut failed = Vec::new();
+        for (id, json) in dirty {
+            if let Err(e) = s.health.usage(&id, &json) {
+                tracing::warn!("cannot save usage (kept for the next flush): {e}");
+                failed.push(id);
+            }
         }
-        let s = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            for (id, json) in dirty {
-                if let Err(e) = s.store().set_usage_json(&id, &json) {
-                    tracing::warn!("cannot save usage: {e}");
-                }
-            }
-        })
-        .await;
+        failed
+    })
+    .await
+    .unwrap_or_default();
+    if !failed.is_empty() {
+        lock(&shared.dirty_usage).extend(failed);
+        shared.usage_dirtied.notify_one();
     }
-}
-
-fn router(shared: Arc<Shared>, limits: KeylessLimits) -> Router {
-    let api = Router::new()
-        .route("/v1/responses", post(proxy::responses))
-        .route("/backend-api/codex/responses", post(proxy::responses))
-        .route("/v1/responses/compact", post(proxy::compact))
-        .route("/backend-api/codex/responses/compact", post(proxy::compact))
-        .route("/v1/chat/completions", post(chat::completions))
-        .route("/v1/models", get(chat::list_models))
-        .route("/backend-api/codex/models", get(proxy::models))
-        .route("/v1/accounts", get(accounts))
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(shared.clone(), require_key));
-    // The refresh broker: no local key (the refresh token is the credential, as upstream), so
-    // bounded apart (body size and time, requests at once); the Host/Origin guard applies too.
-    let keyless = Router::new()
-        .route("/oauth/token", post(broker::token))
-        .route("/oauth/revoke", post(broker::revoke))
-        .route_layer(middleware::from_fn_with_state(limits, keyless::bound));
-    Router::new()
-        .route("/health", get(health))
-        .merge(keyless)
-        .merge(api)
-        .layer(middleware::from_fn(guard_browser))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(shared)
-}
-
-/// Host and Origin first: a rebinding or cross-site request learns nothing, not even 401.
-async fn guard_browser(req: Request, next: Next) -> Response {
-    if !guard::host_allowed(req.headers()) {
-        return error(
-            StatusCode::FORBIDDEN,
-            ErrorCode::HostNotAllowed,
-            "this endpoint answers only requests addressed to 127.0.0.1, localhost or [::1]",
-        );
-    }
-    if guard::has_browser_origin(req.headers()) {
-        return error(
-            StatusCode::FORBIDDEN,
-            ErrorCode::OriginNotAllowed,
-            "browser requests are refused (the request carried an Origin header)",
-        );
-    }
-    next.run(req).await
-}
-
-async fn require_key(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    if !shared.key_matches(req.headers()) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::InvalidLocalKey,
-            "missing or wrong local API key: send `Authorization: Bearer <key>` (see `codex-vault endpoint info`)",
-        );
-    }
-    if req.headers().contains_key(header::UPGRADE) {
-        // Newer Codex CLIs try a WebSocket first; 426 makes them fall back to HTTP streaming.
-        return error(
-            StatusCode::UPGRADE_REQUIRED,
-            ErrorCode::WebsocketNotServed,
-            "this endpoint serves HTTP streaming (SSE) only; retry without Upgrade",
-        );
-    }
-    // A body announced over the limit is refused from its head, before a byte of it is read
-    // (otherwise 32 MiB would be taken in first, or a client announcing more and sending nothing
-    // would hold the connection).
-    let announced = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > MAX_BODY as u64) {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::RequestTooLarge,
-            format!("the request body is over {} MiB", MAX_BODY / (1024 * 1024)),
-        );
-    }
-    next.run(req).await
-}
-
-/// Liveness plus two process counters the benchmark checks from outside (keychain reads stay at
-/// 1, the idle scheduler barely wakes); neither says anything about accounts or secrets.
-async fn health() -> Response {
-    Json(serde_json::json!({
-        "status": "ok",
-        "service": "codex-vault",
-        "version": env!("CARGO_PKG_VERSION"),
-        "process": {
-            "keychain_reads": crate::vault::keychain_reads(),
-            "scheduler_wakeups": crate::refresh::scheduler_wakeups(),
-        },
-    }))
-    .into_response()
-}
-
-async fn accounts(State(shared): State<Arc<Shared>>) -> Response {
-    let recent = shared.continuity.recent_conversations();
-    let views: Vec<serde_json::Value> = shared
-        .views()
-        .into_iter()
-        .map(|v| {
-            let mut j = serde_json::to_value(&v).unwrap_or_default();
-            if let serde_json::Value::Object(m) = &mut j {
-                m.insert(
-                    "conversations".into(),
-                    serde_json::json!({
-                        "served_last_30_min": recent.get(&v.id).copied().unwrap_or(0),
-                        "notes": shared.continuity.notes(&v.id),
-                    }),
-                );
-            }
-            j
-        })
-        .collect();
-    Json(views).into_response()
-}
-
-async fn not_found() -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        ErrorCode::NotFound,
-        "no such route: use /v1/responses, /v1/chat/completions, /v1/models, /v1/accounts or /health",
-    )
 }

@@ -6,19 +6,18 @@
 //! cannot read. Ciphertext another account minted is dropped before a request goes out
 //! (`continuity`). Nothing is retried once a byte reached the client.
 
-use super::continuity::{self, hold, rewrite, scan, tap};
-use super::select::{Request as Pick, SelectError};
-use super::{error, lock, usage, Shared};
-use crate::account::{now_ms, FailureReason};
+pub(super) use super::failover::report;
+pub(crate) use super::failover::send;
+use super::select::SelectError;
+use super::{error, Shared};
+use crate::account::now_ms;
 use crate::error::ErrorCode;
-use crate::oauth::classify::{error_code, error_message};
 use crate::refresh::{AccessToken, RefreshError};
 use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{BoxStream, StreamExt};
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 pub const PIN_HEADER: &str = "x-codex-vault-account";
@@ -107,7 +106,7 @@ fn string_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
 }
 
 /// The conversation a request belongs to: `prompt_cache_key`, else the session header.
-fn conversation(headers: &HeaderMap, body: &[u8]) -> Option<String> {
+pub(super) fn conversation(headers: &HeaderMap, body: &[u8]) -> Option<String> {
     let from_body = serde_json::from_slice::<ConversationKey>(body)
         .ok()
         .and_then(|k| k.prompt_cache_key);
@@ -118,7 +117,7 @@ fn conversation(headers: &HeaderMap, body: &[u8]) -> Option<String> {
     })
 }
 
-fn upstream_request(
+pub(super) fn upstream_request(
     shared: &Shared,
     method: &Method,
     path: &str,
@@ -167,9 +166,9 @@ pub(crate) async fn read_small(resp: impl Into<Upstream>) -> (HeaderMap, Vec<u8>
 /// An upstream answer on its way to the client: status, headers, and the body still streaming
 /// (behind the ciphertext tap, after any head the hold read).
 pub(crate) struct Upstream {
-    status: u16,
-    headers: HeaderMap,
-    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    pub(super) status: u16,
+    pub(super) headers: HeaderMap,
+    pub(super) body: BoxStream<'static, reqwest::Result<Bytes>>,
 }
 
 impl From<reqwest::Response> for Upstream {
@@ -214,7 +213,7 @@ impl Upstream {
     }
 }
 
-fn passthrough(status: u16, headers: &HeaderMap, body: axum::body::Body) -> Response {
+pub(super) fn passthrough(status: u16, headers: &HeaderMap, body: axum::body::Body) -> Response {
     let mut out = Response::new(body);
     *out.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     for (name, value) in headers {
@@ -226,7 +225,7 @@ fn passthrough(status: u16, headers: &HeaderMap, body: axum::body::Body) -> Resp
 }
 
 /// `resets_at` (Unix s) or `resets_in_seconds` of a usage-limit body, as Unix ms.
-fn usage_limit_reset(body: &serde_json::Value) -> Option<i64> {
+pub(super) fn usage_limit_reset(body: &serde_json::Value) -> Option<i64> {
     let e = body.get("error")?;
     if e.get("type").and_then(|t| t.as_str()) != Some("usage_limit_reached") {
         return None;
@@ -269,15 +268,10 @@ pub(crate) enum Sent {
     Answer(Response),
 }
 
-/// Why an account was passed over for this request (for the "conversation moved" event).
-fn moved_reason(label: &str, why: &str) -> String {
-    format!("{label} {why}")
-}
-
 /// True for the backend's refusal of ciphertext the account cannot read, in every shape seen:
 /// `code: "invalid_encrypted_content"`, or `code: null` with the message ("The encrypted content
 /// … could not be verified.").
-fn is_invalid_encrypted_content(body: &[u8]) -> bool {
+pub(super) fn is_invalid_encrypted_content(body: &[u8]) -> bool {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
         return false;
     };
@@ -290,351 +284,7 @@ fn is_invalid_encrypted_content(body: &[u8]) -> bool {
     })
 }
 
-/// The account choice, credential injection, 401 refresh and 429 failover every route shares;
-/// callers decide how to turn the upstream answer into theirs (passthrough, or translation).
-pub(crate) async fn send(
-    shared: Arc<Shared>,
-    method: Method,
-    path: &str,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Sent {
-    let pin = headers
-        .get(PIN_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let posted = method == Method::POST;
-    let compact = path.ends_with("/compact");
-    let cont = shared.continuity.clone();
-    // The ciphertext this body carries, found by a byte scan (no parse) and looked up once.
-    let carried: Vec<scan::Digest> = if posted {
-        let c = scan::carried(&body);
-        if c.needs_parse {
-            rewrite::carried_parsed(&body)
-        } else {
-            c.digests
-        }
-    } else {
-        Vec::new()
-    };
-    let minters = cont.minters(&carried);
-    // A compacted conversation lives on the account holding its summary while that one serves.
-    let compaction_home: Option<Arc<str>> = minters.iter().rev().find_map(|m| match m {
-        Some((a, continuity::Kind::Compaction)) => Some(a.clone()),
-        _ => None,
-    });
-    let mut conv = conversation(&headers, &body);
-    if let Some(home) = &compaction_home {
-        let key = conv.get_or_insert_with(|| {
-            format!(
-                "compaction:{}",
-                hex16(carried.last().copied().unwrap_or_default())
-            )
-        });
-        lock(&shared.selector).stick(key, home);
-    }
-    let mut excluded: HashSet<String> = HashSet::new();
-    let mut refreshed: HashSet<String> = HashSet::new();
-    let mut passed_over: HashMap<String, &'static str> = HashMap::new();
-    let mut last_failure: Option<Sent> = None;
-    // After a 400 for unreadable ciphertext: the same account once more, with only its own.
-    let mut retry_stripped: Option<String> = None;
-    let mut stripped_once = false;
-    let attempts = shared.accounts().len() * 2 + 3;
-    for _ in 0..attempts {
-        let accounts = shared.accounts();
-        let strip_unknown = retry_stripped.is_some();
-        let picked = match retry_stripped.take() {
-            Some(id) => Ok(id),
-            None => {
-                let usage = lock(&shared.usage);
-                let mut selector = lock(&shared.selector);
-                selector.backing_off = shared.tm.backing_off();
-                selector.select(
-                    &accounts,
-                    &usage,
-                    &Pick {
-                        pin: pin.as_deref(),
-                        conversation: conv.as_deref(),
-                        excluded: &excluded,
-                    },
-                    now_ms(),
-                )
-            }
-        };
-        let id = match picked {
-            Ok(id) => id,
-            Err(e) => {
-                return last_failure.unwrap_or_else(|| Sent::Answer(select_error(e)));
-            }
-        };
-        let token = match shared.tm.access_token(&id).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::info!(account = %id, "not usable for this request: {e}");
-                excluded.insert(id.clone());
-                passed_over.insert(id, "could not be used");
-                last_failure = Some(Sent::Answer(refresh_error(&e)));
-                continue;
-            }
-        };
-        // Only what this account minted goes to it: others' ciphertext is dropped whole (and,
-        // after a rejection, ciphertext of unknown origin too). Parsed only when needed.
-        let foreign = minters.iter().any(|m| match m {
-            Some((a, _)) => **a != *id,
-            None => strip_unknown,
-        });
-        let mut summary_lost: Vec<Arc<str>> = Vec::new();
-        let out_body = if foreign {
-            let keep = |d: &scan::Digest| match cont.minter(d) {
-                Some(a) => *a == *id,
-                None => !strip_unknown,
-            };
-            match rewrite::drop_items(&body, keep) {
-                Some((b, dropped)) => {
-                    for d in dropped.iter().filter(|d| d.kind.starts_with("compaction")) {
-                        if let Some(a) = cont.minter(&d.digest) {
-                            summary_lost.push(a);
-                        }
-                    }
-                    tracing::debug!(account = %id, dropped = dropped.len(), "ciphertext of other accounts left out");
-                    Bytes::from(b)
-                }
-                None => body.clone(),
-            }
-        } else {
-            body.clone()
-        };
-        let sent = upstream_request(&shared, &method, path, &headers, &token, &out_body)
-            .send()
-            .await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                return Sent::Answer(error(
-                    StatusCode::BAD_GATEWAY,
-                    ErrorCode::UpstreamUnreachable,
-                    format!("could not reach the Codex backend: {}", e.without_url()),
-                ))
-            }
-        };
-        let status = resp.status().as_u16();
-        if let Some(u) = usage::from_headers(resp.headers()) {
-            lock(&shared.usage).insert(id.clone(), u);
-            lock(&shared.dirty_usage).insert(id.clone());
-        }
-        match status {
-            401 => {
-                let (h, b) = read_small(resp).await;
-                if refreshed.insert(id.clone()) {
-                    // Refresh (single-flight, race-safe) and retry this account once.
-                    match shared.tm.force_refresh(&id, Some(&token)).await {
-                        Ok(_) => {
-                            last_failure = Some(Sent::Answer(passthrough(401, &h, b.into())));
-                            continue;
-                        }
-                        Err(e) => {
-                            excluded.insert(id.clone());
-                            passed_over.insert(id, "could not refresh its sign-in");
-                            last_failure = Some(Sent::Answer(refresh_error(&e)));
-                            continue;
-                        }
-                    }
-                }
-                // Still 401 with a token fresh from the issuer: the session itself was revoked.
-                let json: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
-                let code = error_code(&json).unwrap_or_else(|| "unauthorized".into());
-                let reason = FailureReason {
-                    message: error_message(&json).unwrap_or_else(|| {
-                        "the Codex backend refused a freshly refreshed token: the session was revoked".into()
-                    }),
-                    code,
-                    http_status: Some(401),
-                    at: now_ms(),
-                };
-                let (s, gen, aid) = (shared.clone(), token.generation, id.clone());
-                let _ = tokio::task::spawn_blocking(move || {
-                    let _ = s.store().mark_terminal(&aid, gen, &reason);
-                    // Our own write does not move data_version for us: reload explicitly.
-                    s.reload();
-                })
-                .await;
-                excluded.insert(id.clone());
-                passed_over.insert(id, "needs sign-in");
-                last_failure = Some(Sent::Answer(passthrough(401, &h, b.into())));
-            }
-            429 => {
-                let (h, b) = read_small(resp).await;
-                let json: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
-                match usage_limit_reset(&json) {
-                    Some(until) => {
-                        mark_limited(&shared, &id, until).await;
-                        tracing::info!(account = %id, "usage limit reached; failing over");
-                        excluded.insert(id.clone());
-                        passed_over.insert(id, "hit its limit");
-                        last_failure = None;
-                    }
-                    // Some other 429 (not a usage cap): the client decides what to do.
-                    None => return Sent::Answer(passthrough(429, &h, b.into())),
-                }
-            }
-            400 if posted && !stripped_once && !carried.is_empty() => {
-                let (h, b) = read_small(resp).await;
-                if !is_invalid_encrypted_content(&b) {
-                    return Sent::Answer(passthrough(400, &h, b.into()));
-                }
-                // Ciphertext from before we ran (or one we missed): once more on the same
-                // account, with only what it minted itself. Never a second time.
-                tracing::info!(account = %id, "ciphertext refused; retrying without what it did not mint");
-                stripped_once = true;
-                retry_stripped = Some(id);
-                last_failure = Some(Sent::Answer(passthrough(400, &h, b.into())));
-            }
-            _ => {
-                let ok = (200..300).contains(&status);
-                let mut up: Upstream = resp.into();
-                if ok && posted {
-                    let tap = if compact {
-                        let len = up
-                            .headers
-                            .get(axum::http::header::CONTENT_LENGTH)
-                            .and_then(|v| v.to_str().ok()?.parse().ok());
-                        tap::Tap::json(cont.clone(), &id, len)
-                    } else {
-                        tap::Tap::sse(cont.clone(), &id)
-                    };
-                    let mut tapped = tap::Tapped::new(up.body, tap);
-                    if compact || !shared.first_byte_hold {
-                        up.body = tapped.boxed();
-                    } else {
-                        let held = hold::until_first_output(&mut tapped).await;
-                        let head = futures_util::stream::iter(
-                            (!held.head.is_empty()).then_some(Ok(held.head)),
-                        );
-                        match held.outcome {
-                            hold::Outcome::Pass => {
-                                up.body = head.chain(tapped).boxed();
-                            }
-                            hold::Outcome::Broken(e) => {
-                                up.body = head.chain(futures_util::stream::iter([Err(e)])).boxed();
-                            }
-                            hold::Outcome::Failed(failed) => {
-                                up.body = head.chain(tapped).boxed();
-                                match hold::verdict(&failed) {
-                                    hold::Verdict::UsageLimit { until } => {
-                                        mark_limited(&shared, &id, until).await;
-                                        tracing::info!(account = %id, "usage limit reached in the stream; failing over");
-                                        excluded.insert(id.clone());
-                                        passed_over.insert(id, "hit its limit");
-                                        // When no other account can answer, the client
-                                        // sees this failure as upstream sent it.
-                                        last_failure = Some(Sent::Upstream(up));
-                                        continue;
-                                    }
-                                    hold::Verdict::Busy { until } => {
-                                        lock(&shared.selector)
-                                            .rate_limited
-                                            .insert(id.clone(), until);
-                                        tracing::info!(account = %id, "overloaded in the stream; failing over");
-                                        excluded.insert(id.clone());
-                                        passed_over.insert(id, "was overloaded");
-                                        last_failure = Some(Sent::Upstream(up));
-                                        continue;
-                                    }
-                                    hold::Verdict::PassThrough => {}
-                                }
-                            }
-                        }
-                    }
-                }
-                *lock(&shared.served).entry(id.clone()).or_default() += 1;
-                if ok && posted {
-                    note_served(&shared, conv.as_deref(), &id, &passed_over, &summary_lost);
-                }
-                return Sent::Upstream(up);
-            }
-        }
-    }
-    last_failure.unwrap_or_else(|| {
-        Sent::Answer(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::NoUsableAccount,
-            "no account could answer this request",
-        ))
-    })
-}
-
-fn hex16(d: scan::Digest) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A usage cap (HTTP 429 or in the stream): rate-limited until `until`, in memory and the store.
-async fn mark_limited(shared: &Arc<Shared>, id: &str, until: i64) {
-    lock(&shared.selector)
-        .rate_limited
-        .insert(id.to_string(), until);
-    let (s, aid) = (shared.clone(), id.to_string());
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = s.store().set_rate_limited(&aid, until);
-        s.reload();
-    })
-    .await;
-}
-
-/// Bookkeeping after an answer began: the conversation's account, and the account events for a
-/// conversation that moved or lost its summarised context.
-fn note_served(
-    shared: &Shared,
-    conv: Option<&str>,
-    id: &str,
-    passed_over: &HashMap<String, &'static str>,
-    summary_lost: &[Arc<str>],
-) {
-    let cont = &shared.continuity;
-    let accounts = shared.accounts();
-    let label = |aid: &str| {
-        accounts
-            .iter()
-            .find(|a| a.id == aid)
-            .map_or_else(|| aid.to_string(), |a| a.label.clone())
-    };
-    if let Some(conv) = conv {
-        if let Some(before) = cont.served(conv, id) {
-            let why = passed_over
-                .get(&before)
-                .copied()
-                .unwrap_or("could not serve it");
-            cont.event(
-                id,
-                "conversation_moved",
-                format!(
-                    "conversation moved from {} to {}: {}",
-                    label(&before),
-                    label(id),
-                    moved_reason(&label(&before), why)
-                ),
-                false,
-            );
-        }
-    }
-    let mut told = HashSet::new();
-    for from in summary_lost {
-        if told.insert(from.clone()) {
-            cont.event(
-                id,
-                "context_not_moved",
-                format!(
-                    "earlier context was summarised by account {} and could not move to {}",
-                    label(from),
-                    label(id)
-                ),
-                true,
-            );
-        }
-    }
-}
-
-fn select_error(e: SelectError) -> Response {
+pub(super) fn select_error(e: SelectError) -> Response {
     match e {
         SelectError::UnknownPin(p) => error(
             StatusCode::BAD_REQUEST,
@@ -665,7 +315,7 @@ fn select_error(e: SelectError) -> Response {
     }
 }
 
-fn refresh_error(e: &RefreshError) -> Response {
+pub(super) fn refresh_error(e: &RefreshError) -> Response {
     super::HttpError::from(e).into_response()
 }
 

@@ -105,16 +105,14 @@ pub async fn run(shared: Arc<Shared>, usage_url: String) {
                     let Some((snap, reached)) = parse(&body) else {
                         continue;
                     };
-                    lock(&shared.usage).insert(a.id.clone(), snap);
-                    lock(&shared.dirty_usage).insert(a.id.clone());
+                    shared.note_usage(&a.id, snap);
                     if limited && !reached {
                         lock(&shared.selector).rate_limited.remove(&a.id);
-                        let (s, id) = (shared.clone(), a.id.clone());
-                        let _ = tokio::task::spawn_blocking(move || {
-                            let _ = s.store().clear_rate_limit(&id);
-                            s.reload();
-                        })
-                        .await;
+                        let (h, id) = (shared.health.clone(), a.id.clone());
+                        super::proxy::report(
+                            &a.id,
+                            tokio::task::spawn_blocking(move || h.rate_limit_lifted(&id)).await,
+                        );
                         tracing::info!(account = %a.id, "usage window reset early; selectable again");
                     }
                 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 /// The Codex CLI's public OAuth client (protocol.md § OAuth).
 pub const CLIENT_ID: &str = "app_EMoamEEZ73f0CkXaXp7hrann";
 pub const DEFAULT_ISSUER: &str = "https://auth.openai.com";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const USER_AGENT: &str = concat!("codex-vault/", env!("CARGO_PKG_VERSION"));
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Token answers are a few KiB; anything far larger is not a token answer.
 const MAX_BODY: usize = 256 * 1024;
@@ -118,6 +118,7 @@ pub enum ExchangeError {
 pub struct TokenClient {
     http: reqwest::Client,
     issuer: Issuer,
+    total: Duration,
 }
 
 impl TokenClient {
@@ -125,15 +126,21 @@ impl TokenClient {
         TokenClient::with_timeout(issuer, REQUEST_TIMEOUT)
     }
 
+    /// `total` bounds each request, connecting included (the shared client's connect timeout
+    /// applies too).
     pub fn with_timeout(issuer: Issuer, total: Duration) -> TokenClient {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT.min(total))
-            .timeout(total)
-            .user_agent(concat!("codex-vault/", env!("CARGO_PKG_VERSION")))
-            .build()
-            // Only fails when the TLS backend cannot initialise, which rustls always can.
-            .expect("HTTP client builds with rustls");
-        TokenClient { http, issuer }
+        TokenClient {
+            http: crate::runtime::upstream_http(),
+            issuer,
+            total,
+        }
+    }
+
+    fn post(&self, url: String) -> reqwest::RequestBuilder {
+        self.http
+            .post(url)
+            .timeout(self.total)
+            .header(reqwest::header::USER_AGENT, USER_AGENT)
     }
 
     pub fn issuer(&self) -> &Issuer {
@@ -147,12 +154,7 @@ impl TokenClient {
             "grant_type": "refresh_token",
             "refresh_token": refresh_token.expose(),
         });
-        let sent = self
-            .http
-            .post(self.issuer.token_url())
-            .json(&body)
-            .send()
-            .await;
+        let sent = self.post(self.issuer.token_url()).json(&body).send().await;
         let (status, bytes) = match read(sent).await {
             Ok(x) => x,
             Err(e) => {
@@ -190,12 +192,7 @@ impl TokenClient {
             ("client_id", CLIENT_ID),
             ("code_verifier", code_verifier.expose()),
         ];
-        let sent = self
-            .http
-            .post(self.issuer.token_url())
-            .form(&form)
-            .send()
-            .await;
+        let sent = self.post(self.issuer.token_url()).form(&form).send().await;
         let (status, bytes) = read(sent)
             .await
             .map_err(|e| ExchangeError::Network(e.reason))?;

@@ -171,7 +171,7 @@ impl Inner {
             if !keep_intent {
                 store.clear_intent(&id, generation)?;
             }
-            store.set_last_error(&id, generation, &msg)
+            crate::health::Health::new(store).note_refresh_problem(&id, generation, &msg)
         })
         .await?;
         Err(RefreshError::Transient {

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 static HELD: Mutex<Option<HashMap<String, HeldRotationView>>> = Mutex::new(None);
-/// Bumped on every change: the desktop's watcher tick compares it (free) to refresh the window,
-/// since a held rotation changes nothing in the store.
+/// Bumped on every change (and `CoreEvent::HeldChanged` published): a held rotation changes
+/// nothing in the store, so no store watcher would see it.
 static VERSION: AtomicU64 = AtomicU64::new(0);
 
 pub fn held_version() -> u64 {
@@ -32,6 +32,7 @@ pub(crate) fn record(account_id: &str, since: UnixMs, attempts: u32, last_error:
         },
     );
     VERSION.fetch_add(1, Ordering::Relaxed);
+    crate::bus::publish(crate::bus::CoreEvent::HeldChanged);
 }
 
 pub(crate) fn clear(account_id: &str) {
@@ -39,6 +40,7 @@ pub(crate) fn clear(account_id: &str) {
         m.remove(account_id);
     }
     VERSION.fetch_add(1, Ordering::Relaxed);
+    crate::bus::publish(crate::bus::CoreEvent::HeldChanged);
 }
 
 /// The rotation this process holds for `account_id`, if any.

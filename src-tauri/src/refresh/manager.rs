@@ -183,10 +183,7 @@ pub struct TokenManager {
 
 impl TokenManager {
     pub fn new(store: Arc<Store>, vault: Vault, client: TokenClient, cfg: RefreshConfig) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .expect("HTTP client builds with rustls");
+        let http = crate::runtime::upstream_http();
         TokenManager {
             inner: Arc::new(Inner {
                 store,

@@ -208,7 +208,9 @@ impl Inner {
             snap.account.generation,
             reason.clone(),
         );
-        let marked = blocking(move || store.mark_terminal(&id, generation, &r)).await?;
+        let marked =
+            blocking(move || crate::health::Health::new(store).mark_terminal(&id, generation, &r))
+                .await?;
         if marked {
             tracing::warn!(account = %snap.account.id, code = %reason.code, "account needs sign-in");
             return Err(RefreshError::Terminal {

@@ -1,20 +1,21 @@
 //! The background refresher: one task that sleeps until the earliest due account (each sleep
 //! capped, so a machine waking from suspend catches up at once), refreshes what is due with
 //! bounded concurrency, leaves an account alone while its refresh backs off (the backoff lives
-//! in the `TokenManager`, shared with the request path), and wakes on changes.
+//! in the `TokenManager`, shared with the request path), and wakes on changes: the bus's
+//! store, account and settings events (another process's commits come through the store watcher).
 
 use super::error::RefreshError;
 use super::manager::TokenManager;
 use super::plan::{plan, LeadSettings, SETTING_FRACTION, SETTING_MAX_SECS, SETTING_MIN_SECS};
 use crate::account::now_ms;
+use crate::bus::CoreEvent;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{broadcast, Notify, Semaphore};
 
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
-const CHANGE_POLL: Duration = Duration::from_secs(1);
 const CONCURRENCY: usize = 4;
 
 /// Planning passes of every scheduler in this process, for `/health` (the benchmark reads it
@@ -40,7 +41,14 @@ impl Scheduler {
     pub fn spawn(tm: TokenManager) -> Scheduler {
         let wake = Arc::new(Notify::new());
         let wakeups = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(run(tm, wake.clone(), wakeups.clone()));
+        // Subscribed before the first plan reads the store: a change landing in between re-plans.
+        let changes = crate::bus::Bus::global().subscribe();
+        if let Some(dir) = tm.store().path().parent() {
+            if let Err(e) = crate::store::watch_dir(dir) {
+                tracing::warn!("the scheduler sees no changes from other processes: {e}");
+            }
+        }
+        let task = tokio::spawn(run(tm, wake.clone(), wakeups.clone(), changes));
         Scheduler {
             wake,
             wakeups,
@@ -65,7 +73,12 @@ impl Drop for Scheduler {
     }
 }
 
-async fn run(tm: TokenManager, wake: Arc<Notify>, wakeups: Arc<AtomicU64>) {
+async fn run(
+    tm: TokenManager,
+    wake: Arc<Notify>,
+    wakeups: Arc<AtomicU64>,
+    mut changes: broadcast::Receiver<CoreEvent>,
+) {
     let state = Arc::new(Mutex::new(State {
         running: HashSet::new(),
     }));
@@ -75,22 +88,17 @@ async fn run(tm: TokenManager, wake: Arc<Notify>, wakeups: Arc<AtomicU64>) {
         TOTAL_WAKEUPS.fetch_add(1, Ordering::Relaxed);
         let store = tm.store().clone();
         let read = tokio::task::spawn_blocking(move || {
-            // The change baseline is taken before the accounts are read: a commit landing between
-            // the two then counts as a change (a re-plan), never as already seen.
-            let version = store.data_version().ok();
             let accounts = store.list_accounts()?;
             let s = LeadSettings::from_values(
                 store.setting(SETTING_FRACTION)?,
                 store.setting(SETTING_MIN_SECS)?,
                 store.setting(SETTING_MAX_SECS)?,
             );
-            Ok::<_, crate::store::StoreError>((version, accounts, s))
+            Ok::<_, crate::store::StoreError>((accounts, s))
         })
         .await;
-        let mut seen_version = None;
         let next = match read {
-            Ok(Ok((version, accounts, settings))) => {
-                seen_version = version;
+            Ok(Ok((accounts, settings))) => {
                 let now = now_ms();
                 let not_before: HashMap<String, i64> = tm.backoff_not_before();
                 let p = plan(now, &accounts, &settings, &not_before);
@@ -128,35 +136,22 @@ async fn run(tm: TokenManager, wake: Arc<Notify>, wakeups: Arc<AtomicU64>) {
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = wake.notified() => {}
-            _ = store_changed(&tm, seen_version) => {}
+            _ = crate::bus::next_matching(&mut changes, replans) => {
+                crate::bus::drain(&mut changes);
+            }
         }
     }
 }
 
-/// Resolves when another connection (the CLI, `serve`, the app) commits to the store: accounts
-/// added, imported or refreshed elsewhere are re-planned within a second. `PRAGMA data_version`
-/// is a counter read from shared memory, so each check is nearly free.
-async fn store_changed(tm: &TokenManager, seen: Option<i64>) {
-    let version = |tm: &TokenManager| {
-        let store = tm.store().clone();
-        async move {
-            tokio::task::spawn_blocking(move || store.data_version().ok())
-                .await
-                .ok()
-                .flatten()
-        }
-    };
-    let start = match seen {
-        Some(v) => Some(v),
-        None => version(tm).await,
-    };
-    loop {
-        tokio::time::sleep(CHANGE_POLL).await;
-        let now = version(tm).await;
-        if now != start {
-            return;
-        }
-    }
+/// What re-plans: accounts added, imported or refreshed (here or in another process, seen by the
+/// store watcher within a second) and changed refresh-lead settings.
+fn replans(e: &CoreEvent) -> bool {
+    matches!(
+        e,
+        CoreEvent::StoreChanged
+            | CoreEvent::AccountChanged { .. }
+            | CoreEvent::SettingsChanged { .. }
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -21,7 +21,7 @@ pub use refresh::{Intent, Rotation};
 pub use seam::{
     AccountStore, BrokerStore, ContinuityStore, CoreStore, HealthStore, RefreshStore, SharedStore,
 };
-pub use watch::StoreWatch;
+pub use watch::{watch_dir, StoreWatch};
 
 use crate::error::ErrorCode;
 use crate::fsutil;
@@ -324,6 +324,14 @@ impl Store {
 
     /// The connection. A poisoned lock means a panic mid-call; SQLite rolled back any open
     /// transaction when its guard dropped, so the connection is still consistent.
+    /// For tests of the code above the store: every later write fails, as on a full disk.
+    #[cfg(test)]
+    pub(crate) fn fail_writes_for_test(&self) {
+        self.conn()
+            .execute_batch("PRAGMA query_only = ON")
+            .expect("a pragma on an open connection");
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -13,6 +13,8 @@ pub struct TestVault {
     pub fake: FakeOpenAi,
     pub e: Engine,
     pub ep: Endpoint,
+    /// The endpoint's own refresh engine (the one `serve` runs beside it).
+    pub tm: codex_vault::refresh::TokenManager,
     pub key: String,
     pub accounts: Vec<IssuedTokens>,
     pub http: reqwest::Client,
@@ -57,13 +59,14 @@ impl TestVaultBuilder {
         let service = Arc::new(e.reopen());
         let tm = manager_for(&service, &fake, config(&fake));
         let key = service.local_api_key().unwrap().expose().to_string();
-        let ep = endpoint::start(service, tm, 0, fake.codex_base())
+        let ep = endpoint::start(service, tm.clone(), 0, fake.codex_base())
             .await
             .unwrap();
         TestVault {
             fake,
             e,
             ep,
+            tm,
             key,
             accounts,
             http: reqwest::Client::new(),

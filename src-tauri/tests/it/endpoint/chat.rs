@@ -192,6 +192,7 @@ async fn an_upstream_cut_mid_answer_is_never_passed_off_as_complete() {
         key,
         accounts: _accounts,
         http,
+        ..
     } = Rig::new(1).await;
     let gate = fake.hold_streams_after_first_output();
     let mut resp = http

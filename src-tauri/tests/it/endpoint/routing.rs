@@ -467,3 +467,59 @@ async fn oversize_head(port: u16, key: &str) -> (u16, String) {
         assert!(n > 0, "the connection closed before an answer: {text}");
     }
 }
+
+/// `serve`'s bug before health owned the writes: its refresh engine's terminal verdict went into
+/// the row on the endpoint's own connection, which `data_version` never reports, so
+/// `/v1/accounts` said healthy and unpinned requests tried the dead account first. Now the
+/// verdict is in the endpoint's view before the refresh returns: no reload, no waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_verdict_of_this_processs_refresh_engine_shows_at_once() {
+    let rig = Rig::new(2).await;
+    let (a, b) = (&rig.accounts[0], &rig.accounts[1]);
+    let id_a = rig
+        .e
+        .service
+        .store()
+        .list_accounts()
+        .unwrap()
+        .into_iter()
+        .find(|x| x.chatgpt_account_id == a.account_id)
+        .unwrap()
+        .id;
+    rig.fake.revoke_account(&a.account_id);
+    let err = rig.tm.force_refresh(&id_a, None).await.unwrap_err();
+    assert!(
+        matches!(err, codex_vault::refresh::RefreshError::Terminal { .. }),
+        "{err:?}"
+    );
+    let health: Vec<Value> = rig
+        .http
+        .get(rig.url("/v1/accounts"))
+        .bearer_auth(&rig.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let status = |id: &str| {
+        health
+            .iter()
+            .find(|v| v["chatgpt_account_id"] == id)
+            .map(|v| v["status"].clone())
+    };
+    assert_eq!(status(&a.account_id), Some(json!("terminal")));
+    assert_eq!(status(&b.account_id), Some(json!("healthy")));
+    let calls_before = rig.fake.counters().responses_calls;
+    for _ in 0..3 {
+        let resp = rig.post(turn(None)).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.unwrap();
+    }
+    assert_eq!(
+        rig.fake.counters().responses_calls - calls_before,
+        3,
+        "the dead account was never tried"
+    );
+    assert_eq!(rig.per_account_calls(), vec![0, 3]);
+}
