@@ -245,101 +245,73 @@ mod tests {
         }
     }
 
-    /// Every row of the table: (refusal, after, may_recover, unfinished) → verdict.
+    fn check_race(rows: Vec<(After, bool, Unfinished, Verdict)>) {
+        for (after, may_recover, unfinished, want) in rows {
+            assert_eq!(
+                verdict(Refusal::Race, &sent(), &after, may_recover, unfinished),
+                want,
+                "{after:?} / may_recover {may_recover} / {unfinished:?}"
+            );
+        }
+    }
+
+    /// A race, every row: (row as re-read, may recover, unfinished intent) → verdict.
     #[test]
     fn the_race_verdict_table() {
         use Cause::*;
         use Unfinished::*;
         use Verdict::*;
-        let race = Refusal::Race;
         let moved_new_token = row(SENT_GEN + 1, "fp-sibling", false);
+        let moved_new_token_terminal = row(SENT_GEN + 1, "fp-sibling", true);
         let moved_same_token = row(SENT_GEN + 1, "fp-sent", false);
         let moved_terminal = row(SENT_GEN + 1, "fp-sent", true);
-        let moved_new_token_terminal = row(SENT_GEN + 1, "fp-sibling", true);
         let unchanged = row(SENT_GEN, "fp-sent", false);
-        let table: Vec<(Refusal, After, bool, Unfinished, Verdict)> = vec![
+        let stored = Superseded { terminal: false };
+        let stored_terminal = Superseded { terminal: true };
+        check_race(vec![
             // A race is judged on the row as stored now: read it first.
-            (race, After::NotRead, true, No, Reread),
-            (race, After::NotRead, false, ByDeadProcess, Reread),
+            (After::NotRead, true, No, Reread),
+            (After::NotRead, false, ByDeadProcess, Reread),
             // The account was removed meanwhile.
-            (race, After::Gone, true, No, Gone),
-            (race, After::Gone, false, ByLiveProcess, Gone),
+            (After::Gone, true, No, Gone),
+            (After::Gone, false, ByLiveProcess, Gone),
             // A sibling rotated first (new generation and a new refresh token): adopt it…
-            (race, moved_new_token.clone(), true, No, AdoptSibling),
-            (
-                race,
-                moved_new_token.clone(),
-                true,
-                ByDeadProcess,
-                AdoptSibling,
-            ),
+            (moved_new_token.clone(), true, No, AdoptSibling),
+            (moved_new_token.clone(), true, ByDeadProcess, AdoptSibling),
             // …but only once per call: a second race answers with what is stored.
-            (
-                race,
-                moved_new_token,
-                false,
-                No,
-                Superseded { terminal: false },
-            ),
-            (
-                race,
-                moved_new_token_terminal,
-                false,
-                No,
-                Superseded { terminal: true },
-            ),
+            (moved_new_token, false, No, stored),
+            (moved_new_token_terminal, false, No, stored_terminal),
             // The grant moved on with the same refresh token (a re-import): not ours to judge.
-            (
-                race,
-                moved_same_token.clone(),
-                true,
-                No,
-                Superseded { terminal: false },
-            ),
-            (
-                race,
-                moved_same_token,
-                true,
-                ByDeadProcess,
-                Superseded { terminal: false },
-            ),
-            (
-                race,
-                moved_terminal,
-                true,
-                No,
-                Superseded { terminal: true },
-            ),
+            (moved_same_token.clone(), true, No, stored),
+            (moved_same_token, true, ByDeadProcess, stored),
+            (moved_terminal, true, No, stored_terminal),
             // Nothing moved: the token we sent is dead, and the intent says who spent it.
+            (unchanged.clone(), true, No, Terminal(RedeemedElsewhere)),
             (
-                race,
-                unchanged.clone(),
-                true,
-                No,
-                Terminal(RedeemedElsewhere),
-            ),
-            (
-                race,
                 unchanged.clone(),
                 true,
                 ByDeadProcess,
                 Terminal(LostInCrash),
             ),
-            (
-                race,
-                unchanged.clone(),
-                false,
-                ByLiveProcess,
-                Terminal(LostInTransit),
-            ),
+            (unchanged, false, ByLiveProcess, Terminal(LostInTransit)),
             // A row still at our generation with another fingerprint is still our generation.
             (
-                race,
                 row(SENT_GEN, "fp-other", false),
                 true,
                 No,
                 Terminal(RedeemedElsewhere),
             ),
+        ]);
+    }
+
+    /// A dead credential or a transient failure is judged without the stored row.
+    #[test]
+    fn dead_and_transient_refusals_do_not_depend_on_the_stored_row() {
+        use Cause::*;
+        use Unfinished::*;
+        use Verdict::*;
+        let unchanged = row(SENT_GEN, "fp-sent", false);
+        let table: Vec<(Refusal, After, bool, Unfinished, Verdict)> = vec![
             // A dead credential is terminal whatever is stored (the mark is generation-guarded).
             (Refusal::Dead, After::NotRead, true, No, Terminal(Upstream)),
             (
@@ -381,7 +353,6 @@ mod tests {
             );
         }
     }
-
     #[test]
     fn a_race_is_asked_to_reread_only_before_the_row_is_read() {
         let afters = [

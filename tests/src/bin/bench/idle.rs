@@ -131,10 +131,19 @@ async fn serve_idle(o: &Opts, tmp: &Path, fake: &Fake) -> (Value, Option<f64>) {
     (row, pickup)
 }
 
-/// The core's threads: the tokio runtime's workers and the core's own `vault-<job>` threads
-/// (not GTK's, WebKit's or the X11 client's).
+/// The core's threads: the tokio runtime's workers (`tokio-runtime-w…`; in the app, Tauri's
+/// runtime names them `tokio-rt-worker`) and the core's own std threads, `vault-<job>` (and
+/// `store-watch`, the store watcher's name before that convention) — not GTK's, WebKit's,
+/// zbus's or the X11 client's.
 fn core_thread(name: &str) -> bool {
-    name.starts_with("tokio-runtime-w") || name.starts_with("vault-")
+    [
+        "tokio-runtime-w",
+        "tokio-rt-worker",
+        "vault-",
+        "store-watch",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 /// A private X server (`Xvfb -displayfd`): returns it and its display number.
@@ -193,7 +202,7 @@ async fn app_idle(o: &Opts, tmp: &Path, fake: &Fake) -> Result<Value, String> {
     let row = window(
         o,
         app.pid(),
-        "app core (tokio-runtime-w*, vault-*)",
+        "app core (tokio workers, vault-*)",
         &core_thread,
     )
     .await;
