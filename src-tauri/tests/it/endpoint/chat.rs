@@ -1,7 +1,7 @@
 //! `/v1/chat/completions` and `/v1/models` over the real endpoint and the fake backend: the
 //! answer streams as upstream produces it, the translated request is what reached the backend,
-//! errors come back OpenAI-shaped, and selection (affinity, pins), 401 refresh and 429 failover
-//! behave exactly as for `/v1/responses` — they are the same code path.
+//! errors come back OpenAI-shaped. Selection (affinity, pins), 401 refresh and 429 failover are
+//! the same code path as for `/v1/responses`: `routes.rs` runs those scenarios on both routes.
 
 use crate::common::vault::{chat_turn, TestVault as Rig};
 use codex_vault_testkit::{Fault, FaultRoute};

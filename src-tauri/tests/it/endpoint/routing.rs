@@ -1,5 +1,6 @@
 //! The loopback endpoint in one process, backed by the fake OpenAI: real streaming, byte-exact
-//! passthrough, refresh on 401, failover on 429, affinity, pinning, the guard, change pickup.
+//! passthrough, the guard, change pickup. Refresh on 401, failover on 429, affinity and pinning
+//! are in `routes.rs`, run for both routes.
 
 use crate::common::vault::{turn, TestVault as Rig};
 use crate::common::{engine, wait_until_async};

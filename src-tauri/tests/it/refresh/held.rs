@@ -118,8 +118,10 @@ async fn a_rotation_whose_commit_fails_is_held_with_its_lease_until_it_lands() {
 
     // Space freed: the commit lands, the lease and intent are released.
     std::fs::remove_file(&full).unwrap();
+    // Landed means the held task finished: it leaves the held set just before it releases the
+    // lease, and counts as busy until it is done.
     wait_until_async("the held rotation to land", Duration::from_secs(15), || {
-        std::future::ready(tm.held_rotations().is_empty())
+        std::future::ready(tm.held_rotations().is_empty() && tm.busy() == 0)
     })
     .await;
     assert!(codex_vault::refresh::held_rotation(&id).is_none());
