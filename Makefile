@@ -4,7 +4,7 @@ CARGO ?= cargo
 UI_DIST := ui/dist/index.html
 BIN := target/debug/codex-vault
 
-.PHONY: run deps deps-test ui build test lint test-rust e2e e2e-run soak bench package package-test clean
+.PHONY: run deps deps-test ui build test lint bindings test-rust e2e e2e-run soak bench package package-test clean
 export PATH := $(CURDIR)/.cache/cargo-tools/bin:$(PATH)
 
 run: build ## set up, build and launch the desktop app
@@ -34,6 +34,7 @@ build: ui
 # Runs inside its own D-Bus session + gnome-keyring (scripts/keyring-session.sh), never the developer's.
 test: deps-test
 	cd ui && npm run build && npm test
+	$(MAKE) --no-print-directory bindings
 	scripts/keyring-session.sh $(MAKE) --no-print-directory lint test-rust e2e-run
 
 # The desktop app in a real WebKit window under Xvfb (tauri-driver + WebKitWebDriver).
@@ -53,8 +54,21 @@ soak: deps-test ui
 	$(CARGO) build -p codex-vault -p codex-vault-testkit
 	HARDEN_CRASH_TRIALS=$${HARDEN_CRASH_TRIALS:-60} HARDEN_SOAK_STREAMS=$${HARDEN_SOAK_STREAMS:-500} \
 	HARDEN_SOAK_SECS=$${HARDEN_SOAK_SECS:-60} PROPTEST_CASES=$${PROPTEST_CASES:-4096} \
-	  scripts/keyring-session.sh $(CARGO) test -p codex-vault --test hardening_crash \
-	  --test hardening_soak --test hardening_inputs -- --nocapture
+	  scripts/keyring-session.sh $(CARGO) test -p codex-vault --test it -- --nocapture \
+	  hardening::crash:: hardening::soak:: hardening::inputs::
+
+# The UI's types (ui/src/bindings) are generated from the Rust types by ts-rs when the lib's
+# `export_bindings_*` tests run (TS_RS_EXPORT_DIR: .cargo/config.toml). Regenerated from scratch
+# (so a removed type's file goes too); fails when the checked-in files differ, i.e. a Rust type
+# changed without its regenerated file. Works in a fresh clone: it compares with the index.
+bindings:
+	rm -rf ui/src/bindings
+	$(CARGO) test -p codex-vault --lib --quiet export_bindings
+	@if ! git diff --quiet -- ui/src/bindings || [ -n "$$(git ls-files --others --exclude-standard -- ui/src/bindings)" ]; then \
+	  git status --short -- ui/src/bindings; \
+	  echo "ui/src/bindings is out of date with the Rust types: commit the regenerated files above"; \
+	  exit 1; \
+	fi
 
 # Both feature sets: the desktop build and the headless core (`--no-default-features`, no WebKit).
 lint:

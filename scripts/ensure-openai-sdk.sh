@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the official OpenAI Python SDK (PyPI, pinned) into .cache/sdk-venv: the client nobody
-# here wrote that the Chat Completions tests (src-tauri/tests/chat_sdk.rs) drive the endpoint with.
+# here wrote that the Chat Completions tests (src-tauri/tests/it/endpoint/chat_sdk.rs) drive the endpoint with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OPENAI_VERSION=3.51.0

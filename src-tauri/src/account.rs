@@ -25,7 +25,8 @@ pub fn rfc3339_to_ms(s: &str) -> Option<UnixMs> {
 
 /// What the stored status column can hold. `Disabled` is a separate user switch and is
 /// derived in the view, so disabling never erases a terminal reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Healthy,
@@ -163,7 +164,8 @@ impl Account {
 
 /// The public shape of an account: `accounts list --json`, `/v1/accounts`, the UI.
 /// Field names are a contract (docs/cli.md).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct AccountView {
     pub id: String,
     pub label: String,
@@ -176,6 +178,7 @@ pub struct AccountView {
     pub access_expires_at: Option<String>,
     pub last_refresh_at: Option<String>,
     pub rate_limited_until: Option<String>,
+    #[ts(as = "Option<crate::endpoint::usage::UsageSnapshot>")]
     pub usage: Option<serde_json::Value>,
     pub created_at: String,
     /// Another holder has this same sign-in (a live Codex `auth.json`, another copy of the
@@ -200,7 +203,8 @@ pub struct AccountView {
 /// What the UI and `accounts list` say while a rotation is held in memory.
 pub const HELD_ROTATION_ADVICE: &str = "a new sign-in is held in memory; free disk space";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct HeldRotationView {
     /// The pid of the process that holds it.
     pub pid: u32,
@@ -216,7 +220,8 @@ pub struct HeldRotationView {
 /// What the UI and `accounts list` say about a shared grant.
 pub const SHARED_GRANT_ADVICE: &str = "two holders of one sign-in will log each other out; broker it (CODEX_REFRESH_TOKEN_URL_OVERRIDE) or sign in separately";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct FailureView {
     pub code: String,
     pub message: String,
@@ -224,7 +229,8 @@ pub struct FailureView {
     pub at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct LastErrorView {
     pub message: String,
     pub at: String,

@@ -2,7 +2,7 @@
 //! prints; errors are mapped to a message and an exit code in one place (`run`).
 
 use crate::accounts::Service;
-use crate::error::AppError;
+use crate::error::{AppError, ConfigError};
 use crate::oauth::auth_json::{self, AuthSource};
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -311,9 +311,7 @@ fn import(
         _ => None,
     };
     if codex_cli.is_some() && file.is_none() {
-        return Err(AppError::Config(
-            "--codex-cli applies to an auth.json file, not to stdin".into(),
-        ));
+        return Err(ConfigError::CodexCliNeedsFile.into());
     }
     // The Codex CLI's own live file defaults to broker: non-destructive, and the CLI stops
     // racing the vault as soon as the env line is set. Other files are left alone unless asked.
@@ -347,9 +345,7 @@ fn read_import_source(path: Option<&str>) -> Result<(AuthSource, auth_json::Cred
         }
         None => {
             let home = crate::paths::codex_home().ok_or_else(|| {
-                AppError::Config(
-                    "no CODEX_HOME and no home directory: give the auth.json path".into(),
-                )
+                AppError::from(ConfigError::NoCodexHome("give the auth.json path"))
             })?;
             let p = home.join("auth.json");
             (AuthSource::File(p.clone()), auth_json::read_file(&p))
@@ -446,7 +442,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| AppError::Config(format!("cannot start the async runtime: {e}")))
+        .map_err(|e| AppError::from(ConfigError::Runtime(e.to_string())))
 }
 
 fn login(label: Option<String>, no_browser: bool, timeout: u64) -> Result<ExitCode, AppError> {
@@ -460,7 +456,7 @@ fn login(label: Option<String>, no_browser: bool, timeout: u64) -> Result<ExitCo
     // sign-in (a re-sign-in of the account that has it is fine), and `sign_in` never refuses a
     // completed sign-in over a name.
     let service = Service::open_default()?;
-    let mut opts = LoginOptions::from_env().map_err(AppError::Config)?;
+    let mut opts = LoginOptions::from_env().map_err(ConfigError::LoginSettings)?;
     opts.timeout = std::time::Duration::from_secs(timeout);
     let rt = runtime()?;
     let cred = rt.block_on(async {

@@ -15,6 +15,7 @@
 //! CLI), the broker's holder rule covers the holder instead.
 
 use crate::account::{ms_to_rfc3339, now_ms};
+use crate::error::ErrorCode;
 use crate::refresh::{ObserverFuture, RotationObserver};
 use crate::secret::Secret;
 use crate::store::{DigestOrigin, PathHolder, Store, StoreError};
@@ -45,9 +46,9 @@ pub enum WritebackError {
 }
 
 impl WritebackError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            WritebackError::Io { .. } => "codex_writeback_io",
+            WritebackError::Io { .. } => ErrorCode::CodexWritebackIo,
             WritebackError::Store(e) => e.code(),
             WritebackError::Vault(e) => e.code(),
         }
@@ -115,7 +116,7 @@ impl RotationObserver for CodexWriteback {
             tokio::task::spawn_blocking(move || {
                 let _one = serial.lock().unwrap_or_else(|e| e.into_inner());
                 if let Err(e) = write_back(&store, &vault, &id) {
-                    tracing::warn!(account = %id, code = e.code(), "Codex CLI write-back failed: {e}");
+                    tracing::warn!(account = %id, code = e.code().as_str(), "Codex CLI write-back failed: {e}");
                 }
             });
         })

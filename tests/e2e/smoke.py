@@ -221,7 +221,7 @@ def main():
             driver.find_element(By.CSS_SELECTOR, '[data-testid="paste-import"]').click()
             result = wait.until(EC.visibility_of_element_located(
                 (By.CSS_SELECTOR, '[data-testid="paste-panel"] [data-testid="import-result"]')))
-            assert "Added account pasted" in result.text, result.text
+            assert "Imported account pasted" in result.text, result.text
             # The list updated from the core's event, behind the dialog, without a reload.
             card = wait_card("pasted", lambda c: "Healthy" in badge(c))
             driver.find_element(By.CSS_SELECTOR, '[data-testid="add-dialog-close"]').click()

@@ -1,95 +1,77 @@
-// The one door between the UI and the Rust core. Every Tauri command the UI uses is named here, with
-// the shape the core serialises; components import these functions and never call `invoke` themselves.
+// The one door between the UI and the Rust core. Every Tauri command the UI uses is named here;
+// components import these functions and never call `invoke` themselves. The shapes are generated
+// from the Rust types (ts-rs, `ui/src/bindings/`, checked by `make bindings`): never written by hand.
 import { invoke } from '@tauri-apps/api/core';
 import { listen } from '@tauri-apps/api/event';
+import type { About } from './bindings/About';
+import type { AccountsChanged } from './bindings/AccountsChanged';
+import type { AccountView } from './bindings/AccountView';
+import type { CodexCliPreview } from './bindings/CodexCliPreview';
+import type { EndpointStatus } from './bindings/EndpointStatus';
+import type { ErrorBody } from './bindings/ErrorBody';
+import type { ErrorCode } from './bindings/ErrorCode';
+import type { EventView } from './bindings/EventView';
+import type { FailureView } from './bindings/FailureView';
+import type { HeldRotationView } from './bindings/HeldRotationView';
+import type { Imported } from './bindings/Imported';
+import type { ImportOutcome } from './bindings/ImportOutcome';
+import type { ImportPreview } from './bindings/ImportPreview';
+import type { LastErrorView } from './bindings/LastErrorView';
+import type { OwnedImported } from './bindings/OwnedImported';
+import type { Ownership } from './bindings/Ownership';
+import type { OwnershipReport } from './bindings/OwnershipReport';
+import type { Prefs } from './bindings/Prefs';
+import type { PreviewAction } from './bindings/PreviewAction';
+import type { QuitHeld } from './bindings/QuitHeld';
+import type { SignInFinished } from './bindings/SignInFinished';
+import type { SignInStarted } from './bindings/SignInStarted';
+import type { StartupProblem } from './bindings/StartupProblem';
+import type { Status } from './bindings/Status';
+import type { StoreInfo } from './bindings/StoreInfo';
+import type { Theme } from './bindings/Theme';
+import type { UsageSnapshot } from './bindings/UsageSnapshot';
+import type { UsageWindow } from './bindings/UsageWindow';
 
-export type AccountStatus = 'healthy' | 'refreshing' | 'rate_limited' | 'disabled' | 'terminal';
+export type {
+  About,
+  AccountsChanged,
+  CodexCliPreview,
+  EndpointStatus,
+  ErrorCode,
+  Imported,
+  ImportOutcome,
+  ImportPreview,
+  OwnedImported,
+  Ownership,
+  OwnershipReport,
+  Prefs,
+  PreviewAction,
+  QuitHeld,
+  SignInFinished,
+  SignInStarted,
+  StartupProblem,
+  StoreInfo,
+  Theme,
+  UsageWindow,
+};
 
-/** Why an account went terminal: the upstream OAuth code, its (redacted) message, when. */
-export interface Failure {
-  code: string;
-  message: string;
-  http_status: number | null;
-  at: string;
-}
-
-/** The last transient error (network, 5xx, 429 from the token endpoint): a warning, not a failure. */
-export interface LastError {
-  message: string;
-  at: string;
-}
-
-export interface UsageWindow {
-  used_percent: number;
-  window_minutes: number | null;
-  resets_at: string | null;
-}
-
-export interface Usage {
-  primary: UsageWindow | null;
-  secondary: UsageWindow | null;
-  updated_at: string;
-}
-
+// The UI's names for the core's view types.
+export type AccountStatus = Status;
 /** One account, the same fields as `codex-vault accounts list --json`. Times are RFC 3339. */
-export interface Account {
-  id: string;
-  label: string;
-  email: string | null;
-  chatgpt_account_id: string;
-  plan: string | null;
-  status: AccountStatus;
-  failure: Failure | null;
-  last_error: LastError | null;
-  access_expires_at: string | null;
-  last_refresh_at: string | null;
-  rate_limited_until: string | null;
-  usage: Usage | null;
-  created_at: string;
-  /**
-   * Another holder has this same sign-in (a live Codex `auth.json`, or another copy of the grant):
-   * two holders of one sign-in log each other out — broker it or sign in separately.
-   */
-  shared_grant?: boolean;
-  /** Where the other holder is (a file path, or which copy), when `shared_grant`. */
-  shared_grant_where?: string | null;
-  /**
-   * A live Codex Vault process holds this account's newest sign-in in memory only (saving it
-   * failed: a full disk): it keeps using it and retries saving it.
-   */
-  held_rotation?: HeldRotation | null;
-  /** A Codex CLI (or another holder) keeps this sign-in and refreshes through the broker. */
-  brokered?: boolean;
-  /** When a brokered holder last came through the broker (RFC 3339), or null if not yet. */
-  broker_holder_seen_at?: string | null;
-}
-
-export interface HeldRotation {
-  pid: number;
-  since: string;
-  attempts: number;
-  last_error: string;
-  /** "a new sign-in is held in memory; free disk space" */
-  message: string;
-}
-
-export interface StoreInfo {
-  data_dir: string;
-  key_store: 'keychain' | 'file';
-  /** Set when the store runs in a weaker mode (e.g. the opt-in file key); shown as a banner. */
-  warning: string | null;
-}
-
+export type Account = AccountView;
+export type Failure = FailureView;
+export type LastError = LastErrorView;
+export type Usage = UsageSnapshot;
+export type HeldRotation = HeldRotationView;
+export type AccountEvent = EventView;
+export type ImportOutcomeKind = ImportOutcome['outcome'];
 /** Every error the core returns is `{code, message}`: `code` is stable snake_case to switch on. */
-export interface ApiError {
-  code: string;
-  message: string;
-}
+export type ApiError = ErrorBody;
 
 /** Code for a value thrown without a code of its own (a plain string, an `Error`, anything else). */
-export const UNKNOWN_CODE = 'unknown';
+export const UNKNOWN_CODE: ErrorCode = 'unknown';
 /** Code for "there is no Tauri backend here" (the page opened in a plain browser, e.g. `npm run dev`). */
-export const BACKEND_UNAVAILABLE_CODE = 'backend_unavailable';
+export const BACKEND_UNAVAILABLE_CODE: ErrorCode = 'backend_unavailable';
 
 export function isApiError(value: unknown): value is ApiError {
   return (
@@ -107,7 +89,7 @@ export function isApiError(value: unknown): value is ApiError {
  */
 export function toApiError(thrown: unknown): ApiError {
   if (isApiError(thrown)) {
-    return { code: thrown.code, message: thrown.message };
+    return { code: thrown.code as ErrorCode, message: thrown.message };
   }
   if (typeof thrown === 'string') {
     return { code: UNKNOWN_CODE, message: thrown || 'Unknown error' };
@@ -163,65 +145,6 @@ export function storeInfo(): Promise<StoreInfo> {
 
 // ---- Adding accounts -------------------------------------------------------------------------------
 
-/** What importing an auth.json would do: `add` a new account, `update` a held one (the file is newer), or `keep_newer`. */
-export type PreviewAction = 'add' | 'update' | 'keep_newer';
-
-/** An auth.json's identity and what importing it would do, before anything is written. Never token text. */
-export interface ImportPreview {
-  email: string;
-  plan: string | null;
-  chatgpt_account_id: string;
-  /** The held account this sign-in already is (same ChatGPT account + user), if any. */
-  existing: { id: string; label: string } | null;
-  action: PreviewAction;
-  access_expires_at: string | null;
-  last_refresh: string | null;
-}
-
-/** The Codex CLI's auth.json: where it is looked for, whether it is there, and its preview. */
-export interface CodexCliPreview {
-  path: string | null;
-  found: boolean;
-  preview: ImportPreview | null;
-}
-
-export type ImportOutcomeKind = 'added' | 'updated' | 'kept_newer' | 'signed_in' | 'signed_in_again';
-
-/** What an import or sign-in did, and the account as it is now. */
-export interface ImportOutcome {
-  outcome: ImportOutcomeKind;
-  account: Account;
-}
-
-/** One line of an account's history (`account_events`), newest first. */
-export interface AccountEvent {
-  id: number;
-  at: string;
-  kind: string;
-  detail: string | null;
-}
-
-export interface SignInStarted {
-  /** Names this sign-in in `signin://finished`. */
-  flow: number;
-  url: string;
-  port: number;
-}
-
-/** Payload of `signin://finished`. */
-export interface SignInFinished {
-  flow: number;
-  ok: boolean;
-  message: string;
-  code: string | null;
-  account_id: string | null;
-}
-
-/** Payload of `accounts://changed`: one account, or `null` for possibly all. */
-export interface AccountsChanged {
-  account_id: string | null;
-}
-
 /** Event names, the same strings as src-tauri/src/desktop/events.rs. */
 export const EVENTS = {
   accountsChanged: 'accounts://changed',
@@ -230,20 +153,14 @@ export const EVENTS = {
   quitHeld: 'quit://held',
 } as const;
 
-/** Payload of `quit://held`: Quit waits for the user while a new sign-in is held in memory only. */
-export interface QuitHeld {
-  account_ids: string[];
-  message: string;
-}
-
 /** What importing this pasted auth.json would do. Writes nothing. */
 export function previewAuthJson(text: string): Promise<ImportPreview> {
   return call<ImportPreview>('preview_auth_json', { text });
 }
 
 /** Imports a pasted auth.json; an empty label lets the core pick one. */
-export function importAuthJson(text: string, label?: string | null): Promise<ImportOutcome> {
-  return call<ImportOutcome>('import_auth_json', { text, label: label || null });
+export function importAuthJson(text: string, label?: string | null): Promise<Imported> {
+  return call<Imported>('import_auth_json', { text, label: label || null });
 }
 
 /** Looks for the Codex CLI's auth.json and previews it. */
@@ -251,30 +168,9 @@ export function previewCodexCliAuth(): Promise<CodexCliPreview> {
   return call<CodexCliPreview>('preview_codex_cli_auth');
 }
 
-/**
- * Who refreshes an imported Codex CLI sign-in from now on: `broker` — the CLI keeps its auth.json
- * and refreshes through Codex Vault (one env line); `detach` — the CLI's auth.json is moved aside.
- */
-export type Ownership = 'broker' | 'detach';
-
-/** What was done about the Codex CLI's own copy of an imported sign-in. */
-export interface OwnershipReport {
-  mode: Ownership;
-  path: string;
-  /** Where the CLI's auth.json went (detach). */
-  backup: string | null;
-  /** The line to add to the CLI's environment (broker). */
-  env: string | null;
-  warning: string;
-}
-
-export interface OwnedImport extends ImportOutcome {
-  codex_cli: OwnershipReport | null;
-}
-
 /** Imports the Codex CLI's auth.json and settles who refreshes it from now on. */
-export function importCodexCliAuth(ownership: Ownership, label?: string | null): Promise<OwnedImport> {
-  return call<OwnedImport>('import_codex_cli_auth', { ownership, label: label || null });
+export function importCodexCliAuth(ownership: Ownership, label?: string | null): Promise<OwnedImported> {
+  return call<OwnedImported>('import_codex_cli_auth', { ownership, label: label || null });
 }
 
 /** Starts a browser sign-in; its end arrives as `signin://finished`. */
@@ -348,31 +244,6 @@ export function onEndpointChanged(handler: (payload: EndpointStatus) => void): P
 
 // ---- Endpoint ----------------------------------------------------------------------------------------
 
-/** The loopback endpoint as the core sees it. Never the key itself: `key_hint` is a fingerprint. */
-export interface EndpointStatus {
-  /** A listener of this app is accepting connections right now. */
-  running: boolean;
-  /** The live port when running, else the one a start would use. */
-  port: number;
-  configured_port: number;
-  /** The base URL tools use, e.g. `http://127.0.0.1:8417/v1`. */
-  url: string;
-  key_hint: string;
-  /** The Codex CLI `config.toml` block. */
-  config_toml: string;
-  env_hint: string;
-  /** `export CODEX_REFRESH_TOKEN_URL_OVERRIDE=…` (a whole shell line): the Codex CLI then refreshes its sign-in through Codex Vault. */
-  refresh_override_env: string;
-  /** Why the last start failed (`port_in_use` names the holder), until a start succeeds. */
-  error: ApiError | null;
-  /** Another process (e.g. `codex-vault serve`) runs an endpoint on this store. */
-  other_pid: number | null;
-  /** Requests answered per account id since this listener started. */
-  served: Record<string, number>;
-  /** Conversations each account (by id) served in the last 30 minutes. */
-  conversations: Record<string, number>;
-}
-
 export function endpointStatus(): Promise<EndpointStatus> {
   return call<EndpointStatus>('endpoint_status');
 }
@@ -402,28 +273,13 @@ export function endpointRotateKey(): Promise<EndpointStatus> {
 
 // ---- Preferences and start-up ---------------------------------------------------------------------
 
-export type Theme = 'system' | 'light' | 'dark';
-
-/** UI preferences (tauri-plugin-store `prefs.json`; never a secret). */
-export interface Prefs {
-  theme: Theme;
-  start_minimized: boolean;
-}
-
 export function getPrefs(): Promise<Prefs> {
   return call<Prefs>('get_prefs');
 }
 
-export function setPrefs(prefs: Prefs): Promise<Prefs> {
+/** Saves theme and start-minimised (the window geometry is the app's own to keep). */
+export function setPrefs(prefs: Pick<Prefs, 'theme' | 'start_minimized'>): Promise<Prefs> {
   return call<Prefs>('set_prefs', { prefs });
-}
-
-/** Why the store did not open, and whether setting it aside is offered. `null`: it opened. */
-export interface StartupProblem {
-  code: string;
-  message: string;
-  can_set_aside: boolean;
-  data_dir: string | null;
 }
 
 export function startupProblem(): Promise<StartupProblem | null> {
@@ -447,12 +303,6 @@ export function getAutostart(): Promise<boolean> {
 
 export function setAutostart(enabled: boolean): Promise<boolean> {
   return call<boolean>('set_autostart', { enabled });
-}
-
-export interface About {
-  name: string;
-  version: string;
-  data_dir: string | null;
 }
 
 export function about(): Promise<About> {

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { Account, Failure, ImportOutcome } from './api';
+import type { ErrorCode, Failure } from './api';
 import {
   eventWord,
-  importOutcomeText,
+  usageNote,
   labelProblem,
   previewActionText,
   compactDuration,
@@ -175,19 +175,16 @@ describe('labelProblem', () => {
   });
 });
 
-describe('importOutcomeText', () => {
-  const account = { label: 'work', email: 'ana@corp.com', plan: 'team' } as Account;
-  const text = (outcome: ImportOutcome['outcome']) => importOutcomeText({ outcome, account });
-  it('says what happened, naming duplicates plainly', () => {
-    expect(text('added')).toBe('Added account work (ana@corp.com · Team).');
-    expect(text('updated')).toMatch(/^Updated existing account work .*newer/);
-    expect(text('kept_newer')).toMatch(/^Updated existing account work .*kept the newer tokens/);
-    expect(text('signed_in_again')).toMatch(/history is kept/);
-    expect(text('signed_in')).toMatch(/^Signed in/);
+describe('usageNote', () => {
+  const now = new Date('2026-03-01T12:00:00Z');
+  const usage = { updated_at: '2026-03-01T11:00:00Z' };
+  it('says the numbers may be old when the last usage poll was refused', () => {
+    expect(usageNote({ ...usage, stale: true }, { now })).toBe('Usage may be old (last read 1h ago).');
+    expect(usageNote({ stale: true, updated_at: 'garbage' }, { now })).toBe('Usage may be old.');
   });
-  it('copes with a missing email and plan', () => {
-    const bare = { label: 'x', email: null, plan: null } as Account;
-    expect(importOutcomeText({ outcome: 'added', account: bare })).toBe('Added account x.');
+  it('says nothing for fresh usage or none', () => {
+    expect(usageNote({ ...usage, stale: false }, { now })).toBeNull();
+    expect(usageNote(null, { now })).toBeNull();
   });
 });
 
@@ -238,7 +235,8 @@ describe('startupAdvice', () => {
   });
 
   it('never suggests deleting anything', () => {
-    for (const code of ['key_missing', 'key_mismatch', 'store_not_a_database', 'store_corrupt', 'store_too_new', 'other']) {
+    const codes: ErrorCode[] = ['key_missing', 'key_mismatch', 'store_not_a_database', 'store_corrupt', 'store_too_new', 'unknown'];
+    for (const code of codes) {
       expect(startupAdvice(code)).not.toMatch(/\bdelete (it|the|your)/i);
     }
     expect(startupAdvice('key_missing')).toContain('never deleted');

@@ -1,7 +1,7 @@
 // Pure presentation logic: everything a component shows that is more than a field, so it can be tested
 // without a DOM. Times are RFC 3339 strings from the core; `now`, `locale` and `timeZone` are parameters
 // so tests are deterministic and the UI passes nothing.
-import type { Account, AccountStatus, Failure, ImportOutcome, ImportPreview, UsageWindow } from './api';
+import type { Account, AccountStatus, ErrorCode, Failure, ImportPreview, Usage, UsageWindow } from './api';
 
 export interface FormatOptions {
   /** The current time; defaults to `new Date()`. */
@@ -188,6 +188,13 @@ export function windowLabel(minutes: number | null | undefined): string {
   return `${minutes} min`;
 }
 
+/** The note under the usage bars when the last usage poll was refused: the numbers may be old. */
+export function usageNote(usage: Pick<Usage, 'stale' | 'updated_at'> | null | undefined, opts: FormatOptions = {}): string | null {
+  if (!usage?.stale) return null;
+  const since = relativeTime(usage.updated_at, opts);
+  return since ? `Usage may be old (last read ${since}).` : 'Usage may be old.';
+}
+
 /** A usage window as displayed: percent clamped to 0–100 and rounded, reset as a short time. */
 export function usageLane(window: UsageWindow, opts: FormatOptions = {}) {
   const percent = Math.round(Math.min(100, Math.max(0, window.used_percent)));
@@ -216,30 +223,6 @@ export function labelProblem(label: string): string | null {
   if (/[\u0000-\u001f\u007f-\u009f]/.test(label)) return 'A label cannot contain control characters.';
   if ([...label].length > MAX_LABEL_CHARS) return `A label can be at most ${MAX_LABEL_CHARS} characters.`;
   return null;
-}
-
-function who(account: Pick<Account, 'label' | 'email' | 'plan'>): string {
-  const identity = identityLine(account);
-  return identity ? `${account.label} (${identity})` : account.label;
-}
-
-/** What an import or sign-in did, as the dialog says it. Duplicates say so plainly. */
-export function importOutcomeText(result: ImportOutcome): string {
-  const a = who(result.account);
-  switch (result.outcome) {
-    case 'added':
-      return `Added account ${a}.`;
-    case 'updated':
-      return `Updated existing account ${a}: the file's tokens are newer.`;
-    case 'kept_newer':
-      return `Updated existing account ${a}: kept the newer tokens already held.`;
-    case 'signed_in':
-      return `Signed in: added account ${a}.`;
-    case 'signed_in_again':
-      return `Signed in again to existing account ${a}; its history is kept.`;
-    default:
-      return `Saved account ${a}.`;
-  }
 }
 
 /** What importing a previewed file will do, before the user confirms. */
@@ -305,7 +288,7 @@ export function servedRows(served: Record<string, number>, accounts: ReadonlyArr
 }
 
 /** What a person can do about a store that did not open, by error code. */
-export function startupAdvice(code: string): string {
+export function startupAdvice(code: ErrorCode): string {
   switch (code) {
     case 'keychain_unavailable':
       return 'Codex Vault keeps its key in the OS keychain. On Linux install a Secret Service (sudo apt install gnome-keyring), sign in to a desktop session, and unlock the "Login" keyring if it is locked (Passwords and Keys); then try again.';

@@ -32,7 +32,8 @@ pub enum ImportDecision {
 }
 
 /// What a preview shows: `add`, `update` (the file is newer), or `keep_newer`.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, ts_rs::TS)]
+#[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum PreviewAction {
     Add,

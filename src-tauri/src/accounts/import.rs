@@ -14,7 +14,8 @@ use serde::Serialize;
 use std::path::Path;
 
 /// What an import did, in words the CLI prints and the UI shows.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ts_rs::TS)]
+#[ts(export)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum ImportOutcome {
     Added {

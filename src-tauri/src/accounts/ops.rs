@@ -12,8 +12,10 @@ use serde::Serialize;
 pub const MAX_HISTORY: usize = 500;
 
 /// One `account_events` row for the UI. Times are RFC 3339.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ts_rs::TS)]
+#[ts(export)]
 pub struct EventView {
+    #[ts(type = "number")]
     pub id: i64,
     pub at: String,
     pub kind: String,

@@ -14,6 +14,7 @@
 
 use crate::accounts::{ImportOutcome, Service};
 use crate::error::AppError;
+use crate::error::ErrorCode;
 use crate::oauth::auth_json::{self, Credential};
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -28,7 +29,8 @@ pub fn refresh_override_env(port: u16) -> String {
 
 pub const LOGOUT_WARNING: &str = "never run `codex logout` on an imported sign-in (unless the CLI refreshes through Codex Vault): it revokes the sign-in upstream, for Codex Vault too";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, ts_rs::TS)]
+#[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum Ownership {
     /// The CLI keeps its auth.json and refreshes through Codex Vault.
@@ -38,7 +40,8 @@ pub enum Ownership {
 }
 
 /// What happened to the CLI's file, for the CLI to print and the UI to show.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ts_rs::TS)]
+#[ts(export)]
 pub struct OwnershipReport {
     pub mode: Ownership,
     /// The CLI's auth.json the choice applied to.
@@ -51,7 +54,8 @@ pub struct OwnershipReport {
 }
 
 /// An import together with what was done about the CLI's copy.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ts_rs::TS)]
+#[ts(export)]
 pub struct OwnedImport {
     #[serde(flatten)]
     pub outcome: ImportOutcome,
@@ -65,9 +69,9 @@ pub enum OwnershipError {
 }
 
 impl OwnershipError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            OwnershipError::Detach { .. } => "detach_failed",
+            OwnershipError::Detach { .. } => ErrorCode::DetachFailed,
         }
     }
 }
@@ -207,13 +211,10 @@ impl Service {
         Ok(match (source, ownership) {
             (Some(path), Some(Ownership::Detach)) => {
                 let backup = detach_file(path).map_err(|e| {
-                    AppError::Config(
-                        OwnershipError::Detach {
-                            path: path.display().to_string(),
-                            detail: e.to_string(),
-                        }
-                        .to_string(),
-                    )
+                    AppError::from(OwnershipError::Detach {
+                        path: path.display().to_string(),
+                        detail: e.to_string(),
+                    })
                 })?;
                 self.store().append_event(
                     account_id,

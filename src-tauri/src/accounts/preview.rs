@@ -11,7 +11,8 @@ use serde::Serialize;
 use std::path::PathBuf;
 
 /// What importing an auth.json would do, shown before anything is written. Never any token text.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ts_rs::TS)]
+#[ts(export)]
 pub struct ImportPreview {
     pub email: String,
     pub plan: Option<String>,
@@ -26,14 +27,16 @@ pub struct ImportPreview {
     pub last_refresh: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ts_rs::TS)]
+#[ts(export)]
 pub struct ExistingAccount {
     pub id: String,
     pub label: String,
 }
 
 /// The Codex CLI's auth.json as the Add dialog shows it: where it was looked for, and its preview.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ts_rs::TS)]
+#[ts(export)]
 pub struct CodexCliPreview {
     /// Where the file is (or would be): `$CODEX_HOME/auth.json`, else `~/.codex/auth.json`.
     pub path: Option<String>,
@@ -59,9 +62,9 @@ fn codex_cli_path() -> Option<PathBuf> {
 /// The Codex CLI's auth.json: where it is, and its sign-in.
 pub(crate) fn read_codex_cli() -> Result<(PathBuf, Credential), AppError> {
     let path = codex_cli_path().ok_or_else(|| {
-        AppError::Config(
-            "no CODEX_HOME and no home directory: the Codex CLI's auth.json cannot be found".into(),
-        )
+        AppError::from(crate::error::ConfigError::NoCodexHome(
+            "the Codex CLI's auth.json cannot be found",
+        ))
     })?;
     let cred = auth_json::read_file(&path)
         .and_then(|b| auth_json::parse(&b))

@@ -21,7 +21,8 @@ pub struct Service {
 }
 
 /// What `store_info` shows: where data is, how it is protected, and any warning to surface.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ts_rs::TS)]
+#[ts(export)]
 pub struct StoreInfo {
     pub data_dir: String,
     pub key_store: KeyStoreKind,
@@ -94,7 +95,7 @@ impl Service {
 
     /// Opens the store the environment names (`CODEX_VAULT_HOME`, `CODEX_VAULT_KEY_STORE`).
     pub fn open_default() -> Result<Service, AppError> {
-        let kind = KeyStoreKind::from_env().map_err(AppError::Config)?;
+        let kind = KeyStoreKind::from_env().map_err(crate::error::ConfigError::KeyStoreSetting)?;
         Service::open(&crate::paths::data_dir()?, kind)
     }
 

@@ -2,7 +2,7 @@
 //! data directory aside, under a dated name beside it, so the app can start fresh. Nothing is
 //! ever deleted — the old directory keeps every sealed sign-in for the day the key turns up.
 
-use crate::error::AppError;
+use crate::error::{AppError, ConfigError};
 use std::path::{Path, PathBuf};
 
 /// Error codes for which starting fresh is the offer: the store's data is there but cannot be
@@ -19,10 +19,10 @@ pub fn can_set_aside(code: &str) -> bool {
 /// and returns where it went. Fails, changing nothing, when the directory is absent.
 pub fn set_aside(data_dir: &Path) -> Result<PathBuf, AppError> {
     let fail = |detail: String| {
-        AppError::Config(format!(
-            "cannot set the store {} aside: {detail}; nothing was moved",
-            data_dir.display()
-        ))
+        AppError::from(ConfigError::SetAside {
+            path: data_dir.display().to_string(),
+            detail,
+        })
     };
     if !data_dir.is_dir() {
         return Err(fail("it is not a directory".into()));

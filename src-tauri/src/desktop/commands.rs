@@ -9,7 +9,7 @@ use crate::accounts::ownership::{OwnedImport, Ownership};
 use crate::accounts::{CodexCliPreview, EventView, ImportPreview};
 use crate::accounts::{ImportOutcome, StoreInfo};
 use crate::endpoint::ctl::{EndpointControl, EndpointStatus};
-use crate::error::{AppError, ErrorBody};
+use crate::error::{AppError, ConfigError, ErrorBody, ErrorCode};
 use crate::oauth::client::TokenClient;
 use crate::oauth::login::{LoginFlow, LoginOptions};
 use serde::Serialize;
@@ -43,19 +43,48 @@ pub fn preview_auth_json(
     state.service()?.preview_auth_json(&text).map_err(body)
 }
 
+/// What an import or sign-in did, in the one wording the CLI prints too
+/// (`ImportOutcome::sentence`, plus `label_note` when the asked label was not applied).
+fn outcome_message(label: Option<&str>, outcome: &ImportOutcome) -> String {
+    match crate::accounts::label_note(label, outcome) {
+        Some(note) => format!("{} Note: {note}.", outcome.sentence()),
+        None => outcome.sentence(),
+    }
+}
+
+/// An import's result with its sentence: the UI shows `message` as it is.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct Imported {
+    #[serde(flatten)]
+    pub outcome: ImportOutcome,
+    pub message: String,
+}
+
+/// `import_codex_cli_auth`'s result with its sentence.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct OwnedImported {
+    #[serde(flatten)]
+    pub import: OwnedImport,
+    pub message: String,
+}
+
 #[tauri::command]
 pub fn import_auth_json(
     app: AppHandle,
     state: State<'_, AppState>,
     text: String,
     label: Option<String>,
-) -> Result<ImportOutcome, ErrorBody> {
+) -> Result<Imported, ErrorBody> {
+    let label = optional_label(label);
     let outcome = state
         .service()?
-        .import_text(&text, optional_label(label).as_deref())
+        .import_text(&text, label.as_deref())
         .map_err(body)?;
     events::account_changed(&app, Some(&outcome.account().id));
-    Ok(outcome)
+    let message = outcome_message(label.as_deref(), &outcome);
+    Ok(Imported { outcome, message })
 }
 
 #[tauri::command]
@@ -69,14 +98,19 @@ pub fn import_codex_cli_auth(
     state: State<'_, AppState>,
     ownership: Ownership,
     label: Option<String>,
-) -> Result<OwnedImport, ErrorBody> {
+) -> Result<OwnedImported, ErrorBody> {
     let service = state.service()?;
     let port = crate::serve::current_port(service).map_err(body)?;
+    let label = optional_label(label);
     let imported = service
-        .import_codex_cli_auth_owned(optional_label(label).as_deref(), ownership, port)
+        .import_codex_cli_auth_owned(label.as_deref(), ownership, port)
         .map_err(body)?;
     events::account_changed(&app, Some(&imported.outcome.account().id));
-    Ok(imported)
+    let message = outcome_message(label.as_deref(), &imported.outcome);
+    Ok(OwnedImported {
+        import: imported,
+        message,
+    })
 }
 
 #[tauri::command]
@@ -140,8 +174,10 @@ pub async fn refresh_account(
     result.map(|_| ()).map_err(body)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct SignInStarted {
+    #[ts(type = "number")]
     pub flow: u64,
     pub url: String,
     pub port: u16,
@@ -160,7 +196,7 @@ pub async fn sign_in_start(
     if let Some(l) = &label {
         crate::accounts::validate_label(l).map_err(body)?;
     }
-    let opts = LoginOptions::from_env().map_err(|m| body(AppError::Config(m)))?;
+    let opts = LoginOptions::from_env().map_err(|m| body(ConfigError::LoginSettings(m)))?;
     state.cancel_sign_in("replaced by a new sign-in");
     let flow = LoginFlow::start(&opts, TokenClient::new(opts.issuer.clone()))
         .await
@@ -188,10 +224,7 @@ pub async fn sign_in_start(
                 SignInFinished {
                     flow: flow_id,
                     ok: true,
-                    message: match crate::accounts::label_note(label.as_deref(), &outcome) {
-                        Some(note) => format!("{} Note: {note}.", outcome.sentence()),
-                        None => outcome.sentence(),
-                    },
+                    message: outcome_message(label.as_deref(), &outcome),
                     code: None,
                     account_id: Some(outcome.account().id.clone()),
                 }
@@ -217,9 +250,11 @@ pub fn sign_in_cancel(state: State<'_, AppState>) -> Result<bool, ErrorBody> {
 
 fn endpoint(state: &AppState) -> Result<Arc<EndpointControl>, ErrorBody> {
     state.service()?;
-    state.endpoint.clone().ok_or_else(|| ErrorBody {
-        code: "endpoint_unavailable".into(),
-        message: "the endpoint could not open the store; see the log".into(),
+    state.endpoint.clone().ok_or_else(|| {
+        ErrorBody::new(
+            ErrorCode::EndpointUnavailable,
+            "the endpoint could not open the store; see the log",
+        )
     })
 }
 
@@ -290,15 +325,15 @@ pub fn set_prefs(app: AppHandle, prefs: Prefs) -> Result<Prefs, ErrorBody> {
     let mut next = prefs::load(&app);
     next.theme = prefs.theme;
     next.start_minimized = prefs.start_minimized;
-    prefs::save(&app, &next)
-        .map_err(|m| body(AppError::Config(format!("preferences not saved: {m}"))))?;
+    prefs::save(&app, &next).map_err(|m| body(ConfigError::Prefs(m)))?;
     Ok(next)
 }
 
 /// Why the store did not open, and whether "set it aside and start fresh" is offered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct StartupProblem {
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
     pub can_set_aside: bool,
     pub data_dir: Option<String>,
@@ -308,9 +343,9 @@ pub struct StartupProblem {
 pub fn startup_problem(state: State<'_, AppState>) -> Option<StartupProblem> {
     let e = state.service.as_ref().err()?;
     Some(StartupProblem {
-        code: e.code.clone(),
+        code: e.code,
         message: e.message.clone(),
-        can_set_aside: crate::accounts::set_aside::can_set_aside(&e.code)
+        can_set_aside: crate::accounts::set_aside::can_set_aside(e.code.as_str())
             && state.data_dir.is_some(),
         data_dir: state.data_dir.as_ref().map(|d| d.display().to_string()),
     })
@@ -319,18 +354,20 @@ pub fn startup_problem(state: State<'_, AppState>) -> Option<StartupProblem> {
 /// Moves the unreadable store aside (never deletes it) and restarts into a fresh one.
 #[tauri::command]
 pub fn set_aside_store(app: AppHandle, state: State<'_, AppState>) -> Result<String, ErrorBody> {
-    let problem = state.service.as_ref().err().ok_or_else(|| ErrorBody {
-        code: "store_open".into(),
-        message: "the store opened fine; there is nothing to set aside".into(),
+    let problem = state.service.as_ref().err().ok_or_else(|| {
+        ErrorBody::new(
+            ErrorCode::StoreOpen,
+            "the store opened fine; there is nothing to set aside",
+        )
     })?;
-    if !crate::accounts::set_aside::can_set_aside(&problem.code) {
-        return Err(ErrorBody {
-            code: "set_aside_not_offered".into(),
-            message: format!(
+    if !crate::accounts::set_aside::can_set_aside(problem.code.as_str()) {
+        return Err(ErrorBody::new(
+            ErrorCode::SetAsideNotOffered,
+            format!(
                 "starting fresh does not fix `{}`; {}",
                 problem.code, problem.message
             ),
-        });
+        ));
     }
     let dir = state
         .data_dir
@@ -359,11 +396,9 @@ pub fn quit_app(app: AppHandle, force: bool) {
 #[tauri::command]
 pub fn get_autostart(app: AppHandle) -> Result<bool, ErrorBody> {
     use tauri_plugin_autostart::ManagerExt;
-    app.autolaunch().is_enabled().map_err(|e| {
-        body(AppError::Config(format!(
-            "cannot read the autostart setting: {e}"
-        )))
-    })
+    app.autolaunch()
+        .is_enabled()
+        .map_err(|e| body(ConfigError::AutostartRead(e.to_string())))
 }
 
 #[tauri::command]
@@ -379,16 +414,15 @@ pub fn set_autostart(app: AppHandle, enabled: bool) -> Result<bool, ErrorBody> {
     } else {
         launcher.disable()
     };
-    result.map_err(|e| body(AppError::Config(format!("cannot change autostart: {e}"))))?;
-    launcher.is_enabled().map_err(|e| {
-        body(AppError::Config(format!(
-            "cannot read the autostart setting: {e}"
-        )))
-    })
+    result.map_err(|e| body(ConfigError::AutostartChange(e.to_string())))?;
+    launcher
+        .is_enabled()
+        .map_err(|e| body(ConfigError::AutostartRead(e.to_string())))
 }
 
 /// The About box: one version everywhere (Cargo workspace → tauri.conf.json → `--version`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct About {
     pub name: String,
     pub version: String,
@@ -402,5 +436,35 @@ pub fn about(app: AppHandle, state: State<'_, AppState>) -> About {
         name: info.name.clone(),
         version: info.version.to_string(),
         data_dir: state.data_dir.as_ref().map(|d| d.display().to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account() -> AccountView {
+        serde_json::from_value(serde_json::json!({
+            "id": "a1", "label": "work", "email": "ana@corp.com", "chatgpt_account_id": "acc",
+            "plan": "team", "status": "healthy", "failure": null, "last_error": null,
+            "access_expires_at": null, "last_refresh_at": null, "rate_limited_until": null,
+            "usage": null, "created_at": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    /// The UI shows `message` as it is: the CLI's own sentence, beside the outcome's fields.
+    #[test]
+    fn an_import_result_carries_the_cli_sentence() {
+        let outcome = ImportOutcome::Added { account: account() };
+        let message = outcome_message(None, &outcome);
+        assert_eq!(message, outcome.sentence());
+        let json = serde_json::to_value(Imported { outcome, message }).unwrap();
+        assert_eq!(json["outcome"], "added");
+        assert_eq!(json["account"]["label"], "work");
+        assert_eq!(
+            json["message"],
+            "Imported account work (ana@corp.com, team) as a1."
+        );
     }
 }

@@ -23,27 +23,31 @@ pub enum FrontendEvent {
     QuitHeld(QuitHeld),
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ts_rs::TS)]
+#[ts(export)]
 pub struct QuitHeld {
     /// The accounts whose new sign-in would be lost.
     pub account_ids: Vec<String>,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ts_rs::TS)]
+#[ts(export)]
 pub struct AccountsChanged {
     pub account_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ts_rs::TS)]
+#[ts(export)]
 pub struct SignInFinished {
     /// Which `sign_in_start` this answers (a replaced flow's late answer is ignored by the UI).
+    #[ts(type = "number")]
     pub flow: u64,
     pub ok: bool,
     /// What happened, in words ("Signed in: added account …" or the error's message).
     pub message: String,
     /// The error code when `ok` is false (`login_cancelled`, `missing_codex_entitlement`, …).
-    pub code: Option<String>,
+    pub code: Option<crate::error::ErrorCode>,
     pub account_id: Option<String>,
 }
 

@@ -52,7 +52,10 @@ impl AppState {
             .and_then(|tm| match Service::open_default() {
                 Ok(s) => Some(Arc::new(EndpointControl::new(Arc::new(s), tm))),
                 Err(e) => {
-                    tracing::error!(code = e.code(), "the endpoint cannot open the store: {e}");
+                    tracing::error!(
+                        code = e.code().as_str(),
+                        "the endpoint cannot open the store: {e}"
+                    );
                     None
                 }
             });
@@ -77,9 +80,11 @@ impl AppState {
 
     pub fn token_manager(&self) -> Result<&TokenManager, ErrorBody> {
         self.service()?;
-        self.token_manager.as_ref().ok_or_else(|| ErrorBody {
-            code: "unknown".into(),
-            message: "the refresh engine is not running".into(),
+        self.token_manager.as_ref().ok_or_else(|| {
+            ErrorBody::new(
+                crate::error::ErrorCode::Unknown,
+                "the refresh engine is not running",
+            )
         })
     }
 
@@ -171,7 +176,7 @@ pub async fn announce_endpoint(app: &AppHandle, ctl: &EndpointControl) {
             refresh_tray(app, Some(status.running));
             events::emit(app, FrontendEvent::EndpointChanged(status));
         }
-        Err(e) => tracing::warn!(code = e.code(), "endpoint status: {e}"),
+        Err(e) => tracing::warn!(code = e.code().as_str(), "endpoint status: {e}"),
     }
 }
 
@@ -320,7 +325,7 @@ pub fn run(autostarted: bool) -> ExitCode {
                 Ok(s)
             })
             .map_err(|e| {
-                tracing::error!(code = e.code(), "cannot open the store: {e}");
+                tracing::error!(code = e.code().as_str(), "cannot open the store: {e}");
                 e.to_body()
             }),
         data_dir.clone(),
@@ -361,7 +366,7 @@ pub fn run(autostarted: bool) -> ExitCode {
                 tm.recover_intents().await;
                 let _scheduler = crate::refresh::Scheduler::spawn(tm);
                 if let Err(e) = ctl.start().await {
-                    tracing::error!(code = e.code(), "the endpoint did not start: {e}");
+                    tracing::error!(code = e.code().as_str(), "the endpoint did not start: {e}");
                 }
                 announce_endpoint(&app2, &ctl).await;
                 // Held for the life of the app (dropping it stops the scheduler).

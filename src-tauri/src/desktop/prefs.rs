@@ -9,7 +9,8 @@ use tauri_plugin_store::StoreExt;
 pub const FILE: &str = "prefs.json";
 const KEY: &str = "prefs";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ts_rs::TS)]
+#[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum Theme {
     #[default]
@@ -18,7 +19,8 @@ pub enum Theme {
     Dark,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct WindowGeometry {
     pub width: u32,
     pub height: u32,
@@ -35,12 +37,15 @@ impl WindowGeometry {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, ts_rs::TS)]
+#[ts(export)]
 #[serde(default)]
 pub struct Prefs {
     pub theme: Theme,
     /// Open hidden in the tray (only where a tray exists; otherwise the window shows).
     pub start_minimized: bool,
+    /// The app's own to keep: the UI never sends it.
+    #[ts(optional)]
     pub window: Option<WindowGeometry>,
 }
 

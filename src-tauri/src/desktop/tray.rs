@@ -89,7 +89,7 @@ fn toggle_endpoint(app: &AppHandle) {
             ctl.start().await
         };
         if let Err(e) = &result {
-            tracing::warn!(code = e.code(), "tray: endpoint {e}");
+            tracing::warn!(code = e.code().as_str(), "tray: endpoint {e}");
         }
         super::announce_endpoint(&app, &ctl).await;
     });

@@ -10,6 +10,7 @@
 
 use super::Shared;
 use crate::account::{now_ms, Status, UnixMs};
+use crate::error::ErrorCode;
 use crate::refresh::RefreshError;
 use crate::secret::Secret;
 use crate::store::{BrokerAccount, BrokerSnapshot, DigestOrigin};
@@ -34,14 +35,21 @@ pub enum BrokerError {
     #[error("the sign-in server could not be reached: {0}")]
     Upstream(String),
     #[error("the vault could not be read: {0}")]
-    Vault(String),
+    Store(#[from] crate::store::StoreError),
+    #[error("the vault could not be read: {0}")]
+    Vault(#[from] crate::vault::VaultError),
+    /// The blocking store task ended without an answer.
+    #[error("the vault could not be read: {0}")]
+    TaskFailed(String),
 }
 
 impl BrokerError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            BrokerError::Upstream(_) => "upstream_unreachable",
-            BrokerError::Vault(_) => "vault_error",
+            BrokerError::Upstream(_) => ErrorCode::UpstreamUnreachable,
+            BrokerError::Store(_) | BrokerError::Vault(_) | BrokerError::TaskFailed(_) => {
+                ErrorCode::VaultError
+            }
         }
     }
 }
@@ -299,7 +307,7 @@ async fn forwarded(url: String, headers: &HeaderMap, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!("broker: forwarding to the issuer failed: {e}");
-            let body = json!({"error": {"message": e.to_string(), "type": "server_error", "param": null, "code": "upstream_unreachable"}});
+            let body = json!({"error": {"message": e.to_string(), "type": "server_error", "param": null, "code": ErrorCode::UpstreamUnreachable}});
             (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
         }
     }
@@ -310,7 +318,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, BrokerError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| BrokerError::Vault(format!("store task failed: {e}")))?
+        .map_err(|e| BrokerError::TaskFailed(format!("store task failed: {e}")))?
 }
 
 async fn snapshot(
@@ -319,12 +327,7 @@ async fn snapshot(
 ) -> Result<BrokerSnapshot, BrokerError> {
     let store = shared.store().clone();
     let d = digest.as_bytes().to_vec();
-    blocking(move || {
-        store
-            .broker_snapshot(&d)
-            .map_err(|e| BrokerError::Vault(e.to_string()))
-    })
-    .await
+    blocking(move || store.broker_snapshot(&d).map_err(BrokerError::from)).await
 }
 
 /// The account's current token set, read in one statement (one generation), as upstream's
@@ -335,21 +338,12 @@ async fn current_answer(
 ) -> Result<Option<(Value, TokenDigest)>, BrokerError> {
     let store = shared.store().clone();
     let id = account_id.to_string();
-    let current = blocking(move || {
-        store
-            .current_tokens(&id)
-            .map_err(|e| BrokerError::Vault(e.to_string()))
-    })
-    .await?;
+    let current = blocking(move || store.current_tokens(&id).map_err(BrokerError::from)).await?;
     let Some(c) = current else {
         return Ok(None);
     };
     let vault = shared.service.vault();
-    let open = |f, b: &[u8]| {
-        vault
-            .open(account_id, f, b)
-            .map_err(|e| BrokerError::Vault(e.to_string()))
-    };
+    let open = |f, b: &[u8]| vault.open(account_id, f, b).map_err(BrokerError::from);
     let refresh = open(Field::RefreshToken, &c.refresh_token)?;
     let access = open(Field::AccessToken, &c.access_token)?;
     let id_token = open(Field::IdToken, &c.id_token)?;
@@ -469,12 +463,8 @@ async fn hand_current(shared: &Arc<Shared>, account_id: &str, presented: &TokenD
         presented.as_bytes().to_vec(),
         handed.as_bytes().to_vec(),
     );
-    let recorded = blocking(move || {
-        store
-            .record_handed(&id, &p, &h)
-            .map_err(|e| BrokerError::Vault(e.to_string()))
-    })
-    .await;
+    let recorded =
+        blocking(move || store.record_handed(&id, &p, &h).map_err(BrokerError::from)).await;
     if let Err(e) = recorded {
         // Handing out without remembering would let this holder be refused later: say so, and
         // do not hand the tokens out (the caller keeps its own and retries; 503 is transient).

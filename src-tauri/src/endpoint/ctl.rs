@@ -13,7 +13,8 @@ use tokio::sync::Mutex;
 
 /// What the endpoint panel and the tray show. Never the key itself: `key_hint` is a fingerprint;
 /// the key crosses only when the user asks to reveal or copy it (`EndpointControl::key`).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ts_rs::TS)]
+#[ts(export)]
 pub struct EndpointStatus {
     /// A listener of this process is accepting connections right now.
     pub running: bool,
@@ -35,8 +36,10 @@ pub struct EndpointStatus {
     /// Another process (e.g. `codex-vault serve`) runs an endpoint on this store.
     pub other_pid: Option<u32>,
     /// Requests answered per account id since this listener started.
+    #[ts(type = "Record<string, number>")]
     pub served: BTreeMap<String, u64>,
     /// Conversations each account served in the last 30 minutes (this listener's view).
+    #[ts(type = "Record<string, number>")]
     pub conversations: BTreeMap<String, u64>,
 }
 
@@ -52,9 +55,7 @@ pub struct EndpointControl {
 }
 
 fn port_setting_error(port: u16) -> AppError {
-    AppError::Config(format!(
-        "port {port} is not usable: choose a port from 1024 to 65535"
-    ))
+    crate::error::ConfigError::PortUnusable { port }.into()
 }
 
 impl EndpointControl {

@@ -11,6 +11,7 @@
 //! our answer instead of a reset.
 
 use super::error;
+use crate::error::ErrorCode;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -61,7 +62,7 @@ fn closing(mut resp: Response) -> Response {
 fn too_large() -> Response {
     let mut resp = closing(error(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "request_too_large",
+        ErrorCode::RequestTooLarge,
         format!(
             "a token or revoke request body is at most {} KiB",
             KEYLESS_MAX_BODY / 1024
@@ -89,7 +90,7 @@ pub async fn bound(State(limits): State<KeylessLimits>, req: Request, next: Next
         );
         return closing(error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_keyless_requests",
+            ErrorCode::TooManyKeylessRequests,
             "too many token requests at once; retry shortly",
         ));
     };
@@ -115,14 +116,14 @@ pub async fn bound(State(limits): State<KeylessLimits>, req: Request, next: Next
         Ok(Err(None)) => {
             return closing(error(
                 StatusCode::BAD_REQUEST,
-                "request_body_invalid",
+                ErrorCode::RequestBodyInvalid,
                 "the request body could not be read",
             ))
         }
         Err(_) => {
             return closing(error(
                 StatusCode::REQUEST_TIMEOUT,
-                "request_body_timeout",
+                ErrorCode::RequestBodyTimeout,
                 format!(
                     "the request body did not arrive within {} s",
                     KEYLESS_BODY_TIMEOUT.as_secs()

@@ -8,6 +8,7 @@ pub mod chat;
 pub mod continuity;
 pub mod ctl;
 pub mod guard;
+mod http_error;
 pub mod keyless;
 mod port_holder;
 mod proxy;
@@ -17,6 +18,7 @@ pub mod usage_poll;
 
 use crate::account::{now_ms, Account, AccountView};
 use crate::accounts::Service;
+use crate::error::ErrorCode;
 use crate::refresh::TokenManager;
 use crate::secret::Secret;
 use crate::store::Store;
@@ -27,7 +29,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use select::Selector;
-use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
@@ -35,6 +36,8 @@ use std::time::Duration;
 use usage::UsageSnapshot;
 
 pub use accept::Budget;
+pub(crate) use http_error::error;
+pub use http_error::HttpError;
 pub use keyless::{KeylessLimits, KEYLESS_BODY_TIMEOUT, KEYLESS_MAX_BODY};
 
 pub const DEFAULT_PORT: u16 = 8417;
@@ -62,10 +65,10 @@ pub enum EndpointError {
 }
 
 impl EndpointError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            EndpointError::PortInUse { .. } => "port_in_use",
-            EndpointError::Bind { .. } => "endpoint_bind",
+            EndpointError::PortInUse { .. } => ErrorCode::PortInUse,
+            EndpointError::Bind { .. } => ErrorCode::EndpointBind,
         }
     }
 }
@@ -409,52 +412,19 @@ fn router(shared: Arc<Shared>, limits: KeylessLimits) -> Router {
         .with_state(shared)
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    code: &'a str,
-    message: String,
-}
-
-/// Our own errors, in the OpenAI error shape the Codex CLI and SDKs parse.
-pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let kind = if status == StatusCode::TOO_MANY_REQUESTS {
-        "usage_limit_reached"
-    } else {
-        "codex_vault_error"
-    };
-    (
-        status,
-        Json(ErrorBody {
-            error: ErrorDetail {
-                kind,
-                code,
-                message: message.into(),
-            },
-        }),
-    )
-        .into_response()
-}
-
 /// Host and Origin first: a rebinding or cross-site request learns nothing, not even 401.
 async fn guard_browser(req: Request, next: Next) -> Response {
     if !guard::host_allowed(req.headers()) {
         return error(
             StatusCode::FORBIDDEN,
-            "host_not_allowed",
+            ErrorCode::HostNotAllowed,
             "this endpoint answers only requests addressed to 127.0.0.1, localhost or [::1]",
         );
     }
     if guard::has_browser_origin(req.headers()) {
         return error(
             StatusCode::FORBIDDEN,
-            "origin_not_allowed",
+            ErrorCode::OriginNotAllowed,
             "browser requests are refused (the request carried an Origin header)",
         );
     }
@@ -465,7 +435,7 @@ async fn require_key(State(shared): State<Arc<Shared>>, req: Request, next: Next
     if !shared.key_matches(req.headers()) {
         return error(
             StatusCode::UNAUTHORIZED,
-            "invalid_local_key",
+            ErrorCode::InvalidLocalKey,
             "missing or wrong local API key: send `Authorization: Bearer <key>` (see `codex-vault endpoint info`)",
         );
     }
@@ -473,7 +443,7 @@ async fn require_key(State(shared): State<Arc<Shared>>, req: Request, next: Next
         // Newer Codex CLIs try a WebSocket first; 426 makes them fall back to HTTP streaming.
         return error(
             StatusCode::UPGRADE_REQUIRED,
-            "websocket_not_served",
+            ErrorCode::WebsocketNotServed,
             "this endpoint serves HTTP streaming (SSE) only; retry without Upgrade",
         );
     }
@@ -488,7 +458,7 @@ async fn require_key(State(shared): State<Arc<Shared>>, req: Request, next: Next
     if announced.is_some_and(|n| n > MAX_BODY as u64) {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "request_too_large",
+            ErrorCode::RequestTooLarge,
             format!("the request body is over {} MiB", MAX_BODY / (1024 * 1024)),
         );
     }
@@ -535,7 +505,7 @@ async fn accounts(State(shared): State<Arc<Shared>>) -> Response {
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         "no such route: use /v1/responses, /v1/chat/completions, /v1/models, /v1/accounts or /health",
     )
 }

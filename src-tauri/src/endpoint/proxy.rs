@@ -10,6 +10,7 @@ use super::continuity::{self, hold, rewrite, scan, tap};
 use super::select::{Request as Pick, SelectError};
 use super::{error, lock, usage, Shared};
 use crate::account::{now_ms, FailureReason};
+use crate::error::ErrorCode;
 use crate::oauth::classify::{error_code, error_message};
 use crate::refresh::{AccessToken, RefreshError};
 use axum::body::{Body, Bytes};
@@ -412,7 +413,7 @@ pub(crate) async fn send(
             Err(e) => {
                 return Sent::Answer(error(
                     StatusCode::BAD_GATEWAY,
-                    "upstream_unreachable",
+                    ErrorCode::UpstreamUnreachable,
                     format!("could not reach the Codex backend: {}", e.without_url()),
                 ))
             }
@@ -557,7 +558,7 @@ pub(crate) async fn send(
     last_failure.unwrap_or_else(|| {
         Sent::Answer(error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "no_usable_account",
+            ErrorCode::NoUsableAccount,
             "no account could answer this request",
         ))
     })
@@ -637,19 +638,19 @@ fn select_error(e: SelectError) -> Response {
     match e {
         SelectError::UnknownPin(p) => error(
             StatusCode::BAD_REQUEST,
-            "unknown_account",
+            ErrorCode::UnknownAccount,
             format!("the {PIN_HEADER} header names no account: `{}` (use an id, label or email from `codex-vault accounts list`)", crate::oauth::classify::redact(&p)),
         ),
         SelectError::PinnedUnusable { label, why } => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "account_unusable",
+            ErrorCode::AccountUnusable,
             format!("the pinned account {label} cannot answer: {why}"),
         ),
         SelectError::AllRateLimited { earliest_reset } => {
             let resets_at = earliest_reset.map(|ms| ms / 1000);
             let body = serde_json::json!({"error": {
                 "type": "usage_limit_reached",
-                "code": "usage_limit_reached",
+                "code": ErrorCode::UsageLimitReached,
                 "message": "Every Codex Vault account has hit its usage limit.",
                 "resets_at": resets_at,
                 "resets_in_seconds": resets_at.map(|s| (s - now_ms() / 1000).max(0)),
@@ -658,24 +659,14 @@ fn select_error(e: SelectError) -> Response {
         }
         SelectError::NoUsableAccount => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "no_usable_account",
+            ErrorCode::NoUsableAccount,
             "no healthy account in Codex Vault: add one, or sign in again to the ones that need it",
         ),
     }
 }
 
 fn refresh_error(e: &RefreshError) -> Response {
-    match e {
-        RefreshError::Terminal { .. } => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "account_terminal",
-            e.to_string(),
-        ),
-        RefreshError::Transient { .. } => {
-            error(StatusCode::BAD_GATEWAY, "refresh_transient", e.to_string())
-        }
-        _ => error(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string()),
-    }
+    super::HttpError::from(e).into_response()
 }
 
 #[cfg(test)]

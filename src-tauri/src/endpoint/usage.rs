@@ -5,15 +5,18 @@ use crate::account::{now_ms, UnixMs};
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct UsageWindow {
     pub used_percent: f64,
+    #[ts(type = "number | null")]
     pub window_minutes: Option<i64>,
     /// RFC 3339.
     pub resets_at: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct UsageSnapshot {
     /// The short window (typically 300 minutes).
     pub primary: Option<UsageWindow>,

@@ -4,6 +4,7 @@
 
 use super::jwt::{self, IdentityClaims, JwtError};
 use crate::account::{has_control_chars, rfc3339_to_ms, UnixMs};
+use crate::error::ErrorCode;
 use crate::secret::Secret;
 use serde_json::{Map, Value};
 use std::io::Read;
@@ -54,21 +55,21 @@ pub enum AuthJsonError {
 }
 
 impl AuthJsonError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            AuthJsonError::Unreadable(_) => "auth_json_unreadable",
-            AuthJsonError::TooLarge => "auth_json_too_large",
-            AuthJsonError::Empty => "auth_json_empty",
-            AuthJsonError::NotJson { .. } | AuthJsonError::NotObject => "auth_json_not_json",
-            AuthJsonError::ApiKeyOnly => "auth_json_api_key_only",
-            AuthJsonError::NoTokens => "auth_json_no_tokens",
-            AuthJsonError::MissingField(_) => "auth_json_missing_field",
-            AuthJsonError::WrongType { .. } => "auth_json_wrong_type",
-            AuthJsonError::EmptyRefreshToken => "auth_json_empty_refresh_token",
+            AuthJsonError::Unreadable(_) => ErrorCode::AuthJsonUnreadable,
+            AuthJsonError::TooLarge => ErrorCode::AuthJsonTooLarge,
+            AuthJsonError::Empty => ErrorCode::AuthJsonEmpty,
+            AuthJsonError::NotJson { .. } | AuthJsonError::NotObject => ErrorCode::AuthJsonNotJson,
+            AuthJsonError::ApiKeyOnly => ErrorCode::AuthJsonApiKeyOnly,
+            AuthJsonError::NoTokens => ErrorCode::AuthJsonNoTokens,
+            AuthJsonError::MissingField(_) => ErrorCode::AuthJsonMissingField,
+            AuthJsonError::WrongType { .. } => ErrorCode::AuthJsonWrongType,
+            AuthJsonError::EmptyRefreshToken => ErrorCode::AuthJsonEmptyRefreshToken,
             AuthJsonError::Jwt(e) => e.code(),
-            AuthJsonError::ControlChars(_) => "auth_json_control_chars",
-            AuthJsonError::NoAccountId | AuthJsonError::NoUserId => "jwt_missing_claim",
-            AuthJsonError::AccountIdMismatch { .. } => "auth_json_account_mismatch",
+            AuthJsonError::ControlChars(_) => ErrorCode::AuthJsonControlChars,
+            AuthJsonError::NoAccountId | AuthJsonError::NoUserId => ErrorCode::JwtMissingClaim,
+            AuthJsonError::AccountIdMismatch { .. } => ErrorCode::AuthJsonAccountMismatch,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! JWT claims, decoded but not verified: we are a client holding tokens the issuer gave us, and
 //! the issuer verifies them on every use. Claim names follow the Codex CLI (protocol.md § JWT claims).
 
+use crate::error::ErrorCode;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -31,13 +32,13 @@ pub enum JwtError {
 }
 
 impl JwtError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             JwtError::NotAJwt { .. } | JwtError::BadBase64 { .. } | JwtError::NotJson { .. } => {
-                "jwt_malformed"
+                ErrorCode::JwtMalformed
             }
-            JwtError::MissingClaim { .. } => "jwt_missing_claim",
-            JwtError::WrongType { .. } => "jwt_wrong_claim_type",
+            JwtError::MissingClaim { .. } => ErrorCode::JwtMissingClaim,
+            JwtError::WrongType { .. } => ErrorCode::JwtWrongClaimType,
         }
     }
 }

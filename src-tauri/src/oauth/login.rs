@@ -5,6 +5,7 @@ use super::auth_json::{identity_from_claims, AuthJsonError, Credential, TokenSet
 use super::client::{ExchangeError, Issuer, TokenClient, CLIENT_ID};
 use super::jwt;
 use crate::account::now_ms;
+use crate::error::ErrorCode;
 use crate::secret::Secret;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -53,18 +54,18 @@ pub enum LoginError {
 }
 
 impl LoginError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            LoginError::PortsBusy { .. } => "login_ports_busy",
-            LoginError::Bind(_) => "login_bind",
-            LoginError::Cancelled(_) => "login_cancelled",
-            LoginError::StateMismatch => "login_state_mismatch",
-            LoginError::MissingEntitlement => "missing_codex_entitlement",
-            LoginError::Denied { .. } => "login_denied",
-            LoginError::NoCode => "login_no_code",
-            LoginError::Exchange(_) => "login_exchange_failed",
+            LoginError::PortsBusy { .. } => ErrorCode::LoginPortsBusy,
+            LoginError::Bind(_) => ErrorCode::LoginBind,
+            LoginError::Cancelled(_) => ErrorCode::LoginCancelled,
+            LoginError::StateMismatch => ErrorCode::LoginStateMismatch,
+            LoginError::MissingEntitlement => ErrorCode::MissingCodexEntitlement,
+            LoginError::Denied { .. } => ErrorCode::LoginDenied,
+            LoginError::NoCode => ErrorCode::LoginNoCode,
+            LoginError::Exchange(_) => ErrorCode::LoginExchangeFailed,
             LoginError::Identity(e) => e.code(),
-            LoginError::TimedOut(_) => "login_timed_out",
+            LoginError::TimedOut(_) => ErrorCode::LoginTimedOut,
         }
     }
 }

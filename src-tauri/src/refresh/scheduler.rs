@@ -3,7 +3,8 @@
 //! bounded concurrency, leaves an account alone while its refresh backs off (the backoff lives
 //! in the `TokenManager`, shared with the request path), and wakes on changes.
 
-use super::manager::{RefreshError, TokenManager};
+use super::error::RefreshError;
+use super::manager::TokenManager;
 use super::plan::{plan, LeadSettings, SETTING_FRACTION, SETTING_MAX_SECS, SETTING_MIN_SECS};
 use crate::account::now_ms;
 use std::collections::{HashMap, HashSet};

@@ -23,6 +23,7 @@ pub use seam::{
 };
 pub use watch::StoreWatch;
 
+use crate::error::ErrorCode;
 use crate::fsutil;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
@@ -67,20 +68,20 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            StoreError::DataDir { .. } => "data_dir",
-            StoreError::TooNew { .. } => "store_too_new",
-            StoreError::NotADatabase { .. } => "store_not_a_database",
-            StoreError::Corrupt { .. } => "store_corrupt",
-            StoreError::Backup { .. } => "store_backup_failed",
-            StoreError::Sqlite(e) if is_busy(e) => "store_busy",
-            StoreError::Sqlite(e) if is_corrupt(e) => "store_corrupt",
-            StoreError::Sqlite(_) => "store_error",
-            StoreError::AccountNotFound(_) => "account_not_found",
-            StoreError::Ambiguous(_) => "account_ambiguous",
-            StoreError::LabelTaken(_) => "label_taken",
-            StoreError::Conflict => "store_conflict",
+            StoreError::DataDir { .. } => ErrorCode::DataDir,
+            StoreError::TooNew { .. } => ErrorCode::StoreTooNew,
+            StoreError::NotADatabase { .. } => ErrorCode::StoreNotADatabase,
+            StoreError::Corrupt { .. } => ErrorCode::StoreCorrupt,
+            StoreError::Backup { .. } => ErrorCode::StoreBackupFailed,
+            StoreError::Sqlite(e) if is_busy(e) => ErrorCode::StoreBusy,
+            StoreError::Sqlite(e) if is_corrupt(e) => ErrorCode::StoreCorrupt,
+            StoreError::Sqlite(_) => ErrorCode::StoreError,
+            StoreError::AccountNotFound(_) => ErrorCode::AccountNotFound,
+            StoreError::Ambiguous(_) => ErrorCode::AccountAmbiguous,
+            StoreError::LabelTaken(_) => ErrorCode::LabelTaken,
+            StoreError::Conflict => ErrorCode::StoreConflict,
         }
     }
 }

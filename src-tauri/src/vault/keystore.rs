@@ -14,7 +14,8 @@ use zeroize::Zeroizing;
 pub const KEYCHAIN_SERVICE: &str = "codex-vault";
 pub const KEY_FILE_NAME: &str = "data-key";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, ts_rs::TS)]
+#[ts(export)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyStoreKind {
     Keychain,

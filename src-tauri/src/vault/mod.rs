@@ -8,11 +8,12 @@ mod seal;
 pub use keystore::{keychain_reads, KeyStoreKind};
 pub use seal::{DataKey, Field};
 
+use crate::error::ErrorCode;
 use crate::secret::Secret;
 use std::path::Path;
 use std::sync::Arc;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VaultError {
     #[error("the OS keychain is unavailable ({detail}). On Linux, install and unlock a Secret Service (gnome-keyring or KeePassXC) and sign in to a desktop session; on a headless machine you may opt in to a key file with CODEX_VAULT_KEY_STORE=file")]
     KeychainUnavailable { detail: String },
@@ -32,14 +33,14 @@ pub enum VaultError {
 }
 
 impl VaultError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            VaultError::KeychainUnavailable { .. } => "keychain_unavailable",
-            VaultError::KeyMissing { .. } => "key_missing",
-            VaultError::KeyMismatch { .. } => "key_mismatch",
-            VaultError::KeyCorrupt { .. } => "key_corrupt",
-            VaultError::KeyFile { .. } => "key_file",
-            VaultError::Tampered { .. } => "secret_tampered",
+            VaultError::KeychainUnavailable { .. } => ErrorCode::KeychainUnavailable,
+            VaultError::KeyMissing { .. } => ErrorCode::KeyMissing,
+            VaultError::KeyMismatch { .. } => ErrorCode::KeyMismatch,
+            VaultError::KeyCorrupt { .. } => ErrorCode::KeyCorrupt,
+            VaultError::KeyFile { .. } => ErrorCode::KeyFile,
+            VaultError::Tampered { .. } => ErrorCode::SecretTampered,
         }
     }
 }

@@ -24,8 +24,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use stream::{ChatStream, Completion, Out};
 
-/// The Codex CLI release whose wire protocol.md follows; the backend filters its catalog by it.
-const CLIENT_VERSION: &str = "0.169.0";
 /// Our own error answers are small; cap what is read of one to re-shape it.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -238,7 +236,7 @@ pub async fn list_models(
     if from_codex {
         return proxy::models(State(shared), OriginalUri(uri), headers).await;
     }
-    let path = format!("/models?client_version={CLIENT_VERSION}");
+    let path = models::catalog_path();
     let resp = match proxy::send(shared, Method::GET, &path, headers, Bytes::new()).await {
         Sent::Upstream(r) if r.status().is_success() => r,
         other => return respond(failure(other).await),

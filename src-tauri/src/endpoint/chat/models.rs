@@ -3,6 +3,21 @@
 
 use serde_json::{json, Value};
 
+/// The `client_version` the chat path sends when it lists models for a client that is not the
+/// Codex CLI. The backend answers its catalog per Codex CLI release (each model names a
+/// `minimal_client_version`), and an OpenAI-style client has no Codex release of its own to
+/// send, so the chat path asks as the oldest Codex CLI release Codex Vault supports and is
+/// tested against (0.169.0; 0.171.0 is the other, `docs/protocol.md`). A constant rather than
+/// something read from the request: a chat request carries no Codex version, and a Codex CLI's
+/// own `GET /v1/models?client_version=…` is forwarded with its version untouched. The only place
+/// this version is written; raise it with the supported range.
+pub const CODEX_CLIENT_VERSION: &str = "0.169.0";
+
+/// The backend path of the model catalog as the chat path asks for it.
+pub fn catalog_path() -> String {
+    format!("/models?client_version={CODEX_CLIENT_VERSION}")
+}
+
 pub fn to_openai_list(catalog: &Value) -> Value {
     let data: Vec<Value> = catalog
         .get("models")

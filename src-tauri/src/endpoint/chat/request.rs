@@ -7,7 +7,10 @@
 //! `stream: true`, `store: false` are always sent; sampling knobs it rejects are dropped (and
 //! named, for the debug log). `n > 1` is refused: answering one choice would change the meaning.
 
+mod messages;
+
 use super::names::NameMap;
+use messages::translate_messages;
 use serde_json::{json, Map, Value};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -99,6 +102,56 @@ const HANDLED: &[&str] = &[
 
 pub fn translate(req: &Value) -> Result<Translated, RequestError> {
     let obj = req.as_object().ok_or(RequestError::NotObject)?;
+    let (model, messages) = check(obj)?;
+    let mut names = NameMap::default();
+    let mut body = Map::new();
+    body.insert("model".into(), json!(model));
+
+    let tools = match obj.get("tools").filter(|v| !v.is_null()) {
+        Some(t) => translate_tools(t, &mut names)?,
+        None => Vec::new(),
+    };
+    let (instructions, input) = translate_messages(messages, &mut names)?;
+    body.insert("instructions".into(), json!(instructions));
+    body.insert("input".into(), Value::Array(input));
+    let has_tools = !tools.is_empty();
+    body.insert("tools".into(), Value::Array(tools));
+    let tool_choice = match obj.get("tool_choice").filter(|v| !v.is_null()) {
+        Some(c) => translate_tool_choice(c, &mut names)?,
+        None => json!("auto"),
+    };
+    body.insert("tool_choice".into(), tool_choice);
+    body.insert(
+        "parallel_tool_calls".into(),
+        json!(parallel(obj, has_tools)?),
+    );
+    map_knobs(obj, &mut body)?;
+    body.insert("store".into(), json!(false));
+    body.insert("stream".into(), json!(true));
+    body.insert("include".into(), json!(["reasoning.encrypted_content"]));
+    // The conversation key: upstream caches by it and the endpoint keeps it on one account.
+    if let Some(k) = obj.get("prompt_cache_key").and_then(Value::as_str) {
+        body.insert("prompt_cache_key".into(), json!(k));
+    }
+
+    let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(Translated {
+        body: Value::Object(body),
+        model,
+        stream,
+        include_usage,
+        names,
+        dropped: dropped(obj),
+    })
+}
+
+/// The model and the messages, after refusing what cannot be answered faithfully.
+fn check(obj: &Map<String, Value>) -> Result<(String, &[Value]), RequestError> {
     let model = obj
         .get("model")
         .and_then(Value::as_str)
@@ -128,37 +181,23 @@ pub fn translate(req: &Value) -> Result<Translated, RequestError> {
         .and_then(Value::as_array)
         .filter(|m| !m.is_empty())
         .ok_or(RequestError::NoMessages)?;
+    Ok((model, messages))
+}
 
-    let mut names = NameMap::default();
-    let mut body = Map::new();
-    body.insert("model".into(), json!(model));
-
-    let tools = match obj.get("tools").filter(|v| !v.is_null()) {
-        Some(t) => translate_tools(t, &mut names)?,
-        None => Vec::new(),
-    };
-    let (instructions, input) = translate_messages(messages, &mut names)?;
-    body.insert("instructions".into(), json!(instructions));
-    body.insert("input".into(), Value::Array(input));
-    let has_tools = !tools.is_empty();
-    body.insert("tools".into(), Value::Array(tools));
-    let tool_choice = match obj.get("tool_choice").filter(|v| !v.is_null()) {
-        Some(c) => translate_tool_choice(c, &mut names)?,
-        None => json!("auto"),
-    };
-    body.insert("tool_choice".into(), tool_choice);
-    let parallel = match obj.get("parallel_tool_calls").filter(|v| !v.is_null()) {
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(RequestError::BadField {
-                field: "parallel_tool_calls",
-                why: "must be a boolean".into(),
-            })
-        }
+fn parallel(obj: &Map<String, Value>, has_tools: bool) -> Result<bool, RequestError> {
+    match obj.get("parallel_tool_calls").filter(|v| !v.is_null()) {
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(RequestError::BadField {
+            field: "parallel_tool_calls",
+            why: "must be a boolean".into(),
+        }),
         // Chat Completions' default: parallel calls allowed when there are tools.
-        None => has_tools,
-    };
-    body.insert("parallel_tool_calls".into(), json!(parallel));
+        None => Ok(has_tools),
+    }
+}
+
+/// Reasoning effort, response format and verbosity → `reasoning` and `text`.
+fn map_knobs(obj: &Map<String, Value>, body: &mut Map<String, Value>) -> Result<(), RequestError> {
     if let Some(effort) = obj.get("reasoning_effort").filter(|v| !v.is_null()) {
         let effort = effort.as_str().ok_or(RequestError::BadField {
             field: "reasoning_effort",
@@ -178,174 +217,19 @@ pub fn translate(req: &Value) -> Result<Translated, RequestError> {
     if !text.is_empty() {
         body.insert("text".into(), Value::Object(text));
     }
-    body.insert("store".into(), json!(false));
-    body.insert("stream".into(), json!(true));
-    body.insert("include".into(), json!(["reasoning.encrypted_content"]));
-    // The conversation key: upstream caches by it and the endpoint keeps it on one account.
-    if let Some(k) = obj.get("prompt_cache_key").and_then(Value::as_str) {
-        body.insert("prompt_cache_key".into(), json!(k));
-    }
+    Ok(())
+}
 
-    let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let include_usage = obj
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+/// Client parameters not sent upstream: known knobs first, then anything unexpected, each in a
+/// stable order for the log.
+fn dropped(obj: &Map<String, Value>) -> Vec<String> {
     let mut dropped: Vec<String> = obj
         .iter()
         .filter(|(k, v)| !HANDLED.contains(&k.as_str()) && !v.is_null())
         .map(|(k, _)| k.clone())
         .collect();
-    // Known knobs first, then anything unexpected, each in a stable order for the log.
     dropped.sort_by_key(|k| (!DROPPED.contains(&k.as_str()), k.clone()));
-    Ok(Translated {
-        body: Value::Object(body),
-        model,
-        stream,
-        include_usage,
-        names,
-        dropped,
-    })
-}
-
-/// The text of a `content` that is a string or an array of `{type: "text", text}` parts.
-fn plain_text(content: &Value, index: usize) -> Result<String, RequestError> {
-    match content {
-        Value::Null => Ok(String::new()),
-        Value::String(s) => Ok(s.clone()),
-        Value::Array(parts) => {
-            let mut out = Vec::new();
-            for p in parts {
-                match p.get("type").and_then(Value::as_str) {
-                    Some("text") | Some("input_text") | Some("output_text") => {
-                        out.push(p.get("text").and_then(Value::as_str).unwrap_or_default())
-                    }
-                    Some("refusal") => {
-                        out.push(p.get("refusal").and_then(Value::as_str).unwrap_or_default())
-                    }
-                    other => {
-                        return Err(RequestError::BadMessage {
-                            index,
-                            why: format!(
-                                "a content part of type {} is not allowed here (text only)",
-                                other.unwrap_or("(none)")
-                            ),
-                        })
-                    }
-                }
-            }
-            Ok(out.join("\n"))
-        }
-        _ => Err(RequestError::BadMessage {
-            index,
-            why: "`content` must be a string or an array of parts".into(),
-        }),
-    }
-}
-
-/// User content parts → Responses input parts (`input_text`, `input_image`).
-fn user_parts(content: &Value, index: usize) -> Result<Vec<Value>, RequestError> {
-    let bad = |why: String| RequestError::BadMessage { index, why };
-    match content {
-        Value::String(s) => Ok(vec![json!({"type": "input_text", "text": s})]),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text") => Ok(json!({"type": "input_text",
-                    "text": p.get("text").and_then(Value::as_str).unwrap_or_default()})),
-                Some("image_url") => {
-                    let image = p.get("image_url");
-                    // Both `{"image_url": {"url": …}}` and the older `{"image_url": "…"}`.
-                    let url = image
-                        .and_then(|i| i.get("url").or(Some(i)))
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| bad("an image_url part needs `image_url.url`".into()))?;
-                    let detail = image
-                        .and_then(|i| i.get("detail"))
-                        .and_then(Value::as_str)
-                        .unwrap_or("auto");
-                    Ok(json!({"type": "input_image", "image_url": url, "detail": detail}))
-                }
-                other => Err(bad(format!(
-                    "content parts of type {} are not supported (text and image_url are)",
-                    other.unwrap_or("(none)")
-                ))),
-            })
-            .collect(),
-        _ => Err(bad("`content` must be a string or an array of parts".into())),
-    }
-}
-
-fn translate_messages(
-    messages: &[Value],
-    names: &mut NameMap,
-) -> Result<(String, Vec<Value>), RequestError> {
-    let mut instructions = Vec::new();
-    let mut input = Vec::new();
-    for (index, m) in messages.iter().enumerate() {
-        let bad = |why: &str| RequestError::BadMessage {
-            index,
-            why: why.into(),
-        };
-        let role = m
-            .get("role")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("`role` is required"))?;
-        let content = m.get("content").unwrap_or(&Value::Null);
-        match role {
-            "system" | "developer" => instructions.push(plain_text(content, index)?),
-            "user" => {
-                if content.is_null() {
-                    return Err(bad("a user message needs `content`"));
-                }
-                input.push(json!({"type": "message", "role": "user",
-                    "content": user_parts(content, index)?}));
-            }
-            "assistant" => {
-                let text = plain_text(content, index)?;
-                if !text.is_empty() {
-                    input.push(json!({"type": "message", "role": "assistant",
-                        "content": [{"type": "output_text", "text": text}]}));
-                }
-                let calls = m.get("tool_calls").and_then(Value::as_array);
-                for call in calls.into_iter().flatten() {
-                    let id = call
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| bad("every tool call needs an `id`"))?;
-                    let function = call
-                        .get("function")
-                        .ok_or_else(|| bad("only function tool calls are supported"))?;
-                    let name = function
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| bad("a tool call needs `function.name`"))?;
-                    let arguments = function
-                        .get("arguments")
-                        .and_then(Value::as_str)
-                        .unwrap_or("{}");
-                    input.push(json!({"type": "function_call", "call_id": id,
-                        "name": names.shorten(name), "arguments": arguments}));
-                }
-            }
-            "tool" => {
-                let call_id = m
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad("a tool message needs `tool_call_id`"))?;
-                input.push(json!({"type": "function_call_output", "call_id": call_id,
-                    "output": plain_text(content, index)?}));
-            }
-            "function" => {
-                return Err(bad(
-                    "the deprecated `function` role is not supported; use `tool` messages",
-                ))
-            }
-            other => return Err(bad(&format!("unknown role `{other}`"))),
-        }
-    }
-    Ok((instructions.join("\n\n"), input))
+    dropped
 }
 
 fn translate_tools(tools: &Value, names: &mut NameMap) -> Result<Vec<Value>, RequestError> {

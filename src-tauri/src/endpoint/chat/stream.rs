@@ -2,6 +2,10 @@
 //! as upstream produces it), and the fold of those chunks into one `chat.completion` for
 //! `stream: false`. Pure.
 
+mod completion;
+
+pub use completion::Completion;
+
 use super::error::{self, ApiError};
 use super::names::NameMap;
 use serde_json::{json, Value};
@@ -138,78 +142,27 @@ impl ChatStream {
         if self.over {
             return out;
         }
+        let delta = || data.get("delta").and_then(Value::as_str);
         match kind {
             "response.created" => {
                 // Role first, as OpenAI does, so the client sees the answer start at once.
                 self.push_delta(&mut out, json!({"content": ""}));
             }
             "response.output_text.delta" => {
-                if let Some(d) = data.get("delta").and_then(Value::as_str) {
+                if let Some(d) = delta() {
                     self.push_delta(&mut out, json!({"content": d}));
                 }
             }
             "response.reasoning_summary_text.delta" => {
                 // Not in OpenAI's schema; the field several clients read for reasoning text.
-                if let Some(d) = data.get("delta").and_then(Value::as_str) {
+                if let Some(d) = delta() {
                     self.push_delta(&mut out, json!({"reasoning_content": d}));
                 }
             }
-            "response.output_item.added" => {
-                let item = data.get("item").unwrap_or(&Value::Null);
-                if item.get("type").and_then(Value::as_str) == Some("function_call") {
-                    let Some(key) = item_key(data) else {
-                        return out;
-                    };
-                    let index = self.tools.len();
-                    let args = item.get("arguments").and_then(Value::as_str).unwrap_or("");
-                    self.tools.insert(
-                        key,
-                        ToolCall {
-                            index,
-                            args_sent: !args.is_empty(),
-                        },
-                    );
-                    let name = self
-                        .names
-                        .restore(item.get("name").and_then(Value::as_str).unwrap_or(""));
-                    let id = item
-                        .get("call_id")
-                        .or_else(|| item.get("id"))
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string();
-                    self.tool_delta(
-                        &mut out,
-                        index,
-                        json!({"name": name, "arguments": args}),
-                        Some(&id),
-                    );
-                }
-            }
-            "response.function_call_arguments.delta" => {
-                let d = data.get("delta").and_then(Value::as_str).unwrap_or("");
-                let found = item_key(data).and_then(|k| self.tools.get_mut(&k));
-                if let (Some(call), false) = (found, d.is_empty()) {
-                    call.args_sent = true;
-                    let index = call.index;
-                    self.tool_delta(&mut out, index, json!({"arguments": d}), None);
-                }
-            }
+            "response.output_item.added" => self.item_added(&mut out, data),
+            "response.function_call_arguments.delta" => self.arguments_delta(&mut out, data),
             "response.function_call_arguments.done" | "response.output_item.done" => {
-                // Arguments that never came as deltas arrive whole here; send them once.
-                let args = data
-                    .get("arguments")
-                    .or_else(|| data.get("item").and_then(|i| i.get("arguments")))
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let found = item_key(data).and_then(|k| self.tools.get_mut(&k));
-                if let (Some(call), false) = (found, args.is_empty()) {
-                    if !call.args_sent {
-                        call.args_sent = true;
-                        let index = call.index;
-                        self.tool_delta(&mut out, index, json!({"arguments": args}), None);
-                    }
-                }
+                self.item_done(&mut out, data);
             }
             "response.completed" | "response.done" => {
                 let reason = if self.tools.is_empty() {
@@ -251,100 +204,67 @@ impl ChatStream {
         }
         out
     }
-}
 
-/// Folds chunks into one `chat.completion` (the `stream: false` answer).
-#[derive(Default)]
-pub struct Completion {
-    head: Option<Value>,
-    content: String,
-    reasoning: String,
-    tool_calls: Vec<Value>,
-    finish: Option<String>,
-    usage: Option<Value>,
-}
-
-impl Completion {
-    pub fn absorb(&mut self, chunk: &Value) {
-        if self.head.is_none() {
-            self.head = Some(
-                json!({"id": chunk["id"], "created": chunk["created"], "model": chunk["model"]}),
-            );
+    /// A new output item: a function call starts its tool-call delta (id, name, any arguments).
+    fn item_added(&mut self, out: &mut Vec<Out>, data: &Value) {
+        let item = data.get("item").unwrap_or(&Value::Null);
+        if item.get("type").and_then(Value::as_str) != Some("function_call") {
+            return;
         }
-        if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
-            self.usage = Some(u.clone());
-        }
-        let Some(choice) = chunk.pointer("/choices/0") else {
+        let Some(key) = item_key(data) else {
             return;
         };
-        if let Some(r) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.finish = Some(r.to_string());
-        }
-        let delta = &choice["delta"];
-        if let Some(c) = delta.get("content").and_then(Value::as_str) {
-            self.content.push_str(c);
-        }
-        if let Some(c) = delta.get("reasoning_content").and_then(Value::as_str) {
-            self.reasoning.push_str(c);
-        }
-        for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let Some(i) = call
-                .get("index")
-                .and_then(Value::as_u64)
-                .map(|i| i as usize)
-            else {
-                continue;
-            };
-            while self.tool_calls.len() <= i {
-                self.tool_calls.push(json!({"id": "", "type": "function",
-                    "function": {"name": "", "arguments": ""}}));
-            }
-            let slot = &mut self.tool_calls[i];
-            if let Some(id) = call.get("id").and_then(Value::as_str) {
-                slot["id"] = json!(id);
-            }
-            if let Some(n) = call.pointer("/function/name").and_then(Value::as_str) {
-                slot["function"]["name"] = json!(n);
-            }
-            if let Some(a) = call.pointer("/function/arguments").and_then(Value::as_str) {
-                let joined = format!(
-                    "{}{a}",
-                    slot["function"]["arguments"].as_str().unwrap_or("")
-                );
-                slot["function"]["arguments"] = json!(joined);
-            }
+        let index = self.tools.len();
+        let args = item.get("arguments").and_then(Value::as_str).unwrap_or("");
+        self.tools.insert(
+            key,
+            ToolCall {
+                index,
+                args_sent: !args.is_empty(),
+            },
+        );
+        let name = self
+            .names
+            .restore(item.get("name").and_then(Value::as_str).unwrap_or(""));
+        let id = item
+            .get("call_id")
+            .or_else(|| item.get("id"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        self.tool_delta(
+            out,
+            index,
+            json!({"name": name, "arguments": args}),
+            Some(&id),
+        );
+    }
+
+    fn arguments_delta(&mut self, out: &mut Vec<Out>, data: &Value) {
+        let d = data.get("delta").and_then(Value::as_str).unwrap_or("");
+        let found = item_key(data).and_then(|k| self.tools.get_mut(&k));
+        if let (Some(call), false) = (found, d.is_empty()) {
+            call.args_sent = true;
+            let index = call.index;
+            self.tool_delta(out, index, json!({"arguments": d}), None);
         }
     }
 
-    pub fn into_json(self) -> Value {
-        let head = self.head.unwrap_or_else(|| json!({}));
-        // OpenAI sends `content: null` for a pure tool-call answer.
-        let content = if self.content.is_empty() && !self.tool_calls.is_empty() {
-            Value::Null
-        } else {
-            json!(self.content)
-        };
-        let mut message = json!({"role": "assistant", "content": content, "refusal": null});
-        if !self.tool_calls.is_empty() {
-            message["tool_calls"] = json!(self.tool_calls);
+    /// Arguments that never came as deltas arrive whole here; send them once.
+    fn item_done(&mut self, out: &mut Vec<Out>, data: &Value) {
+        let args = data
+            .get("arguments")
+            .or_else(|| data.get("item").and_then(|i| i.get("arguments")))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let found = item_key(data).and_then(|k| self.tools.get_mut(&k));
+        if let (Some(call), false) = (found, args.is_empty()) {
+            if !call.args_sent {
+                call.args_sent = true;
+                let index = call.index;
+                self.tool_delta(out, index, json!({"arguments": args}), None);
+            }
         }
-        if !self.reasoning.is_empty() {
-            message["reasoning_content"] = json!(self.reasoning);
-        }
-        json!({
-            "id": head["id"],
-            "object": "chat.completion",
-            "created": head["created"],
-            "model": head["model"],
-            "choices": [{"index": 0, "message": message, "logprobs": null,
-                "finish_reason": self.finish.unwrap_or_else(|| "stop".into())}],
-            "usage": self.usage,
-        })
     }
 }
 

@@ -1,0 +1,191 @@
+//! The real Codex CLI (0.169.0 and 0.171.0) keeps a conversation going through `codex-vault
+//! serve` while accounts change under it: turn 1 on A; A is capped; `codex exec resume --last`
+//! turn 2 is answered by B without A's reasoning ciphertext (which B could not read); turn 3
+//! stays on B with B's own reasoning still sent; `serve` restarts (and A is usable again) and
+//! turn 4 still goes to B with B's reasoning kept.
+
+use crate::common;
+
+use codex_vault_testkit::codex_cli::{
+    codex_cli_bin_for, skip_requested, CodexExec, CodexHome, CodexRun, ProviderConfig,
+};
+use codex_vault_testkit::{AccountCounters, AccountSpec, FakeOpenAi};
+use common::*;
+
+fn per(fake: &FakeOpenAi, account_id: &str) -> AccountCounters {
+    fake.counters()
+        .per_account
+        .get(account_id)
+        .cloned()
+        .unwrap_or_default()
+}
+
+struct Cli<'a> {
+    bin: std::path::PathBuf,
+    home: &'a CodexHome,
+    key: String,
+}
+
+impl Cli<'_> {
+    fn run(&self, resume: bool, prompt: &str) -> CodexRun {
+        let mut exec = CodexExec::new(self.bin.clone(), self.home, prompt)
+            .env("CODEX_VAULT_KEY", self.key.clone());
+        if resume {
+            exec = exec.arg("resume").arg("--last");
+        }
+        let r = exec.run_blocking().expect("codex exec ran");
+        assert!(r.success(), "codex exec failed: {r:?}");
+        r
+    }
+}
+
+/// Points the CLI's config at a (re)started endpoint: the `endpoint info` snippet verbatim, plus
+/// what keeps the CLI offline in a test.
+fn configure(env: &TestEnv, home: &CodexHome) -> String {
+    let info = env.run(&["endpoint", "info", "--json"]);
+    assert_eq!(info.code, 0, "{}", info.stderr);
+    let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
+    let config = format!(
+        "check_for_update_on_startup = false\n{}\n[analytics]\nenabled = false\n\n[feedback]\nenabled = false\n",
+        info["config_toml"].as_str().unwrap()
+    );
+    std::fs::write(home.codex_home().join("config.toml"), config).unwrap();
+    info["key"].as_str().unwrap().to_string()
+}
+
+fn scenario(version: &'static str) {
+    if skip_requested() {
+        eprintln!("skipped: CODEX_VAULT_SKIP_CODEX_CLI=1");
+        return;
+    }
+    let bin = codex_cli_bin_for(version).expect("the real Codex CLI (make deps-test installs it)");
+    let fake = fake();
+    fake.set_responses_text("Hello through Codex Vault.");
+    let env = TestEnv::new();
+    let mut tokens = Vec::new();
+    for label in ["a", "b"] {
+        let t = fake.add_account(AccountSpec {
+            email: format!("{label}@corp.com"),
+            ..Default::default()
+        });
+        let p = env.write_file(
+            &format!("{label}.json"),
+            auth_json(&t, "2026-01-01T00:00:00Z").as_bytes(),
+        );
+        let r = env.run(&["accounts", "import", p.to_str().unwrap(), "--label", label]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        tokens.push(t);
+    }
+    let upstream = [
+        ("CODEX_VAULT_AUTH_BASE", fake.base_url()),
+        ("CODEX_VAULT_UPSTREAM", fake.codex_base()),
+    ];
+    let envs: Vec<(&str, &str)> = upstream.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut serve = env.spawn_serve(&envs, env.dir.path().join("serve1.log"));
+    let home = CodexHome::new(&ProviderConfig::new(
+        "http://127.0.0.1:1/v1",
+        "CODEX_VAULT_KEY",
+    ))
+    .unwrap();
+    let key = configure(&env, &home);
+    let cli = Cli {
+        bin,
+        home: &home,
+        key,
+    };
+
+    // Turn 1: whoever the endpoint picks is "A" from here on.
+    let r = cli.run(false, "say hi");
+    assert!(r.stdout.contains("Hello through Codex Vault."), "{r:?}");
+    let body = fake.counters().last_responses_body.unwrap();
+    assert!(
+        body["include"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|v| v == "reasoning.encrypted_content")),
+        "CLI {version} asks for reasoning ciphertext: {body}"
+    );
+    let (a, b) = if per(&fake, &tokens[0].account_id).responses_calls == 1 {
+        (&tokens[0], &tokens[1])
+    } else {
+        (&tokens[1], &tokens[0])
+    };
+    assert_eq!(per(&fake, &a.account_id).responses_calls, 1);
+    assert_eq!(per(&fake, &a.account_id).encrypted_minted, 1);
+
+    // A is capped upstream (a 429 usage limit). Turn 2 is B's, with A's reasoning left out.
+    let now = chrono::Utc::now().timestamp();
+    fake.set_rate_limited(&a.account_id, Some(now + 3600));
+    let r = cli.run(true, "and then?");
+    assert!(r.stdout.contains("Hello through Codex Vault."), "{r:?}");
+    let sent = fake.counters().last_responses_body.unwrap();
+    let replayed_reasoning = sent["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["type"] == "reasoning")
+        .count();
+    let nb = per(&fake, &b.account_id);
+    assert_eq!(nb.responses_calls, 1, "turn 2 was answered by B");
+    assert_eq!(
+        nb.encrypted_foreign_received, 0,
+        "A's ciphertext never reached B"
+    );
+    assert_eq!(
+        replayed_reasoning, 0,
+        "A's reasoning item was dropped whole"
+    );
+    assert_eq!(fake.counters().encrypted_content_rejected, 0);
+
+    // Turn 3 stays on B, and B's own reasoning from turn 2 goes with it.
+    cli.run(true, "one more");
+    let nb = per(&fake, &b.account_id);
+    assert_eq!(nb.responses_calls, 2, "turn 3 stayed on B");
+    assert_eq!(nb.encrypted_accepted, 1, "B's reasoning was sent to B");
+    assert_eq!(nb.encrypted_foreign_received, 0);
+
+    // Restart serve. A's window resets meanwhile (upstream and in the store), so only the
+    // remembered affinity keeps the conversation on B.
+    assert_eq!(serve.terminate(), Some(0), "serve stops cleanly");
+    fake.set_rate_limited(&a.account_id, None);
+    let db = rusqlite::Connection::open(env.vault_home().join("codex-vault.db")).unwrap();
+    db.execute(
+        "UPDATE accounts SET status = 'healthy', rate_limited_until = NULL WHERE chatgpt_account_id = ?1",
+        [&a.account_id],
+    )
+    .unwrap();
+    let kept: i64 = db
+        .query_row("SELECT count(*) FROM minted_content", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        kept, 3,
+        "the digests of all three answers' reasoning were saved"
+    );
+    drop(db);
+    let _serve = env.spawn_serve(&envs, env.dir.path().join("serve2.log"));
+    let key = configure(&env, &home);
+    let cli = Cli { key, ..cli };
+    cli.run(true, "still there?");
+    let nb = per(&fake, &b.account_id);
+    assert_eq!(
+        nb.responses_calls, 3,
+        "turn 4 still went to B after the restart"
+    );
+    assert_eq!(
+        nb.encrypted_accepted,
+        1 + 2,
+        "both of B's reasoning items were kept"
+    );
+    assert_eq!(nb.encrypted_foreign_received, 0, "A's stayed out");
+    assert_eq!(per(&fake, &a.account_id).responses_calls, 1);
+    assert_eq!(fake.counters().encrypted_content_rejected, 0);
+}
+
+#[test]
+fn codex_cli_0_169_keeps_its_conversation_across_a_failover_and_a_restart() {
+    scenario("0.169.0");
+}
+
+#[test]
+fn codex_cli_0_171_keeps_its_conversation_across_a_failover_and_a_restart() {
+    scenario("0.171.0");
+}

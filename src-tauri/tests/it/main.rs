@@ -1,0 +1,66 @@
+//! Codex Vault's integration tests: one binary, one module per area. Run one area with a name
+//! filter, e.g. `cargo test -p codex-vault --test it refresh::` (inside `scripts/keyring-session.sh`).
+//!
+//! Every test here shares this process. A test that needs a process of its own (a process-wide
+//! counter, an environment variable read once, a changed session bus) re-runs itself as a child
+//! of this binary: `common::in_own_process`.
+
+mod common;
+
+mod broker {
+    mod basics;
+    mod codex_cli;
+    mod import;
+    mod race;
+    mod writeback;
+    mod writeback_codex_cli;
+}
+
+mod endpoint {
+    mod chat;
+    mod chat_sdk;
+    mod codex_cli;
+    mod continuity;
+    mod continuity_codex_cli;
+    mod control;
+    mod registry;
+    mod routing;
+}
+
+mod hardening {
+    mod crash;
+    mod endpoint;
+    mod inputs;
+    mod keychain;
+    mod keyless;
+    mod leaks;
+    mod locks;
+    mod soak;
+}
+
+mod keychain {
+    mod once;
+    mod retry;
+}
+
+mod login {
+    mod default_ports;
+    mod flow;
+}
+
+mod refresh {
+    mod durability;
+    mod engine;
+    mod held;
+    mod process;
+    mod scheduler;
+    mod shutdown;
+    mod token_client;
+}
+
+mod store {
+    mod bad_input;
+    mod cli;
+    mod integrity;
+    mod locks;
+}
