@@ -70,8 +70,12 @@ bindings:
 	  exit 1; \
 	fi
 
-# Both feature sets: the desktop build and the headless core (`--no-default-features`, no WebKit).
+# The layering (Tauri only in desktop/, SQL only in store/), no core file over 600 lines, every
+# *.md a source names present; then both feature sets: the desktop build and the headless core
+# (`--no-default-features`, no WebKit).
 lint:
+	scripts/check-layers.sh
+	scripts/check-tree.sh
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p codex-vault --no-default-features --all-targets -- -D warnings
