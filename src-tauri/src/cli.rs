@@ -438,11 +438,7 @@ fn endpoint_info(json: bool) -> Result<ExitCode, AppError> {
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| AppError::from(ConfigError::Runtime(e.to_string())))
+    crate::runtime::tokio_runtime()
 }
 
 fn login(label: Option<String>, no_browser: bool, timeout: u64) -> Result<ExitCode, AppError> {

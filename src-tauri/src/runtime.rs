@@ -2,6 +2,7 @@
 //! (The composition root proper — store, vault, health, token manager, scheduler, endpoint and
 //! bus started in one place — is not here yet: `serve.rs` and `desktop/mod.rs` still wire them.)
 
+use crate::error::AppError;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -27,4 +28,14 @@ pub fn upstream_http() -> reqwest::Client {
                 .expect("HTTP client builds with rustls")
         })
         .clone()
+}
+
+/// The async runtime `serve` and the CLI's networked commands run on (two workers: the core's
+/// work is I/O). Here, not in `cli`, so `serve` does not depend on the CLI that starts it.
+pub fn tokio_runtime() -> Result<tokio::runtime::Runtime, AppError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::from(crate::error::ConfigError::Runtime(e.to_string())))
 }

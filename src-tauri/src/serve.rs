@@ -155,7 +155,7 @@ pub fn run(port: Option<u16>) -> Result<ExitCode, AppError> {
         tracing::warn!("{w}");
     }
     let tm = service.token_manager();
-    let rt = crate::cli::runtime()?;
+    let rt = crate::runtime::tokio_runtime()?;
     rt.block_on(async move {
         // Registered before the first refresh can start (start-up recovery refreshes too): a
         // SIGTERM from then on is a graceful stop that drains, never the default instant death.

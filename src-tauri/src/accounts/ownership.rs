@@ -381,47 +381,10 @@ impl Service {
         Ok(None)
     }
 
-    /// Clears a shared-grant flag whose Codex auth.json is gone or holds another sign-in now (the
-    /// user detached it, or logged the CLI into something else). A file still holding our chain,
-    /// or an unreadable one, keeps the flag: a false alarm costs less than two redeemers.
-    ///
-    /// A copy we cannot watch (pasted or piped in) is flagged until our own rotation has spent the
-    /// token it holds: from then on it can no longer take the chain from us (the issuer refuses
-    /// it; a family revoked for that reuse shows on the account itself, as its failure).
+    /// Clears the shared-grant flags that no longer hold. The job is health's
+    /// (`Health::recheck_shared_grants`, which decides with `health::shared_grants::stale`).
     pub fn recheck_shared_grants(&self) -> Result<(), AppError> {
-        let rotated: std::collections::HashMap<String, Option<i64>> = self
-            .store()
-            .refresh_fingerprints()?
-            .into_iter()
-            .map(|r| (r.account_id, r.rotated_at))
-            .collect();
-        for a in self.store().list_accounts()? {
-            let Some(place) = a.shared_grant_where.as_deref() else {
-                continue;
-            };
-            let path = Path::new(place);
-            if !path.is_absolute() {
-                let flagged = self.store().last_event_at(&a.id, "shared_grant_detected")?;
-                let spent = matches!(
-                    (rotated.get(&a.id).copied().flatten(), flagged),
-                    (Some(r), Some(f)) if r > f
-                );
-                if spent {
-                    self.store().set_shared_grant(&a.id, None)?;
-                }
-                continue;
-            }
-            let gone = !path.exists();
-            let other = auth_json::read_file(path)
-                .and_then(|b| auth_json::parse(&b))
-                .is_ok_and(|c| {
-                    c.identity.chatgpt_account_id != a.chatgpt_account_id
-                        || c.identity.chatgpt_user_id != a.chatgpt_user_id
-                });
-            if gone || other {
-                self.store().set_shared_grant(&a.id, None)?;
-            }
-        }
+        crate::health::Health::new(self.store().clone()).recheck_shared_grants()?;
         Ok(())
     }
 }

@@ -128,10 +128,12 @@ impl Service {
     }
 
     pub fn list(&self) -> Result<Vec<AccountView>, AppError> {
-        // A shared-grant flag whose Codex auth.json is gone (or signed in elsewhere) clears itself.
-        if let Err(e) = self.recheck_shared_grants() {
+        // A read, never a write: a shared-grant flag whose Codex auth.json is gone (or signed in
+        // elsewhere) shows cleared here; health clears it in the store (`recheck_shared_grants`).
+        let stale = crate::health::shared_grants::stale(&self.store).unwrap_or_else(|e| {
             tracing::warn!("cannot re-check shared sign-ins: {e}");
-        }
+            Vec::new()
+        });
         let now = now_ms();
         // A live refresh lease (any process) shows as "refreshing" on an otherwise healthy account.
         let refreshing: Vec<String> = self
@@ -149,6 +151,10 @@ impl Service {
                 let mut v = a.view(now);
                 if v.status == crate::account::Status::Healthy && refreshing.contains(&a.id) {
                     v.status = crate::account::Status::Refreshing;
+                }
+                if stale.contains(&a.id) {
+                    v.shared_grant = false;
+                    v.shared_grant_where = None;
                 }
                 v
             })

@@ -329,6 +329,54 @@ fn build_tray(app: &AppHandle) -> Option<Tray> {
     }
 }
 
+/// After the window exists: the tray, the window's place, then (with a store) the refresher,
+/// the endpoint and the event relay. `data_dir` is None when the store could not be opened.
+fn set_up(handle: &AppHandle, autostarted: bool, data_dir: Option<PathBuf>) {
+    let handle = handle.clone();
+    let state = handle.state::<AppState>();
+    let tray = build_tray(&handle);
+    let has_tray = tray.is_some();
+    let _ = state.tray.set(tray);
+    place_window(&handle, &prefs::load(&handle), has_tray, autostarted);
+    let (Some(tm), Some(ctl), Some(dir)) = (
+        state.token_manager.clone(),
+        state.endpoint.clone(),
+        data_dir,
+    ) else {
+        refresh_tray(&handle, Some(false));
+        return;
+    };
+    // The background refresher and the loopback endpoint run as long as the app:
+    // unfinished refreshes of a crashed process are settled first, then tokens are kept
+    // fresh ahead of expiry and served to local tools (the same endpoint `serve` runs).
+    let app2 = handle.clone();
+    tauri::async_runtime::spawn(async move {
+        tm.recover_intents().await;
+        let _scheduler = crate::refresh::Scheduler::spawn(tm);
+        if let Err(e) = ctl.start().await {
+            tracing::error!(code = e.code().as_str(), "the endpoint did not start: {e}");
+        }
+        announce_endpoint(&app2, &ctl).await;
+        // Held for the life of the app (dropping it stops the scheduler).
+        std::future::pending::<()>().await;
+    });
+    spawn_event_relay(handle, dir);
+}
+
+fn on_window_event(window: &tauri::Window, event: &WindowEvent) {
+    if let WindowEvent::CloseRequested { api, .. } = event {
+        remember_window(window);
+        // Close-to-tray: the endpoint and refreshes go on; Quit is in the tray menu.
+        api.prevent_close();
+        if window.app_handle().state::<AppState>().tray().is_some() {
+            let _ = window.hide();
+        } else {
+            // No tray: closing is quitting, through the same drain as Quit.
+            request_quit(window.app_handle(), false);
+        }
+    }
+}
+
 /// The autostart entry's argument: an autostarted app opens in the tray, not as a window.
 pub const AUTOSTARTED_ARG: &str = "--autostarted";
 
@@ -369,50 +417,10 @@ pub fn run(autostarted: bool) -> ExitCode {
         ))
         .manage(state)
         .setup(move |app| {
-            let handle = app.handle().clone();
-            let state = handle.state::<AppState>();
-            let tray = build_tray(&handle);
-            let has_tray = tray.is_some();
-            let _ = state.tray.set(tray);
-            place_window(&handle, &prefs::load(&handle), has_tray, autostarted);
-            let (Some(tm), Some(ctl), Some(dir)) = (
-                state.token_manager.clone(),
-                state.endpoint.clone(),
-                data_dir.filter(|_| store_open),
-            ) else {
-                refresh_tray(&handle, Some(false));
-                return Ok(());
-            };
-            // The background refresher and the loopback endpoint run as long as the app:
-            // unfinished refreshes of a crashed process are settled first, then tokens are kept
-            // fresh ahead of expiry and served to local tools (the same endpoint `serve` runs).
-            let app2 = handle.clone();
-            tauri::async_runtime::spawn(async move {
-                tm.recover_intents().await;
-                let _scheduler = crate::refresh::Scheduler::spawn(tm);
-                if let Err(e) = ctl.start().await {
-                    tracing::error!(code = e.code().as_str(), "the endpoint did not start: {e}");
-                }
-                announce_endpoint(&app2, &ctl).await;
-                // Held for the life of the app (dropping it stops the scheduler).
-                std::future::pending::<()>().await;
-            });
-            spawn_event_relay(handle, dir);
+            set_up(app.handle(), autostarted, data_dir.filter(|_| store_open));
             Ok(())
         })
-        .on_window_event(|window, event| {
-            if let WindowEvent::CloseRequested { api, .. } = event {
-                remember_window(window);
-                // Close-to-tray: the endpoint and refreshes go on; Quit is in the tray menu.
-                api.prevent_close();
-                if window.app_handle().state::<AppState>().tray().is_some() {
-                    let _ = window.hide();
-                } else {
-                    // No tray: closing is quitting, through the same drain as Quit.
-                    request_quit(window.app_handle(), false);
-                }
-            }
-        })
+        .on_window_event(on_window_event)
         .invoke_handler(tauri::generate_handler![
             commands::list_accounts,
             commands::store_info,

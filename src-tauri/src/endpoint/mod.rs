@@ -407,7 +407,15 @@ async fn watch_store(
         // Forget cached tokens first: a request racing the reload then reads the store anew.
         shared.tm.forget_all();
         let s = shared.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || s.reload()).await {
+        let reloaded = tokio::task::spawn_blocking(move || {
+            // Health's job on every change: flags that no longer hold are cleared in the store
+            // (a clearing is itself a change, seen once more, with nothing left to clear).
+            if let Err(e) = s.health.recheck_shared_grants() {
+                tracing::warn!("cannot re-check shared sign-ins: {e}");
+            }
+            s.reload();
+        });
+        if let Err(e) = reloaded.await {
             tracing::warn!("endpoint reload task failed: {e}");
         }
     }

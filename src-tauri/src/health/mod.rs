@@ -10,6 +10,8 @@
 //! `/v1/accounts` agree with the row), then published on the bus (`AccountChanged`) for the
 //! window, the tray and the scheduler. Another process's writes arrive through the store watcher.
 
+pub mod shared_grants;
+
 use crate::account::{Account, FailureReason, UnixMs};
 use crate::bus::{self, CoreEvent};
 use crate::store::{Store, StoreError};
@@ -98,6 +100,18 @@ impl Health {
     /// Sets (`Some(where)`) or clears the shared-grant flag. Returns whether it changed.
     pub fn shared_grant(&self, account_id: &str, place: Option<&str>) -> Result<bool, StoreError> {
         self.write(account_id, |s| s.set_shared_grant(account_id, place))
+    }
+
+    /// Clears every shared-grant flag that no longer holds (`shared_grants::stale`); returns how
+    /// many it cleared.
+    pub fn recheck_shared_grants(&self) -> Result<usize, StoreError> {
+        let mut cleared = 0;
+        for id in retry_busy(|| shared_grants::stale(&self.store))? {
+            if self.shared_grant(&id, None)? {
+                cleared += 1;
+            }
+        }
+        Ok(cleared)
     }
 
     /// One guarded write; when it changed the row, every view of this process gets the row at

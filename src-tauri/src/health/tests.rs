@@ -113,3 +113,32 @@ fn a_failed_write_is_returned_not_swallowed() {
     assert!(health.usage(&id, "{}").is_err());
     assert!(health.shared_grant(&id, Some("somewhere")).is_err());
 }
+
+#[test]
+fn a_stale_shared_grant_flag_is_decided_by_reading_and_cleared_only_by_health() {
+    let (dir, store, id) = store_with_account();
+    let gone = dir.path().join("gone").join("auth.json");
+    assert!(store
+        .set_shared_grant(&id, Some(gone.to_str().unwrap()))
+        .unwrap());
+    assert_eq!(shared_grants::stale(&store).unwrap(), vec![id.clone()]);
+    assert!(
+        store
+            .get_account(&id)
+            .unwrap()
+            .unwrap()
+            .shared_grant_where
+            .is_some(),
+        "deciding wrote nothing"
+    );
+    let health = Health::new(store.clone());
+    assert_eq!(health.recheck_shared_grants().unwrap(), 1);
+    assert!(store
+        .get_account(&id)
+        .unwrap()
+        .unwrap()
+        .shared_grant_where
+        .is_none());
+    assert!(shared_grants::stale(&store).unwrap().is_empty());
+    assert_eq!(health.recheck_shared_grants().unwrap(), 0);
+}
