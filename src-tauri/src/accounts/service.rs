@@ -130,7 +130,7 @@ impl Service {
     pub fn list(&self) -> Result<Vec<AccountView>, AppError> {
         // A read, never a write: a shared-grant flag whose Codex auth.json is gone (or signed in
         // elsewhere) shows cleared here; health clears it in the store (`recheck_shared_grants`).
-        let stale = crate::health::shared_grants::stale(&self.store).unwrap_or_else(|e| {
+        let stale = crate::health::shared_grants::stale(&*self.store).unwrap_or_else(|e| {
             tracing::warn!("cannot re-check shared sign-ins: {e}");
             Vec::new()
         });

@@ -23,7 +23,7 @@ use crate::accounts::Service;
 use crate::error::ErrorCode;
 use crate::refresh::TokenManager;
 use crate::secret::Secret;
-use crate::store::Store;
+use crate::store::SharedStore;
 use routes::router;
 use select::Selector;
 use std::collections::{HashMap, HashSet};
@@ -96,8 +96,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn store(&self) -> &Arc<Store> {
-        self.service.store()
+    fn store(&self) -> &SharedStore {
+        self.service.shared_store()
     }
 
     fn accounts(&self) -> Arc<Vec<Account>> {
@@ -228,7 +228,7 @@ impl Drop for Endpoint {
             t.abort();
         }
         // What the debounced flush had not written yet (a restart must find it).
-        self.shared.continuity.flush_now(self.shared.store());
+        self.shared.continuity.flush_now(&**self.shared.store());
     }
 }
 
@@ -252,10 +252,8 @@ pub async fn start(
     // Subscribed before the accounts are first read: a change landing in between is then
     // re-read, never taken as already seen.
     let changes = crate::bus::Bus::global().subscribe();
-    if let Some(dir) = shared.store().path().parent() {
-        if let Err(e) = crate::store::watch_dir(dir) {
-            tracing::warn!("no live updates from other processes: {e}");
-        }
+    if let Err(e) = shared.store().watch_changes() {
+        tracing::warn!("no live updates from other processes: {e}");
     }
     shared.reload();
     seed(&shared);
@@ -343,7 +341,7 @@ fn new_shared(
     }
     Arc::new(Shared {
         tm,
-        health: crate::health::Health::new(service.store().clone()),
+        health: crate::health::Health::new(service.shared_store()),
         service,
         key: RwLock::new(key),
         accounts: RwLock::new(Arc::new(Vec::new())),
@@ -376,7 +374,7 @@ fn seed(shared: &Shared) {
     }
     // Conversations and who minted what, as an earlier run left them.
     {
-        let pairs = shared.continuity.load(shared.store());
+        let pairs = shared.continuity.load(&**shared.store());
         let mut sel = lock(&shared.selector);
         for (conv, account) in pairs {
             sel.stick(&conv, &account);

@@ -14,7 +14,7 @@ pub mod shared_grants;
 
 use crate::account::{Account, FailureReason, UnixMs};
 use crate::bus::{self, CoreEvent};
-use crate::store::{Store, StoreError};
+use crate::store::{CoreStore, SharedStore, StoreError};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -48,11 +48,11 @@ fn live_sinks() -> Vec<Arc<dyn AccountSink>> {
 /// so async callers run them in `spawn_blocking`.
 #[derive(Clone)]
 pub struct Health {
-    store: Arc<Store>,
+    store: SharedStore,
 }
 
 impl Health {
-    pub fn new(store: Arc<Store>) -> Health {
+    pub fn new(store: SharedStore) -> Health {
         Health { store }
     }
 
@@ -106,7 +106,7 @@ impl Health {
     /// many it cleared.
     pub fn recheck_shared_grants(&self) -> Result<usize, StoreError> {
         let mut cleared = 0;
-        for id in retry_busy(|| shared_grants::stale(&self.store))? {
+        for id in retry_busy(|| shared_grants::stale(&*self.store))? {
             if self.shared_grant(&id, None)? {
                 cleared += 1;
             }
@@ -119,9 +119,9 @@ impl Health {
     fn write(
         &self,
         account_id: &str,
-        op: impl Fn(&Store) -> Result<bool, StoreError>,
+        op: impl Fn(&dyn CoreStore) -> Result<bool, StoreError>,
     ) -> Result<bool, StoreError> {
-        let changed = retry_busy(|| op(&self.store))?;
+        let changed = retry_busy(|| op(&*self.store))?;
         if changed {
             self.announce(account_id);
         }

@@ -4,13 +4,13 @@
 //! clears what is stale, `Service::list` shows it cleared without writing.
 
 use crate::oauth::auth_json;
-use crate::store::{Store, StoreError};
+use crate::store::{CoreStore, StoreError};
 use std::collections::HashMap;
 use std::path::Path;
 
 /// The ids of accounts whose shared-grant flag is stale. A file that is still this account's,
 /// or an unreadable one, keeps the flag: a false alarm costs less than two redeemers.
-pub fn stale(store: &Store) -> Result<Vec<String>, StoreError> {
+pub fn stale(store: &dyn CoreStore) -> Result<Vec<String>, StoreError> {
     let rotated: HashMap<String, Option<i64>> = store
         .refresh_fingerprints()?
         .into_iter()

@@ -1,5 +1,6 @@
 use super::*;
 use crate::account::{now_ms, Status};
+use crate::store::Store;
 use crate::store::{NewAccount, SealedTokens};
 
 fn store_with_account() -> (tempfile::TempDir, Arc<Store>, String) {
@@ -121,7 +122,7 @@ fn a_stale_shared_grant_flag_is_decided_by_reading_and_cleared_only_by_health() 
     assert!(store
         .set_shared_grant(&id, Some(gone.to_str().unwrap()))
         .unwrap());
-    assert_eq!(shared_grants::stale(&store).unwrap(), vec![id.clone()]);
+    assert_eq!(shared_grants::stale(&*store).unwrap(), vec![id.clone()]);
     assert!(
         store
             .get_account(&id)
@@ -139,6 +140,6 @@ fn a_stale_shared_grant_flag_is_decided_by_reading_and_cleared_only_by_health() 
         .unwrap()
         .shared_grant_where
         .is_none());
-    assert!(shared_grants::stale(&store).unwrap().is_empty());
+    assert!(shared_grants::stale(&*store).unwrap().is_empty());
     assert_eq!(health.recheck_shared_grants().unwrap(), 0);
 }

@@ -15,7 +15,7 @@ use crate::account::{now_ms, Account, UnixMs};
 use crate::oauth::client::{TokenClient, REQUEST_TIMEOUT};
 use crate::oauth::jwt;
 use crate::secret::Secret;
-use crate::store::{Intent, Rotation, Store, StoreError};
+use crate::store::{Intent, Rotation, SharedStore, StoreError};
 use crate::vault::Vault;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -149,7 +149,7 @@ pub(super) struct Held {
 }
 
 pub(super) struct Inner {
-    pub(super) store: Arc<Store>,
+    pub(super) store: SharedStore,
     pub(super) vault: Vault,
     pub(super) client: TokenClient,
     pub(super) http: reqwest::Client,
@@ -182,7 +182,7 @@ pub struct TokenManager {
 }
 
 impl TokenManager {
-    pub fn new(store: Arc<Store>, vault: Vault, client: TokenClient, cfg: RefreshConfig) -> Self {
+    pub fn new(store: SharedStore, vault: Vault, client: TokenClient, cfg: RefreshConfig) -> Self {
         let http = crate::runtime::upstream_http();
         TokenManager {
             inner: Arc::new(Inner {
@@ -203,7 +203,7 @@ impl TokenManager {
         }
     }
 
-    pub fn store(&self) -> &Arc<Store> {
+    pub fn store(&self) -> &SharedStore {
         &self.inner.store
     }
 

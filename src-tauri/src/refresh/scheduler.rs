@@ -43,10 +43,8 @@ impl Scheduler {
         let wakeups = Arc::new(AtomicU64::new(0));
         // Subscribed before the first plan reads the store: a change landing in between re-plans.
         let changes = crate::bus::Bus::global().subscribe();
-        if let Some(dir) = tm.store().path().parent() {
-            if let Err(e) = crate::store::watch_dir(dir) {
-                tracing::warn!("the scheduler sees no changes from other processes: {e}");
-            }
+        if let Err(e) = tm.store().watch_changes() {
+            tracing::warn!("the scheduler sees no changes from other processes: {e}");
         }
         let task = tokio::spawn(run(tm, wake.clone(), wakeups.clone(), changes));
         Scheduler {

@@ -15,8 +15,8 @@
 //!   token in the clear, and never a refresh token's fingerprint in place of the token.
 
 use super::{
-    AffinityRow, BrokerSnapshot, ContinuityBatch, ContinuityBounds, CurrentTokens, Intent,
-    MintedRow, Rotation, Store, StoreError, StoredSecrets,
+    AffinityRow, BrokerSnapshot, ContinuityBatch, ContinuityBounds, CurrentTokens, FingerprintRow,
+    Intent, MintedRow, Rotation, Store, StoreError, StoredSecrets,
 };
 use crate::account::{Account, FailureReason, UnixMs};
 use std::sync::Arc;
@@ -46,6 +46,13 @@ pub trait AccountStore: Send + Sync {
     /// A counter that moves when *another* process committed a change (this process's own
     /// writes need not move it); used to notice cross-process changes cheaply.
     fn data_version(&self) -> Result<i64, StoreError>;
+    /// Which store this is: every handle to one store gives the same id, another store another.
+    fn store_id(&self) -> &str;
+    /// When the account's newest event of `kind` was recorded, if any.
+    fn last_event_at(&self, account_id: &str, kind: &str) -> Result<Option<UnixMs>, StoreError>;
+    /// Starts publishing other processes' commits on the bus (`CoreEvent::StoreChanged`), once
+    /// per store and process however often it is called. SQLite: a file-system watch.
+    fn watch_changes(&self) -> Result<(), StoreError>;
 }
 
 /// The account-health writes: status, failure, warnings, rate limits, usage.
@@ -74,6 +81,12 @@ pub trait HealthStore: Send + Sync {
     fn clear_rate_limit(&self, account_id: &str) -> Result<bool, StoreError>;
     /// Saves the last usage snapshot (JSON); touches nothing else.
     fn set_usage_json(&self, account_id: &str, json: &str) -> Result<(), StoreError>;
+    /// Flags (`Some(place)`) or clears (`None`) a grant also held somewhere else, with its event.
+    /// Returns false when nothing changed.
+    fn set_shared_grant(&self, account_id: &str, place: Option<&str>) -> Result<bool, StoreError>;
+    /// Every account's current and previous refresh-token fingerprints and when it last rotated
+    /// (what shared-grant detection decides on).
+    fn refresh_fingerprints(&self) -> Result<Vec<FingerprintRow>, StoreError>;
 }
 
 /// The refresh engine's cross-process coordination: leases, intents, the rotation commit.
@@ -204,6 +217,18 @@ impl AccountStore for Store {
     fn data_version(&self) -> Result<i64, StoreError> {
         Store::data_version(self)
     }
+    fn store_id(&self) -> &str {
+        Store::store_id(self)
+    }
+    fn last_event_at(&self, account_id: &str, kind: &str) -> Result<Option<UnixMs>, StoreError> {
+        Store::last_event_at(self, account_id, kind)
+    }
+    fn watch_changes(&self) -> Result<(), StoreError> {
+        match self.path().parent() {
+            Some(dir) => super::watch_dir(dir),
+            None => Ok(()),
+        }
+    }
 }
 
 impl HealthStore for Store {
@@ -231,6 +256,12 @@ impl HealthStore for Store {
     }
     fn set_usage_json(&self, account_id: &str, json: &str) -> Result<(), StoreError> {
         Store::set_usage_json(self, account_id, json)
+    }
+    fn set_shared_grant(&self, account_id: &str, place: Option<&str>) -> Result<bool, StoreError> {
+        Store::set_shared_grant(self, account_id, place)
+    }
+    fn refresh_fingerprints(&self) -> Result<Vec<FingerprintRow>, StoreError> {
+        Store::refresh_fingerprints(self)
     }
 }
 

@@ -15,7 +15,9 @@ pub mod scan;
 pub mod tap;
 
 use crate::account::{now_ms, UnixMs};
-use crate::store::{AffinityRow, ContinuityBatch, ContinuityBounds, MintedRow, Store};
+use crate::store::{
+    AffinityRow, ContinuityBatch, ContinuityBounds, CoreStore, MintedRow, SharedStore,
+};
 use scan::Digest;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -227,7 +229,7 @@ impl Continuity {
 
     /// Reads what an earlier run kept; returns the conversation → account pairs, oldest first,
     /// for the selector.
-    pub fn load(&self, store: &Store) -> Vec<(String, String)> {
+    pub fn load(&self, store: &dyn CoreStore) -> Vec<(String, String)> {
         let (affinity, minted) = match store.load_continuity(BOUNDS, now_ms()) {
             Ok(x) => x,
             Err(e) => {
@@ -284,7 +286,7 @@ impl Continuity {
     }
 
     /// Writes what is pending now (at shutdown; the flush task does it otherwise).
-    pub fn flush_now(&self, store: &Store) {
+    pub fn flush_now(&self, store: &dyn CoreStore) {
         if let Some(batch) = self.take_batch() {
             if let Err(e) = store.save_continuity(&batch, BOUNDS, now_ms()) {
                 tracing::warn!("cannot save conversation affinity: {e}");
@@ -294,7 +296,7 @@ impl Continuity {
 
     /// The flush task: asleep until a change wakes it, then one batched write after a short
     /// debounce. An idle endpoint never wakes it.
-    pub async fn run_flush(self: Arc<Self>, store: Arc<Store>) {
+    pub async fn run_flush(self: Arc<Self>, store: SharedStore) {
         loop {
             self.dirty.notified().await;
             tokio::time::sleep(FLUSH_DEBOUNCE).await;
@@ -315,6 +317,7 @@ impl Continuity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
 
     #[test]
     fn survives_a_restart_through_the_store() {
