@@ -341,7 +341,7 @@ fn new_shared(
     }
     Arc::new(Shared {
         tm,
-        health: crate::health::Health::new(service.shared_store()),
+        health: crate::health::Health::new(service.shared_store().clone()),
         service,
         key: RwLock::new(key),
         accounts: RwLock::new(Arc::new(Vec::new())),
