@@ -5,6 +5,7 @@ use super::seal::DataKey;
 use super::{KeyRequest, VaultError};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use keyring_core::api::CredentialStoreApi as _;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,13 +53,13 @@ fn cache_key(req: &KeyRequest<'_>) -> String {
     format!("{:?}:{}", req.kind, req.store_id)
 }
 
-fn backend(req: &KeyRequest<'_>) -> Result<Box<dyn KeyBackend>, VaultError> {
-    Ok(match req.kind {
-        KeyStoreKind::Keychain => Box::new(Keychain::new(req.store_id)?),
+fn backend(req: &KeyRequest<'_>) -> Box<dyn KeyBackend> {
+    match req.kind {
+        KeyStoreKind::Keychain => Box::new(Keychain::new(req.store_id)),
         KeyStoreKind::File => Box::new(KeyFile {
             path: req.data_dir.join(KEY_FILE_NAME),
         }),
-    })
+    }
 }
 
 /// The store's key if it exists: from this process's cache, else read once from the key store.
@@ -69,7 +70,7 @@ pub(super) fn load(req: &KeyRequest<'_>) -> Result<Option<Arc<DataKey>>, VaultEr
         return Ok(Some(k.clone()));
     }
     KEYCHAIN_READS.fetch_add(1, Ordering::Relaxed);
-    let Some(key) = backend(req)?.load()? else {
+    let Some(key) = backend(req).load()? else {
         return Ok(None);
     };
     let key = Arc::new(key);
@@ -81,7 +82,7 @@ pub(super) fn load(req: &KeyRequest<'_>) -> Result<Option<Arc<DataKey>>, VaultEr
 /// it, that no key exists and nothing is sealed: two processes can never both mint one.
 pub(super) fn create(req: &KeyRequest<'_>) -> Result<Arc<DataKey>, VaultError> {
     let key = DataKey::generate();
-    backend(req)?.save(&key)?;
+    backend(req).save(&key)?;
     tracing::info!(store = req.store_id, kind = ?req.kind, "created a new data key for an empty store");
     let key = Arc::new(key);
     cache()
@@ -118,17 +119,62 @@ fn decode(text: &str) -> Result<DataKey, VaultError> {
     Ok(DataKey::from_bytes(arr))
 }
 
+/// The OS keychain. Every operation (one read per process, one write when a store is born) opens
+/// its own connection to the platform's real store (never a mock), on a short-lived thread of its
+/// own, and closes it when done: nothing of the keychain client stays behind to wake an idle
+/// process. On Linux the Secret Service client (zbus) runs on tokio (`rt-tokio-*` in Cargo.toml):
+/// on async-io it leaves a `blocking` pool thread that wakes every 500 ms for the life of the
+/// process. The thread keeps zbus's own runtime off the caller's (a tokio worker must not block),
+/// and a keychain that was unreachable (no session bus yet, the keyring daemon not started or
+/// locked) is simply tried again by the next open, so the app recovers once the user fixes it.
 struct Keychain {
-    entry: keyring_core::Entry,
+    user: String,
 }
 
 impl Keychain {
-    fn new(store_id: &str) -> Result<Keychain, VaultError> {
-        init_default_store()?;
-        let entry = keyring_core::Entry::new(KEYCHAIN_SERVICE, &format!("data-key:{store_id}"))
-            .map_err(unavailable)?;
-        Ok(Keychain { entry })
+    fn new(store_id: &str) -> Keychain {
+        Keychain {
+            user: format!("data-key:{store_id}"),
+        }
     }
+
+    /// Runs `op` on the keychain entry, on a thread that ends with it.
+    fn with_entry<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&keyring_core::Entry) -> Result<T, VaultError> + Send + 'static,
+    ) -> Result<T, VaultError> {
+        let user = self.user.clone();
+        std::thread::Builder::new()
+            .name("vault-keychain".into())
+            .spawn(move || {
+                let store = platform_store().map_err(unavailable)?;
+                let entry = store
+                    .build(KEYCHAIN_SERVICE, &user, None)
+                    .map_err(unavailable)?;
+                op(&entry)
+            })
+            .map_err(|e| VaultError::KeychainUnavailable {
+                detail: format!("cannot start the keychain thread: {e}"),
+            })?
+            .join()
+            // A panic inside the keychain client is a keychain failure, not ours to re-raise.
+            .unwrap_or_else(|_| {
+                Err(VaultError::KeychainUnavailable {
+                    detail: "the keychain client panicked".into(),
+                })
+            })
+    }
+}
+
+/// The platform's real credential store, freshly connected.
+fn platform_store() -> keyring_core::Result<Arc<keyring_core::api::CredentialStore>> {
+    #[cfg(target_os = "linux")]
+    let store = zbus_secret_service_keyring_store::Store::new()?;
+    #[cfg(target_os = "macos")]
+    let store = apple_native_keyring_store::keychain::Store::new()?;
+    #[cfg(target_os = "windows")]
+    let store = windows_native_keyring_store::Store::new()?;
+    Ok(store)
 }
 
 fn unavailable(e: keyring_core::Error) -> VaultError {
@@ -139,41 +185,18 @@ fn unavailable(e: keyring_core::Error) -> VaultError {
 
 impl KeyBackend for Keychain {
     fn load(&self) -> Result<Option<DataKey>, VaultError> {
-        match self.entry.get_password() {
+        self.with_entry(|entry| match entry.get_password() {
             Ok(text) => decode(&Zeroizing::new(text)).map(Some),
             // NoEntry is how "no key yet" is told apart from "keychain unavailable".
             Err(keyring_core::Error::NoEntry) => Ok(None),
             Err(e) => Err(unavailable(e)),
-        }
+        })
     }
 
     fn save(&self, key: &DataKey) -> Result<(), VaultError> {
-        self.entry.set_password(&encode(key)).map_err(unavailable)
+        let text = encode(key);
+        self.with_entry(move |entry| entry.set_password(&text).map_err(unavailable))
     }
-}
-
-/// Installs the platform's real credential store once per process (never a mock). Only success
-/// is remembered: a keychain that was unreachable (no session bus yet, the keyring daemon not
-/// started) is tried again by the next open, so the app recovers once the user fixes it.
-fn init_default_store() -> Result<(), VaultError> {
-    static INSTALLED: Mutex<bool> = Mutex::new(false);
-    // Held across the attempt so two threads never install two stores.
-    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
-    if *installed {
-        return Ok(());
-    }
-    #[cfg(target_os = "linux")]
-    let store = zbus_secret_service_keyring_store::Store::new();
-    #[cfg(target_os = "macos")]
-    let store = apple_native_keyring_store::keychain::Store::new();
-    #[cfg(target_os = "windows")]
-    let store = windows_native_keyring_store::Store::new();
-    let store = store.map_err(|e| VaultError::KeychainUnavailable {
-        detail: e.to_string(),
-    })?;
-    keyring_core::set_default_store(store);
-    *installed = true;
-    Ok(())
 }
 
 struct KeyFile {

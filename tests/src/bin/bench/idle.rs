@@ -5,29 +5,30 @@
 //! lists it).
 
 use super::*;
+use std::collections::BTreeMap;
 
 const IDLE_ACCOUNTS: usize = 5;
 /// After start, before the window: start-up work (the first plan, the webview loading) settles.
 const SETTLE: Duration = Duration::from_secs(3);
 
-/// Context switches summed over the threads of `pid` whose name passes `keep`, and how many
-/// threads were counted. A thread that exits inside the window takes its count with it (an
-/// undercount, never an overcount).
-fn thread_switches(pid: u32, keep: &dyn Fn(&str) -> bool) -> (u64, usize) {
-    let (mut n, mut threads) = (0, 0);
+/// Context switches of the threads of `pid` whose name passes `keep`, per thread (keyed by
+/// name and tid). A thread that exits inside the window takes its count with it (an undercount,
+/// never an overcount).
+fn thread_switches(pid: u32, keep: &dyn Fn(&str) -> bool) -> BTreeMap<(String, String), u64> {
+    let mut per = BTreeMap::new();
     let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return (0, 0);
+        return per;
     };
     for t in rd.flatten() {
         let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if !keep(name.trim_end()) {
+        let name = name.trim_end();
+        if !keep(name) {
             continue;
         }
         let Ok(s) = std::fs::read_to_string(t.path().join("status")) else {
             continue;
         };
-        threads += 1;
-        n += s
+        let n = s
             .lines()
             .filter(|l| {
                 l.starts_with("voluntary_ctxt_switches:")
@@ -35,21 +36,36 @@ fn thread_switches(pid: u32, keep: &dyn Fn(&str) -> bool) -> (u64, usize) {
             })
             .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
             .sum::<u64>();
+        let tid = t.file_name().to_string_lossy().into_owned();
+        per.insert((name.to_string(), tid), n);
     }
-    (n, threads)
+    per
 }
 
-/// Counts `pid`'s wake-ups over the idle window.
+/// Counts `pid`'s wake-ups over the idle window, in all and per thread name (threads of one
+/// name summed; a thread that started inside the window counts from zero).
 async fn window(o: &Opts, pid: u32, what: &str, keep: &dyn Fn(&str) -> bool) -> Value {
-    let (c0, _) = thread_switches(pid, keep);
+    let before = thread_switches(pid, keep);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(o.idle_secs)).await;
-    let (c1, threads) = thread_switches(pid, keep);
+    let after = thread_switches(pid, keep);
     let secs = t0.elapsed().as_secs_f64();
+    let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
+    for (key, n) in &after {
+        let d = n.saturating_sub(before.get(key).copied().unwrap_or(0));
+        *by_name.entry(key.0.clone()).or_default() += d;
+    }
+    let total: u64 = by_name.values().sum();
+    let per_min = |n: u64| n as f64 * 60.0 / secs;
+    let per_thread: serde_json::Map<String, Value> = by_name
+        .iter()
+        .map(|(name, n)| (name.clone(), json!(per_min(*n))))
+        .collect();
     json!({
-        "what": what, "threads": threads, "window_s": secs,
-        "context_switches": c1.saturating_sub(c0),
-        "wakeups_per_min": c1.saturating_sub(c0) as f64 * 60.0 / secs,
+        "what": what, "threads": after.len(), "window_s": secs,
+        "context_switches": total,
+        "wakeups_per_min": per_min(total),
+        "per_thread_per_min": per_thread,
         "target_per_min": 10,
     })
 }
@@ -132,15 +148,19 @@ async fn serve_idle(o: &Opts, tmp: &Path, fake: &Fake) -> (Value, Option<f64>) {
 }
 
 /// The core's threads: the tokio runtime's workers (`tokio-runtime-w…`; in the app, Tauri's
-/// runtime names them `tokio-rt-worker`) and the core's own std threads, `vault-<job>` (and
-/// `store-watch`, the store watcher's name before that convention) — not GTK's, WebKit's,
-/// zbus's or the X11 client's.
+/// runtime names them `tokio-rt-worker`), the core's own std threads, `vault-<job>` (and
+/// `store-watch`, the store watcher's name before that convention), and the store watcher's
+/// inotify thread (`notify-rs inotify loop`, cut to 15 bytes by the kernel) — not GTK's,
+/// WebKit's, the X11 client's, zbus's own threads or the `blocking` pool's (`blocking-N`). The
+/// Secret Service client's tokio runtime (zbus's, for the one keychain read) also names its
+/// workers `tokio-runtime-worker`: they are counted too (an overcount, never an undercount).
 fn core_thread(name: &str) -> bool {
     [
         "tokio-runtime-w",
         "tokio-rt-worker",
         "vault-",
         "store-watch",
+        "notify-rs inoti",
     ]
     .iter()
     .any(|p| name.starts_with(p))
@@ -225,7 +245,7 @@ async fn wait_for_core(app: &mut Proc, tmp: &Path) -> Result<(), String> {
             let tail: String = log.lines().rev().take(3).collect::<Vec<_>>().join(" / ");
             return Err(format!("the app exited at start ({status}): {tail}"));
         }
-        if thread_switches(app.pid(), &core_thread).1 > 0 {
+        if !thread_switches(app.pid(), &core_thread).is_empty() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -3,10 +3,11 @@
 //! (`codex_vault_testkit::loadgen`), prints one table and writes `target/bench/results.json`.
 //!
 //! `bench --vault BIN --fake BIN --core BIN [--app BIN] [--secs S] [--warmup S] [--idle-secs S]
-//!        [--accounts N] [--out PATH]`
+//!        [--accounts N] [--out PATH] [--only idle]`
 //!
 //! Sections: `overhead` (1, 1b), `amp` (2), `scale` (3, 4), `idle` (5: idle wake-ups and the
-//! cross-process pickup); `report` prints them and writes the JSON.
+//! cross-process pickup); `report` prints them and writes the JSON. `--only idle` runs section 5
+//! alone (its JSON then holds only that section).
 //!
 //! It must run inside `scripts/keyring-session.sh` (its own D-Bus + gnome-keyring): every vault
 //! it creates lives in a temp dir, never in the user's data or keychain. It never prints a token
@@ -62,6 +63,8 @@ pub(crate) struct Opts {
     pub(crate) app: PathBuf,
     pub(crate) accounts: usize,
     pub(crate) out: PathBuf,
+    /// `--only idle`: section 5 alone.
+    pub(crate) only_idle: bool,
 }
 
 fn opts() -> Opts {
@@ -75,6 +78,7 @@ fn opts() -> Opts {
         app: "target/debug/codex-vault".into(),
         accounts: 1000,
         out: "target/bench/results.json".into(),
+        only_idle: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -89,6 +93,8 @@ fn opts() -> Opts {
             "--idle-secs" => o.idle_secs = v.parse().expect("--idle-secs"),
             "--accounts" => o.accounts = v.parse().expect("--accounts"),
             "--out" => o.out = v.into(),
+            "--only" if v == "idle" => o.only_idle = true,
+            "--only" => panic!("--only takes `idle` (the one section that runs alone)"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -136,6 +142,12 @@ async fn main() {
     let started = Instant::now();
     let mut notes: Vec<String> = Vec::new();
     let fake = start_fake(&o, &tmp).await;
+    if o.only_idle {
+        let idle = idle::run(&o, &tmp, &fake).await;
+        drop(fake);
+        report::write_idle(&o, started, &idle);
+        return;
+    }
 
     // ---- 1. endpoint overhead, 1b. the first-byte hold
     let ov = overhead::run(&o, &tmp, &fake, &mut notes).await;

@@ -97,6 +97,40 @@ pub(crate) fn write(r: &Results) {
     println!("results: {}", r.o.out.display());
 }
 
+/// `--only idle`: section 5's lines and targets, and a JSON of that section alone.
+pub(crate) fn write_idle(o: &Opts, started: Instant, idle: &Value) {
+    let mut out = String::new();
+    idle_lines(&mut out, idle);
+    let targets = idle_targets(idle);
+    let _ = writeln!(out, "\nTargets (idle wake-ups: issue 17)");
+    for x in &targets {
+        let mark = if x["met"] == true { "met " } else { "MISS" };
+        let _ = writeln!(
+            out,
+            "   [{mark}] {:<46} {}",
+            x["target"].as_str().unwrap_or(""),
+            x["measured"].as_str().unwrap_or("")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "(idle section only: {} s)",
+        f(started.elapsed().as_secs_f64(), 0)
+    );
+    print!("{out}");
+    let doc = json!({
+        "generated_at": chrono::Utc::now().to_rfc3339(),
+        "machine": {"cores": cores()},
+        "sections": ["idle"], "idle": idle, "targets": targets,
+    });
+    if let Some(dir) = o.out.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&o.out, serde_json::to_string_pretty(&doc).expect("JSON"))
+        .expect("results written");
+    println!("results: {}", o.out.display());
+}
+
 /// Section 1's table; returns its ratios (serve against direct and nginx).
 fn overhead_table(out: &mut String, cells: &[Cell]) -> Vec<Value> {
     let _ = writeln!(out, "\n1. Endpoint overhead        {:>24} | {:>24} | {:>24} | serve vs direct      | serve/nginx | +1st byte", "direct (fake alone)", "codex-vault serve", "nginx");
@@ -296,6 +330,7 @@ fn idle_lines(out: &mut String, idle: &Value) {
                     f(w, 1),
                     v["threads"]
                 );
+                per_thread_lines(out, &v["per_thread_per_min"]);
             }
             None => {
                 let _ = writeln!(
@@ -309,6 +344,23 @@ fn idle_lines(out: &mut String, idle: &Value) {
     }
     if let Some(ms) = idle["pickup_ms"].as_f64() {
         let _ = writeln!(out, "   cross-process pickup: an account imported by a separate CLI process shows in serve's /v1/accounts after {} ms", f(ms, 0));
+    }
+}
+
+/// The busiest thread names of one idle row, most wake-ups first (the rest summed).
+fn per_thread_lines(out: &mut String, per: &Value) {
+    let Some(map) = per.as_object() else { return };
+    let mut rows: Vec<(&String, f64)> = map
+        .iter()
+        .map(|(k, v)| (k, v.as_f64().unwrap_or(0.0)))
+        .collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (name, w) in rows.iter().take(6) {
+        let _ = writeln!(out, "      {name:<31} {:>8}/min", f(*w, 1));
+    }
+    if rows.len() > 6 {
+        let rest: f64 = rows[6..].iter().map(|r| r.1).sum();
+        let _ = writeln!(out, "      ({} more threads) {:>22}/min", rows.len() - 6, f(rest, 1));
     }
 }
 
@@ -425,16 +477,22 @@ fn other_targets(r: &Results) -> Vec<Value> {
             format!("{}, {}", keychain, scale["keychain_reads"]),
         ),
     ];
+    t.extend(idle_targets(r.idle));
+    t
+}
+
+/// Section 5's targets (issue 17).
+fn idle_targets(idle: &Value) -> Vec<Value> {
+    let mut t = Vec::new();
     for (row, name) in [
         ("serve", "idle serve wake-ups ≤ 10/min (5 accounts)"),
         ("app_core", "idle app core wake-ups ≤ 10/min"),
     ] {
-        let v = &r.idle[row];
-        if let Some(w) = v["wakeups_per_min"].as_f64() {
+        if let Some(w) = idle[row]["wakeups_per_min"].as_f64() {
             t.push(target(name, w <= 10.0, format!("{}/min", f(w, 1))));
         }
     }
-    if let Some(ms) = r.idle["pickup_ms"].as_f64() {
+    if let Some(ms) = idle["pickup_ms"].as_f64() {
         t.push(target(
             "cross-process pickup < 1 s",
             ms < 1000.0,
