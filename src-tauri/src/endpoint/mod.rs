@@ -10,6 +10,7 @@ pub mod ctl;
 mod failover;
 pub mod guard;
 mod http_error;
+pub mod info;
 pub mod keyless;
 mod port_holder;
 mod proxy;
