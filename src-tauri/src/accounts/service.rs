@@ -170,15 +170,19 @@ impl Service {
     /// holds in memory. Best effort and quick (loopback, a short timeout): a listener that does
     /// not answer leaves the list as the store has it.
     fn overlay_held_elsewhere(&self, views: &mut [AccountView]) {
-        let Some(pid) = crate::endpoint::info::live_pid(self) else {
+        let Some(pid) = crate::listeners::other_live_pid(&self.data_dir) else {
             return;
         };
         if pid == std::process::id() || views.is_empty() {
             return;
         }
-        let Ok(port) = crate::endpoint::info::current_port(self) else {
+        let Ok(setting) = self.store.setting(crate::listeners::SETTING_PORT) else {
             return;
         };
+        let port = crate::listeners::current_port(
+            &self.data_dir,
+            crate::listeners::configured_port(setting),
+        );
         // Only an existing key: listing must never mint one as a side effect.
         let Ok(Some(blob)) = self.store.meta_get(LOCAL_KEY_META) else {
             return;

@@ -3,7 +3,7 @@
 //! in that registry (`Running`), whichever face started it.
 
 use crate::accounts::Service;
-use crate::endpoint::{self, DEFAULT_PORT, SETTING_PORT};
+use crate::endpoint::{self, SETTING_PORT};
 use crate::error::AppError;
 use crate::listeners::{self, Listener, Registration};
 use serde::Serialize;
@@ -42,12 +42,11 @@ fn data_dir(service: &Service) -> PathBuf {
     PathBuf::from(service.info().data_dir)
 }
 
+/// The `endpoint.port` setting, read per use (Settings and other processes change it), else 8417.
 pub fn configured_port(service: &Service) -> Result<u16, AppError> {
-    Ok(service
-        .store()
-        .setting(SETTING_PORT)?
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(DEFAULT_PORT))
+    Ok(listeners::configured_port(
+        service.store().setting(SETTING_PORT)?,
+    ))
 }
 
 /// The Codex CLI provider block for an endpoint at `base_url` (protocol.md § Pointing the stock CLI).
@@ -57,33 +56,22 @@ pub fn codex_config_toml(base_url: &str) -> String {
     )
 }
 
-/// Live listeners, the one to point tools at first: on the configured port if one is (a moved
-/// port's listener otherwise), else the newest.
 fn live_listeners(service: &Service, configured: Option<u16>) -> Vec<Listener> {
-    let mut live = listeners::live(&data_dir(service));
-    if let Some(i) = configured.and_then(|p| live.iter().position(|l| l.port == p)) {
-        let preferred = live.remove(i);
-        live.insert(0, preferred);
-    }
-    live
+    listeners::live_preferring(&data_dir(service), configured)
 }
 
 /// The port the endpoint listens on now (a live `serve` or app), else the configured one; reads
 /// no key (an import's env line must not mint the local key as a side effect).
 pub fn current_port(service: &Service) -> Result<u16, AppError> {
-    let configured = configured_port(service)?;
-    Ok(live_listeners(service, Some(configured))
-        .first()
-        .map_or(configured, |l| l.port))
+    Ok(listeners::current_port(
+        &data_dir(service),
+        configured_port(service)?,
+    ))
 }
 
 /// The pid of a process serving this store's endpoint right now other than this one, if any.
 pub fn live_pid(service: &Service) -> Option<u32> {
-    let me = std::process::id();
-    live_listeners(service, None)
-        .into_iter()
-        .map(|l| l.pid)
-        .find(|pid| *pid != me)
+    listeners::other_live_pid(&data_dir(service))
 }
 
 pub fn info(service: &Service) -> Result<EndpointInfo, AppError> {
@@ -112,6 +100,22 @@ pub fn info(service: &Service) -> Result<EndpointInfo, AppError> {
     })
 }
 
+/// Binds and serves the endpoint over `service`'s store, vault and local key
+/// (`endpoint::listen`). `port` 0 picks a free port.
+pub async fn start(
+    service: Arc<Service>,
+    tm: crate::refresh::TokenManager,
+    port: u16,
+    upstream: String,
+) -> Result<endpoint::Endpoint, endpoint::EndpointError> {
+    let deps = endpoint::Deps {
+        store: service.shared_store().clone(),
+        vault: service.vault().clone(),
+        local_key: Arc::new(move || service.local_api_key()),
+    };
+    endpoint::listen(deps, tm, port, upstream).await
+}
+
 /// A started endpoint plus its entry in the listener registry (removed when this is dropped), so
 /// `endpoint info` reports the live listener whichever face started it.
 pub struct Running {
@@ -131,7 +135,7 @@ pub async fn start_registered(
         Some(p) => p,
         None => configured_port(&service)?,
     };
-    let ep = endpoint::start(service.clone(), tm, port, upstream).await?;
+    let ep = start(service.clone(), tm, port, upstream).await?;
     let dir = data_dir(&service);
     let _ = std::fs::remove_file(dir.join(LEGACY_RUNTIME_FILE));
     let registration = match listeners::register(&dir, ep.port) {
