@@ -156,6 +156,38 @@ fn try_lock(_file: &File, kind: Lock) -> io::Result<bool> {
     Ok(matches!(kind, Lock::Exclusive))
 }
 
+/// The configured port from the `endpoint.port` setting's value, else 8417.
+pub fn configured_port(setting: Option<String>) -> u16 {
+    setting.and_then(|p| p.parse().ok()).unwrap_or(DEFAULT_PORT)
+}
+
+/// Live listeners, the one to point tools at first: on the configured port if one is (a moved
+/// port's listener otherwise), else the newest.
+pub fn live_preferring(data_dir: &Path, configured: Option<u16>) -> Vec<Listener> {
+    let mut live = live(data_dir);
+    if let Some(i) = configured.and_then(|p| live.iter().position(|l| l.port == p)) {
+        let preferred = live.remove(i);
+        live.insert(0, preferred);
+    }
+    live
+}
+
+/// The port the endpoint listens on now (a live `serve` or app), else `configured`.
+pub fn current_port(data_dir: &Path, configured: u16) -> u16 {
+    live_preferring(data_dir, Some(configured))
+        .first()
+        .map_or(configured, |l| l.port)
+}
+
+/// The pid of a process serving this store's endpoint right now other than this one, if any.
+pub fn other_live_pid(data_dir: &Path) -> Option<u32> {
+    let me = std::process::id();
+    live_preferring(data_dir, None)
+        .into_iter()
+        .map(|l| l.pid)
+        .find(|pid| *pid != me)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,36 +237,4 @@ mod tests {
         assert_eq!(parse(".new-42-8417-x"), None);
         assert_eq!(parse("1-2-70000.lock"), None);
     }
-}
-
-/// The configured port from the `endpoint.port` setting's value, else 8417.
-pub fn configured_port(setting: Option<String>) -> u16 {
-    setting.and_then(|p| p.parse().ok()).unwrap_or(DEFAULT_PORT)
-}
-
-/// Live listeners, the one to point tools at first: on the configured port if one is (a moved
-/// port's listener otherwise), else the newest.
-pub fn live_preferring(data_dir: &Path, configured: Option<u16>) -> Vec<Listener> {
-    let mut live = live(data_dir);
-    if let Some(i) = configured.and_then(|p| live.iter().position(|l| l.port == p)) {
-        let preferred = live.remove(i);
-        live.insert(0, preferred);
-    }
-    live
-}
-
-/// The port the endpoint listens on now (a live `serve` or app), else `configured`.
-pub fn current_port(data_dir: &Path, configured: u16) -> u16 {
-    live_preferring(data_dir, Some(configured))
-        .first()
-        .map_or(configured, |l| l.port)
-}
-
-/// The pid of a process serving this store's endpoint right now other than this one, if any.
-pub fn other_live_pid(data_dir: &Path) -> Option<u32> {
-    let me = std::process::id();
-    live_preferring(data_dir, None)
-        .into_iter()
-        .map(|l| l.pid)
-        .find(|pid| *pid != me)
 }

@@ -395,7 +395,7 @@ pub(super) async fn token(
     let Some(presented) = presented_refresh_token(&headers, &body) else {
         return forwarded(upstream, &headers, body).await;
     };
-    let digest = &shared.vault.refresh_digest(&presented);
+    let digest = shared.vault.refresh_digest(&presented);
     let snap = match snapshot(&shared, &digest).await {
         Ok(s) => s,
         Err(e) => return unavailable(&e),
@@ -489,7 +489,7 @@ pub(super) async fn revoke(
     let Some(presented) = fields(&headers, &body).and_then(|m| field(&m, "token")) else {
         return forwarded(upstream, &headers, body).await;
     };
-    let digest = &shared.vault.refresh_digest(&presented);
+    let digest = shared.vault.refresh_digest(&presented);
     let snap = match snapshot(&shared, &digest).await {
         Ok(s) => s,
         Err(e) => return unavailable(&e),
