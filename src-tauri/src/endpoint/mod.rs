@@ -39,7 +39,8 @@ pub use info::start;
 pub use keyless::{KeylessLimits, KEYLESS_BODY_TIMEOUT, KEYLESS_MAX_BODY};
 
 pub use crate::listeners::{DEFAULT_PORT, SETTING_PORT};
-/// `on` (default) | `off`, read once at start. For benchmarks only: `off` passes every answer on
+/// `on` (default) | `off`, read at start and again whenever the bus says the store or a setting
+/// changed (`Shared::reload`). For benchmarks only: `off` passes every answer on
 /// from its first byte, so an in-stream failure before any output is no longer failed over.
 pub const SETTING_FIRST_BYTE_HOLD: &str = "endpoint.first_byte_hold";
 /// The request body is buffered (so a retry on another account sends the same bytes); capped.
@@ -73,7 +74,7 @@ pub struct Shared {
     http: reqwest::Client,
     upstream: String,
     /// Hold a stream's head until its first output event (`continuity::hold`).
-    first_byte_hold: bool,
+    first_byte_hold: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -94,6 +95,10 @@ impl Shared {
 
     /// Re-reads accounts and the local key (another process may have changed either).
     fn reload(&self) {
+        self.first_byte_hold.store(
+            first_byte_hold(&*self.store),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         match self.store().list_accounts() {
             Ok(list) => {
                 *self.accounts.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(list);
@@ -111,6 +116,12 @@ impl Shared {
         lock(&self.usage).insert(account_id.to_string(), snap);
         lock(&self.dirty_usage).insert(account_id.to_string());
         self.usage_dirtied.notify_one();
+    }
+
+    /// Whether a stream's head is held until its first output event (`continuity::hold`).
+    fn first_byte_hold(&self) -> bool {
+        self.first_byte_hold
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn key_matches(&self, headers: &axum::http::HeaderMap) -> bool {
@@ -315,15 +326,7 @@ async fn bind(
 
 fn new_shared(deps: Deps, tm: TokenManager, key: Secret, upstream: String) -> Arc<Shared> {
     let http = crate::runtime::upstream_http();
-    let first_byte_hold = !matches!(
-        deps.store
-            .setting(SETTING_FIRST_BYTE_HOLD)
-            .ok()
-            .flatten()
-            .as_deref()
-            .map(str::trim),
-        Some("off")
-    );
+    let first_byte_hold = first_byte_hold(&*deps.store);
     if !first_byte_hold {
         tracing::warn!(
             "{SETTING_FIRST_BYTE_HOLD} = off: a failure in the stream before any output reaches the client (no failover)"
@@ -345,8 +348,21 @@ fn new_shared(deps: Deps, tm: TokenManager, key: Secret, upstream: String) -> Ar
         continuity: Arc::new(continuity::Continuity::default()),
         http,
         upstream: upstream.trim_end_matches('/').to_string(),
-        first_byte_hold,
+        first_byte_hold: std::sync::atomic::AtomicBool::new(first_byte_hold),
     })
+}
+
+/// The `endpoint.first_byte_hold` setting: on unless `off`.
+fn first_byte_hold(store: &dyn crate::store::CoreStore) -> bool {
+    !matches!(
+        store
+            .setting(SETTING_FIRST_BYTE_HOLD)
+            .ok()
+            .flatten()
+            .as_deref()
+            .map(str::trim),
+        Some("off")
+    )
 }
 
 /// Usage from the store, so selection has figures before the first answer; conversations and
