@@ -322,7 +322,7 @@ fn import(
     });
     let service = Service::open_default()?;
     warn_key_store(&service);
-    let port = crate::serve::current_port(&service)?;
+    let port = crate::endpoint::info::current_port(&service)?;
     let owned = service.import_owned(&cred, label.as_deref(), file.as_deref(), ownership, port)?;
     if json {
         println!(
@@ -398,7 +398,7 @@ fn print_import(owned: &crate::accounts::ownership::OwnedImport) {
 
 fn endpoint_info(json: bool) -> Result<ExitCode, AppError> {
     let service = Service::open_default()?;
-    let info = crate::serve::info(&service)?;
+    let info = crate::endpoint::info::info(&service)?;
     if json {
         println!(
             "{}",
@@ -487,7 +487,7 @@ fn token(reference: &str) -> Result<ExitCode, AppError> {
         let token = tm.access_token(&id).await;
         // A rotation whose commit failed is held in memory: give it its chance to land before
         // this process (its only holder) exits.
-        crate::serve::drain_refreshes(&tm).await;
+        crate::runtime::drain_refreshes(&tm).await;
         token
     })?;
     println!("{}", token.token.expose());
@@ -500,7 +500,7 @@ fn refresh_now(reference: &str) -> Result<ExitCode, AppError> {
     let tm = service.token_manager();
     let token = runtime()?.block_on(async {
         let token = tm.force_refresh(&account.id, None).await;
-        crate::serve::drain_refreshes(&tm).await;
+        crate::runtime::drain_refreshes(&tm).await;
         token
     })?;
     println!(

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod bus;
 pub mod cli;
 pub mod codex_writeback;
+pub mod config;
 pub mod endpoint;
 pub mod error;
 pub mod failpoint;

@@ -14,6 +14,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub(crate) const DIR: &str = "endpoints";
+/// The endpoint's port when the store has no `endpoint.port` setting.
+pub const DEFAULT_PORT: u16 = 8417;
+/// The store setting naming the endpoint's port (read per use: the app's Settings and other
+/// processes change it while this one runs).
+pub const SETTING_PORT: &str = "endpoint.port";
 const SUFFIX: &str = ".lock";
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -149,6 +154,38 @@ fn try_lock(file: &File, kind: Lock) -> io::Result<bool> {
 #[cfg(not(unix))]
 fn try_lock(_file: &File, kind: Lock) -> io::Result<bool> {
     Ok(matches!(kind, Lock::Exclusive))
+}
+
+/// The configured port from the `endpoint.port` setting's value, else 8417.
+pub fn configured_port(setting: Option<String>) -> u16 {
+    setting.and_then(|p| p.parse().ok()).unwrap_or(DEFAULT_PORT)
+}
+
+/// Live listeners, the one to point tools at first: on the configured port if one is (a moved
+/// port's listener otherwise), else the newest.
+pub fn live_preferring(data_dir: &Path, configured: Option<u16>) -> Vec<Listener> {
+    let mut live = live(data_dir);
+    if let Some(i) = configured.and_then(|p| live.iter().position(|l| l.port == p)) {
+        let preferred = live.remove(i);
+        live.insert(0, preferred);
+    }
+    live
+}
+
+/// The port the endpoint listens on now (a live `serve` or app), else `configured`.
+pub fn current_port(data_dir: &Path, configured: u16) -> u16 {
+    live_preferring(data_dir, Some(configured))
+        .first()
+        .map_or(configured, |l| l.port)
+}
+
+/// The pid of a process serving this store's endpoint right now other than this one, if any.
+pub fn other_live_pid(data_dir: &Path) -> Option<u32> {
+    let me = std::process::id();
+    live_preferring(data_dir, None)
+        .into_iter()
+        .map(|l| l.pid)
+        .find(|pid| *pid != me)
 }
 
 #[cfg(test)]

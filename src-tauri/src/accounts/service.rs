@@ -170,15 +170,19 @@ impl Service {
     /// holds in memory. Best effort and quick (loopback, a short timeout): a listener that does
     /// not answer leaves the list as the store has it.
     fn overlay_held_elsewhere(&self, views: &mut [AccountView]) {
-        let Some(pid) = crate::serve::live_pid(self) else {
+        let Some(pid) = crate::listeners::other_live_pid(&self.data_dir) else {
             return;
         };
         if pid == std::process::id() || views.is_empty() {
             return;
         }
-        let Ok(port) = crate::serve::current_port(self) else {
+        let Ok(setting) = self.store.setting(crate::listeners::SETTING_PORT) else {
             return;
         };
+        let port = crate::listeners::current_port(
+            &self.data_dir,
+            crate::listeners::configured_port(setting),
+        );
         // Only an existing key: listing must never mint one as a side effect.
         let Ok(Some(blob)) = self.store.meta_get(LOCAL_KEY_META) else {
             return;
@@ -203,14 +207,27 @@ impl Service {
         }
     }
 
-    /// The refresh engine over this store, talking to the issuer the environment names.
+    /// The refresh engine over this store, talking to the issuer the environment names (the
+    /// CLI's one-shot commands; a long-running face passes its `Config`: `token_manager_with`).
     pub fn token_manager(&self) -> crate::refresh::TokenManager {
-        use crate::oauth::client::{Issuer, TokenClient};
+        self.token_manager_with(
+            crate::oauth::client::Issuer::from_env(),
+            crate::refresh::RefreshConfig::from_env(&crate::refresh::upstream_base()),
+        )
+    }
+
+    /// The refresh engine over this store, talking to `issuer`.
+    pub fn token_manager_with(
+        &self,
+        issuer: crate::oauth::client::Issuer,
+        config: crate::refresh::RefreshConfig,
+    ) -> crate::refresh::TokenManager {
+        use crate::oauth::client::TokenClient;
         let tm = crate::refresh::TokenManager::new(
             self.store.clone(),
             self.vault.clone(),
-            TokenClient::new(Issuer::from_env()),
-            crate::refresh::RefreshConfig::from_env(),
+            TokenClient::new(issuer),
+            config,
         );
         // Every rotation is followed into the brokered holders' own auth.json (docs/broker.md).
         tm.set_rotation_observer(Arc::new(crate::codex_writeback::CodexWriteback::new(

@@ -100,7 +100,7 @@ pub fn import_codex_cli_auth(
     label: Option<String>,
 ) -> Result<OwnedImported, ErrorBody> {
     let service = state.service()?;
-    let port = crate::serve::current_port(service).map_err(body)?;
+    let port = crate::endpoint::info::current_port(service).map_err(body)?;
     let label = optional_label(label);
     let imported = service
         .import_codex_cli_auth_owned(label.as_deref(), ownership, port)

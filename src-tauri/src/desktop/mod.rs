@@ -12,6 +12,7 @@ use crate::endpoint::ctl::EndpointControl;
 use crate::error::ErrorBody;
 use crate::oauth::login::LoginCanceller;
 use crate::refresh::TokenManager;
+use crate::runtime::{Core, QuitPlan};
 use events::FrontendEvent;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,10 +26,12 @@ use tray::Tray;
 /// window once: after the first, the relay gathers for this long. Only when something happens.
 const COALESCE: Duration = Duration::from_millis(100);
 
-/// What commands reach: the opened service (or why it could not be opened, shown by the UI), the
-/// app's one TokenManager (shared with the scheduler: one single-flight per account), the
-/// endpoint, and the browser sign-in in progress, if any.
+/// What commands reach: the core (`runtime::Core`, the same composition root `serve` starts) as
+/// its opened service (or why it could not be opened, shown by the UI), its one TokenManager
+/// (shared with the scheduler: one single-flight per account) and its endpoint; and the browser
+/// sign-in in progress, if any.
 pub struct AppState {
+    core: Option<Arc<Core>>,
     pub service: Result<Arc<Service>, ErrorBody>,
     token_manager: Option<TokenManager>,
     /// The endpoint (on the app's one store connection: its view follows the bus); None when
@@ -43,14 +46,16 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(service: Result<Service, ErrorBody>, data_dir: Option<PathBuf>) -> AppState {
-        let service = service.map(Arc::new);
-        let token_manager = service.as_deref().ok().map(Service::token_manager);
-        let endpoint = match (&service, &token_manager) {
-            (Ok(s), Some(tm)) => Some(Arc::new(EndpointControl::new(s.clone(), tm.clone()))),
-            _ => None,
-        };
+    pub fn new(core: Result<Core, ErrorBody>, data_dir: Option<PathBuf>) -> AppState {
+        let core = core.map(Arc::new);
+        let service = core
+            .as_ref()
+            .map(|c| c.service.clone())
+            .map_err(Clone::clone);
+        let token_manager = core.as_ref().ok().map(|c| c.token_manager.clone());
+        let endpoint = core.as_ref().ok().map(|c| c.endpoint.clone());
         AppState {
+            core: core.ok(),
             service,
             token_manager,
             endpoint,
@@ -129,19 +134,19 @@ pub fn show_main_window(app: &AppHandle) {
 }
 
 /// Quit (the tray's item, the window's close where there is no tray): no new refresh starts,
-/// refreshes already sent get up to 15 s to be saved (the core's `drain_refreshes`, the same
-/// path `serve` takes on SIGTERM). While a new sign-in is held in memory only, the window asks
+/// refreshes already sent get up to 15 s to be saved (`Core::shutdown`, the same path `serve`
+/// takes on SIGTERM). While a new sign-in is held in memory only, the window asks
 /// first, unless `force` (the user said yes).
 pub fn request_quit(app: &AppHandle, force: bool) {
     let state = app.state::<AppState>();
-    let Some(tm) = state.token_manager.clone() else {
+    let Some(core) = state.core.clone() else {
         app.exit(0);
         return;
     };
-    if let crate::serve::QuitPlan::Ask {
+    if let QuitPlan::Ask {
         account_ids,
         message,
-    } = crate::serve::quit_plan(tm.held_rotations(), force)
+    } = core.quit_plan(force)
     {
         show_main_window(app);
         events::emit(
@@ -155,7 +160,7 @@ pub fn request_quit(app: &AppHandle, force: bool) {
     }
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
-        crate::serve::drain_refreshes(&tm).await;
+        core.shutdown().await;
         app.exit(0);
     });
 }
@@ -338,27 +343,17 @@ fn set_up(handle: &AppHandle, autostarted: bool, data_dir: Option<PathBuf>) {
     let has_tray = tray.is_some();
     let _ = state.tray.set(tray);
     place_window(&handle, &prefs::load(&handle), has_tray, autostarted);
-    let (Some(tm), Some(ctl), Some(dir)) = (
-        state.token_manager.clone(),
-        state.endpoint.clone(),
-        data_dir,
-    ) else {
+    let (Some(core), Some(dir)) = (state.core.clone(), data_dir) else {
         refresh_tray(&handle, Some(false));
         return;
     };
-    // The background refresher and the loopback endpoint run as long as the app:
-    // unfinished refreshes of a crashed process are settled first, then tokens are kept
-    // fresh ahead of expiry and served to local tools (the same endpoint `serve` runs).
+    // The core runs as long as the app (`Core::start`, as `serve` starts it; Quit ends it).
     let app2 = handle.clone();
     tauri::async_runtime::spawn(async move {
-        tm.recover_intents().await;
-        let _scheduler = crate::refresh::Scheduler::spawn(tm);
-        if let Err(e) = ctl.start().await {
+        if let Err(e) = core.start(None).await {
             tracing::error!(code = e.code().as_str(), "the endpoint did not start: {e}");
         }
-        announce_endpoint(&app2, &ctl).await;
-        // Held for the life of the app (dropping it stops the scheduler).
-        std::future::pending::<()>().await;
+        announce_endpoint(&app2, &core.endpoint).await;
     });
     spawn_event_relay(handle, dir);
 }
@@ -388,19 +383,15 @@ pub fn run(autostarted: bool) -> ExitCode {
         );
         return ExitCode::from(crate::cli::EXIT_ERROR);
     }
+    let config = crate::config::Config::from_env();
     let data_dir = crate::paths::data_dir().ok();
     let state = AppState::new(
-        // The integrity check once at start, as `serve` does: a damaged store is a start page
-        // with the way out (set aside), never a half-working app.
-        Service::open_default()
-            .and_then(|s| {
-                s.store().check_integrity()?;
-                Ok(s)
-            })
-            .map_err(|e| {
-                tracing::error!(code = e.code().as_str(), "cannot open the store: {e}");
-                e.to_body()
-            }),
+        // `Core::open` checks the store's integrity, as for `serve`: a damaged store is a start
+        // page with the way out (set aside), never a half-working app.
+        config.and_then(Core::open).map_err(|e| {
+            tracing::error!(code = e.code().as_str(), "cannot open the store: {e}");
+            e.to_body()
+        }),
         data_dir.clone(),
     );
     let store_open = state.service.is_ok();

@@ -332,7 +332,7 @@ async fn current_answer(
     let Some(c) = current else {
         return Ok(None);
     };
-    let vault = shared.service.vault();
+    let vault = &shared.vault;
     let open = |f, b: &[u8]| vault.open(account_id, f, b).map_err(BrokerError::from);
     let refresh = open(Field::RefreshToken, &c.refresh_token)?;
     let access = open(Field::AccessToken, &c.access_token)?;
@@ -395,12 +395,12 @@ pub(super) async fn token(
     let Some(presented) = presented_refresh_token(&headers, &body) else {
         return forwarded(upstream, &headers, body).await;
     };
-    let digest = shared.service.vault().refresh_digest(&presented);
+    let digest = shared.vault.refresh_digest(&presented);
     let snap = match snapshot(&shared, &digest).await {
         Ok(s) => s,
         Err(e) => return unavailable(&e),
     };
-    let decision = decide(&snap, shared.service.vault(), &presented, now_ms());
+    let decision = decide(&snap, &shared.vault, &presented, now_ms());
     if let Some(id) = decision.account_id() {
         let terminal = snap
             .accounts
@@ -489,7 +489,7 @@ pub(super) async fn revoke(
     let Some(presented) = fields(&headers, &body).and_then(|m| field(&m, "token")) else {
         return forwarded(upstream, &headers, body).await;
     };
-    let digest = shared.service.vault().refresh_digest(&presented);
+    let digest = shared.vault.refresh_digest(&presented);
     let snap = match snapshot(&shared, &digest).await {
         Ok(s) => s,
         Err(e) => return unavailable(&e),
@@ -497,8 +497,7 @@ pub(super) async fn revoke(
     // Any token of a held chain is ours, honoured or not: forwarding even an old one could end
     // the chain.
     let ids: Vec<String> = snap.accounts.iter().map(|a| a.account_id.clone()).collect();
-    let account_id = match decide(&snap, shared.service.vault(), &presented, now_ms()).account_id()
-    {
+    let account_id = match decide(&snap, &shared.vault, &presented, now_ms()).account_id() {
         Some(id) => Some(id.to_string()),
         None => held_access_token(&shared, ids, &presented).await,
     };
@@ -539,7 +538,7 @@ async fn held_access_token(
     })
     .await
     .ok()?;
-    let vault = shared.service.vault();
+    let vault = &shared.vault;
     let mut found = None;
     for (id, blob) in sealed {
         let Ok(access) = vault.open(&id, Field::AccessToken, &blob) else {

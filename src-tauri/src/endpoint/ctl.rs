@@ -1,11 +1,12 @@
-//! The desktop app's hold on its loopback endpoint: start, stop, move to another port, rotate the
-//! key, and report the real listener state. Kept out of `desktop` so it is tested without WebKit.
+//! Every face's hold on its loopback endpoint (the app's panel and tray, `serve` through
+//! `runtime::Core`): start, stop, move to another port, rotate the key, and report the real
+//! listener state. Kept out of `desktop` so it is tested without WebKit.
 
 use crate::accounts::Service;
+use crate::endpoint::info::{self, Running};
 use crate::endpoint::SETTING_PORT;
 use crate::error::{AppError, ErrorBody};
 use crate::refresh::TokenManager;
-use crate::serve::{self, Running};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -51,6 +52,8 @@ struct Slot {
 pub struct EndpointControl {
     service: Arc<Service>,
     tm: TokenManager,
+    /// The Codex backend base (`Config::upstream`).
+    upstream: String,
     slot: Mutex<Slot>,
 }
 
@@ -61,10 +64,11 @@ fn port_setting_error(port: u16) -> AppError {
 impl EndpointControl {
     /// `service` may be the app's own: the endpoint's view follows the bus, which carries this
     /// process's changes as well as other processes' (the store watcher).
-    pub fn new(service: Arc<Service>, tm: TokenManager) -> EndpointControl {
+    pub fn new(service: Arc<Service>, tm: TokenManager, upstream: String) -> EndpointControl {
         EndpointControl {
             service,
             tm,
+            upstream,
             slot: Mutex::new(Slot {
                 running: None,
                 error: None,
@@ -85,7 +89,7 @@ impl EndpointControl {
     }
 
     fn status_of(&self, slot: &Slot) -> Result<EndpointStatus, AppError> {
-        let configured_port = serve::configured_port(&self.service)?;
+        let configured_port = info::configured_port(&self.service)?;
         let port = slot
             .running
             .as_ref()
@@ -95,14 +99,14 @@ impl EndpointControl {
             Some(_) => None,
             // Only the listener registry (a directory read): this runs every second for the panel
             // and the tray.
-            None => serve::live_pid(&self.service).filter(|pid| *pid != std::process::id()),
+            None => info::live_pid(&self.service).filter(|pid| *pid != std::process::id()),
         };
         Ok(EndpointStatus {
             running: slot.running.is_some(),
             port,
             configured_port,
             key_hint: self.service.local_api_key()?.fingerprint(),
-            config_toml: serve::codex_config_toml(&url),
+            config_toml: info::codex_config_toml(&url),
             env_hint: "export CODEX_VAULT_KEY=<your key>".to_string(),
             refresh_override_env: crate::accounts::ownership::refresh_override_env(port),
             url,
@@ -124,9 +128,14 @@ impl EndpointControl {
     /// Starts on the configured port; a no-op when already running. A failure is kept for the
     /// panel (and returned), the app goes on without an endpoint.
     pub async fn start(&self) -> Result<EndpointStatus, AppError> {
+        self.start_on(None).await
+    }
+
+    /// `start` on `port` (None: the configured one) without saving it: `serve --port`.
+    pub async fn start_on(&self, port: Option<u16>) -> Result<EndpointStatus, AppError> {
         let mut slot = self.slot.lock().await;
         if slot.running.is_none() {
-            match serve::start_endpoint(self.service.clone(), self.tm.clone(), None).await {
+            match self.listen(port).await {
                 Ok(running) => {
                     slot.running = Some(running);
                     slot.error = None;
@@ -162,8 +171,7 @@ impl EndpointControl {
             .as_ref()
             .is_some_and(|r| r.endpoint.port != port);
         if moving {
-            let next =
-                serve::start_endpoint(self.service.clone(), self.tm.clone(), Some(port)).await?;
+            let next = self.listen(Some(port)).await?;
             slot.running = Some(next);
         }
         self.service
@@ -171,6 +179,16 @@ impl EndpointControl {
             .set_setting(SETTING_PORT, &port.to_string())?;
         slot.error = None;
         self.changed(&slot)
+    }
+
+    async fn listen(&self, port: Option<u16>) -> Result<Running, AppError> {
+        info::start_registered(
+            self.service.clone(),
+            self.tm.clone(),
+            port,
+            self.upstream.clone(),
+        )
+        .await
     }
 
     /// The key itself, for an explicit reveal or copy.

@@ -396,7 +396,7 @@ async fn tap_and_hold(shared: &Arc<Shared>, mut up: Upstream, id: &str, compact:
         tap::Tap::sse(cont, id)
     };
     let mut tapped = tap::Tapped::new(up.body, tap);
-    if compact || !shared.first_byte_hold {
+    if compact || !shared.first_byte_hold() {
         up.body = tapped.boxed();
         return Held::Serve(up);
     }

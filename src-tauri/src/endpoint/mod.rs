@@ -10,6 +10,7 @@ pub mod ctl;
 mod failover;
 pub mod guard;
 mod http_error;
+pub mod info;
 pub mod keyless;
 mod port_holder;
 mod proxy;
@@ -19,8 +20,6 @@ pub mod usage;
 pub mod usage_poll;
 
 use crate::account::{now_ms, Account, AccountView};
-use crate::accounts::Service;
-use crate::error::ErrorCode;
 use crate::refresh::TokenManager;
 use crate::secret::Secret;
 use crate::store::SharedStore;
@@ -32,14 +31,16 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use usage::UsageSnapshot;
 
+pub use crate::error::EndpointError;
 pub use accept::Budget;
 pub(crate) use http_error::error;
 pub use http_error::HttpError;
+pub use info::start;
 pub use keyless::{KeylessLimits, KEYLESS_BODY_TIMEOUT, KEYLESS_MAX_BODY};
 
-pub const DEFAULT_PORT: u16 = 8417;
-pub const SETTING_PORT: &str = "endpoint.port";
-/// `on` (default) | `off`, read once at start. For benchmarks only: `off` passes every answer on
+pub use crate::listeners::{DEFAULT_PORT, SETTING_PORT};
+/// `on` (default) | `off`, read at start and again whenever the bus says the store or a setting
+/// changed (`Shared::reload`). For benchmarks only: `off` passes every answer on
 /// from its first byte, so an in-stream failure before any output is no longer failed over.
 pub const SETTING_FIRST_BYTE_HOLD: &str = "endpoint.first_byte_hold";
 /// The request body is buffered (so a retry on another account sends the same bytes); capped.
@@ -54,28 +55,13 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// per request), and only after a change: the flush task sleeps until woken.
 const USAGE_FLUSH: Duration = Duration::from_secs(5);
 
-#[derive(Debug, thiserror::Error)]
-pub enum EndpointError {
-    #[error("port {port} on 127.0.0.1 is already in use{holder}; choose another with `--port` (or 0 for any free port), or stop the program using it")]
-    PortInUse { port: u16, holder: String },
-    #[error("cannot listen on 127.0.0.1:{port}: {detail}")]
-    Bind { port: u16, detail: String },
-}
-
-impl EndpointError {
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            EndpointError::PortInUse { .. } => ErrorCode::PortInUse,
-            EndpointError::Bind { .. } => ErrorCode::EndpointBind,
-        }
-    }
-}
-
 pub struct Shared {
     tm: TokenManager,
     /// Where this endpoint reports what it learns about accounts (limits, dead sign-ins, usage).
     health: crate::health::Health,
-    service: Arc<Service>,
+    store: SharedStore,
+    vault: crate::vault::Vault,
+    local_key: LocalKey,
     key: RwLock<Secret>,
     accounts: RwLock<Arc<Vec<Account>>>,
     selector: Mutex<Selector>,
@@ -88,7 +74,7 @@ pub struct Shared {
     http: reqwest::Client,
     upstream: String,
     /// Hold a stream's head until its first output event (`continuity::hold`).
-    first_byte_hold: bool,
+    first_byte_hold: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -97,7 +83,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Shared {
     fn store(&self) -> &SharedStore {
-        self.service.shared_store()
+        &self.store
     }
 
     fn accounts(&self) -> Arc<Vec<Account>> {
@@ -109,13 +95,17 @@ impl Shared {
 
     /// Re-reads accounts and the local key (another process may have changed either).
     fn reload(&self) {
+        self.first_byte_hold.store(
+            first_byte_hold(&*self.store),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         match self.store().list_accounts() {
             Ok(list) => {
                 *self.accounts.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(list);
             }
             Err(e) => tracing::warn!("endpoint cannot reload accounts: {e}"),
         }
-        match self.service.local_api_key() {
+        match (self.local_key)() {
             Ok(k) => *self.key.write().unwrap_or_else(|e| e.into_inner()) = k,
             Err(e) => tracing::warn!("endpoint cannot reload its key: {e}"),
         }
@@ -126,6 +116,12 @@ impl Shared {
         lock(&self.usage).insert(account_id.to_string(), snap);
         lock(&self.dirty_usage).insert(account_id.to_string());
         self.usage_dirtied.notify_one();
+    }
+
+    /// Whether a stream's head is held until its first output event (`continuity::hold`).
+    fn first_byte_hold(&self) -> bool {
+        self.first_byte_hold
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn key_matches(&self, headers: &axum::http::HeaderMap) -> bool {
@@ -232,20 +228,31 @@ impl Drop for Endpoint {
     }
 }
 
+/// Reads the endpoint's local API key, minting it on first use (`Service::local_api_key`).
+pub type LocalKey = Arc<dyn Fn() -> Result<Secret, crate::error::AppError> + Send + Sync>;
+
+/// What the endpoint needs from the opened vault, and no more: the endpoint's core does not name
+/// `accounts` (`info::start` builds this from a `Service`).
+pub struct Deps {
+    pub store: SharedStore,
+    pub vault: crate::vault::Vault,
+    pub local_key: LocalKey,
+}
+
 /// Binds and serves. `port` 0 picks a free port (reported in `Endpoint::port`).
-pub async fn start(
-    service: Arc<Service>,
+pub async fn listen(
+    deps: Deps,
     tm: TokenManager,
     port: u16,
     upstream: String,
 ) -> Result<Endpoint, EndpointError> {
     let (v4, v6) = bind(port).await?;
     let port = v4.local_addr().map(|a| a.port()).unwrap_or(port);
-    let key = service.local_api_key().map_err(|e| EndpointError::Bind {
+    let key = (deps.local_key)().map_err(|e| EndpointError::Bind {
         port,
         detail: e.to_string(),
     })?;
-    let shared = new_shared(service, tm, key, upstream);
+    let shared = new_shared(deps, tm, key, upstream);
     crate::health::register_view(
         Arc::downgrade(&shared) as std::sync::Weak<dyn crate::health::AccountSink>
     );
@@ -317,23 +324,9 @@ async fn bind(
     Ok((v4, v6))
 }
 
-fn new_shared(
-    service: Arc<Service>,
-    tm: TokenManager,
-    key: Secret,
-    upstream: String,
-) -> Arc<Shared> {
+fn new_shared(deps: Deps, tm: TokenManager, key: Secret, upstream: String) -> Arc<Shared> {
     let http = crate::runtime::upstream_http();
-    let first_byte_hold = !matches!(
-        service
-            .store()
-            .setting(SETTING_FIRST_BYTE_HOLD)
-            .ok()
-            .flatten()
-            .as_deref()
-            .map(str::trim),
-        Some("off")
-    );
+    let first_byte_hold = first_byte_hold(&*deps.store);
     if !first_byte_hold {
         tracing::warn!(
             "{SETTING_FIRST_BYTE_HOLD} = off: a failure in the stream before any output reaches the client (no failover)"
@@ -341,8 +334,10 @@ fn new_shared(
     }
     Arc::new(Shared {
         tm,
-        health: crate::health::Health::new(service.shared_store().clone()),
-        service,
+        health: crate::health::Health::new(deps.store.clone()),
+        store: deps.store,
+        vault: deps.vault,
+        local_key: deps.local_key,
         key: RwLock::new(key),
         accounts: RwLock::new(Arc::new(Vec::new())),
         selector: Mutex::new(Selector::default()),
@@ -353,8 +348,21 @@ fn new_shared(
         continuity: Arc::new(continuity::Continuity::default()),
         http,
         upstream: upstream.trim_end_matches('/').to_string(),
-        first_byte_hold,
+        first_byte_hold: std::sync::atomic::AtomicBool::new(first_byte_hold),
     })
+}
+
+/// The `endpoint.first_byte_hold` setting: on unless `off`.
+fn first_byte_hold(store: &dyn crate::store::CoreStore) -> bool {
+    !matches!(
+        store
+            .setting(SETTING_FIRST_BYTE_HOLD)
+            .ok()
+            .flatten()
+            .as_deref()
+            .map(str::trim),
+        Some("off")
+    )
 }
 
 /// Usage from the store, so selection has figures before the first answer; conversations and

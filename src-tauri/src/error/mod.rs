@@ -8,8 +8,10 @@ use crate::vault::VaultError;
 use serde::Serialize;
 
 mod code;
+mod endpoint;
 
 pub use code::ErrorCode;
+pub use endpoint::EndpointError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -27,7 +29,7 @@ pub enum AppError {
     #[error(transparent)]
     Refresh(#[from] crate::refresh::RefreshError),
     #[error(transparent)]
-    Endpoint(#[from] crate::endpoint::EndpointError),
+    Endpoint(#[from] EndpointError),
     #[error("invalid label: {0}")]
     InvalidLabel(String),
     /// `--label` on an import of a sign-in already held under another label: nothing was written.

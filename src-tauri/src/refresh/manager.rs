@@ -85,13 +85,15 @@ impl Default for RefreshConfig {
 }
 
 impl RefreshConfig {
-    /// Defaults, plus `CODEX_VAULT_REFRESH_LEASE=off` (tests of race recovery only).
-    pub fn from_env() -> RefreshConfig {
-        let mut c = RefreshConfig::default();
-        if std::env::var("CODEX_VAULT_REFRESH_LEASE").as_deref() == Ok("off") {
-            c.lease_enabled = false;
+    /// Defaults with the usage check on `upstream` (the Codex backend base), plus
+    /// `CODEX_VAULT_REFRESH_LEASE=off` (tests of race recovery only). Read once, into
+    /// `config::Config`, by the composition root; the CLI's one-shot commands read it too.
+    pub fn from_env(upstream: &str) -> RefreshConfig {
+        RefreshConfig {
+            usage_url: Some(verify::usage_url(upstream)),
+            lease_enabled: std::env::var("CODEX_VAULT_REFRESH_LEASE").as_deref() != Ok("off"),
+            ..RefreshConfig::default()
         }
-        c
     }
 }
 

@@ -411,6 +411,25 @@ async fn with_the_first_byte_hold_off_a_failure_before_output_reaches_the_client
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_byte_hold_setting_is_re_read_when_the_store_changes() {
+    // Started with the hold on (the default), then switched off in the store while running: the
+    // endpoint's reload (what the bus's StoreChanged/SettingsChanged runs) picks it up, no restart.
+    let rig = Rig::new(2).await;
+    rig.e
+        .service
+        .store()
+        .set_setting(endpoint::SETTING_FIRST_BYTE_HOLD, "off")
+        .unwrap();
+    rig.ep.as_ref().unwrap().reload();
+    rig.fake
+        .inject_faults(FaultRoute::Responses, vec![Fault::overloaded_in_stream()]);
+    let (status, sse) = rig.turn(&first_turn("conv-live-off")).await;
+    assert_eq!(status, 200);
+    assert!(!completed(&sse), "the hold is off now: no failover: {sse}");
+    assert_eq!(rig.fake.counters().responses_calls, 1, "no failover");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_completions_fail_over_before_the_first_output_too() {
     let rig = Rig::new(2).await;
     rig.fake

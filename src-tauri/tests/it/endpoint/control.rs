@@ -7,8 +7,8 @@ use crate::common::engine;
 
 use codex_vault::accounts::Service;
 use codex_vault::endpoint::ctl::EndpointControl;
+use codex_vault::endpoint::info;
 use codex_vault::endpoint::SETTING_PORT;
-use codex_vault::serve;
 use engine::*;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -37,7 +37,11 @@ impl Rig {
             .set_setting(SETTING_PORT, &port.to_string())
             .unwrap();
         let service = Arc::new(e.reopen());
-        let ctl = EndpointControl::new(service.clone(), service.token_manager());
+        let ctl = EndpointControl::new(
+            service.clone(),
+            service.token_manager(),
+            codex_vault::refresh::upstream_base(),
+        );
         Rig {
             e,
             ctl,
@@ -82,7 +86,7 @@ async fn start_move_and_stop_report_the_real_listener() {
         "the old port is let go"
     );
     // The registry names the new listener even though the old one was dropped after it.
-    let info = serve::info(&rig.service).unwrap();
+    let info = info::info(&rig.service).unwrap();
     assert!(info.running);
     assert_eq!(info.port, next);
     assert_eq!(
@@ -97,7 +101,7 @@ async fn start_move_and_stop_report_the_real_listener() {
         "a stopped endpoint shows the port it would use"
     );
     assert_eq!(rig.accounts_status(next, &key).await, None);
-    assert!(!serve::info(&rig.service).unwrap().running);
+    assert!(!info::info(&rig.service).unwrap().running);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

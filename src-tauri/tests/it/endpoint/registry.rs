@@ -117,7 +117,11 @@ async fn the_apps_endpoint_and_a_serve_are_both_reported() {
         .store()
         .set_setting(SETTING_PORT, &port.to_string())
         .unwrap();
-    let ctl = EndpointControl::new(service.clone(), service.token_manager());
+    let ctl = EndpointControl::new(
+        service.clone(),
+        service.token_manager(),
+        codex_vault::refresh::upstream_base(),
+    );
     let app = ctl.start().await.unwrap();
     let mut serve = env.spawn_serve(&[], env.dir.path().join("serve.log"));
 

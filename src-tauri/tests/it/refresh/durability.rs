@@ -26,7 +26,7 @@ fn per_account(
         .unwrap_or_default()
 }
 
-/// Quit (desktop) and SIGTERM (`serve`) both end in `serve::drain_refreshes`: the issuer has
+/// Quit (desktop) and SIGTERM (`serve`) both end in `runtime::drain_refreshes`: the issuer has
 /// rotated and holds its answer for 3 s; the drain waits for it and the commit, and starts
 /// nothing new. A later process (a restart) finds the account healthy, with no reuse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +49,7 @@ async fn the_shutdown_path_waits_for_a_rotation_the_issuer_is_still_answering() 
         .await
         .unwrap();
     assert_eq!(tm.busy(), 1, "one refresh in flight");
-    let drained = codex_vault::serve::drain_refreshes(&tm).await;
+    let drained = codex_vault::runtime::drain_refreshes(&tm).await;
     assert_eq!(drained.unfinished, 0, "{drained:?}");
     assert!(drained.held.is_empty(), "{drained:?}");
     let acct = e.service.store().get_account(&id).unwrap().unwrap();
