@@ -100,7 +100,8 @@ package-test: deps-test
 # overhead against direct and nginx, refresh amplification, 1,000-account scale, footprint, idle
 # wake-ups of serve and of the app's core (Xvfb) and the cross-process pickup. Prints
 # one table and writes target/bench/results.json (README.md § Benchmarks). BENCH_ARGS passes
-# options to the driver, e.g. BENCH_ARGS="--secs 2 --idle-secs 20" for a quick look.
+# options to the driver, e.g. BENCH_ARGS="--secs 2 --idle-secs 20" for a quick look, or
+# BENCH_ARGS="--only idle" for the idle wake-ups and the pickup alone.
 BENCH_ARGS ?=
 bench:
 	@scripts/ensure-deps.sh bench

@@ -5,7 +5,6 @@ use super::seal::DataKey;
 use super::{KeyRequest, VaultError};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use keyring_core::api::CredentialStoreApi as _;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,13 +119,15 @@ fn decode(text: &str) -> Result<DataKey, VaultError> {
 }
 
 /// The OS keychain. Every operation (one read per process, one write when a store is born) opens
-/// its own connection to the platform's real store (never a mock), on a short-lived thread of its
-/// own, and closes it when done: nothing of the keychain client stays behind to wake an idle
-/// process. On Linux the Secret Service client (zbus) runs on tokio (`rt-tokio-*` in Cargo.toml):
-/// on async-io it leaves a `blocking` pool thread that wakes every 500 ms for the life of the
-/// process. The thread keeps zbus's own runtime off the caller's (a tokio worker must not block),
-/// and a keychain that was unreachable (no session bus yet, the keyring daemon not started or
-/// locked) is simply tried again by the next open, so the app recovers once the user fixes it.
+/// its own connection to the platform's real store (never a mock) on a short-lived thread, and
+/// the connection closes when it is done: nothing of the keychain client stays behind to wake an
+/// idle process. On Linux the Secret Service client (zbus) runs on tokio (`rt-tokio-*` in
+/// Cargo.toml): on async-io, the connect hands work to the `blocking` crate's pool, whose last
+/// thread never exits and wakes every 500 ms for the life of the process. The thread is needed
+/// because zbus's blocking calls then run through its own tokio runtime's `block_on`, which
+/// panics on a thread already inside a runtime (our callers may be). A keychain that was
+/// unreachable (no session bus yet, the keyring daemon not started) is simply tried again by the
+/// next open, so the app recovers once the user fixes it.
 struct Keychain {
     user: String,
 }

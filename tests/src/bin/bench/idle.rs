@@ -152,8 +152,9 @@ async fn serve_idle(o: &Opts, tmp: &Path, fake: &Fake) -> (Value, Option<f64>) {
 /// `store-watch`, the store watcher's name before that convention), and the store watcher's
 /// inotify thread (`notify-rs inotify loop`, cut to 15 bytes by the kernel) — not GTK's,
 /// WebKit's, the X11 client's, zbus's own threads or the `blocking` pool's (`blocking-N`). The
-/// Secret Service client's tokio runtime (zbus's, for the one keychain read) also names its
-/// workers `tokio-runtime-worker`: they are counted too (an overcount, never an undercount).
+/// Secret Service client's tokio runtime (zbus's own, for the one keychain read) gives its
+/// workers tokio's default name too (`tokio-rt-worker` since tokio 1.5x): they are counted (an
+/// overcount, never an undercount; idle, they park with no timer).
 fn core_thread(name: &str) -> bool {
     [
         "tokio-runtime-w",

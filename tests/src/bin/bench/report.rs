@@ -360,7 +360,12 @@ fn per_thread_lines(out: &mut String, per: &Value) {
     }
     if rows.len() > 6 {
         let rest: f64 = rows[6..].iter().map(|r| r.1).sum();
-        let _ = writeln!(out, "      ({} more threads) {:>22}/min", rows.len() - 6, f(rest, 1));
+        let _ = writeln!(
+            out,
+            "      ({} more threads) {:>22}/min",
+            rows.len() - 6,
+            f(rest, 1)
+        );
     }
 }
 
