@@ -70,11 +70,13 @@ bindings:
 	  exit 1; \
 	fi
 
-# The layering (Tauri only in desktop/, SQL only in store/), no core file over 600 lines, every
+# The layering (Tauri only in desktop/, SQL only in store/, no import cycle between the core's
+# modules), no core file over 600 lines, every
 # *.md a source names present; then both feature sets: the desktop build and the headless core
 # (`--no-default-features`, no WebKit).
 lint:
 	scripts/check-layers.sh
+	python3 scripts/check-cycles.py
 	scripts/check-tree.sh
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -8,10 +8,10 @@
 //! - `bench_core set KEY VALUE`: writes one row of the `settings` table of `CODEX_VAULT_HOME`
 //!   (e.g. `endpoint.first_byte_hold off` for the hold-off column).
 
+use codex_vault::account::usage::{UsageSnapshot, UsageWindow};
 use codex_vault::account::{Account, Status};
 use codex_vault::accounts::Service;
 use codex_vault::endpoint::select::{Request, Selector};
-use codex_vault::endpoint::usage::{UsageSnapshot, UsageWindow};
 use std::collections::{HashMap, HashSet};
 use std::hint::black_box;
 use std::time::Instant;

@@ -15,7 +15,7 @@
 //! CLI), the broker's holder rule covers the holder instead.
 
 use crate::account::{ms_to_rfc3339, now_ms};
-use crate::error::ErrorCode;
+use crate::error_code::ErrorCode;
 use crate::refresh::{ObserverFuture, RotationObserver};
 use crate::secret::Secret;
 use crate::store::{DigestOrigin, PathHolder, Store, StoreError};

@@ -14,7 +14,6 @@
 
 use crate::accounts::{ImportOutcome, Service};
 use crate::error::AppError;
-use crate::error::ErrorCode;
 use crate::oauth::auth_json::{self, Credential};
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -62,19 +61,7 @@ pub struct OwnedImport {
     pub codex_cli: Option<OwnershipReport>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum OwnershipError {
-    #[error("imported, but could not move {path} aside: {detail}. Move it away yourself (do not run `codex logout`)")]
-    Detach { path: String, detail: String },
-}
-
-impl OwnershipError {
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            OwnershipError::Detach { .. } => ErrorCode::DetachFailed,
-        }
-    }
-}
+pub use crate::error::OwnershipError;
 
 /// The Codex `auth.json` files we can see: `$CODEX_HOME/auth.json` and `~/.codex/auth.json`.
 pub fn visible_codex_auth_paths() -> Vec<PathBuf> {

@@ -47,7 +47,7 @@ pub struct SignInFinished {
     /// What happened, in words ("Signed in: added account …" or the error's message).
     pub message: String,
     /// The error code when `ok` is false (`login_cancelled`, `missing_codex_entitlement`, …).
-    pub code: Option<crate::error::ErrorCode>,
+    pub code: Option<crate::error_code::ErrorCode>,
     pub account_id: Option<String>,
 }
 

@@ -78,7 +78,7 @@ impl AppState {
         self.service()?;
         self.token_manager.as_ref().ok_or_else(|| {
             ErrorBody::new(
-                crate::error::ErrorCode::Unknown,
+                crate::error_code::ErrorCode::Unknown,
                 "the refresh engine is not running",
             )
         })

@@ -10,7 +10,7 @@
 
 use super::Shared;
 use crate::account::{now_ms, Status, UnixMs};
-use crate::error::ErrorCode;
+use crate::error_code::ErrorCode;
 use crate::refresh::RefreshError;
 use crate::secret::Secret;
 use crate::store::{BrokerAccount, BrokerSnapshot, DigestOrigin};
@@ -256,7 +256,7 @@ fn unavailable(e: &dyn std::fmt::Display) -> Response {
 /// body, content type, cache control).
 async fn forward(url: &str, headers: &HeaderMap, body: Bytes) -> Result<Response, BrokerError> {
     // The shared client never follows a redirect: a transparent forward passes it on.
-    let mut req = crate::runtime::upstream_http()
+    let mut req = crate::http::upstream()
         .post(url)
         .timeout(crate::oauth::client::REQUEST_TIMEOUT)
         .body(body);

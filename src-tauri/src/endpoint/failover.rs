@@ -9,9 +9,10 @@ use super::proxy::{
     select_error, upstream_request, usage_limit_reset, Sent, Upstream, PIN_HEADER,
 };
 use super::select::{Request as Pick, SelectError};
-use super::{error, lock, usage, Shared};
+use super::{error, lock, Shared};
+use crate::account::usage;
 use crate::account::{now_ms, FailureReason};
-use crate::error::ErrorCode;
+use crate::error_code::ErrorCode;
 use crate::oauth::classify::{error_code, error_message};
 use crate::refresh::AccessToken;
 use axum::body::Bytes;

@@ -3,7 +3,7 @@
 //! `endpoint/` that refuses a request builds an `HttpError` (through `error`). Upstream's
 //! answers are passed on as they came, and the broker's OAuth answers keep the OAuth shape.
 
-use crate::error::ErrorCode;
+use crate::error_code::ErrorCode;
 use crate::refresh::RefreshError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

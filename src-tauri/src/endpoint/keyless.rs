@@ -11,7 +11,7 @@
 //! our answer instead of a reset.
 
 use super::error;
-use crate::error::ErrorCode;
+use crate::error_code::ErrorCode;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};

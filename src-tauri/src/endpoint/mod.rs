@@ -16,9 +16,10 @@ mod port_holder;
 mod proxy;
 mod routes;
 pub mod select;
-pub mod usage;
+
 pub mod usage_poll;
 
+use crate::account::usage::UsageSnapshot;
 use crate::account::{now_ms, Account, AccountView};
 use crate::refresh::TokenManager;
 use crate::secret::Secret;
@@ -29,7 +30,6 @@ use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use usage::UsageSnapshot;
 
 pub use crate::error::EndpointError;
 pub use accept::Budget;
@@ -325,7 +325,7 @@ async fn bind(
 }
 
 fn new_shared(deps: Deps, tm: TokenManager, key: Secret, upstream: String) -> Arc<Shared> {
-    let http = crate::runtime::upstream_http();
+    let http = crate::http::upstream();
     let first_byte_hold = first_byte_hold(&*deps.store);
     if !first_byte_hold {
         tracing::warn!(

@@ -11,7 +11,7 @@ pub(crate) use super::failover::send;
 use super::select::SelectError;
 use super::{error, Shared};
 use crate::account::now_ms;
-use crate::error::ErrorCode;
+use crate::error_code::ErrorCode;
 use crate::refresh::{AccessToken, RefreshError};
 use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, State};

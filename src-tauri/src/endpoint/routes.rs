@@ -3,7 +3,7 @@
 //! `/v1/accounts`).
 
 use super::{broker, chat, error, guard, keyless, proxy, KeylessLimits, Shared, MAX_BODY};
-use crate::error::ErrorCode;
+use crate::error_code::ErrorCode;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};

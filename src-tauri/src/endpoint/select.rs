@@ -3,7 +3,7 @@
 //! rate-limited accounts; a pin (`x-codex-vault-account`) wins; a conversation stays on its
 //! account while usable; otherwise the most headroom, round robin on ties.
 
-use super::usage::UsageSnapshot;
+use crate::account::usage::UsageSnapshot;
 use crate::account::{Account, Status, UnixMs};
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -287,7 +287,7 @@ mod tests {
         usage.insert(
             "a".to_string(),
             UsageSnapshot {
-                primary: Some(super::super::usage::UsageWindow {
+                primary: Some(crate::account::usage::UsageWindow {
                     used_percent: 90.0,
                     window_minutes: Some(300),
                     resets_at: None,

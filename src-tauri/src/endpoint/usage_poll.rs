@@ -3,8 +3,8 @@
 //! (polling must not spend refresh tokens). A capped account whose window reset early becomes
 //! selectable again.
 
-use super::usage::{UsageSnapshot, UsageWindow};
 use super::{lock, Shared};
+use crate::account::usage::{UsageSnapshot, UsageWindow};
 use crate::account::{ms_to_rfc3339, now_ms, rfc3339_to_ms, Status};
 use serde_json::Value;
 use std::sync::Arc;

@@ -7,11 +7,12 @@ use crate::store::StoreError;
 use crate::vault::VaultError;
 use serde::Serialize;
 
-mod code;
 mod endpoint;
+mod ownership;
 
-pub use code::ErrorCode;
+pub use crate::error_code::ErrorCode;
 pub use endpoint::EndpointError;
+pub use ownership::OwnershipError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -43,9 +44,15 @@ pub enum AppError {
     Config(#[from] ConfigError),
     /// Imported, but the Codex CLI's file could not be moved aside.
     #[error(transparent)]
-    Ownership(#[from] crate::accounts::ownership::OwnershipError),
+    Ownership(#[from] OwnershipError),
     #[error("no data directory: set CODEX_VAULT_HOME, or HOME so the platform's data directory can be found")]
     NoDataDir,
+}
+
+impl From<crate::paths::NoDataDir> for AppError {
+    fn from(_: crate::paths::NoDataDir) -> Self {
+        AppError::NoDataDir
+    }
 }
 
 impl AppError {

@@ -4,7 +4,7 @@
 
 use super::jwt::{self, IdentityClaims, JwtError};
 use crate::account::{has_control_chars, rfc3339_to_ms, UnixMs};
-use crate::error::ErrorCode;
+use crate::error_code::ErrorCode;
 use crate::secret::Secret;
 use serde_json::{Map, Value};
 use std::io::Read;

@@ -130,7 +130,7 @@ impl TokenClient {
     /// applies too).
     pub fn with_timeout(issuer: Issuer, total: Duration) -> TokenClient {
         TokenClient {
-            http: crate::runtime::upstream_http(),
+            http: crate::http::upstream(),
             issuer,
             total,
         }

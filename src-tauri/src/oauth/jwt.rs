@@ -1,7 +1,7 @@
 //! JWT claims, decoded but not verified: we are a client holding tokens the issuer gave us, and
 //! the issuer verifies them on every use. Claim names follow the Codex CLI (protocol.md § JWT claims).
 
-use crate::error::ErrorCode;
+use crate::error_code::ErrorCode;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde_json::{Map, Value};

@@ -5,7 +5,7 @@ use super::auth_json::{identity_from_claims, AuthJsonError, Credential, TokenSet
 use super::client::{ExchangeError, Issuer, TokenClient, CLIENT_ID};
 use super::jwt;
 use crate::account::now_ms;
-use crate::error::ErrorCode;
+use crate::error_code::ErrorCode;
 use crate::secret::Secret;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;

@@ -2,7 +2,7 @@
 //! (`source()` reaches them); on the wire they keep the codes they always had.
 
 use crate::account::FailureReason;
-use crate::error::ErrorCode;
+use crate::error_code::ErrorCode;
 use crate::store::StoreError;
 use crate::vault::VaultError;
 use std::sync::Arc;

@@ -185,7 +185,7 @@ pub struct TokenManager {
 
 impl TokenManager {
     pub fn new(store: SharedStore, vault: Vault, client: TokenClient, cfg: RefreshConfig) -> Self {
-        let http = crate::runtime::upstream_http();
+        let http = crate::http::upstream();
         TokenManager {
             inner: Arc::new(Inner {
                 store,

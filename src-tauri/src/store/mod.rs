@@ -23,7 +23,7 @@ pub use seam::{
 };
 pub use watch::{watch_dir, StoreWatch};
 
-use crate::error::ErrorCode;
+use crate::error_code::ErrorCode;
 use crate::fsutil;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@ mod seal;
 pub use keystore::{keychain_reads, KeyStoreKind};
 pub use seal::{DataKey, Field};
 
-use crate::error::ErrorCode;
+use crate::error_code::ErrorCode;
 use crate::secret::Secret;
 use std::path::Path;
 use std::sync::Arc;

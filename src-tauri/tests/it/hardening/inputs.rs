@@ -9,10 +9,10 @@ use crate::common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use codex_vault::account::usage;
 use codex_vault::endpoint::chat::names::NameMap;
 use codex_vault::endpoint::chat::sse::{Event, SseReader};
 use codex_vault::endpoint::chat::stream::{ChatStream, Completion, Out};
-use codex_vault::endpoint::usage;
 use codex_vault::oauth::{auth_json, classify, jwt};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};

@@ -1,5 +1,7 @@
 //! The domain: an account slot, its health, and why it failed. No I/O here.
 
+pub mod usage;
+
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -178,7 +180,7 @@ pub struct AccountView {
     pub access_expires_at: Option<String>,
     pub last_refresh_at: Option<String>,
     pub rate_limited_until: Option<String>,
-    #[ts(as = "Option<crate::endpoint::usage::UsageSnapshot>")]
+    #[ts(as = "Option<crate::account::usage::UsageSnapshot>")]
     pub usage: Option<serde_json::Value>,
     pub created_at: String,
     /// Another holder has this same sign-in (a live Codex `auth.json`, another copy of the

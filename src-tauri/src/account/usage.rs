@@ -1,7 +1,8 @@
 //! Usage snapshots from the `x-codex-*` rate-limit headers every upstream answer carries
-//! (protocol.md § Backend). Kept in memory per account; flushed to SQLite debounced.
+//! (docs/protocol.md § Backend), part of an account's data. Kept in memory per account by the
+//! endpoint; written to SQLite by `health` when something changed.
 
-use crate::account::{now_ms, UnixMs};
+use super::{now_ms, UnixMs};
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 
