@@ -2,13 +2,14 @@
 //! starts it (`serve`, the desktop app) and passed down by the composition root
 //! (`runtime::Core`), instead of each part reading the environment on its own.
 //!
-//! Settings kept in the store (`endpoint.port`, `endpoint.first_byte_hold`,
-//! `endpoint.usage_poll_secs`, the `refresh.lead_*` trio) are not copied here: the app's Settings
-//! and other processes change them while this one runs, so each part reads them from the store
-//! where it uses them (the endpoint's port on every start and status, the hold per request, the
-//! poll interval and the refresh lead on every plan), and a store change reaches the parts that
-//! cache anything through the bus (`StoreChanged`, `SettingsChanged`: the endpoint's account view
-//! reloads, the scheduler re-plans).
+//! The settings kept in the store (`endpoint.port`, `endpoint.first_byte_hold`,
+//! `endpoint.usage_poll_secs`, the `refresh.lead_*` trio) are `settings`: this process's one copy
+//! of them (`crate::settings::Settings`), filled by `Core::open` from the store it opens, never
+//! read from SQL again. The app's Settings and other processes change them while this one runs:
+//! the store applies this process's writes to the copy, its change watcher another process's, and
+//! each changed key is published as `SettingsChanged` on the bus, so the parts that cache a
+//! setting (the endpoint's first-byte hold, the scheduler's plan) refresh it and the parts that
+//! read per use (the port on every start, the poll interval) read the copy.
 //!
 //! Left where they are read, on purpose: `CODEX_VAULT_CALLBACK_PORTS` and
 //! `CODEX_VAULT_NO_BROWSER` (read by each browser sign-in, which also runs from a bare CLI call),
@@ -19,6 +20,7 @@
 use crate::error::{AppError, ConfigError};
 use crate::oauth::client::Issuer;
 use crate::refresh::RefreshConfig;
+use crate::settings::Settings;
 use crate::vault::KeyStoreKind;
 use std::path::PathBuf;
 
@@ -37,6 +39,8 @@ pub struct Config {
     /// The refresh engine's tuning: defaults (its usage check on `upstream`), plus
     /// `CODEX_VAULT_REFRESH_LEASE=off` (tests of race recovery only).
     pub refresh: RefreshConfig,
+    /// The store's settings, live (see the module doc). Empty until `Core::open` opens the store.
+    pub settings: Settings,
 }
 
 impl Config {
@@ -50,6 +54,7 @@ impl Config {
             issuer: Issuer::from_env(),
             refresh: RefreshConfig::from_env(&upstream),
             upstream,
+            settings: Settings::default(),
         })
     }
 }

@@ -22,6 +22,7 @@ pub mod refresh;
 pub mod runtime;
 pub mod secret;
 pub mod serve;
+pub mod settings;
 pub mod store;
 pub mod vault;
 

@@ -38,9 +38,10 @@ impl Core {
     /// Opens the store (integrity-checked: never serve from a half-damaged store; a CLI call
     /// skips this, it reads the whole file), the vault, the refresh engine and the endpoint's
     /// controller. Starts nothing yet.
-    pub fn open(config: Config) -> Result<Core, AppError> {
+    pub fn open(mut config: Config) -> Result<Core, AppError> {
         let service = Arc::new(Service::open(&config.data_dir, config.key_store)?);
         service.store().check_integrity()?;
+        config.settings = service.store().settings();
         let token_manager =
             service.token_manager_with(config.issuer.clone(), config.refresh.clone());
         let endpoint = Arc::new(EndpointControl::new(

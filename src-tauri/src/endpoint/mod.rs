@@ -194,6 +194,12 @@ impl Endpoint {
         self.shared.reload();
     }
 
+    /// Whether streamed answers are held until their first output (the `endpoint.first_byte_hold`
+    /// setting as this endpoint applies it now).
+    pub fn first_byte_hold(&self) -> bool {
+        self.shared.first_byte_hold()
+    }
+
     /// Keyless requests (`/oauth/token`, `/oauth/revoke`) in flight now.
     pub fn keyless_in_flight(&self) -> usize {
         self.keyless.in_flight()

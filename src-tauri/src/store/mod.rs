@@ -9,6 +9,7 @@ mod events;
 mod refresh;
 pub mod schema;
 pub mod seam;
+mod settings;
 mod watch;
 
 pub use accounts::{NewAccount, SealedTokens, StoredSecrets};
@@ -214,6 +215,9 @@ impl Store {
             return Err(e.into());
         }
         let store_id = Self::ensure_store_id(&conn)?;
+        // Every open reads the table afresh: a copy loaded by an earlier open in this process may
+        // have missed another process's writes if no watcher ran meanwhile.
+        crate::settings::Settings::for_store(&store_id).replace_all(settings::all(&conn)?);
         Ok(Store {
             conn: Mutex::new(conn),
             path,

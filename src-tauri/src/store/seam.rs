@@ -40,9 +40,13 @@ pub trait AccountStore: Send + Sync {
         detail: Option<&str>,
     ) -> Result<(), StoreError>;
     /// A setting every face shares (port, selection policy, lead times); `None` when unset.
+    /// Read from `settings()`, never from the backend: per-request readers may call it.
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
-    /// Sets a shared setting (insert or replace).
+    /// Sets a shared setting (insert or replace), applied to `settings()` before it returns.
     fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// This process's live copy of the settings (`crate::settings`): loaded at open, kept
+    /// current with this process's writes and, once `watch_changes` runs, other processes'.
+    fn settings(&self) -> crate::settings::Settings;
     /// A counter that moves when *another* process committed a change (this process's own
     /// writes need not move it); used to notice cross-process changes cheaply.
     fn data_version(&self) -> Result<i64, StoreError>;
@@ -213,6 +217,9 @@ impl AccountStore for Store {
     }
     fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
         Store::set_setting(self, key, value)
+    }
+    fn settings(&self) -> crate::settings::Settings {
+        Store::settings(self)
     }
     fn data_version(&self) -> Result<i64, StoreError> {
         Store::data_version(self)

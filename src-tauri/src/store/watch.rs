@@ -5,7 +5,8 @@
 //! `watch_dir` runs ONE such watcher per data directory and process, on a thread of its own
 //! (`vault-store-watch`), woken by the file system (`notify`: inotify on Linux, FSEvents on macOS)
 //! when the database or its WAL is written; each wake-up checks `data_version` and publishes
-//! `CoreEvent::StoreChanged` on the bus when it moved. Only where the file system cannot be
+//! `CoreEvent::StoreChanged` on the bus when it moved (after applying the settings as they are
+//! now to this process's copy, which publishes `SettingsChanged` per key that changed). Only where the file system cannot be
 //! watched does it fall back to checking every `FALLBACK_POLL`. Idle (nobody writes) it sleeps.
 
 use super::{StoreError, BUSY_TIMEOUT, DB_FILE_NAME};
@@ -33,6 +34,8 @@ const MAX_BURST: Duration = Duration::from_millis(250);
 pub struct StoreWatch {
     conn: Connection,
     last: i64,
+    /// Whose settings copy a change is applied to (`crate::settings`).
+    store_id: String,
 }
 
 impl StoreWatch {
@@ -45,7 +48,23 @@ impl StoreWatch {
         )?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let last = version(&conn)?;
-        Ok(StoreWatch { conn, last })
+        let store_id =
+            conn.query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| {
+                r.get(0)
+            })?;
+        Ok(StoreWatch {
+            conn,
+            last,
+            store_id,
+        })
+    }
+
+    /// Applies what the store's settings are now to this process's copy: publishes
+    /// `SettingsChanged` for each key another process changed (this process's own writes are
+    /// in the copy already, so they publish nothing twice).
+    pub fn follow_settings(&self) -> Result<Vec<String>, StoreError> {
+        let rows = super::settings::all(&self.conn)?;
+        Ok(crate::settings::Settings::for_store(&self.store_id).replace_all(rows))
     }
 
     /// True once per batch of commits made since the previous call.
@@ -169,6 +188,9 @@ fn run(
             bus::publish(CoreEvent::EndpointChanged);
         }
         if db {
+            if let Err(e) = watch.follow_settings() {
+                tracing::warn!("cannot re-read the settings after a change: {e}");
+            }
             bus::publish(CoreEvent::StoreChanged);
         }
     }
@@ -255,6 +277,43 @@ mod tests {
             .expect("the commit reached the bus")
             .unwrap();
         });
+    }
+
+    #[test]
+    fn another_processs_setting_reaches_this_processs_copy_and_the_bus() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.set_setting("watch.kept", "1").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut rx = crate::bus::Bus::global().subscribe();
+        watch_dir(dir.path()).unwrap();
+        // What another process does: a commit on a connection of its own, which this process's
+        // copy knows nothing of.
+        let other = Connection::open(dir.path().join(DB_FILE_NAME)).unwrap();
+        other
+            .execute(
+                "INSERT INTO settings (key, value) VALUES ('watch.other', 'on')",
+                [],
+            )
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                crate::bus::next_matching(&mut rx, |e| {
+                    *e == CoreEvent::SettingsChanged {
+                        key: "watch.other".into(),
+                    }
+                }),
+            )
+            .await
+            .expect("the other process's setting reached the bus")
+            .unwrap();
+        });
+        assert_eq!(store.setting("watch.other").unwrap().as_deref(), Some("on"));
+        assert_eq!(store.setting("watch.kept").unwrap().as_deref(), Some("1"));
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod endpoint {
     mod registry;
     mod routes;
     mod routing;
+    mod settings;
 }
 
 mod hardening {
