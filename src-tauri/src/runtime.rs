@@ -11,11 +11,14 @@ use crate::error::AppError;
 use crate::refresh::{Drained, Scheduler, TokenManager};
 use std::sync::{Arc, Mutex};
 
-/// The async runtime `serve` and the CLI's networked commands run on (two workers: the core's
-/// work is I/O). Here, not in `cli`, so `serve` does not depend on the CLI that starts it.
+/// The async runtime `serve`, the desktop app (Tauri's tasks too: `desktop::run` hands it to
+/// Tauri) and the CLI's networked commands run on: two workers (the core's work is I/O), named
+/// `vault-rt` so that their wake-ups are told apart from other runtimes' in a process (the
+/// Secret Service client's, whose workers keep tokio's default name).
 pub fn tokio_runtime() -> Result<tokio::runtime::Runtime, AppError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name("vault-rt")
         .enable_all()
         .build()
         .map_err(|e| AppError::from(crate::error::ConfigError::Runtime(e.to_string())))

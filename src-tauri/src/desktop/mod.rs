@@ -383,6 +383,16 @@ pub fn run(autostarted: bool) -> ExitCode {
         );
         return ExitCode::from(crate::cli::EXIT_ERROR);
     }
+    // The core's runtime (as `serve`'s), also for Tauri's own tasks: one runtime, two workers.
+    // It must outlive the app, so it is held until `run` returns.
+    let runtime = match crate::runtime::tokio_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(crate::cli::EXIT_ERROR);
+        }
+    };
+    tauri::async_runtime::set(runtime.handle().clone());
     let config = crate::config::Config::from_env();
     let data_dir = crate::paths::data_dir().ok();
     let state = AppState::new(
