@@ -17,7 +17,7 @@ use std::time::Duration;
 /// Short enough that the scheduler rotates every few seconds (due at half the lifetime).
 const LIFETIME: Duration = Duration::from_secs(12);
 
-fn written_events(env: &TestEnv) -> i64 {
+fn written_events(env: &DataDir) -> i64 {
     let db = rusqlite::Connection::open(env.vault_home().join("codex-vault.db")).unwrap();
     db.query_row(
         "SELECT COUNT(*) FROM account_events WHERE kind = 'codex_cli_written'",
@@ -28,7 +28,7 @@ fn written_events(env: &TestEnv) -> i64 {
 }
 
 /// Waits (bounded) until serve has written at least `n` rotations into the CLI's file.
-fn await_written(env: &TestEnv, n: i64) {
+fn await_written(env: &DataDir, n: i64) {
     wait_until(
         &format!("{n} write-backs (last seen: how many there were)"),
         Duration::from_secs(60),
@@ -63,7 +63,7 @@ fn scenario(version: &'static str) {
     let bin = codex_cli_bin_for(version).expect("the real Codex CLI (scripts/ensure-codex-cli.sh)");
     let fake = fake();
     fake.set_responses_text("Hello after the vault rotated.");
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = fake.add_account(AccountSpec {
         email: format!("writeback-{version}@corp.com"),
         access_token_lifetime: Some(LIFETIME),

@@ -1,36 +1,55 @@
-//! The suite's rig. Here: the process-level scenarios (a temp data dir per test, the real binary,
-//! auth.json fixtures minted by the fake OpenAI, never pasted tokens); `engine` opens the vault
-//! in this process; `vault::TestVault` adds the fake and the endpoint over imported accounts;
-//! `wait_until` awaits a condition. The configuration the core reads is set in three places only:
-//! `TestEnv::cmd` (a process's environment), `engine::open` (the data dir in-process) and
-//! `vault::TestVaultBuilder::start` (the endpoint's upstream and refresh settings): switch those
-//! to the core's `Config` and every test follows.
+//! The suite's rig: one builder, `TestVault::builder()` (in `vault`), for every scenario.
+//!
+//! - `.start()` — the fake OpenAI, a data dir with `.accounts(n)` imported from grants the fake
+//!   issued and `.setting(k, v)`s written, the core opened from one `Config` as `serve` opens it
+//!   and its endpoint on a free port; `.stopped()` leaves the endpoint to the test (the app's
+//!   controls, `TestVault::ctl`), `.no_endpoint()` opens no core (refresh-engine scenarios start
+//!   their own `TestVault::manager`s), `TestVault::restart` is `serve` restarted on the same store.
+//! - `.data_dir()` — only the data-dir layer, [`DataDir`]: temp dirs and the real binary
+//!   (`cmd()`/`run()`, `spawn_serve`), for the process-level scenarios; every `TestVault` has one
+//!   (`dir`).
+//!
+//! The configuration the core reads is made in one function, `vault::config` (a `Config`: data
+//! dir, key store, issuer and upstream = the fake, refresh tuning); a process gets the same values
+//! through its environment (`vault::process_env`, used by `DataDir::cmd` and [`env_for`]). Also
+//! here: auth.json fixtures minted by the fake (never pasted tokens), leak scans, the one
+//! `wait_until` that awaits a condition, and `in_own_process`.
 
 #![allow(
     dead_code,
     reason = "not every helper is used by every build of the suite"
 )]
 
-pub mod engine;
 pub mod vault;
 mod wait;
 
+pub use vault::TestVault;
 pub use wait::{wait_until, wait_until_async};
 
+use codex_vault::vault::KeyStoreKind;
 use codex_vault_testkit::{AccountSpec, FakeOpenAi, IssuedTokens};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-pub struct TestEnv {
+/// The data-dir layer of the rig (`TestVault::builder().data_dir()`, and every `TestVault`'s
+/// `dir`): a temp dir holding the store's directory (`vault/`), a `CODEX_HOME` (`codex-home/`)
+/// and the test's fixtures; the real binary run over it.
+pub struct DataDir {
     pub dir: tempfile::TempDir,
 }
 
-impl TestEnv {
-    pub fn new() -> TestEnv {
-        TestEnv {
+impl DataDir {
+    pub(crate) fn new() -> DataDir {
+        DataDir {
             dir: tempfile::tempdir().expect("temp dir"),
         }
+    }
+
+    /// The vault opened on this data dir in this process, as the core opens it (the
+    /// session's keychain: `vault::config`'s key store).
+    pub fn open(&self) -> codex_vault::accounts::Service {
+        codex_vault::accounts::Service::open(&self.vault_home(), KeyStoreKind::Keychain).unwrap()
     }
 
     pub fn vault_home(&self) -> PathBuf {
@@ -44,7 +63,7 @@ impl TestEnv {
     /// The real binary with this test's dirs; the keychain is the session's (scripts/keyring-session.sh).
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_codex-vault"));
-        c.env("CODEX_VAULT_HOME", self.vault_home())
+        c.envs(vault::process_env(&self.vault_home(), None))
             .env("CODEX_HOME", self.codex_home())
             .env_remove("CODEX_VAULT_KEY_STORE")
             .env("RUST_LOG", "warn")
@@ -188,7 +207,7 @@ pub struct ServeProc {
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
-impl TestEnv {
+impl DataDir {
     /// Starts `serve --port 0` with `envs` on top of `cmd()`'s, stderr into `stderr_path`; returns
     /// once it printed its listening line (bounded: 30 s).
     pub fn spawn_serve(&self, envs: &[(&str, &str)], stderr_path: PathBuf) -> ServeProc {
@@ -343,18 +362,15 @@ impl LeakScanner {
 }
 
 /// Points a command at the fake (auth and backend).
-pub fn env_for(env: &TestEnv, fake: &FakeOpenAi) -> impl Fn(&mut Command) {
-    let auth = fake.base_url();
-    let upstream = fake.codex_base();
-    let _ = env;
+pub fn env_for(env: &DataDir, fake: &FakeOpenAi) -> impl Fn(&mut Command) {
+    let vars = vault::process_env(&env.vault_home(), Some(fake));
     move |c: &mut Command| {
-        c.env("CODEX_VAULT_AUTH_BASE", &auth)
-            .env("CODEX_VAULT_UPSTREAM", &upstream);
+        c.envs(vars.iter().map(|(k, v)| (k, v)));
     }
 }
 
 pub fn import_expired(
-    env: &TestEnv,
+    env: &DataDir,
     fake: &FakeOpenAi,
     label: &str,
 ) -> codex_vault_testkit::IssuedTokens {
@@ -383,6 +399,36 @@ pub fn accepted_blocking(fake: &FakeOpenAi, access: &str, account_id: &str) -> b
             .map(|r| r.status().is_success())
             .unwrap_or(false)
     })
+}
+
+/// Reads until the peer closes (EOF or reset); returns what it sent. `None`: still open at `limit`.
+pub async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    limit: std::time::Duration,
+) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| got)
+}
+
+/// The rest of a streamed answer, to its end (panics if the stream breaks: `what` it was).
+pub async fn rest_of(resp: &mut reqwest::Response, what: &str) -> Vec<u8> {
+    let mut rest = Vec::new();
+    while let Some(c) = resp.chunk().await.expect(what) {
+        rest.extend_from_slice(&c);
+    }
+    rest
 }
 
 /// A tiny seeded generator (xorshift), so the trial schedule is reproducible from its seed.

@@ -34,7 +34,7 @@ fn the_stock_codex_cli_completes_turns_through_the_endpoint() {
     let bin = codex_cli_bin().expect("the real Codex CLI (make deps-test installs it)");
     let fake = fake();
     fake.set_responses_text("Hello through Codex Vault.");
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = fake.add_account(AccountSpec {
         email: "cli@corp.com".into(),
         ..Default::default()

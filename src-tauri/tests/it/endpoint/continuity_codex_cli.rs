@@ -41,7 +41,7 @@ impl Cli<'_> {
 
 /// Points the CLI's config at a (re)started endpoint: the `endpoint info` snippet verbatim, plus
 /// what keeps the CLI offline in a test.
-fn configure(env: &TestEnv, home: &CodexHome) -> String {
+fn configure(env: &DataDir, home: &CodexHome) -> String {
     let info = env.run(&["endpoint", "info", "--json"]);
     assert_eq!(info.code, 0, "{}", info.stderr);
     let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
@@ -65,7 +65,7 @@ fn scenario(version: &'static str) {
     let bin = codex_cli_bin_for(version).expect("the real Codex CLI (make deps-test installs it)");
     let fake = fake();
     fake.set_responses_text("Hello through Codex Vault.");
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let mut tokens = Vec::new();
     for label in ["a", "b"] {
         let t = fake.add_account(AccountSpec {

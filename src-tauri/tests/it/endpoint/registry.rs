@@ -9,11 +9,11 @@ use codex_vault::accounts::Service;
 use codex_vault::endpoint::ctl::EndpointControl;
 use codex_vault::endpoint::SETTING_PORT;
 use codex_vault::vault::KeyStoreKind;
-use common::TestEnv;
+use common::{DataDir, TestVault};
 use serde_json::Value;
 use std::sync::Arc;
 
-fn info(env: &TestEnv) -> Value {
+fn info(env: &DataDir) -> Value {
     let r = env.run(&["endpoint", "info", "--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     serde_json::from_str(&r.stdout).expect("info --json is JSON")
@@ -43,7 +43,7 @@ fn sorted(mut v: Vec<(u32, u16)>) -> Vec<(u32, u16)> {
 
 #[test]
 fn two_serves_on_one_store_are_both_reported_and_the_survivor_stays() {
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     assert_eq!(env.run(&["accounts", "list"]).code, 0);
     let mut a = env.spawn_serve(&[], env.dir.path().join("a.log"));
     let mut b = env.spawn_serve(&[], env.dir.path().join("b.log"));
@@ -105,7 +105,7 @@ fn two_serves_on_one_store_are_both_reported_and_the_survivor_stays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_apps_endpoint_and_a_serve_are_both_reported() {
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let service = Arc::new(Service::open(&env.vault_home(), KeyStoreKind::Keychain).unwrap());
     // The app's endpoint on a free port of its own.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -33,7 +33,7 @@ fn per_account_ok(fake: &FakeOpenAi, id: &str) -> u64 {
 }
 
 /// chatgpt_account_id → committed generation, from a DB that must be intact.
-fn generations(env: &TestEnv) -> BTreeMap<String, i64> {
+fn generations(env: &DataDir) -> BTreeMap<String, i64> {
     let conn = rusqlite::Connection::open(env.vault_home().join("codex-vault.db"))
         .expect("the DB opens after kill -9");
     let ok: String = conn
@@ -65,7 +65,7 @@ struct Tally {
 )]
 fn trial(seed_rng: &mut Rng, n: usize, tally: &mut Tally) {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let accounts: Vec<(String, IssuedTokens)> = (0..ACCOUNTS)
         .map(|i| {
             let label = format!("t{n}a{i}");

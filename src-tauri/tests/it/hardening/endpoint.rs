@@ -6,46 +6,23 @@
 
 use crate::common;
 
-use crate::common::vault::{chat_turn, TestVault as Rig};
+use crate::common::vault::{chat_turn, turn, TestVault};
+use crate::common::{read_until_closed, rest_of};
 use codex_vault::endpoint::HEADER_READ_TIMEOUT;
-use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn responses_turn() -> Value {
-    json!({"model": "gpt-5-codex", "instructions": "", "stream": true, "store": false,
-        "input": [{"type":"message","role":"user","content":[{"type":"input_text","text":"hi"}]}]})
-}
-
-/// Reads until the peer closes (EOF or reset); returns what it sent first. Bounded by `limit`:
-/// `None` when the connection was still open then.
-async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    tokio::time::timeout(limit, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .ok()
-    .map(|()| got)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickled_request_head_is_cut_off_but_a_long_stream_is_not() {
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
     // A legitimate streamed answer that starts now and stays open past the header timeout.
     let gate = rig.fake.hold_streams_after_first_output();
     let mut stream_resp = rig
         .http
         .post(rig.url("/v1/responses"))
         .bearer_auth(&rig.key)
-        .json(&responses_turn())
+        .json(&turn(None))
         .send()
         .await
         .unwrap();
@@ -54,7 +31,7 @@ async fn a_trickled_request_head_is_cut_off_but_a_long_stream_is_not() {
     assert!(String::from_utf8_lossy(&first).contains("response.created"));
 
     // The slowloris client: a valid start, then one header byte every 200 ms, never finishing.
-    let mut slow = TcpStream::connect(("127.0.0.1", rig.ep.port))
+    let mut slow = TcpStream::connect(("127.0.0.1", rig.ep().port))
         .await
         .unwrap();
     slow.write_all(b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
@@ -91,14 +68,7 @@ async fn a_trickled_request_head_is_cut_off_but_a_long_stream_is_not() {
     // The stream that began before the slowloris connection is still open after it was cut:
     // the timeout bounds heads, not answers.
     gate.release();
-    let mut rest = Vec::new();
-    while let Some(c) = stream_resp
-        .chunk()
-        .await
-        .expect("the long stream was not cut")
-    {
-        rest.extend_from_slice(&c);
-    }
+    let rest = rest_of(&mut stream_resp, "the long stream was not cut").await;
     assert!(String::from_utf8_lossy(&rest).contains("response.completed"));
 }
 
@@ -111,11 +81,11 @@ async fn a_thousand_idle_connections_do_not_stop_a_normal_request_and_are_reaped
         "this test needs about {} open files (client and server ends); the hard limit is {limit}",
         2 * IDLE + 200
     );
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {
         idle.push(
-            TcpStream::connect(("127.0.0.1", rig.ep.port))
+            TcpStream::connect(("127.0.0.1", rig.ep().port))
                 .await
                 .expect("connect an idle client"),
         );
@@ -125,7 +95,7 @@ async fn a_thousand_idle_connections_do_not_stop_a_normal_request_and_are_reaped
         .http
         .post(rig.url("/v1/responses"))
         .bearer_auth(&rig.key)
-        .json(&responses_turn())
+        .json(&turn(None))
         .send()
         .await
         .unwrap();
@@ -156,7 +126,7 @@ async fn a_thousand_idle_connections_do_not_stop_a_normal_request_and_are_reaped
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_mid_stream_cancels_the_upstream_request() {
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
     let gate = rig.fake.hold_streams_after_first_output();
 
     // /v1/responses: bytes passed through.
@@ -164,7 +134,7 @@ async fn a_client_leaving_mid_stream_cancels_the_upstream_request() {
         .http
         .post(rig.url("/v1/responses"))
         .bearer_auth(&rig.key)
-        .json(&responses_turn())
+        .json(&turn(None))
         .send()
         .await
         .unwrap();
@@ -197,7 +167,7 @@ async fn a_client_leaving_mid_stream_cancels_the_upstream_request() {
         .http
         .post(rig.url("/v1/responses"))
         .bearer_auth(&rig.key)
-        .json(&responses_turn())
+        .json(&turn(None))
         .send()
         .await
         .unwrap()

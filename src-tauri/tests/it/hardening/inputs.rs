@@ -421,7 +421,7 @@ fn usage_reset_far_in_the_future_does_not_overflow() {
 #[test]
 fn header_and_terminal_injection_in_labels_is_refused_and_changes_nothing() {
     let fake = common::fake();
-    let env = common::TestEnv::new();
+    let env = common::TestVault::builder().data_dir();
     let t = common::account(&fake, "inject@corp.com", "plus");
     let p = env.write_file(
         "a.json",

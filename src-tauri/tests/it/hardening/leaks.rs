@@ -26,7 +26,7 @@ impl Seen {
 }
 
 fn run_traced(
-    env: &TestEnv,
+    env: &DataDir,
     fake_env: &[(&str, String)],
     args: &[&str],
     stdin: Option<&[u8]>,
@@ -93,7 +93,7 @@ fn data_key(store_id: &str) -> String {
 )]
 fn no_token_key_or_refresh_token_fragment_shows_anywhere() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let fenv = [
         ("CODEX_VAULT_AUTH_BASE", fake.base_url()),
         ("CODEX_VAULT_UPSTREAM", fake.codex_base()),

@@ -51,7 +51,7 @@ async fn concurrent_streams_with_an_account_revoked_mid_run_all_succeed_and_memo
         3 * streams + 200
     );
     let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let accounts: Vec<_> = (0..4)
         .map(|i| {
             let t = account(&fake, &format!("soak{i}@corp.com"), "plus");

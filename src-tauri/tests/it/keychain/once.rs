@@ -17,7 +17,7 @@ fn data_key_is_read_once_per_process() {
     }
     // An existing store, made by another process (the CLI), as a user's would be.
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = account(&fake, "once@corp.com", "plus");
     let p = env.write_file(
         "auth.json",
@@ -43,7 +43,7 @@ fn two_processes_creating_a_store_at_once_agree_on_one_key() {
     // Several CLI processes open one new data dir at the same moment: exactly one key is minted
     // and every import stays readable.
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let files: Vec<_> = (0..4)
         .map(|i| {
             let t = account(&fake, &format!("race{i}@corp.com"), "plus");

@@ -11,7 +11,7 @@ use std::time::Duration;
 #[test]
 fn four_token_processes_started_together_cause_one_refresh() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = import_expired(&env, &fake, "shared");
     let set = env_for(&env, &fake);
     let children: Vec<_> = (0..4)
@@ -52,7 +52,7 @@ fn four_token_processes_started_together_cause_one_refresh() {
 #[test]
 fn token_on_a_dead_grant_exits_3_with_the_reason_and_refresh_works_on_a_live_one() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let dead = import_expired(&env, &fake, "dead");
     import_expired(&env, &fake, "live");
     fake.revoke_account(&dead.account_id);
@@ -115,7 +115,7 @@ fn kill_9_at_random_points_of_a_refresh_loses_nothing_silently() {
     let fake = fake();
     let (mut healthy, mut lost) = (0, 0);
     for trial in 0..TRIALS {
-        let env = TestEnv::new();
+        let env = TestVault::builder().data_dir();
         let label = format!("k{trial}");
         let t = import_expired(&env, &fake, &label);
         let before = fake

@@ -24,7 +24,7 @@ fn serve_env(fake: &FakeOpenAi) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn spawn_serve(env: &TestEnv, vars: &[(&'static str, String)]) -> ServeProc {
+fn spawn_serve(env: &DataDir, vars: &[(&'static str, String)]) -> ServeProc {
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     env.spawn_serve(&vars, env.dir.path().join("serve.stderr"))
 }
@@ -34,11 +34,11 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
     crate::common::wait_until(what, limit, &mut f)
 }
 
-fn db(env: &TestEnv) -> rusqlite::Connection {
+fn db(env: &DataDir) -> rusqlite::Connection {
     rusqlite::Connection::open(env.vault_home().join("codex-vault.db")).unwrap()
 }
 
-fn key(env: &TestEnv) -> String {
+fn key(env: &DataDir) -> String {
     let r = env.run(&["endpoint", "info", "--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
@@ -64,7 +64,7 @@ fn turn_through(serve: &ServeProc, key: &str) -> u16 {
 #[test]
 fn sigterm_to_serve_waits_for_the_rotation_the_issuer_is_still_answering() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = import_expired(&env, &fake, "term");
     // The issuer rotates at once, then holds its answer for 3 s.
     fake.inject_faults(
@@ -101,7 +101,7 @@ fn sigterm_to_serve_waits_for_the_rotation_the_issuer_is_still_answering() {
 #[test]
 fn sigterm_during_start_up_recovery_lets_that_refresh_commit() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = import_expired(&env, &fake, "boot");
     // An unfinished refresh left by a process that is gone: `serve` refreshes it once at start,
     // before it listens.
@@ -165,7 +165,7 @@ fn sigterm_during_start_up_recovery_lets_that_refresh_commit() {
 )]
 fn a_full_disk_between_answer_and_commit_holds_the_rotation_until_space_is_freed() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = import_expired(&env, &fake, "full");
     let serve_key = key(&env);
     let full = env.dir.path().join("disk-is-full");
@@ -280,7 +280,7 @@ fn a_token_run_never_settles_the_unfinished_refresh_of_a_live_serve() {
         return;
     }
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = account(&fake, "live@corp.com", "plus");
     let p = env.write_file(
         "live.json",

@@ -23,7 +23,7 @@ fn jwt(claims: &Value) -> String {
 )]
 fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     // A store with one good account, so "changes nothing" is checked against real data.
     let good = account(&fake, "good@corp.com", "plus");
     let good_text = auth_json(&good, "2026-01-01T00:00:00Z");
@@ -231,7 +231,7 @@ fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
 #[test]
 fn stdin_import_works() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = account(&fake, "stdin@corp.com", "pro");
     let r = env.run_with_stdin(
         &["accounts", "import", "-"],
@@ -244,7 +244,7 @@ fn stdin_import_works() {
 #[test]
 fn default_path_is_codex_home_auth_json() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = account(&fake, "home@corp.com", "plus");
     std::fs::create_dir_all(env.codex_home()).unwrap();
     std::fs::write(
@@ -260,7 +260,7 @@ fn default_path_is_codex_home_auth_json() {
 #[test]
 fn a_utf8_byte_order_mark_before_the_json_is_accepted() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = account(&fake, "bom@corp.com", "plus");
     // As Notepad or PowerShell's `Out-File -Encoding utf8` save it.
     let mut bytes = b"\xEF\xBB\xBF".to_vec();
@@ -280,7 +280,7 @@ fn a_utf8_byte_order_mark_before_the_json_is_accepted() {
 
 /// `accounts login` with `CODEX_VAULT_NO_BROWSER=value` and a browser opener on PATH that only
 /// leaves a mark: whether it ran, and the run (the sign-in itself times out after a second).
-fn login_with_no_browser(env: &TestEnv, value: &str) -> (bool, Run) {
+fn login_with_no_browser(env: &DataDir, value: &str) -> (bool, Run) {
     use std::os::unix::fs::PermissionsExt;
     let bin = env.dir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -320,7 +320,7 @@ fn login_with_no_browser(env: &TestEnv, value: &str) -> (bool, Run) {
 #[cfg(unix)]
 #[test]
 fn no_browser_takes_1_true_yes_and_0_false_no_in_any_case() {
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     for value in ["1", "true", "YES", "True"] {
         let (opened, r) = login_with_no_browser(&env, value);
         assert!(!opened, "{value}: a browser was opened");
@@ -353,7 +353,7 @@ fn no_browser_takes_1_true_yes_and_0_false_no_in_any_case() {
 
 #[test]
 fn help_describes_every_option_the_environment_and_the_exit_codes() {
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let top = env.run(&["--help"]);
     assert_eq!(top.code, 0, "{}", top.stderr);
     for needle in [

@@ -11,7 +11,7 @@ const LAST_REFRESH: &str = "2026-01-01T12:00:00Z";
 #[test]
 fn import_lists_the_account_and_seals_every_token() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "ana@corp.com", "team");
     let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
 
@@ -49,7 +49,7 @@ fn import_lists_the_account_and_seals_every_token() {
 #[test]
 fn keychain_holds_one_item_named_by_the_store_id() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "kc@corp.com", "plus");
     let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
     assert_eq!(
@@ -68,7 +68,7 @@ fn keychain_holds_one_item_named_by_the_store_id() {
 #[test]
 fn missing_key_with_sealed_data_is_key_missing_and_changes_nothing() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "gone@corp.com", "plus");
     let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
     assert_eq!(
@@ -123,7 +123,7 @@ fn missing_key_with_sealed_data_is_key_missing_and_changes_nothing() {
 #[test]
 fn importing_one_account_twice_updates_the_same_row() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let first = account(&fake, "twice@corp.com", "plus");
     let p1 = env.write_file(
         "a1.json",
@@ -194,7 +194,7 @@ fn importing_one_account_twice_updates_the_same_row() {
 #[test]
 fn remove_deletes_account_and_secrets_but_keeps_history() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "rm@corp.com", "plus");
     let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
     assert_eq!(
@@ -232,7 +232,7 @@ fn remove_deletes_account_and_secrets_but_keeps_history() {
 #[test]
 fn a_store_from_a_newer_version_is_refused_untouched() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "new@corp.com", "plus");
     let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
     assert_eq!(
@@ -257,7 +257,7 @@ fn a_store_from_a_newer_version_is_refused_untouched() {
 #[test]
 fn file_key_store_is_an_explicit_opt_in_that_warns() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "file@corp.com", "plus");
     let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
     let r = common::Run::from(
@@ -301,7 +301,7 @@ fn file_key_store_is_an_explicit_opt_in_that_warns() {
 fn data_dir_is_0700_and_its_files_0600() {
     use std::os::unix::fs::PermissionsExt;
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "perm@corp.com", "plus");
     let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
     assert_eq!(
@@ -338,7 +338,7 @@ fn data_dir_is_0700_and_its_files_0600() {
 #[test]
 fn a_reimport_never_renames_the_held_account_and_changes_nothing_when_asked_to() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let spec = codex_vault_testkit::AccountSpec {
         email: "same@corp.com".into(),
         ..Default::default()
@@ -410,7 +410,7 @@ fn a_reimport_never_renames_the_held_account_and_changes_nothing_when_asked_to()
 #[test]
 fn a_newer_reimport_updates_the_claims_it_carries() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let spec = codex_vault_testkit::AccountSpec {
         email: "claims@corp.com".into(),
         plan: "plus".into(),
@@ -423,7 +423,7 @@ fn a_newer_reimport_updates_the_claims_it_carries() {
         env.run(&["accounts", "import", a.to_str().unwrap()]).code,
         0
     );
-    let fedramp = |env: &TestEnv| -> bool {
+    let fedramp = |env: &DataDir| -> bool {
         let conn = rusqlite::Connection::open(env.vault_home().join("codex-vault.db")).unwrap();
         conn.query_row("SELECT fedramp FROM accounts", [], |r| r.get(0))
             .unwrap()

@@ -8,23 +8,23 @@
 use crate::common;
 
 use codex_vault::store::schema::{LATEST, MIGRATIONS};
-use common::TestEnv;
+use common::{DataDir, TestVault};
 use rusqlite::Connection;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-fn db_path(env: &TestEnv) -> PathBuf {
+fn db_path(env: &DataDir) -> PathBuf {
     env.vault_home().join("codex-vault.db")
 }
 
-fn copy_path(env: &TestEnv, version: i64) -> PathBuf {
+fn copy_path(env: &DataDir, version: i64) -> PathBuf {
     env.vault_home()
         .join(format!("codex-vault.db.v{version}.bak"))
 }
 
 /// A store as the build before the last migration left it: every migration but the last, a
 /// setting to recognise it by.
-fn build_old_store(env: &TestEnv) -> i64 {
+fn build_old_store(env: &DataDir) -> i64 {
     let old = LATEST - 1;
     std::fs::create_dir_all(env.vault_home()).unwrap();
     std::fs::set_permissions(env.vault_home(), std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -52,7 +52,7 @@ fn version_of(path: &Path) -> i64 {
 #[test]
 fn a_copy_is_taken_before_migrating_and_removed_by_the_next_sound_start() {
     const { assert!(LATEST >= 2, "needs at least one migration after the first") };
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let old = build_old_store(&env);
 
     // A CLI call migrates; the copy of the store as it was is beside it.
@@ -97,7 +97,7 @@ fn a_copy_is_taken_before_migrating_and_removed_by_the_next_sound_start() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // A `serve` that migrates keeps its own copy past its start; the start after removes it.
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let old = build_old_store(&env);
     let mut first = env.spawn_serve(&[], env.dir.path().join("first.log"));
     assert!(copy_path(&env, old).exists());
@@ -109,7 +109,7 @@ fn a_copy_is_taken_before_migrating_and_removed_by_the_next_sound_start() {
 }
 
 /// Overwrites the `accounts` table's root page with garbage, the rest of the file intact.
-fn damage_accounts_table(env: &TestEnv) {
+fn damage_accounts_table(env: &DataDir) {
     let db = db_path(env);
     let (page_size, root): (i64, i64) = {
         let conn = Connection::open(&db).unwrap();
@@ -139,7 +139,7 @@ fn damage_accounts_table(env: &TestEnv) {
 
 #[test]
 fn a_damaged_store_never_serves_and_the_cli_says_so() {
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     // A store with its data key, as any first run leaves it.
     let r = env.run(&["accounts", "list"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
