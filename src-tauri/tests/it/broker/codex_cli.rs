@@ -9,9 +9,7 @@
 
 use crate::common::vault::*;
 use codex_vault::vault::Field;
-use codex_vault_testkit::codex_cli::{
-    codex_cli_bin, skip_requested, CodexExec, CodexHome, ProviderConfig,
-};
+use codex_vault_testkit::codex_cli::{CodexExec, CodexHome, ProviderConfig};
 use codex_vault_testkit::{FakeConfig, FakeOpenAi, Fault, FaultRoute};
 use serde_json::Value;
 use std::time::Duration;
@@ -22,12 +20,9 @@ use std::time::Duration;
     reason = "one linear scenario: its steps share one running setup and read top to bottom"
 )]
 async fn three_stock_clis_share_one_refresh_through_the_broker() {
-    if skip_requested() {
-        eprintln!("skipped: CODEX_VAULT_SKIP_CODEX_CLI=1");
+    let Some(bin) = crate::common::real_codex_cli(None) else {
         return;
-    }
-    let bin =
-        codex_cli_bin().expect("the real Codex CLI (scripts/ensure-codex-cli.sh installs it)");
+    };
     let mut e = TestVault::builder()
         .fake(FakeConfig {
             responses_text: "Hello after a brokered refresh.".into(),

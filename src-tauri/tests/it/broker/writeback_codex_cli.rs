@@ -7,9 +7,7 @@
 
 use crate::common;
 
-use codex_vault_testkit::codex_cli::{
-    codex_cli_bin_for, skip_requested, CodexExec, CodexHome, ProviderConfig,
-};
+use codex_vault_testkit::codex_cli::{CodexExec, CodexHome, ProviderConfig};
 use codex_vault_testkit::{AccountSpec, FakeOpenAi};
 use common::*;
 use std::time::Duration;
@@ -56,11 +54,9 @@ fn file_refresh_token(home: &CodexHome) -> String {
     reason = "one linear scenario: its steps share one running setup and read top to bottom"
 )]
 fn scenario(version: &'static str) {
-    if skip_requested() {
-        eprintln!("skipped: CODEX_VAULT_SKIP_CODEX_CLI=1");
+    let Some(bin) = crate::common::real_codex_cli(Some(version)) else {
         return;
-    }
-    let bin = codex_cli_bin_for(version).expect("the real Codex CLI (scripts/ensure-codex-cli.sh)");
+    };
     let fake = fake();
     fake.set_responses_text("Hello after the vault rotated.");
     let env = TestVault::builder().data_dir();

@@ -100,6 +100,15 @@ impl DataDir {
         p
     }
 
+    /// Writes `tokens` as `auth.json` (signed in at `last_refresh`) and imports it with the real
+    /// binary, which must succeed; returns the file.
+    pub fn import_auth_json(&self, tokens: &IssuedTokens, last_refresh: &str) -> PathBuf {
+        let path = self.write_file("auth.json", auth_json(tokens, last_refresh).as_bytes());
+        let r = self.run(&["accounts", "import", path.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "import failed: {}", r.stderr);
+        path
+    }
+
     pub fn list_json(&self) -> Vec<serde_json::Value> {
         let r = self.run(&["accounts", "list", "--json"]);
         assert_eq!(r.code, 0, "list failed: {}", r.stderr);
@@ -465,6 +474,31 @@ pub fn raise_fd_limit() -> u64 {
         let cur = lim.rlim_cur as u64;
         cur
     }
+}
+
+/// Raises the open-file limit ([`raise_fd_limit`]) and asserts it allows about `n` open files:
+/// a test holding many connections says what it needs instead of failing somewhere inside.
+pub fn need_open_files(n: usize) {
+    let limit = raise_fd_limit();
+    assert!(
+        limit > n as u64,
+        "this test needs about {n} open files; the hard limit is {limit}"
+    );
+}
+
+/// The real Codex CLI (`version`, or the default one) for a test that runs it; None — said on
+/// stderr, the caller returns — when the run asked to skip those (`CODEX_VAULT_SKIP_CODEX_CLI=1`).
+pub fn real_codex_cli(version: Option<&'static str>) -> Option<PathBuf> {
+    use codex_vault_testkit::codex_cli::{codex_cli_bin, codex_cli_bin_for, skip_requested};
+    if skip_requested() {
+        eprintln!("skipped: CODEX_VAULT_SKIP_CODEX_CLI=1");
+        return None;
+    }
+    let bin = match version {
+        Some(v) => codex_cli_bin_for(v),
+        None => codex_cli_bin(),
+    };
+    Some(bin.expect("the real Codex CLI (scripts/ensure-codex-cli.sh installs it)"))
 }
 
 /// Marks a child started by [`in_own_process`]: the value is the test it runs.

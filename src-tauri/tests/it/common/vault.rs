@@ -315,13 +315,18 @@ impl TestVault {
         self.streamed("/v1/responses", &body)
     }
 
-    /// A streamed request to `path`, keyed.
-    pub fn streamed(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
+    /// A JSON `POST` to `path`, keyed.
+    pub fn keyed_post(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
         self.http
             .post(self.url(path))
             .bearer_auth(&self.key)
-            .header("accept", "text/event-stream")
             .json(body)
+    }
+
+    /// A streamed request to `path`, keyed.
+    pub fn streamed(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.keyed_post(path, body)
+            .header("accept", "text/event-stream")
     }
 
     /// [`TestVault::streamed`] sent: its status and whole body.
@@ -331,6 +336,19 @@ impl TestVault {
         (status, resp.text().await.unwrap())
     }
 
+    /// Asserts a keyed Responses turn is answered in full (200, through `response.completed`).
+    pub async fn assert_answers_a_turn(&self) {
+        let resp = self
+            .keyed_post("/v1/responses", &turn(None))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(
+            String::from_utf8_lossy(&resp.bytes().await.unwrap()).contains("response.completed")
+        );
+    }
+
     /// One Responses turn: its status and whole body.
     pub async fn turn(&self, body: &Value) -> (u16, String) {
         self.post_to("/v1/responses", body).await
@@ -338,10 +356,7 @@ impl TestVault {
 
     /// A Chat Completions request, keyed.
     pub fn chat(&self, body: Value) -> reqwest::RequestBuilder {
-        self.http
-            .post(self.url("/v1/chat/completions"))
-            .bearer_auth(&self.key)
-            .json(&body)
+        self.keyed_post("/v1/chat/completions", &body)
     }
 
     /// `GET /v1/accounts`, parsed: the endpoint's view of every account.

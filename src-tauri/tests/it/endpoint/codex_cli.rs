@@ -4,9 +4,7 @@
 
 use crate::common;
 
-use codex_vault_testkit::codex_cli::{
-    codex_cli_bin, skip_requested, CodexExec, CodexHome, ProviderConfig,
-};
+use codex_vault_testkit::codex_cli::{CodexExec, CodexHome, ProviderConfig};
 use codex_vault_testkit::AccountSpec;
 use common::*;
 use std::io::{BufRead, BufReader};
@@ -27,11 +25,9 @@ impl Drop for Serve {
     reason = "one linear scenario: its steps share one running setup and read top to bottom"
 )]
 fn the_stock_codex_cli_completes_turns_through_the_endpoint() {
-    if skip_requested() {
-        eprintln!("skipped: CODEX_VAULT_SKIP_CODEX_CLI=1");
+    let Some(bin) = crate::common::real_codex_cli(None) else {
         return;
-    }
-    let bin = codex_cli_bin().expect("the real Codex CLI (make deps-test installs it)");
+    };
     let fake = fake();
     fake.set_responses_text("Hello through Codex Vault.");
     let env = TestVault::builder().data_dir();

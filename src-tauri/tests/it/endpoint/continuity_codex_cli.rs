@@ -6,9 +6,7 @@
 
 use crate::common;
 
-use codex_vault_testkit::codex_cli::{
-    codex_cli_bin_for, skip_requested, CodexExec, CodexHome, CodexRun, ProviderConfig,
-};
+use codex_vault_testkit::codex_cli::{CodexExec, CodexHome, CodexRun, ProviderConfig};
 use codex_vault_testkit::{AccountCounters, AccountSpec, FakeOpenAi};
 use common::*;
 
@@ -58,11 +56,9 @@ fn configure(env: &DataDir, home: &CodexHome) -> String {
     reason = "one linear scenario: its steps share one running setup and read top to bottom"
 )]
 fn scenario(version: &'static str) {
-    if skip_requested() {
-        eprintln!("skipped: CODEX_VAULT_SKIP_CODEX_CLI=1");
+    let Some(bin) = crate::common::real_codex_cli(Some(version)) else {
         return;
-    }
-    let bin = codex_cli_bin_for(version).expect("the real Codex CLI (make deps-test installs it)");
+    };
     let fake = fake();
     fake.set_responses_text("Hello through Codex Vault.");
     let env = TestVault::builder().data_dir();

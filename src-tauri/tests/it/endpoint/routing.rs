@@ -216,13 +216,7 @@ async fn accounts_added_by_another_process_are_served_within_a_second() {
 async fn usage_headers_reach_the_health_json() {
     let rig = TestVault::new(1).await;
     rig.fake.set_usage(&rig.accounts[0].account_id, 42.0, 7.0);
-    rig.post(turn(None))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    rig.turn(&turn(None)).await;
     let health = rig.accounts_view().await;
     let u = &health[0]["usage"];
     assert_eq!(u["primary"]["used_percent"], 42.0, "{u}");
@@ -287,13 +281,7 @@ async fn idle_accounts_are_polled_and_an_early_reset_makes_a_capped_account_sele
     // A is capped (learnt from a 429), then its window resets early: selectable again.
     let now = chrono::Utc::now().timestamp();
     rig.fake.set_rate_limited(&a.account_id, Some(now + 3600));
-    rig.post(turn(None))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    rig.turn(&turn(None)).await;
     wait_health(&rig, "A rate-limited", |h| {
         h.iter().any(|v| {
             v["chatgpt_account_id"] == a.account_id.as_str() && v["status"] == "rate_limited"
@@ -362,10 +350,8 @@ async fn a_long_stream_passes_through_byte_for_byte() {
         .upstream(&upstream)
         .start()
         .await;
-    let got = reqwest::Client::new()
-        .post(rig.url("/v1/responses"))
-        .bearer_auth(&rig.key)
-        .json(&turn(None))
+    let got = rig
+        .keyed_post("/v1/responses", &turn(None))
         .send()
         .await
         .unwrap()

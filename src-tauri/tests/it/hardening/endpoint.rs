@@ -19,10 +19,7 @@ async fn a_trickled_request_head_is_cut_off_but_a_long_stream_is_not() {
     // A legitimate streamed answer that starts now and stays open past the header timeout.
     let gate = rig.fake.hold_streams_after_first_output();
     let mut stream_resp = rig
-        .http
-        .post(rig.url("/v1/responses"))
-        .bearer_auth(&rig.key)
-        .json(&turn(None))
+        .keyed_post("/v1/responses", &turn(None))
         .send()
         .await
         .unwrap();
@@ -75,12 +72,8 @@ async fn a_trickled_request_head_is_cut_off_but_a_long_stream_is_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_idle_connections_do_not_stop_a_normal_request_and_are_reaped() {
     const IDLE: usize = 1000;
-    let limit = common::raise_fd_limit();
-    assert!(
-        limit > 2 * IDLE as u64 + 200,
-        "this test needs about {} open files (client and server ends); the hard limit is {limit}",
-        2 * IDLE + 200
-    );
+    // Client and server ends.
+    common::need_open_files(2 * IDLE + 200);
     let rig = TestVault::new(1).await;
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {
@@ -91,16 +84,7 @@ async fn a_thousand_idle_connections_do_not_stop_a_normal_request_and_are_reaped
         );
     }
     // A normal request, while all of them are open.
-    let resp = rig
-        .http
-        .post(rig.url("/v1/responses"))
-        .bearer_auth(&rig.key)
-        .json(&turn(None))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert!(String::from_utf8_lossy(&resp.bytes().await.unwrap()).contains("response.completed"));
+    rig.assert_answers_a_turn().await;
     let chat = rig.chat(chat_turn(false, None)).send().await.unwrap();
     assert_eq!(chat.status(), 200);
 
@@ -131,10 +115,7 @@ async fn a_client_leaving_mid_stream_cancels_the_upstream_request() {
 
     // /v1/responses: bytes passed through.
     let mut resp = rig
-        .http
-        .post(rig.url("/v1/responses"))
-        .bearer_auth(&rig.key)
-        .json(&turn(None))
+        .keyed_post("/v1/responses", &turn(None))
         .send()
         .await
         .unwrap();
@@ -164,10 +145,7 @@ async fn a_client_leaving_mid_stream_cancels_the_upstream_request() {
     // Control: a client that stays gets the whole answer, counted as completed.
     gate.release();
     let body = rig
-        .http
-        .post(rig.url("/v1/responses"))
-        .bearer_auth(&rig.key)
-        .json(&turn(None))
+        .keyed_post("/v1/responses", &turn(None))
         .send()
         .await
         .unwrap()

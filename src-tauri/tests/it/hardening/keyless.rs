@@ -38,16 +38,7 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 async fn keyed_turn_answers(rig: &TestVault) {
-    let resp = rig
-        .http
-        .post(rig.url("/v1/responses"))
-        .bearer_auth(&rig.key)
-        .json(&turn(None))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert!(String::from_utf8_lossy(&resp.bytes().await.unwrap()).contains("response.completed"));
+    rig.assert_answers_a_turn().await;
     let accounts = rig
         .http
         .get(rig.url("/v1/accounts"))
@@ -61,12 +52,7 @@ async fn keyed_turn_answers(rig: &TestVault) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_keyless_bodies_are_dropped_while_keyed_requests_answer() {
     const HELD: usize = 200;
-    let limit = common::raise_fd_limit();
-    assert!(
-        limit > 4 * HELD as u64 + 200,
-        "this test needs about {} open files; the hard limit is {limit}",
-        4 * HELD + 200
-    );
+    common::need_open_files(4 * HELD + 200);
     let rig = TestVault::new(1).await;
     let held_by_server = HELD.min(rig.ep().budget.keyless);
     let mut clients = Vec::with_capacity(HELD);
@@ -211,14 +197,11 @@ async fn an_oversized_token_request_is_refused_and_never_reaches_the_issuer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_keyless_cap_held_one_more_is_refused_and_keyed_requests_answer() {
-    let limit = common::raise_fd_limit();
+    // Raised before the endpoint starts: its connection budget follows the limit then.
+    common::raise_fd_limit();
     let rig = TestVault::new(1).await;
     let cap = rig.ep().budget.keyless;
-    assert!(
-        limit > 4 * cap as u64 + 200,
-        "this test needs about {} open files; the hard limit is {limit}",
-        4 * cap + 200
-    );
+    common::need_open_files(4 * cap + 200);
     let mut held = Vec::with_capacity(cap);
     for _ in 0..cap {
         let mut s = TcpStream::connect(("127.0.0.1", rig.ep().port))
@@ -273,11 +256,7 @@ fn a_serve_at_ulimit_256_answers_keyed_requests_under_300_unfinished_keyless_bod
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     const HELD: usize = 300;
-    let limit = common::raise_fd_limit();
-    assert!(
-        limit > 2 * HELD as u64 + 200,
-        "the hard fd limit is {limit}"
-    );
+    common::need_open_files(2 * HELD + 200);
     let fake = common::fake();
     let env = common::TestVault::builder().data_dir();
     let t = common::account(&fake, "low-fd@corp.com", "plus");

@@ -44,12 +44,7 @@ async fn concurrent_streams_with_an_account_revoked_mid_run_all_succeed_and_memo
     let secs = env_num("HARDEN_SOAK_SECS", 8);
     let duration = Duration::from_secs(secs);
     // Client, fake-server and (inherited by serve) upstream sockets: several per stream.
-    let limit = raise_fd_limit();
-    assert!(
-        limit > 3 * streams as u64 + 200,
-        "{streams} streams need about {} open files; the hard limit is {limit}",
-        3 * streams + 200
-    );
+    need_open_files(3 * streams + 200);
     let fake = FakeOpenAi::start(FakeConfig::default()).await;
     let env = TestVault::builder().data_dir();
     let accounts: Vec<_> = (0..4)

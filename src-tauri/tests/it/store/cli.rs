@@ -51,12 +51,7 @@ fn keychain_holds_one_item_named_by_the_store_id() {
     let fake = fake();
     let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "kc@corp.com", "plus");
-    let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
-    assert_eq!(
-        env.run(&["accounts", "import", path.to_str().unwrap()])
-            .code,
-        0
-    );
+    env.import_auth_json(&tokens, LAST_REFRESH);
     let store_id = env.store_id();
     let found = secret_tool_search(&store_id);
     assert!(
@@ -70,12 +65,7 @@ fn missing_key_with_sealed_data_is_key_missing_and_changes_nothing() {
     let fake = fake();
     let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "gone@corp.com", "plus");
-    let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
-    assert_eq!(
-        env.run(&["accounts", "import", path.to_str().unwrap()])
-            .code,
-        0
-    );
+    let path = env.import_auth_json(&tokens, LAST_REFRESH);
     let store_id = env.store_id();
     let user = format!("data-key:{store_id}");
     let cleared = Command::new("secret-tool")
@@ -234,12 +224,7 @@ fn a_store_from_a_newer_version_is_refused_untouched() {
     let fake = fake();
     let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "new@corp.com", "plus");
-    let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
-    assert_eq!(
-        env.run(&["accounts", "import", path.to_str().unwrap()])
-            .code,
-        0
-    );
+    env.import_auth_json(&tokens, LAST_REFRESH);
     {
         let conn = rusqlite::Connection::open(env.vault_home().join("codex-vault.db")).unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
@@ -303,12 +288,7 @@ fn data_dir_is_0700_and_its_files_0600() {
     let fake = fake();
     let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "perm@corp.com", "plus");
-    let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
-    assert_eq!(
-        env.run(&["accounts", "import", path.to_str().unwrap()])
-            .code,
-        0
-    );
+    env.import_auth_json(&tokens, LAST_REFRESH);
     let dir_mode = std::fs::metadata(env.vault_home())
         .unwrap()
         .permissions()
