@@ -97,13 +97,8 @@ fn scenario(version: &'static str) {
             .unwrap();
     }
 
-    let base = fake.base_url();
-    let upstream = fake.codex_base();
-    let envs = [
-        ("CODEX_VAULT_AUTH_BASE", base.as_str()),
-        ("CODEX_VAULT_UPSTREAM", upstream.as_str()),
-        ("RUST_LOG", "info"),
-    ];
+    let mut envs = fake_env(&fake);
+    envs.push(("RUST_LOG", "info".into()));
     let run_cli = |serve: &ServeProc| {
         let mut exec = CodexExec::new(bin.clone(), &home, "say hi").env(
             "CODEX_REFRESH_TOKEN_URL_OVERRIDE",

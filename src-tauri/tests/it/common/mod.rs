@@ -23,12 +23,13 @@
 pub mod vault;
 mod wait;
 
-pub use vault::TestVault;
-pub use wait::{wait_until, wait_until_async};
+pub use vault::{fake_env, TestVault};
+pub use wait::{poll_until, wait_until, wait_until_async};
 
 use codex_vault::vault::KeyStoreKind;
 use codex_vault_testkit::{AccountSpec, FakeOpenAi, IssuedTokens};
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -63,7 +64,7 @@ impl DataDir {
     /// The real binary with this test's dirs; the keychain is the session's (scripts/keyring-session.sh).
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_codex-vault"));
-        c.envs(vault::process_env(&self.vault_home(), None))
+        c.envs(vault::process_env(&self.vault_home()))
             .env("CODEX_HOME", self.codex_home())
             .env_remove("CODEX_VAULT_KEY_STORE")
             .env("RUST_LOG", "warn")
@@ -206,6 +207,18 @@ pub fn secret_tool_search(store_id: &str) -> String {
         .join("\n")
 }
 
+/// A port free on 127.0.0.1 now (bound and let go: the test binds it again soon after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// No variables on top of `DataDir::cmd`'s (for `spawn_serve`).
+pub const NO_ENV: &[(&str, &str)] = &[];
+
 /// A running `codex-vault serve` (port 0: a free port), its stderr in a file, stdout collected.
 /// Killed (SIGKILL) on drop unless stopped first.
 pub struct ServeProc {
@@ -219,7 +232,11 @@ pub struct ServeProc {
 impl DataDir {
     /// Starts `serve --port 0` with `envs` on top of `cmd()`'s, stderr into `stderr_path`; returns
     /// once it printed its listening line (bounded: 30 s).
-    pub fn spawn_serve(&self, envs: &[(&str, &str)], stderr_path: PathBuf) -> ServeProc {
+    pub fn spawn_serve<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        &self,
+        envs: &[(K, V)],
+        stderr_path: PathBuf,
+    ) -> ServeProc {
         use std::io::BufRead;
         let mut c = self.cmd();
         for (k, v) in envs {
@@ -296,16 +313,15 @@ impl ServeProc {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            if std::time::Instant::now() > deadline {
+        let exited = poll_until(std::time::Duration::from_secs(30), || {
+            self.child.try_wait().ok().flatten()
+        });
+        match exited {
+            Some(status) => status.code(),
+            None => {
                 self.kill_9();
-                return None;
+                None
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 
@@ -372,7 +388,8 @@ impl LeakScanner {
 
 /// Points a command at the fake (auth and backend).
 pub fn env_for(env: &DataDir, fake: &FakeOpenAi) -> impl Fn(&mut Command) {
-    let vars = vault::process_env(&env.vault_home(), Some(fake));
+    let _ = env;
+    let vars = vault::fake_env(fake);
     move |c: &mut Command| {
         c.envs(vars.iter().map(|(k, v)| (k, v)));
     }

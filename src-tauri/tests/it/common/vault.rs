@@ -44,16 +44,19 @@ pub fn refresh_config(fake: &FakeOpenAi) -> RefreshConfig {
     }
 }
 
-/// [`config`] as a process's environment (what `Config::from_env` reads back), for the real
-/// binary; without a fake the binary's own defaults stand (nothing there reaches them).
-pub fn process_env(data_dir: &Path, fake: Option<&FakeOpenAi>) -> Vec<(&'static str, String)> {
-    let mut env = vec![("CODEX_VAULT_HOME", data_dir.display().to_string())];
-    if let Some(fake) = fake {
-        let c = config(data_dir, fake);
-        env.push(("CODEX_VAULT_AUTH_BASE", c.issuer.base));
-        env.push(("CODEX_VAULT_UPSTREAM", c.upstream));
-    }
-    env
+/// [`config`]'s data dir as a process's environment (what `Config::from_env` reads back).
+pub fn process_env(data_dir: &Path) -> Vec<(&'static str, String)> {
+    vec![("CODEX_VAULT_HOME", data_dir.display().to_string())]
+}
+
+/// [`config`]'s sign-in server and Codex backend (the fake) as a process's environment.
+pub fn fake_env(fake: &FakeOpenAi) -> Vec<(&'static str, String)> {
+    // Only the fake's part of the configuration is read here: no data dir is named.
+    let c = config(Path::new(""), fake);
+    vec![
+        ("CODEX_VAULT_AUTH_BASE", c.issuer.base),
+        ("CODEX_VAULT_UPSTREAM", c.upstream),
+    ]
 }
 
 /// How much of the core a [`TestVault`] starts.

@@ -44,8 +44,7 @@ fn the_stock_codex_cli_completes_turns_through_the_endpoint() {
     let mut serve = env
         .cmd()
         .args(["serve", "--port", "0"])
-        .env("CODEX_VAULT_AUTH_BASE", fake.base_url())
-        .env("CODEX_VAULT_UPSTREAM", fake.codex_base())
+        .envs(fake_env(&fake))
         // Everything logged, to check that no secret is.
         .env("RUST_LOG", "trace")
         .stdout(Stdio::piped())

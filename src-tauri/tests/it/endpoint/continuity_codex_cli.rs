@@ -76,11 +76,7 @@ fn scenario(version: &'static str) {
         assert_eq!(r.code, 0, "{}", r.stderr);
         tokens.push(t);
     }
-    let upstream = [
-        ("CODEX_VAULT_AUTH_BASE", fake.base_url()),
-        ("CODEX_VAULT_UPSTREAM", fake.codex_base()),
-    ];
-    let envs: Vec<(&str, &str)> = upstream.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let envs = fake_env(&fake);
     let mut serve = env.spawn_serve(&envs, env.dir.path().join("serve1.log"));
     let home = CodexHome::new(&ProviderConfig::new(
         "http://127.0.0.1:1/v1",

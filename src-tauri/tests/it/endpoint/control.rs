@@ -8,18 +8,10 @@ use codex_vault::endpoint::info;
 use codex_vault::endpoint::SETTING_PORT;
 use std::net::TcpListener;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The app's endpoint controls over a store whose `endpoint.port` is a free port.
 async fn controls() -> TestVault {
     TestVault::builder()
-        .setting(SETTING_PORT, &free_port().to_string())
+        .setting(SETTING_PORT, &crate::common::free_port().to_string())
         .stopped()
         .start()
         .await
@@ -49,7 +41,7 @@ async fn start_move_and_stop_report_the_real_listener() {
     // Starting again is a no-op on the same listener.
     assert_eq!(rig.ctl().start().await.unwrap().port, first.port);
 
-    let next = free_port();
+    let next = crate::common::free_port();
     let moved = rig.ctl().set_port(next).await.unwrap();
     assert!(moved.running);
     assert_eq!((moved.port, moved.configured_port), (next, next));

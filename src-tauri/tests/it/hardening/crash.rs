@@ -134,12 +134,7 @@ fn trial(seed_rng: &mut Rng, n: usize, tally: &mut Tally) {
     let reuse_before = fake.counters().refresh_reuse;
 
     // The next start settles unfinished refreshes once (before it listens), honestly.
-    let fake_env = [
-        ("CODEX_VAULT_AUTH_BASE", fake.base_url()),
-        ("CODEX_VAULT_UPSTREAM", fake.codex_base()),
-    ];
-    let envs: Vec<(&str, &str)> = fake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut restarted = env.spawn_serve(&envs, env.dir.path().join("serve2.log"));
+    let mut restarted = env.spawn_serve(&fake_env(&fake), env.dir.path().join("serve2.log"));
     for (label, t) in &accounts {
         let mut c = env.cmd();
         env_for(&env, &fake)(&mut c);

@@ -67,15 +67,8 @@ async fn concurrent_streams_with_an_account_revoked_mid_run_all_succeed_and_memo
         let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
         v["key"].as_str().unwrap().to_string()
     };
-    let (auth, upstream) = (fake.base_url(), fake.codex_base());
     let mut serve = tokio::task::block_in_place(|| {
-        env.spawn_serve(
-            &[
-                ("CODEX_VAULT_AUTH_BASE", &auth),
-                ("CODEX_VAULT_UPSTREAM", &upstream),
-            ],
-            env.dir.path().join("serve.log"),
-        )
+        env.spawn_serve(&fake_env(&fake), env.dir.path().join("serve.log"))
     });
     let pid = serve.pid();
     let url = serve.url("/v1/responses");

@@ -17,16 +17,8 @@ fn per_account(fake: &FakeOpenAi, id: &str) -> codex_vault_testkit::AccountCount
         .unwrap_or_default()
 }
 
-fn serve_env(fake: &FakeOpenAi) -> Vec<(&'static str, String)> {
-    vec![
-        ("CODEX_VAULT_AUTH_BASE", fake.base_url()),
-        ("CODEX_VAULT_UPSTREAM", fake.codex_base()),
-    ]
-}
-
 fn spawn_serve(env: &DataDir, vars: &[(&'static str, String)]) -> ServeProc {
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    env.spawn_serve(&vars, env.dir.path().join("serve.stderr"))
+    env.spawn_serve(vars, env.dir.path().join("serve.stderr"))
 }
 
 /// Polls `f` until it gives a value (bounded): a condition awaited, never a fixed sleep.
@@ -71,7 +63,7 @@ fn sigterm_to_serve_waits_for_the_rotation_the_issuer_is_still_answering() {
         FaultRoute::Token,
         vec![Fault::SlowAfterHandling(Duration::from_secs(3))],
     );
-    let mut serve = spawn_serve(&env, &serve_env(&fake));
+    let mut serve = spawn_serve(&env, &fake_env(&fake));
     fake.wait_for_counters_blocking(Duration::from_secs(20), |n| {
         n.per_account
             .get(&t.account_id)
@@ -170,7 +162,7 @@ fn a_full_disk_between_answer_and_commit_holds_the_rotation_until_space_is_freed
     let serve_key = key(&env);
     let full = env.dir.path().join("disk-is-full");
     std::fs::write(&full, b"").unwrap();
-    let mut vars = serve_env(&fake);
+    let mut vars = fake_env(&fake);
     vars.push((
         "CODEX_VAULT_FAILPOINT",
         format!("store_full_while:{}", full.display()),
@@ -291,7 +283,7 @@ fn a_token_run_never_settles_the_unfinished_refresh_of_a_live_serve() {
             .code,
         0
     );
-    let mut serve = spawn_serve(&env, &serve_env(&fake));
+    let mut serve = spawn_serve(&env, &fake_env(&fake));
     // An unfinished refresh of serve's (as an ambiguous failure leaves it): serve is alive.
     let holder = format!("{}:0badc0de:{}", serve.pid(), start_time(serve.pid()));
     db(&env)

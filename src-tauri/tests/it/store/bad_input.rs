@@ -307,13 +307,7 @@ fn login_with_no_browser(env: &DataDir, value: &str) -> (bool, Run) {
             .unwrap(),
     );
     // The opener is spawned, not awaited: give it the moment it needs to leave its mark.
-    let opened = (0..50).any(|_| {
-        if mark.exists() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        false
-    });
+    let opened = poll_until(std::time::Duration::from_secs(1), || mark.exists()).is_some();
     (opened, r)
 }
 

@@ -85,7 +85,7 @@ fn a_copy_is_taken_before_migrating_and_removed_by_the_next_sound_start() {
     assert!(copy.exists());
 
     // The next start of `serve` finds the store sound and lets the copy go.
-    let mut serve = env.spawn_serve(&[], env.dir.path().join("serve.log"));
+    let mut serve = env.spawn_serve(common::NO_ENV, env.dir.path().join("serve.log"));
     assert!(!copy.exists(), "the copy outlived a sound start");
     assert_eq!(serve.terminate(), Some(0), "serve stops cleanly on SIGTERM");
     let leftovers: Vec<String> = std::fs::read_dir(env.vault_home())
@@ -99,11 +99,11 @@ fn a_copy_is_taken_before_migrating_and_removed_by_the_next_sound_start() {
     // A `serve` that migrates keeps its own copy past its start; the start after removes it.
     let env = TestVault::builder().data_dir();
     let old = build_old_store(&env);
-    let mut first = env.spawn_serve(&[], env.dir.path().join("first.log"));
+    let mut first = env.spawn_serve(common::NO_ENV, env.dir.path().join("first.log"));
     assert!(copy_path(&env, old).exists());
     first.terminate();
     assert!(copy_path(&env, old).exists());
-    let mut second = env.spawn_serve(&[], env.dir.path().join("second.log"));
+    let mut second = env.spawn_serve(common::NO_ENV, env.dir.path().join("second.log"));
     assert!(!copy_path(&env, old).exists());
     second.terminate();
 }
