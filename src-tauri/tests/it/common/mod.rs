@@ -11,9 +11,12 @@
 //!
 //! The configuration the core reads is made in one function, `vault::config` (a `Config`: data
 //! dir, key store, issuer and upstream = the fake, refresh tuning); a process gets the same values
-//! through its environment (`vault::process_env`, used by `DataDir::cmd` and [`env_for`]). Also
-//! here: auth.json fixtures minted by the fake (never pasted tokens), leak scans, the one
-//! `wait_until` that awaits a condition, and `in_own_process`.
+//! through its environment (`vault::process_env` in `DataDir::cmd`; `vault::fake_env`, also
+//! through [`env_for`], for a process that talks to the fake). Knobs the `Config` has and a test
+//! needs go through the builder (`.configure(f)`, `.upstream(url)`), never around it. Also here:
+//! auth.json fixtures minted by the fake (never pasted tokens), leak scans, the one `wait_until`
+//! that awaits a condition (`poll_until` where the deadline is itself an outcome), and
+//! `in_own_process`.
 
 #![allow(
     dead_code,
