@@ -26,7 +26,7 @@
 pub mod vault;
 mod wait;
 
-pub use vault::{fake_env, TestVault};
+pub use vault::{fake_env, per_account, TestVault};
 pub use wait::{poll_until, wait_until, wait_until_async};
 
 use codex_vault::vault::KeyStoreKind;

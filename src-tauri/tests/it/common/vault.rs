@@ -14,7 +14,7 @@ use codex_vault::oauth::client::{Issuer, TokenClient};
 use codex_vault::refresh::{RefreshConfig, TokenManager};
 use codex_vault::runtime::Core;
 use codex_vault::vault::KeyStoreKind;
-use codex_vault_testkit::{AccountSpec, FakeConfig, FakeOpenAi, IssuedTokens};
+use codex_vault_testkit::{AccountCounters, AccountSpec, FakeConfig, FakeOpenAi, IssuedTokens};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
@@ -218,6 +218,16 @@ impl TestVault {
         TestVault::builder().accounts(n).start().await
     }
 
+    /// A vault without a core (`no_endpoint()`) holding one account whose access token has
+    /// already expired (`email` at the fake): the refresh engine's scenarios. Also gives the
+    /// account's grant and id.
+    pub async fn with_expired(email: &str) -> (TestVault, IssuedTokens, String) {
+        let e = TestVault::builder().no_endpoint().start().await;
+        let t = expired_account(&e.fake, email);
+        let id = e.import(&t);
+        (e, t, id)
+    }
+
     /// `settings` are written to the store before the endpoint starts.
     pub async fn with_settings(n: usize, settings: &[(&str, &str)]) -> TestVault {
         TestVault::builder()
@@ -386,11 +396,18 @@ impl TestVault {
 
     /// Responses calls the fake served for the account `t` was issued for.
     pub fn calls(&self, t: &IssuedTokens) -> u64 {
-        self.fake
-            .counters()
-            .per_account
-            .get(&t.account_id)
-            .map_or(0, |c| c.responses_calls)
+        per_account(&self.fake, &t.account_id).responses_calls
+    }
+
+    /// The kinds of the account's latest events (up to 100, newest first), from the store.
+    pub fn events(&self, id: &str) -> Vec<String> {
+        self.service
+            .store()
+            .events(id, 100)
+            .unwrap()
+            .into_iter()
+            .map(|ev| ev.kind)
+            .collect()
     }
 
     /// [`TestVault::calls`] of every account, in import order.
@@ -430,6 +447,15 @@ pub fn manager_for(service: &Service, fake: &FakeOpenAi, cfg: RefreshConfig) -> 
         }),
         cfg,
     )
+}
+
+/// What the fake counted for one account (zeros before its first call).
+pub fn per_account(fake: &FakeOpenAi, chatgpt_account_id: &str) -> AccountCounters {
+    fake.counters()
+        .per_account
+        .get(chatgpt_account_id)
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// An account at the fake whose current access token has already expired.

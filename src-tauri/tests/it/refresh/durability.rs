@@ -7,30 +7,17 @@
 use crate::common::vault::*;
 use codex_vault::account::Status;
 use codex_vault::refresh::{RefreshConfig, RefreshError};
-use codex_vault_testkit::{AccountSpec, FakeOpenAi, Fault, FaultRoute};
+use codex_vault_testkit::{AccountSpec, Fault, FaultRoute};
 use serde_json::json;
 use std::time::{Duration, Instant};
-
-fn per_account(
-    fake: &FakeOpenAi,
-    chatgpt_account_id: &str,
-) -> codex_vault_testkit::AccountCounters {
-    fake.counters()
-        .per_account
-        .get(chatgpt_account_id)
-        .cloned()
-        .unwrap_or_default()
-}
 
 /// Quit (desktop) and SIGTERM (`serve`) both end in `runtime::drain_refreshes`: the issuer has
 /// rotated and holds its answer for 3 s; the drain waits for it and the commit, and starts
 /// nothing new. A later process (a restart) finds the account healthy, with no reuse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shutdown_path_waits_for_a_rotation_the_issuer_is_still_answering() {
-    let e = TestVault::builder().no_endpoint().start().await;
+    let (e, t, id) = TestVault::with_expired("quit@corp.com").await;
     let fake = &e.fake;
-    let t = expired_account(fake, "quit@corp.com");
-    let id = e.import(&t);
     let tm = e.manager(refresh_config(fake));
     fake.inject_faults(
         FaultRoute::Token,
@@ -86,10 +73,8 @@ async fn the_shutdown_path_waits_for_a_rotation_the_issuer_is_still_answering() 
 /// spent and says so with the honest code: the process is alive, the answer was lost in transit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_lost_in_a_live_process_is_lost_in_transit_found_by_the_next_refresh() {
-    let e = TestVault::builder().no_endpoint().start().await;
+    let (e, t, id) = TestVault::with_expired("transit@corp.com").await;
     let fake = &e.fake;
-    let t = expired_account(fake, "transit@corp.com");
-    let id = e.import(&t);
     let tm = e.manager(refresh_config(fake));
     fake.inject_faults(FaultRoute::Token, vec![Fault::DropAfterHandling]);
     match tm.access_token(&id).await {
@@ -119,10 +104,8 @@ async fn an_answer_lost_in_a_live_process_is_lost_in_transit_found_by_the_next_r
 /// finds the token still current and the account simply refreshes — no false alarm.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_request_the_issuer_never_handled_is_refreshed_at_once() {
-    let e = TestVault::builder().no_endpoint().start().await;
+    let (e, t, id) = TestVault::with_expired("dropped@corp.com").await;
     let fake = &e.fake;
-    let t = expired_account(fake, "dropped@corp.com");
-    let id = e.import(&t);
     let tm = e.manager(RefreshConfig {
         transient_retries: 0,
         ..refresh_config(fake)

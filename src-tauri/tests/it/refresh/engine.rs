@@ -8,22 +8,10 @@ use codex_vault::refresh::{AccessToken, RefreshConfig, RefreshError};
 use codex_vault_testkit::{FakeOpenAi, Fault, FaultRoute, ReuseMode};
 use std::time::Duration;
 
-fn events(e: &TestVault, id: &str) -> Vec<String> {
-    e.service
-        .store()
-        .events(id, 100)
-        .unwrap()
-        .into_iter()
-        .map(|ev| ev.kind)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_callers_cause_one_refresh() {
-    let e = TestVault::builder().no_endpoint().start().await;
+    let (e, t, id) = TestVault::with_expired("sf@corp.com").await;
     let fake = &e.fake;
-    let t = expired_account(fake, "sf@corp.com");
-    let id = e.import(&t);
     let tm = e.manager(refresh_config(fake));
     let calls: Vec<_> = (0..1000)
         .map(|_| {
@@ -99,7 +87,7 @@ async fn race(mode: ReuseMode, expected_code: &str) {
     let acct = e.service.store().get_account(&id).unwrap().unwrap();
     assert_eq!(acct.status, Status::Healthy);
     assert!(acct.failure.is_none());
-    let ev = events(&e, &id);
+    let ev = e.events(&id);
     assert!(ev.contains(&"race_recovered".to_string()), "{ev:?}");
     let detail = e.service.store().events(&id, 10).unwrap();
     assert!(detail
@@ -147,10 +135,8 @@ async fn an_adopted_token_revoked_by_family_revoke_is_terminal_with_upstreams_co
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_grant_is_terminal_with_its_reason_and_never_retried() {
-    let e = TestVault::builder().no_endpoint().start().await;
+    let (e, t, id) = TestVault::with_expired("dead@corp.com").await;
     let fake = &e.fake;
-    let t = expired_account(fake, "dead@corp.com");
-    let id = e.import(&t);
     fake.revoke_account(&t.account_id);
     let tm = e.manager(refresh_config(fake));
     match tm.access_token(&id).await {
@@ -182,15 +168,13 @@ async fn a_revoked_grant_is_terminal_with_its_reason_and_never_retried() {
         calls,
         "a dead grant was hammered"
     );
-    assert!(events(&e, &id).contains(&"failed".to_string()));
+    assert!(e.events(&id).contains(&"failed".to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outsider_redeeming_our_token_is_refresh_token_reused_naming_another_app() {
-    let e = TestVault::builder().no_endpoint().start().await;
+    let (e, t, id) = TestVault::with_expired("outsider@corp.com").await;
     let fake = &e.fake;
-    let t = expired_account(fake, "outsider@corp.com");
-    let id = e.import(&t);
     fake.rotate_out_of_band(&t.refresh_token);
     match e.manager(refresh_config(fake)).access_token(&id).await {
         Err(RefreshError::Terminal { reason, .. }) => {
@@ -203,10 +187,8 @@ async fn an_outsider_redeeming_our_token_is_refresh_token_reused_naming_another_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_warn_then_clear_and_never_kill() {
-    let e = TestVault::builder().no_endpoint().start().await;
+    let (e, t, id) = TestVault::with_expired("flaky@corp.com").await;
     let fake = &e.fake;
-    let t = expired_account(fake, "flaky@corp.com");
-    let id = e.import(&t);
     let tm = e.manager(RefreshConfig {
         transient_retries: 0,
         ..refresh_config(fake)
@@ -243,10 +225,8 @@ async fn transient_failures_warn_then_clear_and_never_kill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_inside_one_call_ride_out_a_short_outage() {
-    let e = TestVault::builder().no_endpoint().start().await;
+    let (e, _t, id) = TestVault::with_expired("retry@corp.com").await;
     let fake = &e.fake;
-    let t = expired_account(fake, "retry@corp.com");
-    let id = e.import(&t);
     fake.inject_faults(
         FaultRoute::Token,
         vec![Fault::Status(502), Fault::Status(500)],

@@ -41,10 +41,8 @@ async fn a_rotation_whose_commit_fails_is_held_with_its_lease_until_it_lands() {
     );
     std::fs::write(&full, b"").unwrap();
 
-    let e = TestVault::builder().no_endpoint().start().await;
+    let (e, t, id) = TestVault::with_expired("held@corp.com").await;
     let fake = &e.fake;
-    let t = expired_account(fake, "held@corp.com");
-    let id = e.import(&t);
     let ttl = Duration::from_secs(2);
     let tm = e.manager(RefreshConfig {
         lease_ttl: ttl,

@@ -4,18 +4,10 @@
 
 use crate::common;
 
-use codex_vault_testkit::{FakeOpenAi, Fault, FaultRoute};
+use codex_vault_testkit::{Fault, FaultRoute};
 use common::*;
 use std::process::Stdio;
 use std::time::Duration;
-
-fn per_account(fake: &FakeOpenAi, id: &str) -> codex_vault_testkit::AccountCounters {
-    fake.counters()
-        .per_account
-        .get(id)
-        .cloned()
-        .unwrap_or_default()
-}
 
 fn spawn_serve(env: &DataDir, vars: &[(&'static str, String)]) -> ServeProc {
     env.spawn_serve(vars, env.dir.path().join("serve.stderr"))
