@@ -29,7 +29,6 @@ mod wait;
 pub use vault::{fake_env, per_account, TestVault};
 pub use wait::{poll_until, wait_until, wait_until_async};
 
-use codex_vault::vault::KeyStoreKind;
 use codex_vault_testkit::{AccountSpec, FakeOpenAi, IssuedTokens};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -50,10 +49,10 @@ impl DataDir {
         }
     }
 
-    /// The vault opened on this data dir in this process, as the core opens it (the
-    /// session's keychain: `vault::config`'s key store).
+    /// The vault opened on this data dir in this process with `vault::config`'s key store, as
+    /// the core opens it (without the core's integrity check: a CLI call's open).
     pub fn open(&self) -> codex_vault::accounts::Service {
-        codex_vault::accounts::Service::open(&self.vault_home(), KeyStoreKind::Keychain).unwrap()
+        codex_vault::accounts::Service::open(&self.vault_home(), vault::KEY_STORE).unwrap()
     }
 
     pub fn vault_home(&self) -> PathBuf {

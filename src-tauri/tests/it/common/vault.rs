@@ -19,13 +19,16 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
 
+/// Where every test's vault keeps its key: the session's keychain (`scripts/keyring-session.sh`).
+pub const KEY_STORE: KeyStoreKind = KeyStoreKind::Keychain;
+
 /// The one place the suite makes the core's configuration: the data dir, the session's keychain,
 /// the fake as the sign-in server and as the Codex backend, and the refresh engine's tuning
 /// (retries fast enough for a test).
 pub fn config(data_dir: &Path, fake: &FakeOpenAi) -> Config {
     Config {
         data_dir: data_dir.to_path_buf(),
-        key_store: KeyStoreKind::Keychain,
+        key_store: KEY_STORE,
         issuer: Issuer {
             base: fake.base_url(),
         },
