@@ -78,6 +78,13 @@ impl DataDir {
         Run::from(self.cmd().args(args).output().expect("spawn codex-vault"))
     }
 
+    /// [`DataDir::run`], which must succeed (exit 0).
+    pub fn ok(&self, args: &[&str]) -> Run {
+        let r = self.run(args);
+        assert_eq!(r.code, 0, "{args:?} failed: {}", r.stderr);
+        r
+    }
+
     pub fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
         use std::io::Write;
         let mut child = self

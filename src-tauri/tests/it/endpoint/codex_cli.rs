@@ -36,10 +36,7 @@ fn the_stock_codex_cli_completes_turns_through_the_endpoint() {
         ..Default::default()
     });
     let p = env.write_file("a.json", auth_json(&t, "2026-01-01T00:00:00Z").as_bytes());
-    assert_eq!(
-        env.run(&["accounts", "import", p.to_str().unwrap()]).code,
-        0
-    );
+    env.ok(&["accounts", "import", p.to_str().unwrap()]);
 
     let mut serve = env
         .cmd()
@@ -62,8 +59,7 @@ fn the_stock_codex_cli_completes_turns_through_the_endpoint() {
         "{line}"
     );
 
-    let info = env.run(&["endpoint", "info", "--json"]);
-    assert_eq!(info.code, 0, "{}", info.stderr);
+    let info = env.ok(&["endpoint", "info", "--json"]);
     let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
     assert_eq!(info["running"], true);
     assert!(
@@ -112,10 +108,7 @@ fn the_stock_codex_cli_completes_turns_through_the_endpoint() {
         "b.json",
         auth_json(&expired, "2026-02-01T00:00:00Z").as_bytes(),
     );
-    assert_eq!(
-        env.run(&["accounts", "import", p.to_str().unwrap()]).code,
-        0
-    );
+    env.ok(&["accounts", "import", p.to_str().unwrap()]);
     // Wait until the running endpoint has picked the change up (it reports the new grant).
     let url = info["url"]
         .as_str()

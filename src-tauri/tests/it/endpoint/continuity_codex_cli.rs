@@ -40,8 +40,7 @@ impl Cli<'_> {
 /// Points the CLI's config at a (re)started endpoint: the `endpoint info` snippet verbatim, plus
 /// what keeps the CLI offline in a test.
 fn configure(env: &DataDir, home: &CodexHome) -> String {
-    let info = env.run(&["endpoint", "info", "--json"]);
-    assert_eq!(info.code, 0, "{}", info.stderr);
+    let info = env.ok(&["endpoint", "info", "--json"]);
     let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
     let config = format!(
         "check_for_update_on_startup = false\n{}\n[analytics]\nenabled = false\n\n[feedback]\nenabled = false\n",
@@ -72,8 +71,7 @@ fn scenario(version: &'static str) {
             &format!("{label}.json"),
             auth_json(&t, "2026-01-01T00:00:00Z").as_bytes(),
         );
-        let r = env.run(&["accounts", "import", p.to_str().unwrap(), "--label", label]);
-        assert_eq!(r.code, 0, "{}", r.stderr);
+        env.ok(&["accounts", "import", p.to_str().unwrap(), "--label", label]);
         tokens.push(t);
     }
     let envs = fake_env(&fake);

@@ -10,8 +10,7 @@ use common::{DataDir, TestVault};
 use serde_json::Value;
 
 fn info(env: &DataDir) -> Value {
-    let r = env.run(&["endpoint", "info", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = env.ok(&["endpoint", "info", "--json"]);
     serde_json::from_str(&r.stdout).expect("info --json is JSON")
 }
 
@@ -40,7 +39,7 @@ fn sorted(mut v: Vec<(u32, u16)>) -> Vec<(u32, u16)> {
 #[test]
 fn two_serves_on_one_store_are_both_reported_and_the_survivor_stays() {
     let env = TestVault::builder().data_dir();
-    assert_eq!(env.run(&["accounts", "list"]).code, 0);
+    env.ok(&["accounts", "list"]);
     let mut a = env.spawn_serve(common::NO_ENV, env.dir.path().join("a.log"));
     let mut b = env.spawn_serve(common::NO_ENV, env.dir.path().join("b.log"));
     assert_ne!(a.port, b.port);

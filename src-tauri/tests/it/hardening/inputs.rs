@@ -427,11 +427,7 @@ fn header_and_terminal_injection_in_labels_is_refused_and_changes_nothing() {
         "a.json",
         common::auth_json(&t, "2026-01-01T00:00:00Z").as_bytes(),
     );
-    assert_eq!(
-        env.run(&["accounts", "import", p.to_str().unwrap(), "--label", "ok"])
-            .code,
-        0
-    );
+    env.ok(&["accounts", "import", p.to_str().unwrap(), "--label", "ok"]);
     let before = env.snapshot();
     for label in [
         "x\r\nX-Injected: 1",

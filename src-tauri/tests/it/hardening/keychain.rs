@@ -28,10 +28,7 @@ fn no_secret_service_is_keychain_unavailable_and_changes_nothing() {
     let env = TestVault::builder().data_dir();
     let t = account(&fake, "nobus@corp.com", "plus");
     let p = env.write_file("a.json", auth_json(&t, "2026-01-01T00:00:00Z").as_bytes());
-    assert_eq!(
-        env.run(&["accounts", "import", p.to_str().unwrap()]).code,
-        0
-    );
+    env.ok(&["accounts", "import", p.to_str().unwrap()]);
     let second = account(&fake, "nobus2@corp.com", "plus");
     let p2 = env.write_file(
         "b.json",
@@ -137,6 +134,6 @@ fn a_first_run_without_a_keychain_leaves_nothing_behind() {
     assert!(left.is_empty(), "left behind: {left:?}");
 
     // With the keychain back, the first run creates the store as usual.
-    assert_eq!(env.run(&["accounts", "list"]).code, 0);
+    env.ok(&["accounts", "list"]);
     assert!(env.vault_home().join("codex-vault.db").exists());
 }

@@ -264,8 +264,7 @@ fn a_serve_at_ulimit_256_answers_keyed_requests_under_300_unfinished_keyless_bod
         "a.json",
         common::auth_json(&t, &chrono::Utc::now().to_rfc3339()).as_bytes(),
     );
-    let r = env.run(&["accounts", "import", file.to_str().unwrap(), "--label", "a"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.ok(&["accounts", "import", file.to_str().unwrap(), "--label", "a"]);
     let info: Value =
         serde_json::from_str(&env.run(&["endpoint", "info", "--json"]).stdout).unwrap();
     let key = info["key"].as_str().unwrap().to_string();

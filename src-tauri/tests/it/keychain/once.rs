@@ -23,10 +23,7 @@ fn data_key_is_read_once_per_process() {
         "auth.json",
         auth_json(&t, "2026-01-01T00:00:00Z").as_bytes(),
     );
-    assert_eq!(
-        env.run(&["accounts", "import", p.to_str().unwrap()]).code,
-        0
-    );
+    env.ok(&["accounts", "import", p.to_str().unwrap()]);
 
     let before = keychain_reads();
     let a = Service::open(&env.vault_home(), KeyStoreKind::Keychain).expect("open 1");

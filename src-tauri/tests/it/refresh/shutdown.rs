@@ -23,8 +23,7 @@ fn db(env: &DataDir) -> rusqlite::Connection {
 }
 
 fn key(env: &DataDir) -> String {
-    let r = env.run(&["endpoint", "info", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = env.ok(&["endpoint", "info", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     v["key"].as_str().unwrap().to_string()
 }
@@ -270,11 +269,7 @@ fn a_token_run_never_settles_the_unfinished_refresh_of_a_live_serve() {
         "live.json",
         auth_json(&t, "2026-01-01T00:00:00Z").as_bytes(),
     );
-    assert_eq!(
-        env.run(&["accounts", "import", p.to_str().unwrap(), "--label", "live"])
-            .code,
-        0
-    );
+    env.ok(&["accounts", "import", p.to_str().unwrap(), "--label", "live"]);
     let mut serve = spawn_serve(&env, &fake_env(&fake));
     // An unfinished refresh of serve's (as an ambiguous failure leaves it): serve is alive.
     let holder = format!("{}:0badc0de:{}", serve.pid(), start_time(serve.pid()));

@@ -28,10 +28,7 @@ fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
     let good = account(&fake, "good@corp.com", "plus");
     let good_text = auth_json(&good, "2026-01-01T00:00:00Z");
     let p = env.write_file("good.json", good_text.as_bytes());
-    assert_eq!(
-        env.run(&["accounts", "import", p.to_str().unwrap()]).code,
-        0
-    );
+    env.ok(&["accounts", "import", p.to_str().unwrap()]);
     let base: Value = serde_json::from_str(&good_text).unwrap();
     let id_claims =
         serde_json::to_value(codex_vault_testkit::jwt::decode_claims(&good.id_token).unwrap())
@@ -252,8 +249,7 @@ fn default_path_is_codex_home_auth_json() {
         auth_json(&t, "2026-01-01T00:00:00Z"),
     )
     .unwrap();
-    let r = env.run(&["accounts", "import"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.ok(&["accounts", "import"]);
     assert_eq!(env.list_json()[0]["email"], "home@corp.com");
 }
 
@@ -266,8 +262,7 @@ fn a_utf8_byte_order_mark_before_the_json_is_accepted() {
     let mut bytes = b"\xEF\xBB\xBF".to_vec();
     bytes.extend_from_slice(auth_json(&t, "2026-01-01T00:00:00Z").as_bytes());
     let p = env.write_file("bom.json", &bytes);
-    let r = env.run(&["accounts", "import", p.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.ok(&["accounts", "import", p.to_str().unwrap()]);
     assert_eq!(env.list_json()[0]["email"], "bom@corp.com");
     // Through standard input too.
     let u = account(&fake, "bom2@corp.com", "plus");
@@ -348,8 +343,7 @@ fn no_browser_takes_1_true_yes_and_0_false_no_in_any_case() {
 #[test]
 fn help_describes_every_option_the_environment_and_the_exit_codes() {
     let env = TestVault::builder().data_dir();
-    let top = env.run(&["--help"]);
-    assert_eq!(top.code, 0, "{}", top.stderr);
+    let top = env.ok(&["--help"]);
     for needle in [
         "CODEX_VAULT_HOME",
         "CODEX_VAULT_KEY_STORE",

@@ -15,14 +15,13 @@ fn import_lists_the_account_and_seals_every_token() {
     let tokens = account(&fake, "ana@corp.com", "team");
     let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
 
-    let r = env.run(&[
+    let r = env.ok(&[
         "accounts",
         "import",
         path.to_str().unwrap(),
         "--label",
         "work",
     ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("Imported account work"), "{}", r.stdout);
     assert_no_tokens(r.stdout.as_bytes(), &tokens, "import output");
 
@@ -119,10 +118,7 @@ fn importing_one_account_twice_updates_the_same_row() {
         "a1.json",
         auth_json(&first, "2026-01-01T00:00:00Z").as_bytes(),
     );
-    assert_eq!(
-        env.run(&["accounts", "import", p1.to_str().unwrap()]).code,
-        0
-    );
+    env.ok(&["accounts", "import", p1.to_str().unwrap()]);
     let id = env.list_json()[0]["id"].as_str().unwrap().to_string();
 
     // A newer file (a new grant of the same ChatGPT account) replaces the tokens.
@@ -131,8 +127,7 @@ fn importing_one_account_twice_updates_the_same_row() {
         "a2.json",
         auth_json(&second, "2026-02-01T00:00:00Z").as_bytes(),
     );
-    let r = env.run(&["accounts", "import", p2.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = env.ok(&["accounts", "import", p2.to_str().unwrap()]);
     assert!(
         r.stdout.contains("Updated existing account"),
         "{}",
@@ -140,8 +135,7 @@ fn importing_one_account_twice_updates_the_same_row() {
     );
 
     // An older file must not replace the newer grant.
-    let r = env.run(&["accounts", "import", p1.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = env.ok(&["accounts", "import", p1.to_str().unwrap()]);
     assert!(
         r.stdout.contains("kept the newer tokens already held"),
         "{}",
@@ -187,19 +181,14 @@ fn remove_deletes_account_and_secrets_but_keeps_history() {
     let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "rm@corp.com", "plus");
     let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
-    assert_eq!(
-        env.run(&[
-            "accounts",
-            "import",
-            path.to_str().unwrap(),
-            "--label",
-            "old"
-        ])
-        .code,
-        0
-    );
-    let r = env.run(&["accounts", "remove", "old"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.ok(&[
+        "accounts",
+        "import",
+        path.to_str().unwrap(),
+        "--label",
+        "old",
+    ]);
+    env.ok(&["accounts", "remove", "old"]);
     assert!(env.list_json().is_empty());
     let r = env.run(&["accounts", "remove", "old"]);
     assert_eq!(r.code, 1);
@@ -325,8 +314,7 @@ fn a_reimport_never_renames_the_held_account_and_changes_nothing_when_asked_to()
     };
     let first = fake.add_account(spec.clone());
     let a = env.write_file("a.json", auth_json(&first, LAST_REFRESH).as_bytes());
-    let r = env.run(&["accounts", "import", a.to_str().unwrap(), "--label", "work"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.ok(&["accounts", "import", a.to_str().unwrap(), "--label", "work"]);
 
     // A newer file of the same ChatGPT account, with another label: refused, and nothing at all
     // is written — neither the label nor the newer tokens (one decision, before any write).
@@ -360,20 +348,17 @@ fn a_reimport_never_renames_the_held_account_and_changes_nothing_when_asked_to()
     assert_eq!(env.list_json()[0]["label"], "work");
 
     // Its own label, or none: the tokens are updated and the label stays.
-    let r = env.run(&["accounts", "import", b.to_str().unwrap(), "--label", "work"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = env.ok(&["accounts", "import", b.to_str().unwrap(), "--label", "work"]);
     assert!(
         r.stdout.contains("Updated existing account work"),
         "{}",
         r.stdout
     );
-    let r = env.run(&["accounts", "import", b.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.ok(&["accounts", "import", b.to_str().unwrap()]);
     assert_eq!(env.list_json()[0]["label"], "work");
 
     // Renaming is its own command.
-    let r = env.run(&["accounts", "rename", "work", "day job"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = env.ok(&["accounts", "rename", "work", "day job"]);
     assert!(
         r.stdout.contains("Renamed account work to day job"),
         "{}",
@@ -399,10 +384,7 @@ fn a_newer_reimport_updates_the_claims_it_carries() {
     };
     let first = fake.add_account(spec.clone());
     let a = env.write_file("a.json", auth_json(&first, LAST_REFRESH).as_bytes());
-    assert_eq!(
-        env.run(&["accounts", "import", a.to_str().unwrap()]).code,
-        0
-    );
+    env.ok(&["accounts", "import", a.to_str().unwrap()]);
     let fedramp = |env: &DataDir| -> bool {
         let conn = rusqlite::Connection::open(env.vault_home().join("codex-vault.db")).unwrap();
         conn.query_row("SELECT fedramp FROM accounts", [], |r| r.get(0))
@@ -427,13 +409,11 @@ fn a_newer_reimport_updates_the_claims_it_carries() {
         "old.json",
         auth_json(&moved, "2025-06-01T00:00:00Z").as_bytes(),
     );
-    let r = env.run(&["accounts", "import", old.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.ok(&["accounts", "import", old.to_str().unwrap()]);
     assert!(!fedramp(&env));
     assert_eq!(env.list_json()[0]["plan"], "plus");
 
-    let r = env.run(&["accounts", "import", b.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = env.ok(&["accounts", "import", b.to_str().unwrap()]);
     assert!(
         r.stdout.contains("Updated existing account"),
         "{}",
@@ -453,9 +433,6 @@ fn a_newer_reimport_updates_the_claims_it_carries() {
         "c.json",
         auth_json(&back, "2026-03-01T00:00:00Z").as_bytes(),
     );
-    assert_eq!(
-        env.run(&["accounts", "import", c.to_str().unwrap()]).code,
-        0
-    );
+    env.ok(&["accounts", "import", c.to_str().unwrap()]);
     assert!(!fedramp(&env));
 }

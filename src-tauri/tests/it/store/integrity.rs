@@ -56,8 +56,7 @@ fn a_copy_is_taken_before_migrating_and_removed_by_the_next_sound_start() {
     let old = build_old_store(&env);
 
     // A CLI call migrates; the copy of the store as it was is beside it.
-    let r = env.run(&["accounts", "list"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.ok(&["accounts", "list"]);
     assert_eq!(version_of(&db_path(&env)), LATEST);
     let copy = copy_path(&env, old);
     assert!(copy.exists(), "no pre-migration copy at {}", copy.display());
@@ -81,7 +80,7 @@ fn a_copy_is_taken_before_migrating_and_removed_by_the_next_sound_start() {
         assert_eq!(marker, "from the old build");
     }
     // CLI calls do not check the store, so they leave the copy alone.
-    assert_eq!(env.run(&["accounts", "list"]).code, 0);
+    env.ok(&["accounts", "list"]);
     assert!(copy.exists());
 
     // The next start of `serve` finds the store sound and lets the copy go.
@@ -141,8 +140,7 @@ fn damage_accounts_table(env: &DataDir) {
 fn a_damaged_store_never_serves_and_the_cli_says_so() {
     let env = TestVault::builder().data_dir();
     // A store with its data key, as any first run leaves it.
-    let r = env.run(&["accounts", "list"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.ok(&["accounts", "list"]);
     damage_accounts_table(&env);
 
     let r = env.run(&["serve", "--port", "0"]);
