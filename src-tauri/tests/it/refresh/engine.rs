@@ -70,11 +70,10 @@ async fn racing_refreshes(
 }
 
 async fn race(mode: ReuseMode, expected_code: &str) {
-    let e = TestVault::builder().no_endpoint().start().await;
+    let (e, t, id) = TestVault::with_expired("race@corp.com").await;
     let fake = &e.fake;
+    // How the fake answers refreshes: set before the first one.
     fake.set_reuse_mode(mode);
-    let t = expired_account(fake, "race@corp.com");
-    let id = e.import(&t);
     let (ra, rb) = racing_refreshes(fake, &e, &id).await;
     let (ta, tb) = (ra.expect("a gets a token"), rb.expect("b gets a token"));
     assert_eq!(ta.token, tb.token, "the loser adopted the winner's token");
@@ -108,11 +107,10 @@ async fn race_recovery_after_invalid_grant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_adopted_token_revoked_by_family_revoke_is_terminal_with_upstreams_code() {
-    let e = TestVault::builder().no_endpoint().start().await;
+    let (e, _t, id) = TestVault::with_expired("family@corp.com").await;
     let fake = &e.fake;
+    // How the fake answers refreshes: set before the first one.
     fake.set_family_revoke_on_reuse(true);
-    let t = expired_account(fake, "family@corp.com");
-    let id = e.import(&t);
     let (ra, rb) = racing_refreshes(fake, &e, &id).await;
     let loser = [ra, rb]
         .into_iter()
@@ -302,11 +300,10 @@ async fn a_stale_attempt_never_marks_a_newer_generation_terminal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absent_fields_keep_their_old_values() {
-    let e = TestVault::builder().no_endpoint().start().await;
+    let (e, t, id) = TestVault::with_expired("noid@corp.com").await;
     let fake = &e.fake;
+    // How the fake answers refreshes: set before the first one.
     fake.set_omit_id_token_on_refresh(true);
-    let t = expired_account(fake, "noid@corp.com");
-    let id = e.import(&t);
     e.manager(refresh_config(fake))
         .access_token(&id)
         .await
