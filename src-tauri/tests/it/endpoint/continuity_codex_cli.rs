@@ -7,16 +7,8 @@
 use crate::common;
 
 use codex_vault_testkit::codex_cli::{CodexExec, CodexHome, CodexRun, ProviderConfig};
-use codex_vault_testkit::{AccountCounters, AccountSpec, FakeOpenAi};
+use codex_vault_testkit::AccountSpec;
 use common::*;
-
-fn per(fake: &FakeOpenAi, account_id: &str) -> AccountCounters {
-    fake.counters()
-        .per_account
-        .get(account_id)
-        .cloned()
-        .unwrap_or_default()
-}
 
 struct Cli<'a> {
     bin: std::path::PathBuf,
@@ -98,13 +90,13 @@ fn scenario(version: &'static str) {
             .is_some_and(|i| i.iter().any(|v| v == "reasoning.encrypted_content")),
         "CLI {version} asks for reasoning ciphertext: {body}"
     );
-    let (a, b) = if per(&fake, &tokens[0].account_id).responses_calls == 1 {
+    let (a, b) = if per_account(&fake, &tokens[0].account_id).responses_calls == 1 {
         (&tokens[0], &tokens[1])
     } else {
         (&tokens[1], &tokens[0])
     };
-    assert_eq!(per(&fake, &a.account_id).responses_calls, 1);
-    assert_eq!(per(&fake, &a.account_id).encrypted_minted, 1);
+    assert_eq!(per_account(&fake, &a.account_id).responses_calls, 1);
+    assert_eq!(per_account(&fake, &a.account_id).encrypted_minted, 1);
 
     // A is capped upstream (a 429 usage limit). Turn 2 is B's, with A's reasoning left out.
     let now = chrono::Utc::now().timestamp();
@@ -118,7 +110,7 @@ fn scenario(version: &'static str) {
         .iter()
         .filter(|i| i["type"] == "reasoning")
         .count();
-    let nb = per(&fake, &b.account_id);
+    let nb = per_account(&fake, &b.account_id);
     assert_eq!(nb.responses_calls, 1, "turn 2 was answered by B");
     assert_eq!(
         nb.encrypted_foreign_received, 0,
@@ -132,7 +124,7 @@ fn scenario(version: &'static str) {
 
     // Turn 3 stays on B, and B's own reasoning from turn 2 goes with it.
     cli.run(true, "one more");
-    let nb = per(&fake, &b.account_id);
+    let nb = per_account(&fake, &b.account_id);
     assert_eq!(nb.responses_calls, 2, "turn 3 stayed on B");
     assert_eq!(nb.encrypted_accepted, 1, "B's reasoning was sent to B");
     assert_eq!(nb.encrypted_foreign_received, 0);
@@ -159,7 +151,7 @@ fn scenario(version: &'static str) {
     let key = configure(&env, &home);
     let cli = Cli { key, ..cli };
     cli.run(true, "still there?");
-    let nb = per(&fake, &b.account_id);
+    let nb = per_account(&fake, &b.account_id);
     assert_eq!(
         nb.responses_calls, 3,
         "turn 4 still went to B after the restart"
@@ -170,7 +162,7 @@ fn scenario(version: &'static str) {
         "both of B's reasoning items were kept"
     );
     assert_eq!(nb.encrypted_foreign_received, 0, "A's stayed out");
-    assert_eq!(per(&fake, &a.account_id).responses_calls, 1);
+    assert_eq!(per_account(&fake, &a.account_id).responses_calls, 1);
     assert_eq!(fake.counters().encrypted_content_rejected, 0);
 }
 

@@ -203,13 +203,7 @@ async fn accounts_added_by_another_process_are_served_within_a_second() {
         },
     )
     .await;
-    let n = rig.fake.counters();
-    assert_eq!(
-        n.per_account
-            .get(&late.account_id)
-            .map_or(0, |c| c.responses_calls),
-        1
-    );
+    assert_eq!(rig.calls(&late), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@
 
 use crate::common;
 
-use codex_vault_testkit::{FakeOpenAi, Fault, FaultRoute, IssuedTokens};
+use codex_vault_testkit::{Fault, FaultRoute, IssuedTokens};
 use common::*;
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -23,13 +23,6 @@ fn trials() -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10)
-}
-
-fn per_account_ok(fake: &FakeOpenAi, id: &str) -> u64 {
-    fake.counters()
-        .per_account
-        .get(id)
-        .map_or(0, |c| c.refreshes_ok)
 }
 
 /// chatgpt_account_id → committed generation, from a DB that must be intact.
@@ -123,7 +116,7 @@ fn trial(seed_rng: &mut Rng, n: usize, tally: &mut Tally) {
     let committed = generations(&env);
     let mut expect_lost = BTreeMap::new();
     for (label, t) in &accounts {
-        let rotated = per_account_ok(&fake, &t.account_id) as i64;
+        let rotated = per_account(&fake, &t.account_id).refreshes_ok as i64;
         let generation = committed[&t.account_id];
         assert!(
             (0..=1).contains(&(rotated - generation)),

@@ -118,11 +118,7 @@ fn kill_9_at_random_points_of_a_refresh_loses_nothing_silently() {
         let env = TestVault::builder().data_dir();
         let label = format!("k{trial}");
         let t = import_expired(&env, &fake, &label);
-        let before = fake
-            .counters()
-            .per_account
-            .get(&t.account_id)
-            .map_or(0, |c| c.refreshes_ok);
+        let before = per_account(&fake, &t.account_id).refreshes_ok;
         let calls_before = fake.counters().token_calls;
         // The upstream answer takes a while and the commit is held back a moment (a failpoint),
         // so kills land in every phase: before the POST, during it, between answer and commit, after.
@@ -179,12 +175,7 @@ fn kill_9_at_random_points_of_a_refresh_loses_nothing_silently() {
             .query_row("SELECT generation FROM accounts", [], |r| r.get(0))
             .unwrap();
         drop(conn);
-        let rotated_upstream = fake
-            .counters()
-            .per_account
-            .get(&t.account_id)
-            .map_or(0, |c| c.refreshes_ok)
-            - before;
+        let rotated_upstream = per_account(&fake, &t.account_id).refreshes_ok - before;
         // Known from the fake's counters and our generation: was a rotation lost in the crash?
         let expect_lost = rotated_upstream as i64 > generation;
 
