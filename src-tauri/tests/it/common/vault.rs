@@ -3,7 +3,7 @@
 //! grants the fake issued, and — unless told otherwise — the core opened from one `Config` the way
 //! `serve` opens it (`runtime::Core::open`) with its endpoint listening on a free port. The
 //! configuration the core reads is made in one function, [`config`]; processes get the same values
-//! through their environment ([`process_env`]).
+//! through their environment ([`process_env`], [`fake_env`]).
 
 use super::DataDir;
 use codex_vault::accounts::Service;
