@@ -5,12 +5,9 @@
 //! account answers its code, a CLI's logout never revokes our grant, the guard applies, and no
 //! token reaches a log line or an error body.
 
-use crate::common::engine;
-
-use codex_vault::endpoint::{self, Endpoint};
+use crate::common::vault::*;
 use codex_vault::vault::Field;
-use codex_vault_testkit::{AccountSpec, FakeConfig, FakeOpenAi, Fault, FaultRoute, IssuedTokens};
-use engine::*;
+use codex_vault_testkit::{AccountSpec, FakeOpenAi, Fault, FaultRoute};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -43,52 +40,43 @@ impl Write for LogSink {
     }
 }
 
-struct Rig {
-    fake: FakeOpenAi,
-    e: Engine,
-    ep: Endpoint,
-    service: Arc<codex_vault::accounts::Service>,
-    t: IssuedTokens,
-    http: reqwest::Client,
+/// One account, `broker@corp.com`, imported as the broker's tests hold it (no Codex file of its
+/// own), then the core serving.
+async fn broker_vault() -> TestVault {
+    logs();
+    let mut rig = TestVault::builder().no_endpoint().start().await;
+    let t = rig.fake.add_account(AccountSpec {
+        email: "broker@corp.com".into(),
+        ..Default::default()
+    });
+    let cred = codex_vault::oauth::auth_json::parse(
+        FakeOpenAi::auth_json(&t, chrono::Utc::now()).as_bytes(),
+    )
+    .unwrap();
+    rig.service
+        .import_owned(&cred, None, None, None, 0)
+        .unwrap();
+    rig.accounts.push(t);
+    rig.serve().await;
+    rig
 }
 
-impl Rig {
-    async fn new() -> Rig {
-        logs();
-        let fake = FakeOpenAi::start(FakeConfig::default()).await;
-        let e = Engine::new();
-        let t = fake.add_account(AccountSpec {
-            email: "broker@corp.com".into(),
-            ..Default::default()
-        });
-        let cred = codex_vault::oauth::auth_json::parse(
-            FakeOpenAi::auth_json(&t, chrono::Utc::now()).as_bytes(),
-        )
-        .unwrap();
-        e.service.import_owned(&cred, None, None, None, 0).unwrap();
-        let service = Arc::new(e.reopen());
-        let tm = manager_for(&service, &fake, config(&fake));
-        let ep = endpoint::start(service.clone(), tm, 0, fake.codex_base())
-            .await
-            .unwrap();
-        Rig {
-            fake,
-            e,
-            ep,
-            service,
-            t,
-            http: reqwest::Client::new(),
-        }
-    }
+/// The broker's calls and what they leave in the store (the core's handle on it).
+trait Broker {
+    fn account_id(&self) -> String;
+    async fn refresh(&self, rt: &str) -> (u16, Value);
+    fn stored(&self) -> (String, i64);
+}
 
+impl Broker for TestVault {
     fn account_id(&self) -> String {
-        self.service.list().unwrap()[0].id.clone()
+        self.core().service.list().unwrap()[0].id.clone()
     }
 
     async fn refresh(&self, rt: &str) -> (u16, Value) {
         let r = self
             .http
-            .post(format!("{}/oauth/token", self.ep.url()))
+            .post(format!("{}/oauth/token", self.ep().url()))
             .json(&json!({"client_id": CLIENT_ID, "grant_type": "refresh_token", "refresh_token": rt}))
             .send()
             .await
@@ -100,23 +88,14 @@ impl Rig {
     /// The vault's stored (refresh token, generation) for the account.
     fn stored(&self) -> (String, i64) {
         let id = self.account_id();
-        let s = self.service.store().secrets(&id).unwrap().unwrap();
+        let s = self.core().service.store().secrets(&id).unwrap().unwrap();
         let rt = self
+            .core()
             .service
             .vault()
             .open(&id, Field::RefreshToken, &s.refresh_token)
             .unwrap();
         (rt.expose().to_string(), s.generation)
-    }
-
-    fn events(&self) -> Vec<String> {
-        self.service
-            .store()
-            .events(&self.account_id(), 100)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.kind)
-            .collect()
     }
 }
 
@@ -134,14 +113,14 @@ fn assert_no_token_text(hay: &[u8], tokens: &[&str], what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_current_token_rotates_as_the_accounts_rotation_and_its_predecessor_gets_the_same() {
-    let rig = Rig::new().await;
+    let rig = broker_vault().await;
     let (_, gen0) = rig.stored();
-    let (status, a) = rig.refresh(&rig.t.refresh_token).await;
+    let (status, a) = rig.refresh(&rig.accounts[0].refresh_token).await;
     assert_eq!(status, 200, "{a}");
     let new_rt = a["refresh_token"].as_str().unwrap();
     let new_at = a["access_token"].as_str().unwrap();
-    assert_ne!(new_rt, rig.t.refresh_token);
-    assert_ne!(new_at, rig.t.access_token);
+    assert_ne!(new_rt, rig.accounts[0].refresh_token);
+    assert_ne!(new_at, rig.accounts[0].access_token);
     assert_eq!(a["token_type"], "Bearer");
     assert!(a["id_token"]
         .as_str()
@@ -152,11 +131,14 @@ async fn the_current_token_rotates_as_the_accounts_rotation_and_its_predecessor_
     let (stored_rt, gen1) = rig.stored();
     assert_eq!(stored_rt, new_rt);
     assert_eq!(gen1, gen0 + 1);
-    assert!(accepted(&rig.fake, new_at, &rig.t.account_id).await);
-    assert_eq!(rig.service.list().unwrap()[0].status.as_str(), "healthy");
+    assert!(accepted(&rig.fake, new_at, &rig.accounts[0].account_id).await);
+    assert_eq!(
+        rig.core().service.list().unwrap()[0].status.as_str(),
+        "healthy"
+    );
 
     // A sibling CLI still holding the previous generation: handed the current tokens, no refresh.
-    let (status, b) = rig.refresh(&rig.t.refresh_token).await;
+    let (status, b) = rig.refresh(&rig.accounts[0].refresh_token).await;
     assert_eq!(status, 200, "{b}");
     assert_eq!(b["refresh_token"], a["refresh_token"]);
     assert_eq!(b["access_token"], a["access_token"]);
@@ -166,7 +148,7 @@ async fn the_current_token_rotates_as_the_accounts_rotation_and_its_predecessor_
     // The new current token rotates again (form-encoded works too), and the vault follows.
     let r = rig
         .http
-        .post(format!("{}/oauth/token", rig.ep.url()))
+        .post(format!("{}/oauth/token", rig.ep().url()))
         .form(&[
             ("client_id", CLIENT_ID),
             ("grant_type", "refresh_token"),
@@ -182,12 +164,15 @@ async fn the_current_token_rotates_as_the_accounts_rotation_and_its_predecessor_
     assert_eq!(rig.fake.counters().refreshes_ok, 2);
 
     // Two generations back is a reuse, answered in upstream's shape, without asking upstream.
-    let (status, d) = rig.refresh(&rig.t.refresh_token).await;
+    let (status, d) = rig.refresh(&rig.accounts[0].refresh_token).await;
     assert_eq!(status, 401, "{d}");
     assert_eq!(d["error"]["code"], "refresh_token_reused");
     assert_eq!(rig.fake.counters().token_calls, 2);
     // Our account is unharmed by that.
-    assert_eq!(rig.service.list().unwrap()[0].status.as_str(), "healthy");
+    assert_eq!(
+        rig.core().service.list().unwrap()[0].status.as_str(),
+        "healthy"
+    );
     let logs = logs().lock().unwrap().clone();
     // The capture works (else the check below would pass vacuously).
     assert!(
@@ -197,7 +182,7 @@ async fn the_current_token_rotates_as_the_accounts_rotation_and_its_predecessor_
     assert_no_token_text(
         &logs,
         &[
-            &rig.t.refresh_token,
+            &rig.accounts[0].refresh_token,
             new_rt,
             new_at,
             c["refresh_token"].as_str().unwrap(),
@@ -206,21 +191,22 @@ async fn the_current_token_rotates_as_the_accounts_rotation_and_its_predecessor_
     );
     assert_no_token_text(
         d.to_string().as_bytes(),
-        &[&rig.t.refresh_token],
+        &[&rig.accounts[0].refresh_token],
         "the 401 body",
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_callers_with_one_current_token_share_one_upstream_refresh() {
-    let rig = Rig::new().await;
+    let rig = broker_vault().await;
     // Upstream is slow, so every caller arrives while the first refresh is still in flight.
     rig.fake.inject_faults(
         FaultRoute::Token,
         vec![Fault::Slow(Duration::from_millis(800))],
     );
     let answers =
-        futures_util::future::join_all((0..6).map(|_| rig.refresh(&rig.t.refresh_token))).await;
+        futures_util::future::join_all((0..6).map(|_| rig.refresh(&rig.accounts[0].refresh_token)))
+            .await;
     let n = rig.fake.counters();
     assert_eq!(
         (n.token_calls, n.refreshes_ok, n.refresh_reuse),
@@ -237,12 +223,12 @@ async fn many_callers_with_one_current_token_share_one_upstream_refresh() {
 }
 
 /// The vault's own TokenManager for `rig` (its rotations are followed, as `serve`'s are).
-fn vault_manager(rig: &Rig) -> codex_vault::refresh::TokenManager {
-    let tm = manager_for(&rig.service, &rig.fake, config(&rig.fake));
+fn vault_manager(rig: &TestVault) -> codex_vault::refresh::TokenManager {
+    let tm = manager_for(&rig.core().service, &rig.fake, refresh_config(&rig.fake));
     tm.set_rotation_observer(std::sync::Arc::new(
         codex_vault::codex_writeback::CodexWriteback::new(
-            rig.service.store().clone(),
-            rig.service.vault().clone(),
+            rig.core().service.store().clone(),
+            rig.core().service.vault().clone(),
         ),
     ));
     tm
@@ -250,7 +236,7 @@ fn vault_manager(rig: &Rig) -> codex_vault::refresh::TokenManager {
 
 /// The vault's scheduler rotates `n` times; returns each new refresh token, oldest first.
 async fn vault_rotates(
-    rig: &Rig,
+    rig: &TestVault,
     tm: &codex_vault::refresh::TokenManager,
     n: usize,
 ) -> Vec<String> {
@@ -266,13 +252,13 @@ async fn vault_rotates(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holders_newest_token_is_honoured_at_any_age_and_a_kept_or_older_one_never() {
-    let rig = Rig::new().await;
+    let rig = broker_vault().await;
     let tm = vault_manager(&rig);
     // The vault rotates three times while the holder (the imported file's CLI) sleeps.
     let minted = vault_rotates(&rig, &tm, 3).await;
     assert_eq!(rig.fake.counters().refreshes_ok, 3);
     // Eleven minutes later (moved back in the store: the window is judged by `rotated_at`).
-    let db = rusqlite::Connection::open(rig.e.dir.path().join("codex-vault.db")).unwrap();
+    let db = rusqlite::Connection::open(rig.data_dir().join("codex-vault.db")).unwrap();
     db.execute(
         "UPDATE account_secrets SET rotated_at = rotated_at - 11 * 60 * 1000",
         [],
@@ -290,14 +276,14 @@ async fn a_holders_newest_token_is_honoured_at_any_age_and_a_kept_or_older_one_n
     assert_eq!(rig.fake.counters().token_calls, calls, "nothing forwarded");
 
     // The holder comes back with the token it was imported with: handed the current tokens.
-    let (status, a) = rig.refresh(&rig.t.refresh_token).await;
+    let (status, a) = rig.refresh(&rig.accounts[0].refresh_token).await;
     assert_eq!(status, 200, "{a}");
     assert_eq!(a["refresh_token"].as_str(), Some(minted[2].as_str()));
     assert!(
         accepted(
             &rig.fake,
             a["access_token"].as_str().unwrap(),
-            &rig.t.account_id
+            &rig.accounts[0].account_id
         )
         .await
     );
@@ -306,14 +292,14 @@ async fn a_holders_newest_token_is_honoured_at_any_age_and_a_kept_or_older_one_n
         calls,
         "handed, not refreshed"
     );
-    let view = &rig.service.list().unwrap()[0];
+    let view = &rig.core().service.list().unwrap()[0];
     assert!(
         view.brokered && view.broker_holder_seen_at.is_some(),
         "{view:?}"
     );
 
     // Now it holds the current token: its older one is a reuse (after the window).
-    let (status, b) = rig.refresh(&rig.t.refresh_token).await;
+    let (status, b) = rig.refresh(&rig.accounts[0].refresh_token).await;
     assert_eq!(status, 401, "{b}");
     assert_eq!(b["error"]["code"], "refresh_token_reused");
     assert_eq!(rig.fake.counters().token_calls, calls);
@@ -327,8 +313,8 @@ async fn a_holders_newest_token_is_honoured_at_any_age_and_a_kept_or_older_one_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_detach_backups_token_is_refused_and_never_forwarded() {
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
+    let mut e = TestVault::builder().no_endpoint().start().await;
+    let fake = &e.fake;
     let t = fake.add_account(AccountSpec::default());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("auth.json");
@@ -350,11 +336,9 @@ async fn a_detach_backups_token_is_refused_and_never_forwarded() {
         .unwrap()
         .tokens
         .refresh_token;
-    let service = Arc::new(e.reopen());
-    let tm = manager_for(&service, &fake, config(&fake));
-    let ep = endpoint::start(service.clone(), tm.clone(), 0, fake.codex_base())
-        .await
-        .unwrap();
+    e.serve().await;
+    let (fake, ep) = (&e.fake, e.ep());
+    let (service, tm) = (&e.core().service, e.tm());
     let refresh = |rt: String| {
         let url = format!("{}/oauth/token", ep.url());
         async move {
@@ -388,7 +372,7 @@ async fn a_detach_backups_token_is_refused_and_never_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_grants_pass_through_unchanged() {
-    let rig = Rig::new().await;
+    let rig = broker_vault().await;
     // A garbage token: the broker's answer is byte for byte the fake's own.
     let direct = rig
         .http
@@ -404,7 +388,7 @@ async fn unknown_grants_pass_through_unchanged() {
     let d_body = direct.bytes().await.unwrap();
     let via = rig
         .http
-        .post(format!("{}/oauth/token", rig.ep.url()))
+        .post(format!("{}/oauth/token", rig.ep().url()))
         .json(&json!({"client_id": CLIENT_ID, "grant_type": "refresh_token", "refresh_token": "rt_not_ours"}))
         .send()
         .await
@@ -423,7 +407,7 @@ async fn unknown_grants_pass_through_unchanged() {
     rig.fake.rotate_out_of_band(rt); // the issuer knows it as that chain's current token
     assert_eq!(rig.fake.counters().refreshes_ok, 1);
     // Our own account was not touched.
-    assert_eq!(rig.stored().0, rig.t.refresh_token);
+    assert_eq!(rig.stored().0, rig.accounts[0].refresh_token);
 
     // A grant type the broker does not handle (form-encoded code exchange): forwarded as is.
     let form = [
@@ -442,7 +426,7 @@ async fn unknown_grants_pass_through_unchanged() {
     assert!(d_status.is_client_error());
     let via = rig
         .http
-        .post(format!("{}/oauth/token", rig.ep.url()))
+        .post(format!("{}/oauth/token", rig.ep().url()))
         .form(&form)
         .send()
         .await
@@ -453,30 +437,33 @@ async fn unknown_grants_pass_through_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminal_account_answers_its_code() {
-    let rig = Rig::new().await;
-    rig.fake.revoke_account(&rig.t.account_id);
-    let (status, a) = rig.refresh(&rig.t.refresh_token).await;
+    let rig = broker_vault().await;
+    rig.fake.revoke_account(&rig.accounts[0].account_id);
+    let (status, a) = rig.refresh(&rig.accounts[0].refresh_token).await;
     assert_eq!(status, 401, "{a}");
     assert_eq!(a["error"]["code"], "refresh_token_invalidated");
-    assert_eq!(rig.service.list().unwrap()[0].status.as_str(), "terminal");
+    assert_eq!(
+        rig.core().service.list().unwrap()[0].status.as_str(),
+        "terminal"
+    );
     let calls = rig.fake.counters().token_calls;
     // Asked again: answered from the account's recorded reason, upstream not asked again.
-    let (status, b) = rig.refresh(&rig.t.refresh_token).await;
+    let (status, b) = rig.refresh(&rig.accounts[0].refresh_token).await;
     assert_eq!(status, 401, "{b}");
     assert_eq!(b["error"]["code"], "refresh_token_invalidated");
     assert_eq!(rig.fake.counters().token_calls, calls);
     assert_no_token_text(
         a.to_string().as_bytes(),
-        &[&rig.t.refresh_token],
+        &[&rig.accounts[0].refresh_token],
         "the 401 body",
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cli_logout_of_a_held_sign_in_is_recorded_not_revoked() {
-    let rig = Rig::new().await;
+    let rig = broker_vault().await;
     let revoke = |token: String| {
-        let url = format!("{}/oauth/revoke", rig.ep.url());
+        let url = format!("{}/oauth/revoke", rig.ep().url());
         let http = rig.http.clone();
         async move {
             http.post(url)
@@ -486,18 +473,23 @@ async fn a_cli_logout_of_a_held_sign_in_is_recorded_not_revoked() {
                 .unwrap()
         }
     };
-    let r = revoke(rig.t.refresh_token.clone()).await;
+    let r = revoke(rig.accounts[0].refresh_token.clone()).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         rig.fake.counters().revoke_calls,
         0,
         "never revoked upstream"
     );
-    assert!(rig.events().contains(&"cli_logged_out".to_string()));
+    assert!(rig
+        .events(&rig.account_id())
+        .contains(&"cli_logged_out".to_string()));
     // Our grant still works: the broker (and so the vault) can refresh it.
-    let (status, a) = rig.refresh(&rig.t.refresh_token).await;
+    let (status, a) = rig.refresh(&rig.accounts[0].refresh_token).await;
     assert_eq!(status, 200, "{a}");
-    assert_eq!(rig.service.list().unwrap()[0].status.as_str(), "healthy");
+    assert_eq!(
+        rig.core().service.list().unwrap()[0].status.as_str(),
+        "healthy"
+    );
 
     // Someone else's sign-in: forwarded, and the issuer did revoke it.
     let other = rig.fake.add_account(AccountSpec::default());
@@ -511,7 +503,7 @@ async fn a_cli_logout_of_a_held_sign_in_is_recorded_not_revoked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guard_applies_to_the_broker() {
-    let rig = Rig::new().await;
+    let rig = broker_vault().await;
     for (name, value, code) in [
         ("host", "evil.example", "host_not_allowed"),
         ("origin", "https://evil.example", "origin_not_allowed"),
@@ -519,9 +511,9 @@ async fn the_guard_applies_to_the_broker() {
         for path in ["/oauth/token", "/oauth/revoke"] {
             let r = rig
                 .http
-                .post(format!("{}{path}", rig.ep.url()))
+                .post(format!("{}{path}", rig.ep().url()))
                 .header(name, value)
-                .json(&json!({"client_id": CLIENT_ID, "grant_type": "refresh_token", "refresh_token": rig.t.refresh_token, "token": rig.t.refresh_token}))
+                .json(&json!({"client_id": CLIENT_ID, "grant_type": "refresh_token", "refresh_token": rig.accounts[0].refresh_token, "token": rig.accounts[0].refresh_token}))
                 .send()
                 .await
                 .unwrap();
@@ -532,5 +524,5 @@ async fn the_guard_applies_to_the_broker() {
     }
     let n = rig.fake.counters();
     assert_eq!((n.token_calls, n.revoke_calls), (0, 0));
-    assert_eq!(rig.stored().0, rig.t.refresh_token);
+    assert_eq!(rig.stored().0, rig.accounts[0].refresh_token);
 }

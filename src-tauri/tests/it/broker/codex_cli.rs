@@ -7,17 +7,11 @@
 //! when the access token's `exp` has passed (or `last_refresh` is older than 8 days). The grant
 //! here is issued already expired, with `last_refresh` a day ago, so only the expiry triggers it.
 
-use crate::common::engine;
-
-use codex_vault::endpoint;
+use crate::common::vault::*;
 use codex_vault::vault::Field;
-use codex_vault_testkit::codex_cli::{
-    codex_cli_bin, skip_requested, CodexExec, CodexHome, ProviderConfig,
-};
+use codex_vault_testkit::codex_cli::{CodexExec, CodexHome, ProviderConfig};
 use codex_vault_testkit::{FakeConfig, FakeOpenAi, Fault, FaultRoute};
-use engine::*;
 use serde_json::Value;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,25 +20,22 @@ use std::time::Duration;
     reason = "one linear scenario: its steps share one running setup and read top to bottom"
 )]
 async fn three_stock_clis_share_one_refresh_through_the_broker() {
-    if skip_requested() {
-        eprintln!("skipped: CODEX_VAULT_SKIP_CODEX_CLI=1");
+    let Some(bin) = crate::common::real_codex_cli(None) else {
         return;
-    }
-    let bin =
-        codex_cli_bin().expect("the real Codex CLI (scripts/ensure-codex-cli.sh installs it)");
-    let fake = FakeOpenAi::start(FakeConfig {
-        responses_text: "Hello after a brokered refresh.".into(),
-        ..FakeConfig::default()
-    })
-    .await;
-    let expired = expired_account(&fake, "three@corp.com");
-    let e = Engine::new();
+    };
+    let mut e = TestVault::builder()
+        .fake(FakeConfig {
+            responses_text: "Hello after a brokered refresh.".into(),
+            ..FakeConfig::default()
+        })
+        .no_endpoint()
+        .start()
+        .await;
+    let expired = expired_account(&e.fake, "three@corp.com");
     let account_id = e.import(&expired);
-    let service = Arc::new(e.reopen());
-    let tm = manager_for(&service, &fake, config(&fake));
-    let ep = endpoint::start(service.clone(), tm, 0, fake.codex_base())
-        .await
-        .unwrap();
+    e.serve().await;
+    let (fake, ep) = (&e.fake, e.ep());
+    let service = &e.core().service;
     let gen0 = service.store().generation(&account_id).unwrap().unwrap();
     // A slow issuer keeps the one refresh in flight while the other CLIs arrive.
     fake.inject_faults(
@@ -110,7 +101,7 @@ async fn three_stock_clis_share_one_refresh_through_the_broker() {
         let access = tokens["access_token"].as_str().unwrap();
         assert_ne!(access, expired.access_token);
         assert!(
-            accepted(&fake, access, &expired.account_id).await,
+            accepted(fake, access, &expired.account_id).await,
             "the issuer accepts the CLI's new access token"
         );
     }

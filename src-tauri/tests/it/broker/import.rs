@@ -10,7 +10,7 @@ use std::path::PathBuf;
 const ENV_LINE: &str = "export CODEX_REFRESH_TOKEN_URL_OVERRIDE=http://127.0.0.1:8417/oauth/token";
 
 /// A test env whose `HOME` is private too, so `~/.codex/auth.json` is this test's.
-fn run(env: &TestEnv, args: &[&str]) -> Run {
+fn run(env: &DataDir, args: &[&str]) -> Run {
     Run::from(
         env.cmd()
             .env("HOME", env.dir.path())
@@ -20,14 +20,14 @@ fn run(env: &TestEnv, args: &[&str]) -> Run {
     )
 }
 
-fn list(env: &TestEnv) -> Vec<serde_json::Value> {
+fn list(env: &DataDir) -> Vec<serde_json::Value> {
     let r = run(env, &["accounts", "list", "--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     serde_json::from_str(&r.stdout).unwrap()
 }
 
 /// Writes `$CODEX_HOME/auth.json` (0600, as the CLI does) and returns its path.
-fn live_auth_json(env: &TestEnv, text: &str) -> PathBuf {
+fn live_auth_json(env: &DataDir, text: &str) -> PathBuf {
     std::fs::create_dir_all(env.codex_home()).unwrap();
     let p = env.codex_home().join("auth.json");
     std::fs::write(&p, text).unwrap();
@@ -42,7 +42,7 @@ fn live_auth_json(env: &TestEnv, text: &str) -> PathBuf {
 #[test]
 fn detach_moves_the_clis_file_to_a_private_backup_and_warns() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = account(&fake, "detach@corp.com", "plus");
     let text = auth_json(&t, "2026-01-01T00:00:00Z");
     let p = live_auth_json(&env, &text);
@@ -84,7 +84,7 @@ fn detach_moves_the_clis_file_to_a_private_backup_and_warns() {
 #[test]
 fn broker_is_the_default_for_the_clis_own_file_and_the_grant_is_flagged_until_it_goes() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = account(&fake, "broker@corp.com", "plus");
     let p = live_auth_json(&env, &auth_json(&t, "2026-01-01T00:00:00Z"));
     let r = run(&env, &["accounts", "import"]);
@@ -133,7 +133,7 @@ fn broker_is_the_default_for_the_clis_own_file_and_the_grant_is_flagged_until_it
 #[test]
 fn a_second_copy_of_a_held_grant_is_flagged_and_other_files_are_left_alone() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = account(&fake, "copy@corp.com", "plus");
     let text = auth_json(&t, "2026-01-01T00:00:00Z");
     // Any other file: left alone, no env line, not flagged (nothing else holds it that we know of).
@@ -183,7 +183,7 @@ fn a_second_copy_of_a_held_grant_is_flagged_and_other_files_are_left_alone() {
 #[test]
 fn the_env_line_names_the_configured_endpoint_port() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     assert_eq!(run(&env, &["accounts", "list"]).code, 0); // creates the store
     let db = rusqlite::Connection::open(env.vault_home().join("codex-vault.db")).unwrap();
     db.execute(
@@ -218,7 +218,7 @@ fn the_env_line_names_the_configured_endpoint_port() {
 #[test]
 fn importing_the_same_file_again_is_not_a_second_copy() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = account(&fake, "twice@corp.com", "plus");
     let a = env.write_file("a.json", auth_json(&t, "2026-01-01T00:00:00Z").as_bytes());
     for round in 0..2 {
@@ -258,7 +258,7 @@ fn importing_the_same_file_again_is_not_a_second_copy() {
 #[test]
 fn a_copy_flag_clears_once_our_rotation_has_spent_the_copys_token() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = account(&fake, "stale@corp.com", "plus");
     let a = env.write_file("a.json", auth_json(&t, "2026-01-01T00:00:00Z").as_bytes());
     assert_eq!(

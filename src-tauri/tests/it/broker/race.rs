@@ -7,15 +7,11 @@
 //! commit and read the grant after it forwarded the spent token to the issuer (8 of 10 trials
 //! failed, the family died while the vault showed it healthy).
 
-use crate::common::engine;
-
-use codex_vault::endpoint;
+use crate::common::vault::*;
 use codex_vault::vault::Field;
-use codex_vault_testkit::{AccountSpec, FakeConfig, FakeOpenAi, Fault, FaultRoute};
-use engine::*;
+use codex_vault_testkit::{AccountSpec, FakeConfig, Fault, FaultRoute};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 const CLIENT_ID: &str = "app_EMoamEEZ73f0CkXaXp7hrann";
@@ -24,17 +20,15 @@ const TRIALS: usize = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn callers_around_a_commit_never_spend_a_rotated_token() {
-    let fake = FakeOpenAi::start(FakeConfig {
-        family_revoke_on_reuse: true,
-        ..FakeConfig::default()
-    })
-    .await;
-    let e = Engine::new();
-    let service = Arc::new(e.reopen());
-    let tm = manager_for(&service, &fake, config(&fake));
-    let ep = endpoint::start(service.clone(), tm.clone(), 0, fake.codex_base())
-        .await
-        .unwrap();
+    let e = TestVault::builder()
+        .fake(FakeConfig {
+            family_revoke_on_reuse: true,
+            ..FakeConfig::default()
+        })
+        .start()
+        .await;
+    let (fake, ep) = (&e.fake, e.ep());
+    let (service, tm) = (&e.core().service, e.tm());
     let http = reqwest::Client::new();
     let url = format!("{}/oauth/token", ep.url());
 
@@ -98,7 +92,7 @@ async fn callers_around_a_commit_never_spend_a_rotated_token() {
         }
         for a in &access {
             assert!(
-                accepted(&fake, a, &t.account_id).await,
+                accepted(fake, a, &t.account_id).await,
                 "trial {trial}: the issuer accepts every handed access token"
             );
         }

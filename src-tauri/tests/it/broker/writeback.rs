@@ -3,22 +3,21 @@
 //! a file signed in to something else since left alone; a missing file never created; a
 //! hard-linked file left alone; the CLI's own locks honoured; and the observer on a TokenManager.
 
-use crate::common::{engine, wait_until_async};
+use crate::common::wait_until_async;
 
+use crate::common::vault::*;
 use codex_vault::accounts::ownership::Ownership;
 use codex_vault::codex_writeback::{write_back, CodexWriteback, Outcome};
 use codex_vault::oauth::auth_json;
 use codex_vault::vault::Field;
-use codex_vault_testkit::{AccountSpec, FakeConfig, FakeOpenAi, IssuedTokens};
-use engine::*;
+use codex_vault_testkit::{AccountSpec, FakeOpenAi, IssuedTokens};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 struct Case {
-    fake: FakeOpenAi,
-    e: Engine,
+    e: TestVault,
     _dir: tempfile::TempDir,
     /// The path the CLI (and the import) names.
     path: PathBuf,
@@ -44,8 +43,8 @@ impl Case {
     /// A brokered import of `$dir/codex/auth.json` (a symlink to `$dir/real/auth.json` when
     /// `linked`), then one rotation by the vault.
     async fn new(linked: bool) -> Case {
-        let fake = FakeOpenAi::start(FakeConfig::default()).await;
-        let e = Engine::new();
+        let e = TestVault::builder().no_endpoint().start().await;
+        let fake = &e.fake;
         let dir = tempfile::tempdir().unwrap();
         let t = fake.add_account(AccountSpec::default());
         let codex = dir.path().join("codex");
@@ -67,7 +66,6 @@ impl Case {
             .unwrap();
         let id = owned.outcome.account().id.clone();
         let case = Case {
-            fake,
             e,
             _dir: dir,
             path,
@@ -79,7 +77,7 @@ impl Case {
     }
 
     async fn rotate(&self) {
-        let tm = self.e.manager(&self.fake, config(&self.fake));
+        let tm = self.e.manager(refresh_config(&self.e.fake));
         tm.force_refresh(&self.id, None).await.unwrap();
     }
 
@@ -176,7 +174,7 @@ async fn a_symlinked_file_is_followed_and_the_link_kept() {
 async fn a_file_signed_in_elsewhere_since_is_left_alone() {
     let c = Case::new(false).await;
     // The user signed the CLI in to another account (or signed in again: a new grant).
-    let other = c.fake.add_account(AccountSpec::default());
+    let other = c.e.fake.add_account(AccountSpec::default());
     let text = FakeOpenAi::auth_json(&other, chrono::Utc::now());
     write_0600(&c.target, text.as_bytes());
     let out = c.write_back();
@@ -235,7 +233,7 @@ async fn the_clis_lock_is_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_observer_writes_every_committed_rotation_back() {
     let c = Case::new(false).await;
-    let tm = c.e.manager(&c.fake, config(&c.fake));
+    let tm = c.e.manager(refresh_config(&c.e.fake));
     tm.set_rotation_observer(std::sync::Arc::new(CodexWriteback::new(
         c.e.service.store().clone(),
         c.e.service.vault().clone(),

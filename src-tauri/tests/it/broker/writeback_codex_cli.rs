@@ -7,9 +7,7 @@
 
 use crate::common;
 
-use codex_vault_testkit::codex_cli::{
-    codex_cli_bin_for, skip_requested, CodexExec, CodexHome, ProviderConfig,
-};
+use codex_vault_testkit::codex_cli::{CodexExec, CodexHome, ProviderConfig};
 use codex_vault_testkit::{AccountSpec, FakeOpenAi};
 use common::*;
 use std::time::Duration;
@@ -17,7 +15,7 @@ use std::time::Duration;
 /// Short enough that the scheduler rotates every few seconds (due at half the lifetime).
 const LIFETIME: Duration = Duration::from_secs(12);
 
-fn written_events(env: &TestEnv) -> i64 {
+fn written_events(env: &DataDir) -> i64 {
     let db = rusqlite::Connection::open(env.vault_home().join("codex-vault.db")).unwrap();
     db.query_row(
         "SELECT COUNT(*) FROM account_events WHERE kind = 'codex_cli_written'",
@@ -28,7 +26,7 @@ fn written_events(env: &TestEnv) -> i64 {
 }
 
 /// Waits (bounded) until serve has written at least `n` rotations into the CLI's file.
-fn await_written(env: &TestEnv, n: i64) {
+fn await_written(env: &DataDir, n: i64) {
     wait_until(
         &format!("{n} write-backs (last seen: how many there were)"),
         Duration::from_secs(60),
@@ -56,14 +54,12 @@ fn file_refresh_token(home: &CodexHome) -> String {
     reason = "one linear scenario: its steps share one running setup and read top to bottom"
 )]
 fn scenario(version: &'static str) {
-    if skip_requested() {
-        eprintln!("skipped: CODEX_VAULT_SKIP_CODEX_CLI=1");
+    let Some(bin) = crate::common::real_codex_cli(Some(version)) else {
         return;
-    }
-    let bin = codex_cli_bin_for(version).expect("the real Codex CLI (scripts/ensure-codex-cli.sh)");
+    };
     let fake = fake();
     fake.set_responses_text("Hello after the vault rotated.");
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = fake.add_account(AccountSpec {
         email: format!("writeback-{version}@corp.com"),
         access_token_lifetime: Some(LIFETIME),
@@ -101,13 +97,8 @@ fn scenario(version: &'static str) {
             .unwrap();
     }
 
-    let base = fake.base_url();
-    let upstream = fake.codex_base();
-    let envs = [
-        ("CODEX_VAULT_AUTH_BASE", base.as_str()),
-        ("CODEX_VAULT_UPSTREAM", upstream.as_str()),
-        ("RUST_LOG", "info"),
-    ];
+    let mut envs = fake_env(&fake);
+    envs.push(("RUST_LOG", "info".into()));
     let run_cli = |serve: &ServeProc| {
         let mut exec = CodexExec::new(bin.clone(), &home, "say hi").env(
             "CODEX_REFRESH_TOKEN_URL_OVERRIDE",

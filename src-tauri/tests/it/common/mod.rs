@@ -1,36 +1,58 @@
-//! The suite's rig. Here: the process-level scenarios (a temp data dir per test, the real binary,
-//! auth.json fixtures minted by the fake OpenAI, never pasted tokens); `engine` opens the vault
-//! in this process; `vault::TestVault` adds the fake and the endpoint over imported accounts;
-//! `wait_until` awaits a condition. The configuration the core reads is set in three places only:
-//! `TestEnv::cmd` (a process's environment), `engine::open` (the data dir in-process) and
-//! `vault::TestVaultBuilder::start` (the endpoint's upstream and refresh settings): switch those
-//! to the core's `Config` and every test follows.
+//! The suite's rig: one builder, `TestVault::builder()` (in `vault`), for every scenario.
+//!
+//! - `.start()` — the fake OpenAI, a data dir with `.accounts(n)` imported from grants the fake
+//!   issued and `.setting(k, v)`s written, the core opened from one `Config` as `serve` opens it
+//!   and its endpoint on a free port; `.stopped()` leaves the endpoint to the test (the app's
+//!   controls, `TestVault::ctl`), `.no_endpoint()` opens no core (refresh-engine scenarios start
+//!   their own `TestVault::manager`s), `TestVault::restart` is `serve` restarted on the same store.
+//! - `.data_dir()` — only the data-dir layer, [`DataDir`]: temp dirs and the real binary
+//!   (`cmd()`/`run()`, `spawn_serve`), for the process-level scenarios; every `TestVault` has one
+//!   (`dir`).
+//!
+//! The configuration the core reads is made in one function, `vault::config` (a `Config`: data
+//! dir, key store, issuer and upstream = the fake, refresh tuning); a process gets the same values
+//! through its environment (`vault::process_env` in `DataDir::cmd`; `vault::fake_env`, also
+//! through [`env_for`], for a process that talks to the fake). Knobs the `Config` has and a test
+//! needs go through the builder (`.configure(f)`, `.upstream(url)`), never around it. Also here:
+//! auth.json fixtures minted by the fake (never pasted tokens), leak scans, the one `wait_until`
+//! that awaits a condition (`poll_until` where the deadline is itself an outcome), and
+//! `in_own_process`.
 
 #![allow(
     dead_code,
     reason = "not every helper is used by every build of the suite"
 )]
 
-pub mod engine;
 pub mod vault;
 mod wait;
 
-pub use wait::{wait_until, wait_until_async};
+pub use vault::{fake_env, per_account, TestVault};
+pub use wait::{poll_until, wait_until, wait_until_async};
 
 use codex_vault_testkit::{AccountSpec, FakeOpenAi, IssuedTokens};
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-pub struct TestEnv {
+/// The data-dir layer of the rig (`TestVault::builder().data_dir()`, and every `TestVault`'s
+/// `dir`): a temp dir holding the store's directory (`vault/`), a `CODEX_HOME` (`codex-home/`)
+/// and the test's fixtures; the real binary run over it.
+pub struct DataDir {
     pub dir: tempfile::TempDir,
 }
 
-impl TestEnv {
-    pub fn new() -> TestEnv {
-        TestEnv {
+impl DataDir {
+    pub(crate) fn new() -> DataDir {
+        DataDir {
             dir: tempfile::tempdir().expect("temp dir"),
         }
+    }
+
+    /// The vault opened on this data dir in this process with `vault::config`'s key store, as
+    /// the core opens it (without the core's integrity check: a CLI call's open).
+    pub fn open(&self) -> codex_vault::accounts::Service {
+        codex_vault::accounts::Service::open(&self.vault_home(), vault::KEY_STORE).unwrap()
     }
 
     pub fn vault_home(&self) -> PathBuf {
@@ -44,7 +66,7 @@ impl TestEnv {
     /// The real binary with this test's dirs; the keychain is the session's (scripts/keyring-session.sh).
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_codex-vault"));
-        c.env("CODEX_VAULT_HOME", self.vault_home())
+        c.envs(vault::process_env(&self.vault_home()))
             .env("CODEX_HOME", self.codex_home())
             .env_remove("CODEX_VAULT_KEY_STORE")
             .env("RUST_LOG", "warn")
@@ -54,6 +76,13 @@ impl TestEnv {
 
     pub fn run(&self, args: &[&str]) -> Run {
         Run::from(self.cmd().args(args).output().expect("spawn codex-vault"))
+    }
+
+    /// [`DataDir::run`], which must succeed (exit 0).
+    pub fn ok(&self, args: &[&str]) -> Run {
+        let r = self.run(args);
+        assert_eq!(r.code, 0, "{args:?} failed: {}", r.stderr);
+        r
     }
 
     pub fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
@@ -79,6 +108,15 @@ impl TestEnv {
         let p = self.dir.path().join(name);
         std::fs::write(&p, bytes).expect("write fixture");
         p
+    }
+
+    /// Writes `tokens` as `auth.json` (signed in at `last_refresh`) and imports it with the real
+    /// binary, which must succeed; returns the file.
+    pub fn import_auth_json(&self, tokens: &IssuedTokens, last_refresh: &str) -> PathBuf {
+        let path = self.write_file("auth.json", auth_json(tokens, last_refresh).as_bytes());
+        let r = self.run(&["accounts", "import", path.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "import failed: {}", r.stderr);
+        path
     }
 
     pub fn list_json(&self) -> Vec<serde_json::Value> {
@@ -178,6 +216,18 @@ pub fn secret_tool_search(store_id: &str) -> String {
         .join("\n")
 }
 
+/// A port free on 127.0.0.1 now (bound and let go: the test binds it again soon after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// No variables on top of `DataDir::cmd`'s (for `spawn_serve`).
+pub const NO_ENV: &[(&str, &str)] = &[];
+
 /// A running `codex-vault serve` (port 0: a free port), its stderr in a file, stdout collected.
 /// Killed (SIGKILL) on drop unless stopped first.
 pub struct ServeProc {
@@ -188,10 +238,14 @@ pub struct ServeProc {
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
-impl TestEnv {
+impl DataDir {
     /// Starts `serve --port 0` with `envs` on top of `cmd()`'s, stderr into `stderr_path`; returns
     /// once it printed its listening line (bounded: 30 s).
-    pub fn spawn_serve(&self, envs: &[(&str, &str)], stderr_path: PathBuf) -> ServeProc {
+    pub fn spawn_serve<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        &self,
+        envs: &[(K, V)],
+        stderr_path: PathBuf,
+    ) -> ServeProc {
         use std::io::BufRead;
         let mut c = self.cmd();
         for (k, v) in envs {
@@ -268,16 +322,15 @@ impl ServeProc {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            if std::time::Instant::now() > deadline {
+        let exited = poll_until(std::time::Duration::from_secs(30), || {
+            self.child.try_wait().ok().flatten()
+        });
+        match exited {
+            Some(status) => status.code(),
+            None => {
                 self.kill_9();
-                return None;
+                None
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 
@@ -343,18 +396,16 @@ impl LeakScanner {
 }
 
 /// Points a command at the fake (auth and backend).
-pub fn env_for(env: &TestEnv, fake: &FakeOpenAi) -> impl Fn(&mut Command) {
-    let auth = fake.base_url();
-    let upstream = fake.codex_base();
+pub fn env_for(env: &DataDir, fake: &FakeOpenAi) -> impl Fn(&mut Command) {
     let _ = env;
+    let vars = vault::fake_env(fake);
     move |c: &mut Command| {
-        c.env("CODEX_VAULT_AUTH_BASE", &auth)
-            .env("CODEX_VAULT_UPSTREAM", &upstream);
+        c.envs(vars.iter().map(|(k, v)| (k, v)));
     }
 }
 
 pub fn import_expired(
-    env: &TestEnv,
+    env: &DataDir,
     fake: &FakeOpenAi,
     label: &str,
 ) -> codex_vault_testkit::IssuedTokens {
@@ -383,6 +434,36 @@ pub fn accepted_blocking(fake: &FakeOpenAi, access: &str, account_id: &str) -> b
             .map(|r| r.status().is_success())
             .unwrap_or(false)
     })
+}
+
+/// Reads until the peer closes (EOF or reset); returns what it sent. `None`: still open at `limit`.
+pub async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    limit: std::time::Duration,
+) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| got)
+}
+
+/// The rest of a streamed answer, to its end (panics if the stream breaks: `what` it was).
+pub async fn rest_of(resp: &mut reqwest::Response, what: &str) -> Vec<u8> {
+    let mut rest = Vec::new();
+    while let Some(c) = resp.chunk().await.expect(what) {
+        rest.extend_from_slice(&c);
+    }
+    rest
 }
 
 /// A tiny seeded generator (xorshift), so the trial schedule is reproducible from its seed.
@@ -419,6 +500,31 @@ pub fn raise_fd_limit() -> u64 {
         let cur = lim.rlim_cur as u64;
         cur
     }
+}
+
+/// Raises the open-file limit ([`raise_fd_limit`]) and asserts it allows about `n` open files:
+/// a test holding many connections says what it needs instead of failing somewhere inside.
+pub fn need_open_files(n: usize) {
+    let limit = raise_fd_limit();
+    assert!(
+        limit > n as u64,
+        "this test needs about {n} open files; the hard limit is {limit}"
+    );
+}
+
+/// The real Codex CLI (`version`, or the default one) for a test that runs it; None — said on
+/// stderr, the caller returns — when the run asked to skip those (`CODEX_VAULT_SKIP_CODEX_CLI=1`).
+pub fn real_codex_cli(version: Option<&'static str>) -> Option<PathBuf> {
+    use codex_vault_testkit::codex_cli::{codex_cli_bin, codex_cli_bin_for, skip_requested};
+    if skip_requested() {
+        eprintln!("skipped: CODEX_VAULT_SKIP_CODEX_CLI=1");
+        return None;
+    }
+    let bin = match version {
+        Some(v) => codex_cli_bin_for(v),
+        None => codex_cli_bin(),
+    };
+    Some(bin.expect("the real Codex CLI (scripts/ensure-codex-cli.sh installs it)"))
 }
 
 /// Marks a child started by [`in_own_process`]: the value is the test it runs.

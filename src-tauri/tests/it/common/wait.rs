@@ -49,16 +49,25 @@ fn timed_out(what: &str, within: Duration, seen: Option<String>) -> ! {
 
 /// Blocks until `condition` holds (polled every 20 ms, at least once) and returns what it gave;
 /// panics after `within`, naming `what`.
-pub fn wait_until<R: Ready>(
-    what: &str,
+pub fn wait_until<R: Ready>(what: &str, within: Duration, condition: impl FnMut() -> R) -> R::Out {
+    poll(within, condition).unwrap_or_else(|seen| timed_out(what, within, seen))
+}
+
+/// [`wait_until`] for a wait whose deadline is itself an outcome (a process that may not exit, a
+/// mark that may never appear): None once `within` passed, never a panic.
+pub fn poll_until<R: Ready>(within: Duration, condition: impl FnMut() -> R) -> Option<R::Out> {
+    poll(within, condition).ok()
+}
+
+fn poll<R: Ready>(
     within: Duration,
     mut condition: impl FnMut() -> R,
-) -> R::Out {
+) -> Result<R::Out, Option<String>> {
     let deadline = Instant::now() + within;
     loop {
         match condition().ready() {
-            Ok(v) => return v,
-            Err(seen) if Instant::now() >= deadline => timed_out(what, within, seen),
+            Ok(v) => return Ok(v),
+            Err(seen) if Instant::now() >= deadline => return Err(seen),
             Err(_) => std::thread::sleep(POLL),
         }
     }

@@ -3,7 +3,8 @@
 //! errors come back OpenAI-shaped. Selection (affinity, pins), 401 refresh and 429 failover are
 //! the same code path as for `/v1/responses`: `routes.rs` runs those scenarios on both routes.
 
-use crate::common::vault::{chat_turn, TestVault as Rig};
+use crate::common::rest_of;
+use crate::common::vault::{chat_turn, TestVault};
 use codex_vault_testkit::{Fault, FaultRoute};
 use serde_json::{json, Value};
 
@@ -17,7 +18,7 @@ fn data_lines(body: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_stream_starts_before_upstream_finishes_and_ends_with_done() {
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
     let gate = rig.fake.hold_streams_after_first_output();
     let mut resp = rig.chat(chat_turn(true, None)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -40,10 +41,7 @@ async fn a_chat_stream_starts_before_upstream_finishes_and_ends_with_done() {
         "the role chunk came through while upstream was still held"
     );
     gate.release();
-    let mut rest = Vec::new();
-    while let Some(c) = resp.chunk().await.unwrap() {
-        rest.extend_from_slice(&c);
-    }
+    let rest = rest_of(&mut resp, "the stream").await;
     let lines = data_lines(&String::from_utf8(rest).unwrap());
     assert_eq!(lines.last().map(String::as_str), Some("[DONE]"));
     let chunks: Vec<Value> = lines[..lines.len() - 1]
@@ -70,7 +68,7 @@ async fn a_chat_stream_starts_before_upstream_finishes_and_ends_with_done() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backend_gets_the_translated_request_and_a_completion_comes_back() {
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
     let resp = rig
         .chat(json!({"model": "gpt-5.5", "temperature": 0.1, "max_tokens": 5, "reasoning_effort": "low",
             "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]}))
@@ -106,7 +104,7 @@ async fn the_backend_gets_the_translated_request_and_a_completion_comes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_come_back_in_openai_shape() {
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
     // Our own refusal: never reaches the backend.
     let resp = rig
         .chat(json!({"model": "m", "n": 3, "messages": [{"role": "user", "content": "x"}]}))
@@ -151,7 +149,7 @@ async fn errors_come_back_in_openai_shape() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_are_listed_in_openai_shape_and_the_codex_cli_keeps_its_catalog() {
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
     let get = |q: &str| {
         rig.http
             .get(rig.url(&format!("/v1/models{q}")))
@@ -185,15 +183,19 @@ async fn models_are_listed_in_openai_shape_and_the_codex_cli_keeps_its_catalog()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_cut_mid_answer_is_never_passed_off_as_complete() {
-    let Rig {
+    // Taken apart so the fake can be dropped while the rest runs on.
+    let TestVault {
         fake,
-        e: _e,
+        dir: _dir,
+        service: _service,
+        core: _core,
         ep,
         key,
         accounts: _accounts,
         http,
         ..
-    } = Rig::new(1).await;
+    } = TestVault::new(1).await;
+    let ep = ep.expect("serving");
     let gate = fake.hold_streams_after_first_output();
     let mut resp = http
         .post(format!("{}/v1/chat/completions", ep.url()))
@@ -241,7 +243,7 @@ fn scripted_stream(last_event: &str, last_data: Value) -> Fault {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_or_incomplete_response_ends_the_chat_answer_honestly() {
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
     let failed = || {
         scripted_stream(
             "response.failed",

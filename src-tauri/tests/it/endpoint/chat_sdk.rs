@@ -3,7 +3,7 @@
 //! round trip, long tool names, `/v1/models`, an error, and `responses.create(stream=True)`.
 //! The SDK is a client nobody here wrote, so it checks our wire shapes, not our own beliefs.
 
-use crate::common::vault::TestVault as Rig;
+use crate::common::vault::TestVault;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ async fn the_official_openai_sdk_speaks_chat_and_responses_through_the_endpoint(
         python.exists(),
         "the OpenAI SDK venv is missing: run scripts/ensure-openai-sdk.sh (make deps-test)"
     );
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
     rig.fake.set_responses_text(TEXT);
     let child = tokio::process::Command::new(&python)
         .arg(workspace().join("tests/sdk/chat_sdk.py"))

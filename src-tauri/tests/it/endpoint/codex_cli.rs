@@ -4,9 +4,7 @@
 
 use crate::common;
 
-use codex_vault_testkit::codex_cli::{
-    codex_cli_bin, skip_requested, CodexExec, CodexHome, ProviderConfig,
-};
+use codex_vault_testkit::codex_cli::{CodexExec, CodexHome, ProviderConfig};
 use codex_vault_testkit::AccountSpec;
 use common::*;
 use std::io::{BufRead, BufReader};
@@ -27,29 +25,23 @@ impl Drop for Serve {
     reason = "one linear scenario: its steps share one running setup and read top to bottom"
 )]
 fn the_stock_codex_cli_completes_turns_through_the_endpoint() {
-    if skip_requested() {
-        eprintln!("skipped: CODEX_VAULT_SKIP_CODEX_CLI=1");
+    let Some(bin) = crate::common::real_codex_cli(None) else {
         return;
-    }
-    let bin = codex_cli_bin().expect("the real Codex CLI (make deps-test installs it)");
+    };
     let fake = fake();
     fake.set_responses_text("Hello through Codex Vault.");
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = fake.add_account(AccountSpec {
         email: "cli@corp.com".into(),
         ..Default::default()
     });
     let p = env.write_file("a.json", auth_json(&t, "2026-01-01T00:00:00Z").as_bytes());
-    assert_eq!(
-        env.run(&["accounts", "import", p.to_str().unwrap()]).code,
-        0
-    );
+    env.ok(&["accounts", "import", p.to_str().unwrap()]);
 
     let mut serve = env
         .cmd()
         .args(["serve", "--port", "0"])
-        .env("CODEX_VAULT_AUTH_BASE", fake.base_url())
-        .env("CODEX_VAULT_UPSTREAM", fake.codex_base())
+        .envs(fake_env(&fake))
         // Everything logged, to check that no secret is.
         .env("RUST_LOG", "trace")
         .stdout(Stdio::piped())
@@ -67,8 +59,7 @@ fn the_stock_codex_cli_completes_turns_through_the_endpoint() {
         "{line}"
     );
 
-    let info = env.run(&["endpoint", "info", "--json"]);
-    assert_eq!(info.code, 0, "{}", info.stderr);
+    let info = env.ok(&["endpoint", "info", "--json"]);
     let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
     assert_eq!(info["running"], true);
     assert!(
@@ -117,10 +108,7 @@ fn the_stock_codex_cli_completes_turns_through_the_endpoint() {
         "b.json",
         auth_json(&expired, "2026-02-01T00:00:00Z").as_bytes(),
     );
-    assert_eq!(
-        env.run(&["accounts", "import", p.to_str().unwrap()]).code,
-        0
-    );
+    env.ok(&["accounts", "import", p.to_str().unwrap()]);
     // Wait until the running endpoint has picked the change up (it reports the new grant).
     let url = info["url"]
         .as_str()

@@ -3,129 +3,11 @@
 //! it, a failure in the stream before any output fails over, compaction stays home while it
 //! can, and affinity and digests outlive a restart of the endpoint.
 
-use crate::common::engine;
-
-use codex_vault::endpoint::{self, Endpoint};
+use crate::common::vault::*;
+use codex_vault::endpoint;
 use codex_vault_testkit::sse::parse_sse;
-use codex_vault_testkit::{
-    AccountSpec, EncryptedContentError, FakeConfig, FakeOpenAi, Fault, FaultRoute, IssuedTokens,
-};
-use engine::*;
+use codex_vault_testkit::{AccountSpec, EncryptedContentError, Fault, FaultRoute};
 use serde_json::{json, Value};
-use std::sync::Arc;
-
-struct Rig {
-    fake: FakeOpenAi,
-    e: Engine,
-    ep: Option<Endpoint>,
-    key: String,
-    accounts: Vec<IssuedTokens>,
-    http: reqwest::Client,
-}
-
-impl Rig {
-    async fn new(n: usize) -> Rig {
-        Rig::with_settings(n, &[]).await
-    }
-
-    /// `settings` are written to the store before the endpoint starts (it reads them once).
-    async fn with_settings(n: usize, settings: &[(&str, &str)]) -> Rig {
-        let fake = FakeOpenAi::start(FakeConfig::default()).await;
-        let e = Engine::new();
-        let accounts: Vec<IssuedTokens> = (0..n)
-            .map(|i| {
-                let t = fake.add_account(AccountSpec {
-                    email: format!("c{i}@corp.com"),
-                    ..Default::default()
-                });
-                e.import(&t);
-                t
-            })
-            .collect();
-        for (k, v) in settings {
-            e.service.store().set_setting(k, v).unwrap();
-        }
-        let mut rig = Rig {
-            fake,
-            e,
-            ep: None,
-            key: String::new(),
-            accounts,
-            http: reqwest::Client::new(),
-        };
-        rig.start().await;
-        rig
-    }
-
-    /// (Re)starts the endpoint on the same store, as a restart of `serve` would.
-    async fn start(&mut self) {
-        let service = Arc::new(self.e.reopen());
-        let tm = manager_for(&service, &self.fake, config(&self.fake));
-        self.key = service.local_api_key().unwrap().expose().to_string();
-        self.ep = Some(
-            endpoint::start(service, tm, 0, self.fake.codex_base())
-                .await
-                .unwrap(),
-        );
-    }
-
-    async fn restart(&mut self) {
-        if let Some(ep) = self.ep.take() {
-            drop(ep);
-        }
-        self.start().await;
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.ep.as_ref().unwrap().url())
-    }
-
-    async fn post_to(&self, path: &str, body: &Value) -> (u16, String) {
-        let resp = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(&self.key)
-            .header("accept", "text/event-stream")
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.text().await.unwrap())
-    }
-
-    async fn turn(&self, body: &Value) -> (u16, String) {
-        self.post_to("/v1/responses", body).await
-    }
-
-    fn calls(&self, t: &IssuedTokens) -> u64 {
-        self.fake
-            .counters()
-            .per_account
-            .get(&t.account_id)
-            .map_or(0, |c| c.responses_calls)
-    }
-
-    async fn health(&self) -> Vec<Value> {
-        self.http
-            .get(self.url("/v1/accounts"))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn health_of(&self, t: &IssuedTokens) -> Value {
-        self.health()
-            .await
-            .into_iter()
-            .find(|v| v["chatgpt_account_id"] == t.account_id.as_str())
-            .unwrap()
-    }
-}
 
 fn first_turn(conv: &str) -> Value {
     json!({"model": "gpt-5.5", "instructions": "", "stream": true, "store": false,
@@ -165,7 +47,7 @@ fn completed(sse: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conversation_moves_without_foreign_ciphertext_and_keeps_its_own_across_a_restart() {
-    let mut rig = Rig::new(2).await;
+    let mut rig = TestVault::new(2).await;
     let (a, b) = (rig.accounts[0].clone(), rig.accounts[1].clone());
     // Turn 1: A (round robin starts with the first account).
     let t1 = first_turn("conv-1");
@@ -204,21 +86,24 @@ async fn a_conversation_moves_without_foreign_ciphertext_and_keeps_its_own_acros
     assert_eq!(nb.encrypted_foreign_received, 0);
 
     // B counts the conversation as recent.
-    let hb = rig.health_of(&b).await;
+    let hb = rig.account_view(&b).await;
     assert_eq!(hb["conversations"]["served_last_30_min"], 1, "{hb}");
     let b_id = hb["id"].as_str().unwrap().to_string();
 
     // A restart: A's limit is lifted upstream and in the store, so round robin alone would now
     // pick A first; affinity and the digests come back from the store.
     rig.fake.set_rate_limited(&a.account_id, None);
-    let a_id = rig.health_of(&a).await["id"].as_str().unwrap().to_string();
+    let a_id = rig.account_view(&a).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     rig.restart().await;
-    rig.e.service.store().clear_rate_limit(&a_id).unwrap();
-    rig.ep.as_ref().unwrap().reload();
-    assert_eq!(rig.health_of(&a).await["status"], "healthy");
+    rig.service.store().clear_rate_limit(&a_id).unwrap();
+    rig.ep().reload();
+    assert_eq!(rig.account_view(&a).await["status"], "healthy");
 
     // The move was recorded as an event on B (written by the time the endpoint stopped).
-    let events = rig.e.service.store().events(&b_id, 20).unwrap();
+    let events = rig.service.store().events(&b_id, 20).unwrap();
     let moved = events
         .iter()
         .find(|e| e.kind == "conversation_moved")
@@ -240,7 +125,7 @@ async fn a_conversation_moves_without_foreign_ciphertext_and_keeps_its_own_acros
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_ciphertext_gets_one_400_and_one_stripped_retry_in_every_shape() {
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
     let a = rig.accounts[0].clone();
     // An account this vault never held minted it: history from before we ran.
     let stranger = rig.fake.add_account(AccountSpec::default());
@@ -309,7 +194,7 @@ async fn unknown_ciphertext_gets_one_400_and_one_stripped_retry_in_every_shape()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_in_the_stream_before_output_fails_over_and_after_output_passes() {
-    let rig = Rig::new(3).await;
+    let rig = TestVault::new(3).await;
     // Overloaded before any output: the client gets another account's whole stream, and nothing
     // of the first one's.
     rig.fake
@@ -342,7 +227,7 @@ async fn a_failure_in_the_stream_before_output_fails_over_and_after_output_passe
     assert_eq!(status, 200);
     assert!(completed(&sse), "{sse}");
     // Whichever account took the fault is now limited until `resets_at`; the other answered.
-    let health = rig.health().await;
+    let health = rig.accounts_view().await;
     let limited: Vec<&Value> = health
         .iter()
         .filter(|v| v["status"] == "rate_limited")
@@ -387,7 +272,7 @@ async fn with_the_first_byte_hold_off_a_failure_before_output_reaches_the_client
     let fault = || vec![Fault::overloaded_in_stream()];
     // Off (the benchmarks' switch): the stream is passed on from its first byte, so the failure
     // is the client's, from the one account that was asked.
-    let off = Rig::with_settings(2, &[(endpoint::SETTING_FIRST_BYTE_HOLD, "off")]).await;
+    let off = TestVault::with_settings(2, &[(endpoint::SETTING_FIRST_BYTE_HOLD, "off")]).await;
     off.fake.inject_faults(FaultRoute::Responses, fault());
     let (status, sse) = off.turn(&first_turn("conv-off")).await;
     assert_eq!(status, 200);
@@ -402,7 +287,7 @@ async fn with_the_first_byte_hold_off_a_failure_before_output_reaches_the_client
 
     // `on` holds the head and fails over, as the default does (the test above runs without the
     // setting).
-    let on = Rig::with_settings(2, &[(endpoint::SETTING_FIRST_BYTE_HOLD, "on")]).await;
+    let on = TestVault::with_settings(2, &[(endpoint::SETTING_FIRST_BYTE_HOLD, "on")]).await;
     on.fake.inject_faults(FaultRoute::Responses, fault());
     let (status, sse) = on.turn(&first_turn("conv-on")).await;
     assert_eq!(status, 200);
@@ -414,13 +299,12 @@ async fn with_the_first_byte_hold_off_a_failure_before_output_reaches_the_client
 async fn the_first_byte_hold_setting_is_re_read_when_the_store_changes() {
     // Started with the hold on (the default), then switched off in the store while running: the
     // endpoint's reload (what the bus's StoreChanged/SettingsChanged runs) picks it up, no restart.
-    let rig = Rig::new(2).await;
-    rig.e
-        .service
+    let rig = TestVault::new(2).await;
+    rig.service
         .store()
         .set_setting(endpoint::SETTING_FIRST_BYTE_HOLD, "off")
         .unwrap();
-    rig.ep.as_ref().unwrap().reload();
+    rig.ep().reload();
     rig.fake
         .inject_faults(FaultRoute::Responses, vec![Fault::overloaded_in_stream()]);
     let (status, sse) = rig.turn(&first_turn("conv-live-off")).await;
@@ -431,7 +315,7 @@ async fn the_first_byte_hold_setting_is_re_read_when_the_store_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_completions_fail_over_before_the_first_output_too() {
-    let rig = Rig::new(2).await;
+    let rig = TestVault::new(2).await;
     rig.fake
         .inject_faults(FaultRoute::Responses, vec![Fault::overloaded_in_stream()]);
     let (status, body) = rig
@@ -467,7 +351,7 @@ async fn chat_completions_fail_over_before_the_first_output_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compacted_conversation_stays_home_and_says_so_when_it_must_move() {
-    let rig = Rig::new(2).await;
+    let rig = TestVault::new(2).await;
     let (a, b) = (rig.accounts[0].clone(), rig.accounts[1].clone());
     let (status, body) = rig
         .post_to("/v1/responses/compact", &first_turn("conv-c"))
@@ -509,7 +393,7 @@ async fn a_compacted_conversation_stays_home_and_says_so_when_it_must_move() {
         n.per_account[&away.account_id].encrypted_foreign_received,
         0
     );
-    let h = rig.health_of(away).await;
+    let h = rig.account_view(away).await;
     let notes = h["conversations"]["notes"].as_array().unwrap();
     assert_eq!(notes.len(), 1, "{h}");
     let msg = notes[0]["message"].as_str().unwrap();

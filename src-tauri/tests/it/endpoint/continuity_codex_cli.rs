@@ -6,19 +6,9 @@
 
 use crate::common;
 
-use codex_vault_testkit::codex_cli::{
-    codex_cli_bin_for, skip_requested, CodexExec, CodexHome, CodexRun, ProviderConfig,
-};
-use codex_vault_testkit::{AccountCounters, AccountSpec, FakeOpenAi};
+use codex_vault_testkit::codex_cli::{CodexExec, CodexHome, CodexRun, ProviderConfig};
+use codex_vault_testkit::AccountSpec;
 use common::*;
-
-fn per(fake: &FakeOpenAi, account_id: &str) -> AccountCounters {
-    fake.counters()
-        .per_account
-        .get(account_id)
-        .cloned()
-        .unwrap_or_default()
-}
 
 struct Cli<'a> {
     bin: std::path::PathBuf,
@@ -41,9 +31,8 @@ impl Cli<'_> {
 
 /// Points the CLI's config at a (re)started endpoint: the `endpoint info` snippet verbatim, plus
 /// what keeps the CLI offline in a test.
-fn configure(env: &TestEnv, home: &CodexHome) -> String {
-    let info = env.run(&["endpoint", "info", "--json"]);
-    assert_eq!(info.code, 0, "{}", info.stderr);
+fn configure(env: &DataDir, home: &CodexHome) -> String {
+    let info = env.ok(&["endpoint", "info", "--json"]);
     let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
     let config = format!(
         "check_for_update_on_startup = false\n{}\n[analytics]\nenabled = false\n\n[feedback]\nenabled = false\n",
@@ -58,14 +47,12 @@ fn configure(env: &TestEnv, home: &CodexHome) -> String {
     reason = "one linear scenario: its steps share one running setup and read top to bottom"
 )]
 fn scenario(version: &'static str) {
-    if skip_requested() {
-        eprintln!("skipped: CODEX_VAULT_SKIP_CODEX_CLI=1");
+    let Some(bin) = crate::common::real_codex_cli(Some(version)) else {
         return;
-    }
-    let bin = codex_cli_bin_for(version).expect("the real Codex CLI (make deps-test installs it)");
+    };
     let fake = fake();
     fake.set_responses_text("Hello through Codex Vault.");
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let mut tokens = Vec::new();
     for label in ["a", "b"] {
         let t = fake.add_account(AccountSpec {
@@ -76,15 +63,10 @@ fn scenario(version: &'static str) {
             &format!("{label}.json"),
             auth_json(&t, "2026-01-01T00:00:00Z").as_bytes(),
         );
-        let r = env.run(&["accounts", "import", p.to_str().unwrap(), "--label", label]);
-        assert_eq!(r.code, 0, "{}", r.stderr);
+        env.ok(&["accounts", "import", p.to_str().unwrap(), "--label", label]);
         tokens.push(t);
     }
-    let upstream = [
-        ("CODEX_VAULT_AUTH_BASE", fake.base_url()),
-        ("CODEX_VAULT_UPSTREAM", fake.codex_base()),
-    ];
-    let envs: Vec<(&str, &str)> = upstream.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let envs = fake_env(&fake);
     let mut serve = env.spawn_serve(&envs, env.dir.path().join("serve1.log"));
     let home = CodexHome::new(&ProviderConfig::new(
         "http://127.0.0.1:1/v1",
@@ -108,13 +90,13 @@ fn scenario(version: &'static str) {
             .is_some_and(|i| i.iter().any(|v| v == "reasoning.encrypted_content")),
         "CLI {version} asks for reasoning ciphertext: {body}"
     );
-    let (a, b) = if per(&fake, &tokens[0].account_id).responses_calls == 1 {
+    let (a, b) = if per_account(&fake, &tokens[0].account_id).responses_calls == 1 {
         (&tokens[0], &tokens[1])
     } else {
         (&tokens[1], &tokens[0])
     };
-    assert_eq!(per(&fake, &a.account_id).responses_calls, 1);
-    assert_eq!(per(&fake, &a.account_id).encrypted_minted, 1);
+    assert_eq!(per_account(&fake, &a.account_id).responses_calls, 1);
+    assert_eq!(per_account(&fake, &a.account_id).encrypted_minted, 1);
 
     // A is capped upstream (a 429 usage limit). Turn 2 is B's, with A's reasoning left out.
     let now = chrono::Utc::now().timestamp();
@@ -128,7 +110,7 @@ fn scenario(version: &'static str) {
         .iter()
         .filter(|i| i["type"] == "reasoning")
         .count();
-    let nb = per(&fake, &b.account_id);
+    let nb = per_account(&fake, &b.account_id);
     assert_eq!(nb.responses_calls, 1, "turn 2 was answered by B");
     assert_eq!(
         nb.encrypted_foreign_received, 0,
@@ -142,7 +124,7 @@ fn scenario(version: &'static str) {
 
     // Turn 3 stays on B, and B's own reasoning from turn 2 goes with it.
     cli.run(true, "one more");
-    let nb = per(&fake, &b.account_id);
+    let nb = per_account(&fake, &b.account_id);
     assert_eq!(nb.responses_calls, 2, "turn 3 stayed on B");
     assert_eq!(nb.encrypted_accepted, 1, "B's reasoning was sent to B");
     assert_eq!(nb.encrypted_foreign_received, 0);
@@ -169,7 +151,7 @@ fn scenario(version: &'static str) {
     let key = configure(&env, &home);
     let cli = Cli { key, ..cli };
     cli.run(true, "still there?");
-    let nb = per(&fake, &b.account_id);
+    let nb = per_account(&fake, &b.account_id);
     assert_eq!(
         nb.responses_calls, 3,
         "turn 4 still went to B after the restart"
@@ -180,7 +162,7 @@ fn scenario(version: &'static str) {
         "both of B's reasoning items were kept"
     );
     assert_eq!(nb.encrypted_foreign_received, 0, "A's stayed out");
-    assert_eq!(per(&fake, &a.account_id).responses_calls, 1);
+    assert_eq!(per_account(&fake, &a.account_id).responses_calls, 1);
     assert_eq!(fake.counters().encrypted_content_rejected, 0);
 }
 

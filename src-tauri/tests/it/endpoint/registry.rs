@@ -5,17 +5,12 @@
 
 use crate::common;
 
-use codex_vault::accounts::Service;
-use codex_vault::endpoint::ctl::EndpointControl;
 use codex_vault::endpoint::SETTING_PORT;
-use codex_vault::vault::KeyStoreKind;
-use common::TestEnv;
+use common::{DataDir, TestVault};
 use serde_json::Value;
-use std::sync::Arc;
 
-fn info(env: &TestEnv) -> Value {
-    let r = env.run(&["endpoint", "info", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+fn info(env: &DataDir) -> Value {
+    let r = env.ok(&["endpoint", "info", "--json"]);
     serde_json::from_str(&r.stdout).expect("info --json is JSON")
 }
 
@@ -43,10 +38,10 @@ fn sorted(mut v: Vec<(u32, u16)>) -> Vec<(u32, u16)> {
 
 #[test]
 fn two_serves_on_one_store_are_both_reported_and_the_survivor_stays() {
-    let env = TestEnv::new();
-    assert_eq!(env.run(&["accounts", "list"]).code, 0);
-    let mut a = env.spawn_serve(&[], env.dir.path().join("a.log"));
-    let mut b = env.spawn_serve(&[], env.dir.path().join("b.log"));
+    let env = TestVault::builder().data_dir();
+    env.ok(&["accounts", "list"]);
+    let mut a = env.spawn_serve(common::NO_ENV, env.dir.path().join("a.log"));
+    let mut b = env.spawn_serve(common::NO_ENV, env.dir.path().join("b.log"));
     assert_ne!(a.port, b.port);
 
     let both = info(&env);
@@ -105,28 +100,18 @@ fn two_serves_on_one_store_are_both_reported_and_the_survivor_stays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_apps_endpoint_and_a_serve_are_both_reported() {
-    let env = TestEnv::new();
-    let service = Arc::new(Service::open(&env.vault_home(), KeyStoreKind::Keychain).unwrap());
     // The app's endpoint on a free port of its own.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    service
-        .store()
-        .set_setting(SETTING_PORT, &port.to_string())
-        .unwrap();
-    let ctl = EndpointControl::new(
-        service.clone(),
-        service.token_manager(),
-        codex_vault::refresh::upstream_base(),
-    );
+    let rig = TestVault::builder()
+        .setting(SETTING_PORT, &common::free_port().to_string())
+        .stopped()
+        .start()
+        .await;
+    let (env, ctl) = (&rig.dir, rig.ctl());
     let app = ctl.start().await.unwrap();
-    let mut serve = env.spawn_serve(&[], env.dir.path().join("serve.log"));
+    let mut serve = env.spawn_serve(common::NO_ENV, env.dir.path().join("serve.log"));
 
     let me = std::process::id();
-    let both = tokio::task::block_in_place(|| info(&env));
+    let both = tokio::task::block_in_place(|| info(env));
     assert_eq!(
         listed(&both),
         sorted(vec![(me, app.port), (serve.pid(), serve.port)])
@@ -137,12 +122,12 @@ async fn the_apps_endpoint_and_a_serve_are_both_reported() {
     let stopped = ctl.stop().await.unwrap();
     assert_eq!(stopped.other_pid, Some(serve.pid()));
 
-    let one = tokio::task::block_in_place(|| info(&env));
+    let one = tokio::task::block_in_place(|| info(env));
     assert_eq!(listed(&one), vec![(serve.pid(), serve.port)]);
     assert_eq!(one["running"], true);
 
     serve.kill_9();
-    let none = tokio::task::block_in_place(|| info(&env));
+    let none = tokio::task::block_in_place(|| info(env));
     assert_eq!(none["running"], false);
     assert_eq!(ctl.status().await.unwrap().other_pid, None);
 }

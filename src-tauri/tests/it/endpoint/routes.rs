@@ -3,7 +3,7 @@
 //! all-capped answer, conversation affinity, spreading, and pinning. The answer shapes differ by
 //! route; the routing underneath is one.
 
-use crate::common::vault::{chat_turn, turn, TestVault as Rig};
+use crate::common::vault::{chat_turn, turn, TestVault};
 use codex_vault_testkit::{Fault, FaultRoute};
 use serde_json::Value;
 
@@ -15,7 +15,7 @@ enum Route {
 
 impl Route {
     /// One turn on this route; `stream` only for chat (the Responses route is always streamed).
-    fn send(self, rig: &Rig, stream: bool, key: Option<&str>) -> reqwest::RequestBuilder {
+    fn send(self, rig: &TestVault, stream: bool, key: Option<&str>) -> reqwest::RequestBuilder {
         match self {
             Route::Responses => rig.post(turn(key)),
             Route::Chat => rig.chat(chat_turn(stream, key)),
@@ -37,7 +37,7 @@ impl Route {
 }
 
 async fn a_401_refreshes_once_and_retries(route: Route) {
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
     rig.fake.inject_faults(
         FaultRoute::Responses,
         vec![Fault::Custom {
@@ -55,7 +55,7 @@ async fn a_401_refreshes_once_and_retries(route: Route) {
 }
 
 async fn a_429_fails_over_and_all_capped_answers_429_with_the_earliest_reset(route: Route) {
-    let rig = Rig::new(2).await;
+    let rig = TestVault::new(2).await;
     let now = chrono::Utc::now().timestamp();
     let (a, b) = (&rig.accounts[0], &rig.accounts[1]);
     rig.fake.set_rate_limited(&a.account_id, Some(now + 3600));
@@ -73,20 +73,7 @@ async fn a_429_fails_over_and_all_capped_answers_429_with_the_earliest_reset(rou
         3,
         "A was tried once, then skipped while limited"
     );
-    let health: Vec<Value> = rig
-        .http
-        .get(rig.url("/v1/accounts"))
-        .bearer_auth(&rig.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ha = health
-        .iter()
-        .find(|v| v["chatgpt_account_id"] == a.account_id.as_str())
-        .unwrap();
+    let ha = rig.account_view(a).await;
     assert_eq!(ha["status"], "rate_limited");
     assert_eq!(
         ha["rate_limited_until"].as_str().unwrap(),
@@ -111,7 +98,7 @@ async fn a_429_fails_over_and_all_capped_answers_429_with_the_earliest_reset(rou
 }
 
 /// Sends `n` turns with `key` (and the session header if given), each answer read to the end.
-async fn turns(rig: &Rig, route: Route, n: usize, key: Option<&str>, session: Option<&str>) {
+async fn turns(rig: &TestVault, route: Route, n: usize, key: Option<&str>, session: Option<&str>) {
     for i in 0..n {
         let mut req = route.send(rig, i % 2 == 0, key);
         if let Some(s) = session {
@@ -122,7 +109,7 @@ async fn turns(rig: &Rig, route: Route, n: usize, key: Option<&str>, session: Op
 }
 
 async fn conversations_stick_new_ones_spread_and_pins_work(route: Route) {
-    let rig = Rig::new(3).await;
+    let rig = TestVault::new(3).await;
     turns(&rig, route, 20, Some("conversation-1"), None).await;
     let calls = rig.per_account_calls();
     assert_eq!(

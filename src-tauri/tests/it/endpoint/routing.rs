@@ -2,19 +2,17 @@
 //! passthrough, the guard, change pickup. Refresh on 401, failover on 429, affinity and pinning
 //! are in `routes.rs`, run for both routes.
 
-use crate::common::vault::{turn, TestVault as Rig};
-use crate::common::{engine, wait_until_async};
+use crate::common::{rest_of, wait_until_async};
 
+use crate::common::vault::*;
 use codex_vault::endpoint;
-use codex_vault_testkit::{AccountSpec, FakeConfig, FakeOpenAi};
-use engine::*;
+use codex_vault_testkit::AccountSpec;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_event_arrives_before_upstream_finishes() {
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
     let gate = rig.fake.hold_streams_after_first_output();
     let mut resp = rig.post(turn(None)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -25,16 +23,13 @@ async fn the_first_event_arrives_before_upstream_finishes() {
         "the first event came through while upstream was still held"
     );
     gate.release();
-    let mut rest = Vec::new();
-    while let Some(c) = resp.chunk().await.unwrap() {
-        rest.extend_from_slice(&c);
-    }
+    let rest = rest_of(&mut resp, "the stream").await;
     assert!(String::from_utf8_lossy(&rest).contains("response.completed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ten_thousand_event_stream_and_error_bodies_pass_through_intact() {
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
     rig.fake.set_stream_events(10_000);
     let body = rig
         .post(turn(None))
@@ -96,7 +91,7 @@ async fn a_ten_thousand_event_stream_and_error_bodies_pass_through_intact() {
     reason = "one linear scenario: its steps share one running setup and read top to bottom"
 )]
 async fn the_guard_refuses_strangers_and_never_echoes_secrets() {
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
     let url = rig.url("/v1/responses");
     let c = &rig.http;
     let mut bodies = Vec::new();
@@ -108,77 +103,51 @@ async fn the_guard_refuses_strangers_and_never_echoes_secrets() {
             b
         }
     };
-    bodies.push(check(401, c.post(&url).json(&turn(None)).send().await.unwrap()).await);
-    bodies.push(
-        check(
-            401,
-            c.post(&url)
-                .bearer_auth("cvk_wrong")
-                .json(&turn(None))
-                .send()
-                .await
-                .unwrap(),
-        )
+    // Each refused request, in order: its status and its body (scanned for secrets below).
+    let refusals = |reqs: Vec<(u16, reqwest::RequestBuilder)>| async move {
+        let mut out = Vec::new();
+        for (status, req) in reqs {
+            out.push(check(status, req.send().await.unwrap()).await);
+        }
+        out
+    };
+    let keyed = || c.post(&url).bearer_auth(&rig.key).json(&turn(None));
+    bodies.extend(
+        refusals(vec![
+            (401, c.post(&url).json(&turn(None))),
+            (401, c.post(&url).bearer_auth("cvk_wrong").json(&turn(None))),
+            (403, keyed().header("host", "evil.example")),
+            (403, keyed().header("origin", "https://evil.example")),
+        ])
         .await,
     );
-    bodies.push(
-        check(
-            403,
-            c.post(&url)
-                .bearer_auth(&rig.key)
-                .header("host", "evil.example")
-                .json(&turn(None))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await,
-    );
-    bodies.push(
-        check(
-            403,
-            c.post(&url)
-                .bearer_auth(&rig.key)
-                .header("origin", "https://evil.example")
-                .json(&turn(None))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await,
-    );
-    let (status, body) = oversize_head(rig.ep.port, &rig.key).await;
+    let (status, body) = oversize_head(rig.ep().port, &rig.key).await;
     assert_eq!(status, 413, "{body}");
     bodies.push(body);
-    bodies.push(
-        check(
-            426,
-            c.get(&url)
-                .bearer_auth(&rig.key)
-                .header("connection", "upgrade")
-                .header("upgrade", "websocket")
-                .send()
-                .await
-                .unwrap(),
-        )
+    let upgrade = c
+        .get(&url)
+        .bearer_auth(&rig.key)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket");
+    let both_wrong = c
+        .post(&url)
+        .bearer_auth("cvk_wrong")
+        .header("x-api-key", "also-wrong")
+        .json(&turn(None));
+    bodies.extend(
+        refusals(vec![
+            (426, upgrade),
+            (401, c.get(rig.url("/v1/accounts"))),
+            (401, both_wrong),
+        ])
         .await,
     );
-    bodies.push(check(401, c.get(rig.url("/v1/accounts")).send().await.unwrap()).await);
     // /health needs no key and tells nothing about accounts.
     let h = c.get(rig.url("/health")).send().await.unwrap();
     assert_eq!(h.status(), 200);
     let h = h.text().await.unwrap();
     assert!(!h.contains("ep0@corp.com"));
     bodies.push(h);
-    let x = c
-        .post(&url)
-        .bearer_auth("cvk_wrong")
-        .header("x-api-key", "also-wrong")
-        .json(&turn(None))
-        .send()
-        .await
-        .unwrap();
-    bodies.push(check(401, x).await);
     // x-api-key works as well as Bearer.
     let ok = c
         .post(&url)
@@ -207,17 +176,13 @@ async fn the_guard_refuses_strangers_and_never_echoes_secrets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_added_by_another_process_are_served_within_a_second() {
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
     let late = rig.fake.add_account(AccountSpec {
         email: "late@corp.com".into(),
         ..Default::default()
     });
     // Another connection to the same file (as the CLI would be) adds an account.
-    let other = Engine {
-        dir: tempfile::tempdir().unwrap(),
-        service: rig.e.reopen(),
-    };
-    other.import(&late);
+    import_into(&rig.reopen(), &late);
     let r = &rig;
     wait_until_async(
         "the account another process added to be picked up",
@@ -238,36 +203,15 @@ async fn accounts_added_by_another_process_are_served_within_a_second() {
         },
     )
     .await;
-    let n = rig.fake.counters();
-    assert_eq!(
-        n.per_account
-            .get(&late.account_id)
-            .map_or(0, |c| c.responses_calls),
-        1
-    );
+    assert_eq!(rig.calls(&late), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_headers_reach_the_health_json() {
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
     rig.fake.set_usage(&rig.accounts[0].account_id, 42.0, 7.0);
-    rig.post(turn(None))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let health: Vec<Value> = rig
-        .http
-        .get(rig.url("/v1/accounts"))
-        .bearer_auth(&rig.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    rig.turn(&turn(None)).await;
+    let health = rig.accounts_view().await;
     let u = &health[0]["usage"];
     assert_eq!(u["primary"]["used_percent"], 42.0, "{u}");
     assert_eq!(u["secondary"]["used_percent"], 7.0, "{u}");
@@ -278,11 +222,10 @@ async fn usage_headers_reach_the_health_json() {
 async fn a_taken_port_is_a_clear_error() {
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port();
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
-    let service = Arc::new(e.reopen());
-    let tm = manager_for(&service, &fake, config(&fake));
-    let err = match endpoint::start(service, tm, port, fake.codex_base()).await {
+    let e = TestVault::builder().stopped().start().await;
+    let core = e.core();
+    let (service, tm) = (core.service.clone(), core.token_manager.clone());
+    let err = match endpoint::start(service, tm, port, core.config.upstream.clone()).await {
         Err(e) => e,
         Ok(_) => panic!("bound a taken port"),
     };
@@ -299,19 +242,10 @@ async fn a_taken_port_is_a_clear_error() {
 }
 
 /// Polls the health JSON until `pred` holds (a condition awaited, bounded).
-async fn wait_health(rig: &Rig, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+async fn wait_health(rig: &TestVault, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let pred = &pred;
     wait_until_async(what, Duration::from_secs(15), move || async move {
-        let health: Vec<Value> = rig
-            .http
-            .get(rig.url("/v1/accounts"))
-            .bearer_auth(&rig.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let health = rig.accounts_view().await;
         if pred(&health) {
             Ok(health)
         } else {
@@ -323,7 +257,7 @@ async fn wait_health(rig: &Rig, what: &str, pred: impl Fn(&[Value]) -> bool) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_accounts_are_polled_and_an_early_reset_makes_a_capped_account_selectable() {
-    let rig = Rig::with_settings(
+    let rig = TestVault::with_settings(
         3,
         &[(codex_vault::endpoint::usage_poll::SETTING_POLL_SECS, "0.5")],
     )
@@ -341,13 +275,7 @@ async fn idle_accounts_are_polled_and_an_early_reset_makes_a_capped_account_sele
     // A is capped (learnt from a 429), then its window resets early: selectable again.
     let now = chrono::Utc::now().timestamp();
     rig.fake.set_rate_limited(&a.account_id, Some(now + 3600));
-    rig.post(turn(None))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    rig.turn(&turn(None)).await;
     wait_health(&rig, "A rate-limited", |h| {
         h.iter().any(|v| {
             v["chatgpt_account_id"] == a.account_id.as_str() && v["status"] == "rate_limited"
@@ -411,17 +339,13 @@ async fn a_long_stream_passes_through_byte_for_byte() {
     let upstream = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
-    e.import(&fake.add_account(AccountSpec::default()));
-    let service = Arc::new(e.reopen());
-    let tm = manager_for(&service, &fake, config(&fake));
-    let key = service.local_api_key().unwrap().expose().to_string();
-    let ep = endpoint::start(service, tm, 0, upstream).await.unwrap();
-    let got = reqwest::Client::new()
-        .post(format!("{}/v1/responses", ep.url()))
-        .bearer_auth(&key)
-        .json(&turn(None))
+    let rig = TestVault::builder()
+        .accounts(1)
+        .upstream(&upstream)
+        .start()
+        .await;
+    let got = rig
+        .keyed_post("/v1/responses", &turn(None))
         .send()
         .await
         .unwrap()
@@ -475,10 +399,9 @@ async fn oversize_head(port: u16, key: &str) -> (u16, String) {
 /// verdict is in the endpoint's view before the refresh returns: no reload, no waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminal_verdict_of_this_processs_refresh_engine_shows_at_once() {
-    let rig = Rig::new(2).await;
+    let rig = TestVault::new(2).await;
     let (a, b) = (&rig.accounts[0], &rig.accounts[1]);
     let id_a = rig
-        .e
         .service
         .store()
         .list_accounts()
@@ -488,21 +411,12 @@ async fn a_terminal_verdict_of_this_processs_refresh_engine_shows_at_once() {
         .unwrap()
         .id;
     rig.fake.revoke_account(&a.account_id);
-    let err = rig.tm.force_refresh(&id_a, None).await.unwrap_err();
+    let err = rig.tm().force_refresh(&id_a, None).await.unwrap_err();
     assert!(
         matches!(err, codex_vault::refresh::RefreshError::Terminal { .. }),
         "{err:?}"
     );
-    let health: Vec<Value> = rig
-        .http
-        .get(rig.url("/v1/accounts"))
-        .bearer_auth(&rig.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = rig.accounts_view().await;
     let status = |id: &str| {
         health
             .iter()

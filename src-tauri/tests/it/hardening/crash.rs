@@ -10,7 +10,7 @@
 
 use crate::common;
 
-use codex_vault_testkit::{FakeOpenAi, Fault, FaultRoute, IssuedTokens};
+use codex_vault_testkit::{Fault, FaultRoute, IssuedTokens};
 use common::*;
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -25,15 +25,8 @@ fn trials() -> usize {
         .unwrap_or(10)
 }
 
-fn per_account_ok(fake: &FakeOpenAi, id: &str) -> u64 {
-    fake.counters()
-        .per_account
-        .get(id)
-        .map_or(0, |c| c.refreshes_ok)
-}
-
 /// chatgpt_account_id → committed generation, from a DB that must be intact.
-fn generations(env: &TestEnv) -> BTreeMap<String, i64> {
+fn generations(env: &DataDir) -> BTreeMap<String, i64> {
     let conn = rusqlite::Connection::open(env.vault_home().join("codex-vault.db"))
         .expect("the DB opens after kill -9");
     let ok: String = conn
@@ -65,7 +58,7 @@ struct Tally {
 )]
 fn trial(seed_rng: &mut Rng, n: usize, tally: &mut Tally) {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let accounts: Vec<(String, IssuedTokens)> = (0..ACCOUNTS)
         .map(|i| {
             let label = format!("t{n}a{i}");
@@ -123,7 +116,7 @@ fn trial(seed_rng: &mut Rng, n: usize, tally: &mut Tally) {
     let committed = generations(&env);
     let mut expect_lost = BTreeMap::new();
     for (label, t) in &accounts {
-        let rotated = per_account_ok(&fake, &t.account_id) as i64;
+        let rotated = per_account(&fake, &t.account_id).refreshes_ok as i64;
         let generation = committed[&t.account_id];
         assert!(
             (0..=1).contains(&(rotated - generation)),
@@ -134,12 +127,7 @@ fn trial(seed_rng: &mut Rng, n: usize, tally: &mut Tally) {
     let reuse_before = fake.counters().refresh_reuse;
 
     // The next start settles unfinished refreshes once (before it listens), honestly.
-    let fake_env = [
-        ("CODEX_VAULT_AUTH_BASE", fake.base_url()),
-        ("CODEX_VAULT_UPSTREAM", fake.codex_base()),
-    ];
-    let envs: Vec<(&str, &str)> = fake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut restarted = env.spawn_serve(&envs, env.dir.path().join("serve2.log"));
+    let mut restarted = env.spawn_serve(&fake_env(&fake), env.dir.path().join("serve2.log"));
     for (label, t) in &accounts {
         let mut c = env.cmd();
         env_for(&env, &fake)(&mut c);

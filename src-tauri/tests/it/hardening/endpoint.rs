@@ -6,46 +6,20 @@
 
 use crate::common;
 
-use crate::common::vault::{chat_turn, TestVault as Rig};
+use crate::common::vault::{chat_turn, turn, TestVault};
+use crate::common::{read_until_closed, rest_of};
 use codex_vault::endpoint::HEADER_READ_TIMEOUT;
-use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn responses_turn() -> Value {
-    json!({"model": "gpt-5-codex", "instructions": "", "stream": true, "store": false,
-        "input": [{"type":"message","role":"user","content":[{"type":"input_text","text":"hi"}]}]})
-}
-
-/// Reads until the peer closes (EOF or reset); returns what it sent first. Bounded by `limit`:
-/// `None` when the connection was still open then.
-async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    tokio::time::timeout(limit, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .ok()
-    .map(|()| got)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickled_request_head_is_cut_off_but_a_long_stream_is_not() {
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
     // A legitimate streamed answer that starts now and stays open past the header timeout.
     let gate = rig.fake.hold_streams_after_first_output();
     let mut stream_resp = rig
-        .http
-        .post(rig.url("/v1/responses"))
-        .bearer_auth(&rig.key)
-        .json(&responses_turn())
+        .keyed_post("/v1/responses", &turn(None))
         .send()
         .await
         .unwrap();
@@ -54,7 +28,7 @@ async fn a_trickled_request_head_is_cut_off_but_a_long_stream_is_not() {
     assert!(String::from_utf8_lossy(&first).contains("response.created"));
 
     // The slowloris client: a valid start, then one header byte every 200 ms, never finishing.
-    let mut slow = TcpStream::connect(("127.0.0.1", rig.ep.port))
+    let mut slow = TcpStream::connect(("127.0.0.1", rig.ep().port))
         .await
         .unwrap();
     slow.write_all(b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
@@ -91,46 +65,26 @@ async fn a_trickled_request_head_is_cut_off_but_a_long_stream_is_not() {
     // The stream that began before the slowloris connection is still open after it was cut:
     // the timeout bounds heads, not answers.
     gate.release();
-    let mut rest = Vec::new();
-    while let Some(c) = stream_resp
-        .chunk()
-        .await
-        .expect("the long stream was not cut")
-    {
-        rest.extend_from_slice(&c);
-    }
+    let rest = rest_of(&mut stream_resp, "the long stream was not cut").await;
     assert!(String::from_utf8_lossy(&rest).contains("response.completed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_idle_connections_do_not_stop_a_normal_request_and_are_reaped() {
     const IDLE: usize = 1000;
-    let limit = common::raise_fd_limit();
-    assert!(
-        limit > 2 * IDLE as u64 + 200,
-        "this test needs about {} open files (client and server ends); the hard limit is {limit}",
-        2 * IDLE + 200
-    );
-    let rig = Rig::new(1).await;
+    // Client and server ends.
+    common::need_open_files(2 * IDLE + 200);
+    let rig = TestVault::new(1).await;
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {
         idle.push(
-            TcpStream::connect(("127.0.0.1", rig.ep.port))
+            TcpStream::connect(("127.0.0.1", rig.ep().port))
                 .await
                 .expect("connect an idle client"),
         );
     }
     // A normal request, while all of them are open.
-    let resp = rig
-        .http
-        .post(rig.url("/v1/responses"))
-        .bearer_auth(&rig.key)
-        .json(&responses_turn())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert!(String::from_utf8_lossy(&resp.bytes().await.unwrap()).contains("response.completed"));
+    rig.assert_answers_a_turn().await;
     let chat = rig.chat(chat_turn(false, None)).send().await.unwrap();
     assert_eq!(chat.status(), 200);
 
@@ -156,15 +110,12 @@ async fn a_thousand_idle_connections_do_not_stop_a_normal_request_and_are_reaped
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_mid_stream_cancels_the_upstream_request() {
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
     let gate = rig.fake.hold_streams_after_first_output();
 
     // /v1/responses: bytes passed through.
     let mut resp = rig
-        .http
-        .post(rig.url("/v1/responses"))
-        .bearer_auth(&rig.key)
-        .json(&responses_turn())
+        .keyed_post("/v1/responses", &turn(None))
         .send()
         .await
         .unwrap();
@@ -194,10 +145,7 @@ async fn a_client_leaving_mid_stream_cancels_the_upstream_request() {
     // Control: a client that stays gets the whole answer, counted as completed.
     gate.release();
     let body = rig
-        .http
-        .post(rig.url("/v1/responses"))
-        .bearer_auth(&rig.key)
-        .json(&responses_turn())
+        .keyed_post("/v1/responses", &turn(None))
         .send()
         .await
         .unwrap()

@@ -421,17 +421,13 @@ fn usage_reset_far_in_the_future_does_not_overflow() {
 #[test]
 fn header_and_terminal_injection_in_labels_is_refused_and_changes_nothing() {
     let fake = common::fake();
-    let env = common::TestEnv::new();
+    let env = common::TestVault::builder().data_dir();
     let t = common::account(&fake, "inject@corp.com", "plus");
     let p = env.write_file(
         "a.json",
         common::auth_json(&t, "2026-01-01T00:00:00Z").as_bytes(),
     );
-    assert_eq!(
-        env.run(&["accounts", "import", p.to_str().unwrap(), "--label", "ok"])
-            .code,
-        0
-    );
+    env.ok(&["accounts", "import", p.to_str().unwrap(), "--label", "ok"]);
     let before = env.snapshot();
     for label in [
         "x\r\nX-Injected: 1",

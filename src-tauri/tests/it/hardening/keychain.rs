@@ -9,7 +9,7 @@ use crate::common;
 use common::*;
 
 /// The binary as on a machine without a session bus: D-Bus connects fail at once.
-fn without_dbus(env: &TestEnv, args: &[&str]) -> Run {
+fn without_dbus(env: &DataDir, args: &[&str]) -> Run {
     Run::from(
         env.cmd()
             .env(
@@ -25,13 +25,10 @@ fn without_dbus(env: &TestEnv, args: &[&str]) -> Run {
 #[test]
 fn no_secret_service_is_keychain_unavailable_and_changes_nothing() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = account(&fake, "nobus@corp.com", "plus");
     let p = env.write_file("a.json", auth_json(&t, "2026-01-01T00:00:00Z").as_bytes());
-    assert_eq!(
-        env.run(&["accounts", "import", p.to_str().unwrap()]).code,
-        0
-    );
+    env.ok(&["accounts", "import", p.to_str().unwrap()]);
     let second = account(&fake, "nobus2@corp.com", "plus");
     let p2 = env.write_file(
         "b.json",
@@ -82,7 +79,7 @@ fn no_secret_service_is_keychain_unavailable_and_changes_nothing() {
 #[test]
 fn the_file_key_opt_in_works_without_any_secret_service_and_warns() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = account(&fake, "filebus@corp.com", "plus");
     let p = env.write_file("a.json", auth_json(&t, "2026-01-01T00:00:00Z").as_bytes());
     let run = |args: &[&str]| {
@@ -115,7 +112,7 @@ fn the_file_key_opt_in_works_without_any_secret_service_and_warns() {
 #[test]
 fn a_first_run_without_a_keychain_leaves_nothing_behind() {
     // No data dir yet: it is not created (nor a database in it).
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let r = without_dbus(&env, &["accounts", "list"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("[keychain_unavailable]"), "{}", r.stderr);
@@ -137,6 +134,6 @@ fn a_first_run_without_a_keychain_leaves_nothing_behind() {
     assert!(left.is_empty(), "left behind: {left:?}");
 
     // With the keychain back, the first run creates the store as usual.
-    assert_eq!(env.run(&["accounts", "list"]).code, 0);
+    env.ok(&["accounts", "list"]);
     assert!(env.vault_home().join("codex-vault.db").exists());
 }

@@ -7,17 +7,13 @@
 
 use crate::common;
 
-use crate::common::vault::TestVault as Rig;
+use crate::common::read_until_closed;
+use crate::common::vault::{turn, TestVault};
 use codex_vault::endpoint::{KEYLESS_BODY_TIMEOUT, KEYLESS_MAX_BODY};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-fn responses_turn() -> Value {
-    json!({"model": "gpt-5-codex", "instructions": "", "stream": true, "store": false,
-        "input": [{"type":"message","role":"user","content":[{"type":"input_text","text":"hi"}]}]})
-}
 
 /// A token request's head announcing `announced` bytes, and the first bytes of its body.
 fn unfinished_token_request(announced: usize) -> Vec<u8> {
@@ -25,23 +21,6 @@ fn unfinished_token_request(announced: usize) -> Vec<u8> {
         "POST /oauth/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {announced}\r\n\r\ngrant_type=refresh_token&refresh_token="
     )
     .into_bytes()
-}
-
-/// Reads until the peer closes (EOF or reset); returns what it sent. `None`: still open at `limit`.
-async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(limit, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .ok()
-    .map(|()| got)
 }
 
 fn status_of(answer: &[u8]) -> Option<u16> {
@@ -58,17 +37,8 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
         .await;
 }
 
-async fn keyed_turn_answers(rig: &Rig) {
-    let resp = rig
-        .http
-        .post(rig.url("/v1/responses"))
-        .bearer_auth(&rig.key)
-        .json(&responses_turn())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert!(String::from_utf8_lossy(&resp.bytes().await.unwrap()).contains("response.completed"));
+async fn keyed_turn_answers(rig: &TestVault) {
+    rig.assert_answers_a_turn().await;
     let accounts = rig
         .http
         .get(rig.url("/v1/accounts"))
@@ -82,17 +52,12 @@ async fn keyed_turn_answers(rig: &Rig) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_keyless_bodies_are_dropped_while_keyed_requests_answer() {
     const HELD: usize = 200;
-    let limit = common::raise_fd_limit();
-    assert!(
-        limit > 4 * HELD as u64 + 200,
-        "this test needs about {} open files; the hard limit is {limit}",
-        4 * HELD + 200
-    );
-    let rig = Rig::new(1).await;
-    let held_by_server = HELD.min(rig.ep.budget.keyless);
+    common::need_open_files(4 * HELD + 200);
+    let rig = TestVault::new(1).await;
+    let held_by_server = HELD.min(rig.ep().budget.keyless);
     let mut clients = Vec::with_capacity(HELD);
     for _ in 0..HELD {
-        let mut s = TcpStream::connect(("127.0.0.1", rig.ep.port))
+        let mut s = TcpStream::connect(("127.0.0.1", rig.ep().port))
             .await
             .unwrap();
         s.write_all(&unfinished_token_request(1000)).await.unwrap();
@@ -101,12 +66,12 @@ async fn unfinished_keyless_bodies_are_dropped_while_keyed_requests_answer() {
     // Every one of them is inside the keyless layer, waiting for the rest of its body (any over
     // the cap were refused at once).
     until("the unfinished bodies are all being read", || {
-        rig.ep.keyless_in_flight() == held_by_server
+        rig.ep().keyless_in_flight() == held_by_server
     })
     .await;
     keyed_turn_answers(&rig).await;
     assert_eq!(
-        rig.ep.keyless_in_flight(),
+        rig.ep().keyless_in_flight(),
         held_by_server,
         "the keyed requests were answered while the keyless bodies were still held"
     );
@@ -132,7 +97,7 @@ async fn unfinished_keyless_bodies_are_dropped_while_keyed_requests_answer() {
         statuses.iter().all(|s| matches!(s, Some(408) | Some(503))),
         "{statuses:?}"
     );
-    assert_eq!(rig.ep.keyless_in_flight(), 0);
+    assert_eq!(rig.ep().keyless_in_flight(), 0);
     assert_eq!(
         rig.fake.counters().token_calls,
         0,
@@ -144,10 +109,10 @@ async fn unfinished_keyless_bodies_are_dropped_while_keyed_requests_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_token_request_is_refused_and_never_reaches_the_issuer() {
-    let rig = Rig::new(1).await;
+    let rig = TestVault::new(1).await;
 
     // From the head alone: 2 MiB announced, not a byte of it sent, and the answer comes.
-    let mut raw = TcpStream::connect(("127.0.0.1", rig.ep.port))
+    let mut raw = TcpStream::connect(("127.0.0.1", rig.ep().port))
         .await
         .unwrap();
     raw.write_all(&unfinished_token_request(2 * 1024 * 1024))
@@ -232,29 +197,26 @@ async fn an_oversized_token_request_is_refused_and_never_reaches_the_issuer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_keyless_cap_held_one_more_is_refused_and_keyed_requests_answer() {
-    let limit = common::raise_fd_limit();
-    let rig = Rig::new(1).await;
-    let cap = rig.ep.budget.keyless;
-    assert!(
-        limit > 4 * cap as u64 + 200,
-        "this test needs about {} open files; the hard limit is {limit}",
-        4 * cap + 200
-    );
+    // Raised before the endpoint starts: its connection budget follows the limit then.
+    common::raise_fd_limit();
+    let rig = TestVault::new(1).await;
+    let cap = rig.ep().budget.keyless;
+    common::need_open_files(4 * cap + 200);
     let mut held = Vec::with_capacity(cap);
     for _ in 0..cap {
-        let mut s = TcpStream::connect(("127.0.0.1", rig.ep.port))
+        let mut s = TcpStream::connect(("127.0.0.1", rig.ep().port))
             .await
             .unwrap();
         s.write_all(&unfinished_token_request(1000)).await.unwrap();
         held.push(s);
     }
     until("the cap's worth is held", || {
-        rig.ep.keyless_in_flight() == cap
+        rig.ep().keyless_in_flight() == cap
     })
     .await;
 
     // One more keyless request: refused at once (not parked), its connection closed.
-    let mut extra = TcpStream::connect(("127.0.0.1", rig.ep.port))
+    let mut extra = TcpStream::connect(("127.0.0.1", rig.ep().port))
         .await
         .unwrap();
     extra
@@ -273,10 +235,10 @@ async fn with_the_keyless_cap_held_one_more_is_refused_and_keyed_requests_answer
     assert!(String::from_utf8_lossy(&answer).contains("too_many_keyless_requests"));
 
     keyed_turn_answers(&rig).await;
-    assert_eq!(rig.ep.keyless_in_flight(), cap, "still held meanwhile");
+    assert_eq!(rig.ep().keyless_in_flight(), cap, "still held meanwhile");
     drop(held);
     until("the held ones are let go", || {
-        rig.ep.keyless_in_flight() == 0
+        rig.ep().keyless_in_flight() == 0
     })
     .await;
     assert_eq!(rig.fake.counters().token_calls, 0);
@@ -294,20 +256,15 @@ fn a_serve_at_ulimit_256_answers_keyed_requests_under_300_unfinished_keyless_bod
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     const HELD: usize = 300;
-    let limit = common::raise_fd_limit();
-    assert!(
-        limit > 2 * HELD as u64 + 200,
-        "the hard fd limit is {limit}"
-    );
+    common::need_open_files(2 * HELD + 200);
     let fake = common::fake();
-    let env = common::TestEnv::new();
+    let env = common::TestVault::builder().data_dir();
     let t = common::account(&fake, "low-fd@corp.com", "plus");
     let file = env.write_file(
         "a.json",
         common::auth_json(&t, &chrono::Utc::now().to_rfc3339()).as_bytes(),
     );
-    let r = env.run(&["accounts", "import", file.to_str().unwrap(), "--label", "a"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.ok(&["accounts", "import", file.to_str().unwrap(), "--label", "a"]);
     let info: Value =
         serde_json::from_str(&env.run(&["endpoint", "info", "--json"]).stdout).unwrap();
     let key = info["key"].as_str().unwrap().to_string();
@@ -369,7 +326,7 @@ fn a_serve_at_ulimit_256_answers_keyed_requests_under_300_unfinished_keyless_bod
         let resp = http
             .post(format!("http://127.0.0.1:{port}/v1/responses"))
             .bearer_auth(&key)
-            .json(&responses_turn())
+            .json(&turn(None))
             .send()
             .await
             .expect("the keyed request is answered");

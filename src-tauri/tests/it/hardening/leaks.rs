@@ -26,7 +26,7 @@ impl Seen {
 }
 
 fn run_traced(
-    env: &TestEnv,
+    env: &DataDir,
     fake_env: &[(&str, String)],
     args: &[&str],
     stdin: Option<&[u8]>,
@@ -93,11 +93,8 @@ fn data_key(store_id: &str) -> String {
 )]
 fn no_token_key_or_refresh_token_fragment_shows_anywhere() {
     let fake = fake();
-    let env = TestEnv::new();
-    let fenv = [
-        ("CODEX_VAULT_AUTH_BASE", fake.base_url()),
-        ("CODEX_VAULT_UPSTREAM", fake.codex_base()),
-    ];
+    let env = TestVault::builder().data_dir();
+    let fenv = fake_env(&fake);
     let mut seen = Seen::default();
     let record = |seen: &mut Seen, what: &str, r: &Run, stdout_is_secret: bool| {
         seen.add(format!("{what}: stderr"), r.stderr.clone());
@@ -178,12 +175,9 @@ fn no_token_key_or_refresh_token_fragment_shows_anywhere() {
 
     // The endpoint, traced.
     let serve_log = env.dir.path().join("serve.log");
-    let fenv_ref: Vec<(&str, &str)> = fenv
-        .iter()
-        .map(|(k, v)| (*k, v.as_str()))
-        .chain([("RUST_LOG", "trace"), ("RUST_BACKTRACE", "1")])
-        .collect();
-    let mut serve = env.spawn_serve(&fenv_ref, serve_log);
+    let mut traced = fenv.clone();
+    traced.extend([("RUST_LOG", "trace".into()), ("RUST_BACKTRACE", "1".into())]);
+    let mut serve = env.spawn_serve(&traced, serve_log);
     assert_private(&env.vault_home(), "while serving");
     assert_eq!(
         std::fs::read_dir(env.vault_home().join("endpoints"))

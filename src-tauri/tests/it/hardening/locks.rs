@@ -12,7 +12,7 @@ use std::time::Duration;
 /// The write lock the "other process" holds (a connection of its own, as the desktop app's is).
 const HOLD: Duration = Duration::from_secs(5);
 
-fn hold_write_lock(env: &TestEnv) -> rusqlite::Connection {
+fn hold_write_lock(env: &DataDir) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(env.vault_home().join("codex-vault.db")).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
     // IMMEDIATE takes the write lock now; a write makes it a real pending transaction.
@@ -24,7 +24,7 @@ fn hold_write_lock(env: &TestEnv) -> rusqlite::Connection {
 }
 
 fn assert_settled(
-    env: &TestEnv,
+    env: &DataDir,
     fake: &codex_vault_testkit::FakeOpenAi,
     t: &codex_vault_testkit::IssuedTokens,
     out: &std::process::Output,
@@ -71,7 +71,7 @@ fn assert_settled(
 #[test]
 fn a_write_lock_held_before_the_refresh_makes_it_wait_not_fail() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = import_expired(&env, &fake, "held");
     let lock = hold_write_lock(&env);
     let mut c = env.cmd();
@@ -98,7 +98,7 @@ fn a_write_lock_held_before_the_refresh_makes_it_wait_not_fail() {
 #[test]
 fn a_write_lock_held_between_upstreams_answer_and_our_commit_makes_the_commit_wait() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = import_expired(&env, &fake, "held");
     let mut c = env.cmd();
     env_for(&env, &fake)(&mut c);

@@ -44,14 +44,9 @@ async fn concurrent_streams_with_an_account_revoked_mid_run_all_succeed_and_memo
     let secs = env_num("HARDEN_SOAK_SECS", 8);
     let duration = Duration::from_secs(secs);
     // Client, fake-server and (inherited by serve) upstream sockets: several per stream.
-    let limit = raise_fd_limit();
-    assert!(
-        limit > 3 * streams as u64 + 200,
-        "{streams} streams need about {} open files; the hard limit is {limit}",
-        3 * streams + 200
-    );
+    need_open_files(3 * streams + 200);
     let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let accounts: Vec<_> = (0..4)
         .map(|i| {
             let t = account(&fake, &format!("soak{i}@corp.com"), "plus");
@@ -72,15 +67,8 @@ async fn concurrent_streams_with_an_account_revoked_mid_run_all_succeed_and_memo
         let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
         v["key"].as_str().unwrap().to_string()
     };
-    let (auth, upstream) = (fake.base_url(), fake.codex_base());
     let mut serve = tokio::task::block_in_place(|| {
-        env.spawn_serve(
-            &[
-                ("CODEX_VAULT_AUTH_BASE", &auth),
-                ("CODEX_VAULT_UPSTREAM", &upstream),
-            ],
-            env.dir.path().join("serve.log"),
-        )
+        env.spawn_serve(&fake_env(&fake), env.dir.path().join("serve.log"))
     });
     let pid = serve.pid();
     let url = serve.url("/v1/responses");

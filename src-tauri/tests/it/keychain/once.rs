@@ -17,16 +17,13 @@ fn data_key_is_read_once_per_process() {
     }
     // An existing store, made by another process (the CLI), as a user's would be.
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = account(&fake, "once@corp.com", "plus");
     let p = env.write_file(
         "auth.json",
         auth_json(&t, "2026-01-01T00:00:00Z").as_bytes(),
     );
-    assert_eq!(
-        env.run(&["accounts", "import", p.to_str().unwrap()]).code,
-        0
-    );
+    env.ok(&["accounts", "import", p.to_str().unwrap()]);
 
     let before = keychain_reads();
     let a = Service::open(&env.vault_home(), KeyStoreKind::Keychain).expect("open 1");
@@ -43,7 +40,7 @@ fn two_processes_creating_a_store_at_once_agree_on_one_key() {
     // Several CLI processes open one new data dir at the same moment: exactly one key is minted
     // and every import stays readable.
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let files: Vec<_> = (0..4)
         .map(|i| {
             let t = account(&fake, &format!("race{i}@corp.com"), "plus");

@@ -19,7 +19,7 @@ fn a_failed_keychain_start_is_not_remembered() {
     ) {
         return;
     }
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let bus = std::env::var_os("DBUS_SESSION_BUS_ADDRESS").expect("run inside keyring-session");
     // The only test in this process, so no other thread reads the environment meanwhile.
     std::env::set_var(

@@ -18,7 +18,7 @@ struct LoginProc {
 }
 
 /// Starts `accounts login` against the fake, on an ephemeral callback port, and reads its URL.
-fn start_cli_login(env: &TestEnv, fake: &FakeOpenAi, extra: &[&str]) -> LoginProc {
+fn start_cli_login(env: &DataDir, fake: &FakeOpenAi, extra: &[&str]) -> LoginProc {
     let mut child = env
         .cmd()
         .args(["accounts", "login", "--no-browser"])
@@ -94,7 +94,7 @@ fn finish(mut p: LoginProc) -> Run {
 #[test]
 fn sign_in_stores_the_account_and_signing_in_again_revives_the_same_row() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     fake.set_login_identity(Some(AccountSpec {
         email: "login@corp.com".into(),
         plan: "pro".into(),
@@ -163,7 +163,7 @@ fn sign_in_stores_the_account_and_signing_in_again_revives_the_same_row() {
 }
 
 /// One whole CLI sign-in with the fake's login identity: the browser follows the URL.
-fn sign_in_with(env: &TestEnv, fake: &FakeOpenAi, extra: &[&str]) -> Run {
+fn sign_in_with(env: &DataDir, fake: &FakeOpenAi, extra: &[&str]) -> Run {
     let p = start_cli_login(env, fake, extra);
     assert_eq!(browser_get(&p.url).0, 200);
     finish(p)
@@ -172,7 +172,7 @@ fn sign_in_with(env: &TestEnv, fake: &FakeOpenAi, extra: &[&str]) -> Run {
 #[test]
 fn the_label_is_checked_once_we_know_which_account_signed_in() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     fake.set_login_identity(Some(AccountSpec {
         email: "ana@corp.com".into(),
         ..Default::default()
@@ -226,7 +226,7 @@ fn the_label_is_checked_once_we_know_which_account_signed_in() {
 #[test]
 fn wrong_state_is_refused_and_the_real_answer_still_completes() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let p = start_cli_login(&env, &fake, &[]);
     let forged = format!(
         "http://127.0.0.1:{}/auth/callback?code=abc&state=not-the-state",
@@ -256,7 +256,7 @@ fn wrong_state_is_refused_and_the_real_answer_still_completes() {
 #[test]
 fn cancel_from_codex_login_ends_the_flow() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let p = start_cli_login(&env, &fake, &[]);
     let port = p.port;
     let (status, text) = browser_get(&format!("http://127.0.0.1:{}/cancel", p.port));

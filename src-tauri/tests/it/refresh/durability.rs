@@ -4,38 +4,21 @@
 //! refresh, and a token endpoint failing for one account costs one call per backoff step for all
 //! requests together while the endpoint's other accounts answer them.
 
-use crate::common::engine;
-
+use crate::common::vault::*;
 use codex_vault::account::Status;
-use codex_vault::endpoint;
 use codex_vault::refresh::{RefreshConfig, RefreshError};
-use codex_vault_testkit::{AccountSpec, FakeConfig, FakeOpenAi, Fault, FaultRoute};
-use engine::*;
+use codex_vault_testkit::{AccountSpec, Fault, FaultRoute};
 use serde_json::json;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn per_account(
-    fake: &FakeOpenAi,
-    chatgpt_account_id: &str,
-) -> codex_vault_testkit::AccountCounters {
-    fake.counters()
-        .per_account
-        .get(chatgpt_account_id)
-        .cloned()
-        .unwrap_or_default()
-}
 
 /// Quit (desktop) and SIGTERM (`serve`) both end in `runtime::drain_refreshes`: the issuer has
 /// rotated and holds its answer for 3 s; the drain waits for it and the commit, and starts
 /// nothing new. A later process (a restart) finds the account healthy, with no reuse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shutdown_path_waits_for_a_rotation_the_issuer_is_still_answering() {
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
-    let t = expired_account(&fake, "quit@corp.com");
-    let id = e.import(&t);
-    let tm = e.manager(&fake, config(&fake));
+    let (e, t, id) = TestVault::with_expired("quit@corp.com").await;
+    let fake = &e.fake;
+    let tm = e.manager(refresh_config(fake));
     fake.inject_faults(
         FaultRoute::Token,
         vec![Fault::SlowAfterHandling(Duration::from_secs(3))],
@@ -71,13 +54,13 @@ async fn the_shutdown_path_waits_for_a_rotation_the_issuer_is_still_answering() 
 
     // A restart: another process on the same store.
     let other = e.reopen();
-    let tm2 = manager_for(&other, &fake, config(&fake));
+    let tm2 = manager_for(&other, fake, refresh_config(fake));
     let after = tm2.access_token(&id).await.unwrap();
     assert_eq!(
         after.token, got.token,
         "the committed token is served after a restart"
     );
-    assert!(accepted(&fake, after.token.expose(), &t.account_id).await);
+    assert!(accepted(fake, after.token.expose(), &t.account_id).await);
     let v = other.view(&id).unwrap();
     assert_eq!(v.status, Status::Healthy);
     assert!(v.failure.is_none());
@@ -90,11 +73,9 @@ async fn the_shutdown_path_waits_for_a_rotation_the_issuer_is_still_answering() 
 /// spent and says so with the honest code: the process is alive, the answer was lost in transit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_lost_in_a_live_process_is_lost_in_transit_found_by_the_next_refresh() {
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
-    let t = expired_account(&fake, "transit@corp.com");
-    let id = e.import(&t);
-    let tm = e.manager(&fake, config(&fake));
+    let (e, t, id) = TestVault::with_expired("transit@corp.com").await;
+    let fake = &e.fake;
+    let tm = e.manager(refresh_config(fake));
     fake.inject_faults(FaultRoute::Token, vec![Fault::DropAfterHandling]);
     match tm.access_token(&id).await {
         Err(RefreshError::Terminal { reason, .. }) => {
@@ -107,7 +88,7 @@ async fn an_answer_lost_in_a_live_process_is_lost_in_transit_found_by_the_next_r
         }
         other => panic!("{other:?}"),
     }
-    let n = per_account(&fake, &t.account_id);
+    let n = per_account(fake, &t.account_id);
     assert_eq!(
         (n.refresh_calls, n.refreshes_ok, n.refresh_reuse),
         (2, 1, 1),
@@ -123,23 +104,18 @@ async fn an_answer_lost_in_a_live_process_is_lost_in_transit_found_by_the_next_r
 /// finds the token still current and the account simply refreshes — no false alarm.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_request_the_issuer_never_handled_is_refreshed_at_once() {
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
-    let t = expired_account(&fake, "dropped@corp.com");
-    let id = e.import(&t);
-    let tm = e.manager(
-        &fake,
-        RefreshConfig {
-            transient_retries: 0,
-            ..config(&fake)
-        },
-    );
+    let (e, t, id) = TestVault::with_expired("dropped@corp.com").await;
+    let fake = &e.fake;
+    let tm = e.manager(RefreshConfig {
+        transient_retries: 0,
+        ..refresh_config(fake)
+    });
     fake.inject_faults(FaultRoute::Token, vec![Fault::DropConnection]);
     let got = tm
         .access_token(&id)
         .await
         .expect("refreshed by the recheck");
-    assert!(accepted(&fake, got.token.expose(), &t.account_id).await);
+    assert!(accepted(fake, got.token.expose(), &t.account_id).await);
     let n = fake.counters();
     assert_eq!((n.token_calls, n.refreshes_ok, n.refresh_reuse), (2, 1, 0));
     assert_eq!(e.service.view(&id).unwrap().status, Status::Healthy);
@@ -151,9 +127,14 @@ async fn a_dropped_request_the_issuer_never_handled_is_refreshed_at_once() {
 /// account answers every request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_token_endpoint_costs_one_call_per_backoff_step_and_others_answer() {
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
-    let failing = expired_account(&fake, "failing@corp.com");
+    let base = Duration::from_millis(100);
+    let mut e = TestVault::builder()
+        .configure(move |c| c.refresh.retry_base = base)
+        .no_endpoint()
+        .start()
+        .await;
+    let fake = &e.fake;
+    let failing = expired_account(fake, "failing@corp.com");
     e.import(&failing);
     let fine = fake.add_account(AccountSpec {
         email: "fine@corp.com".into(),
@@ -161,20 +142,8 @@ async fn a_failing_token_endpoint_costs_one_call_per_backoff_step_and_others_ans
     });
     e.import(&fine);
     fake.set_refresh_failure(&failing.account_id, Some(503));
-    let base = Duration::from_millis(100);
-    let service = Arc::new(e.reopen());
-    let tm = manager_for(
-        &service,
-        &fake,
-        RefreshConfig {
-            retry_base: base,
-            ..config(&fake)
-        },
-    );
-    let key = service.local_api_key().unwrap().expose().to_string();
-    let ep = endpoint::start(service, tm, 0, fake.codex_base())
-        .await
-        .unwrap();
+    e.serve().await;
+    let (fake, ep, key) = (&e.fake, e.ep(), &e.key);
     let http = reqwest::Client::new();
     let body = json!({"model": "gpt-5-codex", "instructions": "", "input": [{"type":"message","role":"user","content":[{"type":"input_text","text":"hi"}]}], "stream": true, "store": false});
     let started = Instant::now();
@@ -183,7 +152,7 @@ async fn a_failing_token_endpoint_costs_one_call_per_backoff_step_and_others_ans
             .map(|_| {
                 let req = http
                     .post(format!("{}/v1/responses", ep.url()))
-                    .bearer_auth(&key)
+                    .bearer_auth(key)
                     .json(&body);
                 tokio::spawn(async move {
                     let r = req.send().await.unwrap();
@@ -200,8 +169,8 @@ async fn a_failing_token_endpoint_costs_one_call_per_backoff_step_and_others_ans
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let elapsed = started.elapsed();
-    let bad = per_account(&fake, &failing.account_id);
-    let good = per_account(&fake, &fine.account_id);
+    let bad = per_account(fake, &failing.account_id);
+    let good = per_account(fake, &fine.account_id);
     assert_eq!(bad.responses_calls, 0, "the failing account never served");
     assert_eq!(
         good.responses_calls, 60,

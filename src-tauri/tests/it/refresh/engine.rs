@@ -2,31 +2,17 @@
 //! single-flight, race recovery in both reuse shapes, family revoke, genuine death, an outsider's
 //! redemption, transient failures, and rotations that concurrent writes can never drop.
 
-use crate::common::engine;
-
+use crate::common::vault::*;
 use codex_vault::account::Status;
 use codex_vault::refresh::{AccessToken, RefreshConfig, RefreshError};
-use codex_vault_testkit::{FakeConfig, FakeOpenAi, Fault, FaultRoute, ReuseMode};
-use engine::*;
+use codex_vault_testkit::{FakeOpenAi, Fault, FaultRoute, ReuseMode};
 use std::time::Duration;
-
-fn events(e: &Engine, id: &str) -> Vec<String> {
-    e.service
-        .store()
-        .events(id, 100)
-        .unwrap()
-        .into_iter()
-        .map(|ev| ev.kind)
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_callers_cause_one_refresh() {
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
-    let t = expired_account(&fake, "sf@corp.com");
-    let id = e.import(&t);
-    let tm = e.manager(&fake, config(&fake));
+    let (e, t, id) = TestVault::with_expired("sf@corp.com").await;
+    let fake = &e.fake;
+    let tm = e.manager(refresh_config(fake));
     let calls: Vec<_> = (0..1000)
         .map(|_| {
             let (tm, id) = (tm.clone(), id.clone());
@@ -47,7 +33,7 @@ async fn a_thousand_concurrent_callers_cause_one_refresh() {
         "all callers got the same token"
     );
     assert_ne!(tokens[0].token.expose(), t.access_token);
-    assert!(accepted(&fake, tokens[0].token.expose(), &t.account_id).await);
+    assert!(accepted(fake, tokens[0].token.expose(), &t.account_id).await);
     assert_eq!(
         e.service
             .store()
@@ -64,7 +50,7 @@ async fn a_thousand_concurrent_callers_cause_one_refresh() {
 /// The first refresh to arrive is held briefly, so both redeem the same refresh token.
 async fn racing_refreshes(
     fake: &FakeOpenAi,
-    e: &Engine,
+    e: &TestVault,
     id: &str,
 ) -> (
     Result<AccessToken, RefreshError>,
@@ -73,9 +59,9 @@ async fn racing_refreshes(
     let other = e.reopen();
     let cfg = RefreshConfig {
         lease_enabled: false,
-        ..config(fake)
+        ..refresh_config(fake)
     };
-    let (a, b) = (e.manager(fake, cfg.clone()), manager_for(&other, fake, cfg));
+    let (a, b) = (e.manager(cfg.clone()), manager_for(&other, fake, cfg));
     fake.inject_faults(
         FaultRoute::Token,
         vec![Fault::Slow(Duration::from_millis(400))],
@@ -84,12 +70,11 @@ async fn racing_refreshes(
 }
 
 async fn race(mode: ReuseMode, expected_code: &str) {
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
+    let (e, t, id) = TestVault::with_expired("race@corp.com").await;
+    let fake = &e.fake;
+    // How the fake answers refreshes: set before the first one.
     fake.set_reuse_mode(mode);
-    let e = Engine::new();
-    let t = expired_account(&fake, "race@corp.com");
-    let id = e.import(&t);
-    let (ra, rb) = racing_refreshes(&fake, &e, &id).await;
+    let (ra, rb) = racing_refreshes(fake, &e, &id).await;
     let (ta, tb) = (ra.expect("a gets a token"), rb.expect("b gets a token"));
     assert_eq!(ta.token, tb.token, "the loser adopted the winner's token");
     let n = fake.counters();
@@ -101,13 +86,13 @@ async fn race(mode: ReuseMode, expected_code: &str) {
     let acct = e.service.store().get_account(&id).unwrap().unwrap();
     assert_eq!(acct.status, Status::Healthy);
     assert!(acct.failure.is_none());
-    let ev = events(&e, &id);
+    let ev = e.events(&id);
     assert!(ev.contains(&"race_recovered".to_string()), "{ev:?}");
     let detail = e.service.store().events(&id, 10).unwrap();
     assert!(detail
         .iter()
         .any(|d| d.detail.as_deref().unwrap_or("").starts_with(expected_code)));
-    assert!(accepted(&fake, ta.token.expose(), &t.account_id).await);
+    assert!(accepted(fake, ta.token.expose(), &t.account_id).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,12 +107,11 @@ async fn race_recovery_after_invalid_grant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_adopted_token_revoked_by_family_revoke_is_terminal_with_upstreams_code() {
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
+    let (e, _t, id) = TestVault::with_expired("family@corp.com").await;
+    let fake = &e.fake;
+    // How the fake answers refreshes: set before the first one.
     fake.set_family_revoke_on_reuse(true);
-    let e = Engine::new();
-    let t = expired_account(&fake, "family@corp.com");
-    let id = e.import(&t);
-    let (ra, rb) = racing_refreshes(&fake, &e, &id).await;
+    let (ra, rb) = racing_refreshes(fake, &e, &id).await;
     let loser = [ra, rb]
         .into_iter()
         .find_map(Result::err)
@@ -149,12 +133,10 @@ async fn an_adopted_token_revoked_by_family_revoke_is_terminal_with_upstreams_co
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_grant_is_terminal_with_its_reason_and_never_retried() {
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
-    let t = expired_account(&fake, "dead@corp.com");
-    let id = e.import(&t);
+    let (e, t, id) = TestVault::with_expired("dead@corp.com").await;
+    let fake = &e.fake;
     fake.revoke_account(&t.account_id);
-    let tm = e.manager(&fake, config(&fake));
+    let tm = e.manager(refresh_config(fake));
     match tm.access_token(&id).await {
         Err(RefreshError::Terminal { reason, .. }) => {
             assert_eq!(reason.code, "refresh_token_invalidated");
@@ -184,17 +166,15 @@ async fn a_revoked_grant_is_terminal_with_its_reason_and_never_retried() {
         calls,
         "a dead grant was hammered"
     );
-    assert!(events(&e, &id).contains(&"failed".to_string()));
+    assert!(e.events(&id).contains(&"failed".to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outsider_redeeming_our_token_is_refresh_token_reused_naming_another_app() {
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
-    let t = expired_account(&fake, "outsider@corp.com");
-    let id = e.import(&t);
+    let (e, t, id) = TestVault::with_expired("outsider@corp.com").await;
+    let fake = &e.fake;
     fake.rotate_out_of_band(&t.refresh_token);
-    match e.manager(&fake, config(&fake)).access_token(&id).await {
+    match e.manager(refresh_config(fake)).access_token(&id).await {
         Err(RefreshError::Terminal { reason, .. }) => {
             assert_eq!(reason.code, "refresh_token_reused");
             assert!(reason.message.contains("another app"), "{}", reason.message);
@@ -205,17 +185,12 @@ async fn an_outsider_redeeming_our_token_is_refresh_token_reused_naming_another_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_warn_then_clear_and_never_kill() {
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
-    let t = expired_account(&fake, "flaky@corp.com");
-    let id = e.import(&t);
-    let tm = e.manager(
-        &fake,
-        RefreshConfig {
-            transient_retries: 0,
-            ..config(&fake)
-        },
-    );
+    let (e, t, id) = TestVault::with_expired("flaky@corp.com").await;
+    let fake = &e.fake;
+    let tm = e.manager(RefreshConfig {
+        transient_retries: 0,
+        ..refresh_config(fake)
+    });
     fake.inject_faults(
         FaultRoute::Token,
         vec![
@@ -240,7 +215,7 @@ async fn transient_failures_warn_then_clear_and_never_kill() {
         assert!(v.last_error.is_some(), "the warning is shown");
     }
     let ok = tm.access_token(&id).await.expect("the fourth try succeeds");
-    assert!(accepted(&fake, ok.token.expose(), &t.account_id).await);
+    assert!(accepted(fake, ok.token.expose(), &t.account_id).await);
     let v = e.service.view(&id).unwrap();
     assert!(v.last_error.is_none(), "the warning is cleared on success");
     assert_eq!(v.status, Status::Healthy);
@@ -248,26 +223,24 @@ async fn transient_failures_warn_then_clear_and_never_kill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_inside_one_call_ride_out_a_short_outage() {
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
-    let t = expired_account(&fake, "retry@corp.com");
-    let id = e.import(&t);
+    let (e, _t, id) = TestVault::with_expired("retry@corp.com").await;
+    let fake = &e.fake;
     fake.inject_faults(
         FaultRoute::Token,
         vec![Fault::Status(502), Fault::Status(500)],
     );
-    let tm = e.manager(&fake, config(&fake));
+    let tm = e.manager(refresh_config(fake));
     assert!(tm.access_token(&id).await.is_ok());
     assert_eq!(fake.counters().refreshes_ok, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn label_writes_racing_refreshes_never_lose_a_rotation() {
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
+    let e = TestVault::builder().no_endpoint().start().await;
+    let fake = &e.fake;
     let t = fake.add_account(Default::default());
     let id = e.import(&t);
-    let tm = e.manager(&fake, config(&fake));
+    let tm = e.manager(refresh_config(fake));
     let store = e.service.store().clone();
     for i in 0..40 {
         let writer = {
@@ -288,7 +261,7 @@ async fn label_writes_racing_refreshes_never_lose_a_rotation() {
         .force_refresh(&id, None)
         .await
         .expect("the stored refresh token is the current one");
-    assert!(accepted(&fake, last.token.expose(), &t.account_id).await);
+    assert!(accepted(fake, last.token.expose(), &t.account_id).await);
     let n = fake.counters();
     assert_eq!((n.refreshes_ok, n.refresh_reuse), (41, 0));
 }
@@ -296,8 +269,8 @@ async fn label_writes_racing_refreshes_never_lose_a_rotation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_attempt_never_marks_a_newer_generation_terminal() {
     use codex_vault::account::{now_ms, FailureReason};
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
+    let e = TestVault::builder().no_endpoint().start().await;
+    let fake = &e.fake;
     let t = fake.add_account(Default::default());
     let id = e.import(&t);
     let g0 = e
@@ -307,7 +280,7 @@ async fn a_stale_attempt_never_marks_a_newer_generation_terminal() {
         .unwrap()
         .unwrap()
         .generation;
-    e.manager(&fake, config(&fake))
+    e.manager(refresh_config(fake))
         .force_refresh(&id, None)
         .await
         .unwrap();
@@ -327,12 +300,11 @@ async fn a_stale_attempt_never_marks_a_newer_generation_terminal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absent_fields_keep_their_old_values() {
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
+    let (e, t, id) = TestVault::with_expired("noid@corp.com").await;
+    let fake = &e.fake;
+    // How the fake answers refreshes: set before the first one.
     fake.set_omit_id_token_on_refresh(true);
-    let e = Engine::new();
-    let t = expired_account(&fake, "noid@corp.com");
-    let id = e.import(&t);
-    e.manager(&fake, config(&fake))
+    e.manager(refresh_config(fake))
         .access_token(&id)
         .await
         .unwrap();

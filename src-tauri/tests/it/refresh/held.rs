@@ -3,11 +3,11 @@
 //! held (renewed only then), serving with the held tokens, and the commit landing once the
 //! store can write again. In a process of its own: the full-disk failpoint is read once per process.
 
-use crate::common::{engine, in_own_process, wait_until_async};
+use crate::common::{in_own_process, wait_until_async};
 
+use crate::common::vault::*;
 use codex_vault::refresh::{holder_id, holder_is_dead, RefreshConfig};
-use codex_vault_testkit::{FakeConfig, FakeOpenAi, Fault, FaultRoute};
-use engine::*;
+use codex_vault_testkit::{Fault, FaultRoute};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,18 +41,13 @@ async fn a_rotation_whose_commit_fails_is_held_with_its_lease_until_it_lands() {
     );
     std::fs::write(&full, b"").unwrap();
 
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
-    let t = expired_account(&fake, "held@corp.com");
-    let id = e.import(&t);
+    let (e, t, id) = TestVault::with_expired("held@corp.com").await;
+    let fake = &e.fake;
     let ttl = Duration::from_secs(2);
-    let tm = e.manager(
-        &fake,
-        RefreshConfig {
-            lease_ttl: ttl,
-            ..config(&fake)
-        },
-    );
+    let tm = e.manager(RefreshConfig {
+        lease_ttl: ttl,
+        ..refresh_config(fake)
+    });
     let other = e.reopen();
 
     // While the POST is at the issuer, the intent row is committed and the lease is ours.
@@ -80,7 +75,7 @@ async fn a_rotation_whose_commit_fails_is_held_with_its_lease_until_it_lands() {
     // The commit fails (SQLITE_FULL): the caller still gets the new token, and it works.
     let got = caller.await.unwrap().expect("the new token, held");
     assert_ne!(got.token.expose(), t.access_token);
-    assert!(accepted(&fake, got.token.expose(), &t.account_id).await);
+    assert!(accepted(fake, got.token.expose(), &t.account_id).await);
     assert_eq!(tm.held_rotations(), vec![id.clone()]);
     let view = codex_vault::refresh::held_rotation(&id).expect("shown as held");
     assert!(
@@ -128,7 +123,7 @@ async fn a_rotation_whose_commit_fails_is_held_with_its_lease_until_it_lands() {
     assert_eq!(other.store().generation(&id).unwrap(), Some(1));
     assert!(other.store().intent(&id).unwrap().is_none());
     assert!(other.store().lease_holder(&id).unwrap().is_none());
-    let fresh = manager_for(&other, &fake, config(&fake));
+    let fresh = manager_for(&other, fake, refresh_config(fake));
     let stored = fresh.access_token(&id).await.unwrap();
     assert_eq!(stored.token, got.token, "the held token is the one stored");
     let n = fake.counters();

@@ -11,7 +11,7 @@ use std::time::Duration;
 #[test]
 fn four_token_processes_started_together_cause_one_refresh() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = import_expired(&env, &fake, "shared");
     let set = env_for(&env, &fake);
     let children: Vec<_> = (0..4)
@@ -52,7 +52,7 @@ fn four_token_processes_started_together_cause_one_refresh() {
 #[test]
 fn token_on_a_dead_grant_exits_3_with_the_reason_and_refresh_works_on_a_live_one() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let dead = import_expired(&env, &fake, "dead");
     import_expired(&env, &fake, "live");
     fake.revoke_account(&dead.account_id);
@@ -115,14 +115,10 @@ fn kill_9_at_random_points_of_a_refresh_loses_nothing_silently() {
     let fake = fake();
     let (mut healthy, mut lost) = (0, 0);
     for trial in 0..TRIALS {
-        let env = TestEnv::new();
+        let env = TestVault::builder().data_dir();
         let label = format!("k{trial}");
         let t = import_expired(&env, &fake, &label);
-        let before = fake
-            .counters()
-            .per_account
-            .get(&t.account_id)
-            .map_or(0, |c| c.refreshes_ok);
+        let before = per_account(&fake, &t.account_id).refreshes_ok;
         let calls_before = fake.counters().token_calls;
         // The upstream answer takes a while and the commit is held back a moment (a failpoint),
         // so kills land in every phase: before the POST, during it, between answer and commit, after.
@@ -179,12 +175,7 @@ fn kill_9_at_random_points_of_a_refresh_loses_nothing_silently() {
             .query_row("SELECT generation FROM accounts", [], |r| r.get(0))
             .unwrap();
         drop(conn);
-        let rotated_upstream = fake
-            .counters()
-            .per_account
-            .get(&t.account_id)
-            .map_or(0, |c| c.refreshes_ok)
-            - before;
+        let rotated_upstream = per_account(&fake, &t.account_id).refreshes_ok - before;
         // Known from the fake's counters and our generation: was a rotation lost in the crash?
         let expect_lost = rotated_upstream as i64 > generation;
 

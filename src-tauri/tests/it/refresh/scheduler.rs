@@ -2,25 +2,23 @@
 //! window (and not again until the next), and with nothing due the fake sees no call at all.
 //! The lead-time rules themselves are simulated over days of virtual time in `refresh::plan`.
 
-use crate::common::engine;
-
+use crate::common::vault::*;
 use codex_vault::refresh::plan::{SETTING_FRACTION, SETTING_MIN_SECS};
 use codex_vault::refresh::Scheduler;
-use codex_vault_testkit::{AccountSpec, FakeConfig, FakeOpenAi};
-use engine::*;
+use codex_vault_testkit::AccountSpec;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_due_means_no_calls() {
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
+    let e = TestVault::builder().no_endpoint().start().await;
+    let fake = &e.fake;
     for i in 0..3 {
         e.import(&fake.add_account(AccountSpec {
             email: format!("idle{i}@corp.com"),
             ..Default::default()
         }));
     }
-    let scheduler = Scheduler::spawn(e.manager(&fake, config(&fake)));
+    let scheduler = Scheduler::spawn(e.manager(refresh_config(fake)));
     // Observation interval: fresh 1-hour tokens are not due for ~54 minutes.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(fake.counters().token_calls, 0);
@@ -33,8 +31,8 @@ async fn nothing_due_means_no_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_due_account_is_refreshed_once_per_window() {
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
+    let e = TestVault::builder().no_endpoint().start().await;
+    let fake = &e.fake;
     // Short tokens and a small lead (settings live in SQLite), so windows pass in seconds.
     e.service
         .store()
@@ -56,7 +54,7 @@ async fn a_due_account_is_refreshed_once_per_window() {
     });
     let id = e.import(&t);
     e.import(&idle);
-    let _scheduler = Scheduler::spawn(e.manager(&fake, config(&fake)));
+    let _scheduler = Scheduler::spawn(e.manager(refresh_config(fake)));
     let n = fake
         .wait_for_counters(Duration::from_secs(30), |n| {
             n.per_account
@@ -96,21 +94,18 @@ async fn a_due_account_is_refreshed_once_per_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_added_by_another_process_is_picked_up() {
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
-    let _scheduler = Scheduler::spawn(e.manager(&fake, config(&fake)));
+    let e = TestVault::builder().no_endpoint().start().await;
+    let fake = &e.fake;
+    let _scheduler = Scheduler::spawn(e.manager(refresh_config(fake)));
     // Another handle on the file (its own connection), as the CLI would be: an already-expired
     // account appears there, and the running scheduler refreshes it without being told.
-    let other = Engine {
-        dir: tempfile::tempdir().unwrap(),
-        service: e.reopen(),
-    };
+    let other = e.reopen();
     let first = fake.add_account(AccountSpec {
         email: "late@corp.com".into(),
         ..Default::default()
     });
     let t = fake.issue_grant(&first.account_id, Some(Duration::ZERO));
-    other.import(&t);
+    import_into(&other, &t);
     fake.wait_for_counters(Duration::from_secs(20), |n| n.refreshes_ok >= 1)
         .await
         .expect("the new account was refreshed by the running scheduler");

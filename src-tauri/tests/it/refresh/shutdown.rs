@@ -4,29 +4,13 @@
 
 use crate::common;
 
-use codex_vault_testkit::{FakeOpenAi, Fault, FaultRoute};
+use codex_vault_testkit::{Fault, FaultRoute};
 use common::*;
 use std::process::Stdio;
 use std::time::Duration;
 
-fn per_account(fake: &FakeOpenAi, id: &str) -> codex_vault_testkit::AccountCounters {
-    fake.counters()
-        .per_account
-        .get(id)
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn serve_env(fake: &FakeOpenAi) -> Vec<(&'static str, String)> {
-    vec![
-        ("CODEX_VAULT_AUTH_BASE", fake.base_url()),
-        ("CODEX_VAULT_UPSTREAM", fake.codex_base()),
-    ]
-}
-
-fn spawn_serve(env: &TestEnv, vars: &[(&'static str, String)]) -> ServeProc {
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    env.spawn_serve(&vars, env.dir.path().join("serve.stderr"))
+fn spawn_serve(env: &DataDir, vars: &[(&'static str, String)]) -> ServeProc {
+    env.spawn_serve(vars, env.dir.path().join("serve.stderr"))
 }
 
 /// Polls `f` until it gives a value (bounded): a condition awaited, never a fixed sleep.
@@ -34,13 +18,12 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
     crate::common::wait_until(what, limit, &mut f)
 }
 
-fn db(env: &TestEnv) -> rusqlite::Connection {
+fn db(env: &DataDir) -> rusqlite::Connection {
     rusqlite::Connection::open(env.vault_home().join("codex-vault.db")).unwrap()
 }
 
-fn key(env: &TestEnv) -> String {
-    let r = env.run(&["endpoint", "info", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+fn key(env: &DataDir) -> String {
+    let r = env.ok(&["endpoint", "info", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     v["key"].as_str().unwrap().to_string()
 }
@@ -64,14 +47,14 @@ fn turn_through(serve: &ServeProc, key: &str) -> u16 {
 #[test]
 fn sigterm_to_serve_waits_for_the_rotation_the_issuer_is_still_answering() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = import_expired(&env, &fake, "term");
     // The issuer rotates at once, then holds its answer for 3 s.
     fake.inject_faults(
         FaultRoute::Token,
         vec![Fault::SlowAfterHandling(Duration::from_secs(3))],
     );
-    let mut serve = spawn_serve(&env, &serve_env(&fake));
+    let mut serve = spawn_serve(&env, &fake_env(&fake));
     fake.wait_for_counters_blocking(Duration::from_secs(20), |n| {
         n.per_account
             .get(&t.account_id)
@@ -101,7 +84,7 @@ fn sigterm_to_serve_waits_for_the_rotation_the_issuer_is_still_answering() {
 #[test]
 fn sigterm_during_start_up_recovery_lets_that_refresh_commit() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = import_expired(&env, &fake, "boot");
     // An unfinished refresh left by a process that is gone: `serve` refreshes it once at start,
     // before it listens.
@@ -165,12 +148,12 @@ fn sigterm_during_start_up_recovery_lets_that_refresh_commit() {
 )]
 fn a_full_disk_between_answer_and_commit_holds_the_rotation_until_space_is_freed() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = import_expired(&env, &fake, "full");
     let serve_key = key(&env);
     let full = env.dir.path().join("disk-is-full");
     std::fs::write(&full, b"").unwrap();
-    let mut vars = serve_env(&fake);
+    let mut vars = fake_env(&fake);
     vars.push((
         "CODEX_VAULT_FAILPOINT",
         format!("store_full_while:{}", full.display()),
@@ -280,18 +263,14 @@ fn a_token_run_never_settles_the_unfinished_refresh_of_a_live_serve() {
         return;
     }
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = account(&fake, "live@corp.com", "plus");
     let p = env.write_file(
         "live.json",
         auth_json(&t, "2026-01-01T00:00:00Z").as_bytes(),
     );
-    assert_eq!(
-        env.run(&["accounts", "import", p.to_str().unwrap(), "--label", "live"])
-            .code,
-        0
-    );
-    let mut serve = spawn_serve(&env, &serve_env(&fake));
+    env.ok(&["accounts", "import", p.to_str().unwrap(), "--label", "live"]);
+    let mut serve = spawn_serve(&env, &fake_env(&fake));
     // An unfinished refresh of serve's (as an ambiguous failure leaves it): serve is alive.
     let holder = format!("{}:0badc0de:{}", serve.pid(), start_time(serve.pid()));
     db(&env)

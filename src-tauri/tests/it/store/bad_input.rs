@@ -23,15 +23,12 @@ fn jwt(claims: &Value) -> String {
 )]
 fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     // A store with one good account, so "changes nothing" is checked against real data.
     let good = account(&fake, "good@corp.com", "plus");
     let good_text = auth_json(&good, "2026-01-01T00:00:00Z");
     let p = env.write_file("good.json", good_text.as_bytes());
-    assert_eq!(
-        env.run(&["accounts", "import", p.to_str().unwrap()]).code,
-        0
-    );
+    env.ok(&["accounts", "import", p.to_str().unwrap()]);
     let base: Value = serde_json::from_str(&good_text).unwrap();
     let id_claims =
         serde_json::to_value(codex_vault_testkit::jwt::decode_claims(&good.id_token).unwrap())
@@ -231,7 +228,7 @@ fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
 #[test]
 fn stdin_import_works() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = account(&fake, "stdin@corp.com", "pro");
     let r = env.run_with_stdin(
         &["accounts", "import", "-"],
@@ -244,7 +241,7 @@ fn stdin_import_works() {
 #[test]
 fn default_path_is_codex_home_auth_json() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = account(&fake, "home@corp.com", "plus");
     std::fs::create_dir_all(env.codex_home()).unwrap();
     std::fs::write(
@@ -252,22 +249,20 @@ fn default_path_is_codex_home_auth_json() {
         auth_json(&t, "2026-01-01T00:00:00Z"),
     )
     .unwrap();
-    let r = env.run(&["accounts", "import"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.ok(&["accounts", "import"]);
     assert_eq!(env.list_json()[0]["email"], "home@corp.com");
 }
 
 #[test]
 fn a_utf8_byte_order_mark_before_the_json_is_accepted() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let t = account(&fake, "bom@corp.com", "plus");
     // As Notepad or PowerShell's `Out-File -Encoding utf8` save it.
     let mut bytes = b"\xEF\xBB\xBF".to_vec();
     bytes.extend_from_slice(auth_json(&t, "2026-01-01T00:00:00Z").as_bytes());
     let p = env.write_file("bom.json", &bytes);
-    let r = env.run(&["accounts", "import", p.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.ok(&["accounts", "import", p.to_str().unwrap()]);
     assert_eq!(env.list_json()[0]["email"], "bom@corp.com");
     // Through standard input too.
     let u = account(&fake, "bom2@corp.com", "plus");
@@ -280,7 +275,7 @@ fn a_utf8_byte_order_mark_before_the_json_is_accepted() {
 
 /// `accounts login` with `CODEX_VAULT_NO_BROWSER=value` and a browser opener on PATH that only
 /// leaves a mark: whether it ran, and the run (the sign-in itself times out after a second).
-fn login_with_no_browser(env: &TestEnv, value: &str) -> (bool, Run) {
+fn login_with_no_browser(env: &DataDir, value: &str) -> (bool, Run) {
     use std::os::unix::fs::PermissionsExt;
     let bin = env.dir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -307,20 +302,14 @@ fn login_with_no_browser(env: &TestEnv, value: &str) -> (bool, Run) {
             .unwrap(),
     );
     // The opener is spawned, not awaited: give it the moment it needs to leave its mark.
-    let opened = (0..50).any(|_| {
-        if mark.exists() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        false
-    });
+    let opened = poll_until(std::time::Duration::from_secs(1), || mark.exists()).is_some();
     (opened, r)
 }
 
 #[cfg(unix)]
 #[test]
 fn no_browser_takes_1_true_yes_and_0_false_no_in_any_case() {
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     for value in ["1", "true", "YES", "True"] {
         let (opened, r) = login_with_no_browser(&env, value);
         assert!(!opened, "{value}: a browser was opened");
@@ -353,9 +342,8 @@ fn no_browser_takes_1_true_yes_and_0_false_no_in_any_case() {
 
 #[test]
 fn help_describes_every_option_the_environment_and_the_exit_codes() {
-    let env = TestEnv::new();
-    let top = env.run(&["--help"]);
-    assert_eq!(top.code, 0, "{}", top.stderr);
+    let env = TestVault::builder().data_dir();
+    let top = env.ok(&["--help"]);
     for needle in [
         "CODEX_VAULT_HOME",
         "CODEX_VAULT_KEY_STORE",

@@ -11,18 +11,17 @@ const LAST_REFRESH: &str = "2026-01-01T12:00:00Z";
 #[test]
 fn import_lists_the_account_and_seals_every_token() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "ana@corp.com", "team");
     let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
 
-    let r = env.run(&[
+    let r = env.ok(&[
         "accounts",
         "import",
         path.to_str().unwrap(),
         "--label",
         "work",
     ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("Imported account work"), "{}", r.stdout);
     assert_no_tokens(r.stdout.as_bytes(), &tokens, "import output");
 
@@ -49,14 +48,9 @@ fn import_lists_the_account_and_seals_every_token() {
 #[test]
 fn keychain_holds_one_item_named_by_the_store_id() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "kc@corp.com", "plus");
-    let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
-    assert_eq!(
-        env.run(&["accounts", "import", path.to_str().unwrap()])
-            .code,
-        0
-    );
+    env.import_auth_json(&tokens, LAST_REFRESH);
     let store_id = env.store_id();
     let found = secret_tool_search(&store_id);
     assert!(
@@ -68,14 +62,9 @@ fn keychain_holds_one_item_named_by_the_store_id() {
 #[test]
 fn missing_key_with_sealed_data_is_key_missing_and_changes_nothing() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "gone@corp.com", "plus");
-    let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
-    assert_eq!(
-        env.run(&["accounts", "import", path.to_str().unwrap()])
-            .code,
-        0
-    );
+    let path = env.import_auth_json(&tokens, LAST_REFRESH);
     let store_id = env.store_id();
     let user = format!("data-key:{store_id}");
     let cleared = Command::new("secret-tool")
@@ -123,16 +112,13 @@ fn missing_key_with_sealed_data_is_key_missing_and_changes_nothing() {
 #[test]
 fn importing_one_account_twice_updates_the_same_row() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let first = account(&fake, "twice@corp.com", "plus");
     let p1 = env.write_file(
         "a1.json",
         auth_json(&first, "2026-01-01T00:00:00Z").as_bytes(),
     );
-    assert_eq!(
-        env.run(&["accounts", "import", p1.to_str().unwrap()]).code,
-        0
-    );
+    env.ok(&["accounts", "import", p1.to_str().unwrap()]);
     let id = env.list_json()[0]["id"].as_str().unwrap().to_string();
 
     // A newer file (a new grant of the same ChatGPT account) replaces the tokens.
@@ -141,8 +127,7 @@ fn importing_one_account_twice_updates_the_same_row() {
         "a2.json",
         auth_json(&second, "2026-02-01T00:00:00Z").as_bytes(),
     );
-    let r = env.run(&["accounts", "import", p2.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = env.ok(&["accounts", "import", p2.to_str().unwrap()]);
     assert!(
         r.stdout.contains("Updated existing account"),
         "{}",
@@ -150,8 +135,7 @@ fn importing_one_account_twice_updates_the_same_row() {
     );
 
     // An older file must not replace the newer grant.
-    let r = env.run(&["accounts", "import", p1.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = env.ok(&["accounts", "import", p1.to_str().unwrap()]);
     assert!(
         r.stdout.contains("kept the newer tokens already held"),
         "{}",
@@ -194,22 +178,17 @@ fn importing_one_account_twice_updates_the_same_row() {
 #[test]
 fn remove_deletes_account_and_secrets_but_keeps_history() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "rm@corp.com", "plus");
     let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
-    assert_eq!(
-        env.run(&[
-            "accounts",
-            "import",
-            path.to_str().unwrap(),
-            "--label",
-            "old"
-        ])
-        .code,
-        0
-    );
-    let r = env.run(&["accounts", "remove", "old"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.ok(&[
+        "accounts",
+        "import",
+        path.to_str().unwrap(),
+        "--label",
+        "old",
+    ]);
+    env.ok(&["accounts", "remove", "old"]);
     assert!(env.list_json().is_empty());
     let r = env.run(&["accounts", "remove", "old"]);
     assert_eq!(r.code, 1);
@@ -232,14 +211,9 @@ fn remove_deletes_account_and_secrets_but_keeps_history() {
 #[test]
 fn a_store_from_a_newer_version_is_refused_untouched() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "new@corp.com", "plus");
-    let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
-    assert_eq!(
-        env.run(&["accounts", "import", path.to_str().unwrap()])
-            .code,
-        0
-    );
+    env.import_auth_json(&tokens, LAST_REFRESH);
     {
         let conn = rusqlite::Connection::open(env.vault_home().join("codex-vault.db")).unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
@@ -257,7 +231,7 @@ fn a_store_from_a_newer_version_is_refused_untouched() {
 #[test]
 fn file_key_store_is_an_explicit_opt_in_that_warns() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "file@corp.com", "plus");
     let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
     let r = common::Run::from(
@@ -301,14 +275,9 @@ fn file_key_store_is_an_explicit_opt_in_that_warns() {
 fn data_dir_is_0700_and_its_files_0600() {
     use std::os::unix::fs::PermissionsExt;
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let tokens = account(&fake, "perm@corp.com", "plus");
-    let path = env.write_file("auth.json", auth_json(&tokens, LAST_REFRESH).as_bytes());
-    assert_eq!(
-        env.run(&["accounts", "import", path.to_str().unwrap()])
-            .code,
-        0
-    );
+    env.import_auth_json(&tokens, LAST_REFRESH);
     let dir_mode = std::fs::metadata(env.vault_home())
         .unwrap()
         .permissions()
@@ -338,15 +307,14 @@ fn data_dir_is_0700_and_its_files_0600() {
 #[test]
 fn a_reimport_never_renames_the_held_account_and_changes_nothing_when_asked_to() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let spec = codex_vault_testkit::AccountSpec {
         email: "same@corp.com".into(),
         ..Default::default()
     };
     let first = fake.add_account(spec.clone());
     let a = env.write_file("a.json", auth_json(&first, LAST_REFRESH).as_bytes());
-    let r = env.run(&["accounts", "import", a.to_str().unwrap(), "--label", "work"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.ok(&["accounts", "import", a.to_str().unwrap(), "--label", "work"]);
 
     // A newer file of the same ChatGPT account, with another label: refused, and nothing at all
     // is written — neither the label nor the newer tokens (one decision, before any write).
@@ -380,20 +348,17 @@ fn a_reimport_never_renames_the_held_account_and_changes_nothing_when_asked_to()
     assert_eq!(env.list_json()[0]["label"], "work");
 
     // Its own label, or none: the tokens are updated and the label stays.
-    let r = env.run(&["accounts", "import", b.to_str().unwrap(), "--label", "work"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = env.ok(&["accounts", "import", b.to_str().unwrap(), "--label", "work"]);
     assert!(
         r.stdout.contains("Updated existing account work"),
         "{}",
         r.stdout
     );
-    let r = env.run(&["accounts", "import", b.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.ok(&["accounts", "import", b.to_str().unwrap()]);
     assert_eq!(env.list_json()[0]["label"], "work");
 
     // Renaming is its own command.
-    let r = env.run(&["accounts", "rename", "work", "day job"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = env.ok(&["accounts", "rename", "work", "day job"]);
     assert!(
         r.stdout.contains("Renamed account work to day job"),
         "{}",
@@ -410,7 +375,7 @@ fn a_reimport_never_renames_the_held_account_and_changes_nothing_when_asked_to()
 #[test]
 fn a_newer_reimport_updates_the_claims_it_carries() {
     let fake = fake();
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let spec = codex_vault_testkit::AccountSpec {
         email: "claims@corp.com".into(),
         plan: "plus".into(),
@@ -419,11 +384,8 @@ fn a_newer_reimport_updates_the_claims_it_carries() {
     };
     let first = fake.add_account(spec.clone());
     let a = env.write_file("a.json", auth_json(&first, LAST_REFRESH).as_bytes());
-    assert_eq!(
-        env.run(&["accounts", "import", a.to_str().unwrap()]).code,
-        0
-    );
-    let fedramp = |env: &TestEnv| -> bool {
+    env.ok(&["accounts", "import", a.to_str().unwrap()]);
+    let fedramp = |env: &DataDir| -> bool {
         let conn = rusqlite::Connection::open(env.vault_home().join("codex-vault.db")).unwrap();
         conn.query_row("SELECT fedramp FROM accounts", [], |r| r.get(0))
             .unwrap()
@@ -447,13 +409,11 @@ fn a_newer_reimport_updates_the_claims_it_carries() {
         "old.json",
         auth_json(&moved, "2025-06-01T00:00:00Z").as_bytes(),
     );
-    let r = env.run(&["accounts", "import", old.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.ok(&["accounts", "import", old.to_str().unwrap()]);
     assert!(!fedramp(&env));
     assert_eq!(env.list_json()[0]["plan"], "plus");
 
-    let r = env.run(&["accounts", "import", b.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = env.ok(&["accounts", "import", b.to_str().unwrap()]);
     assert!(
         r.stdout.contains("Updated existing account"),
         "{}",
@@ -473,9 +433,6 @@ fn a_newer_reimport_updates_the_claims_it_carries() {
         "c.json",
         auth_json(&back, "2026-03-01T00:00:00Z").as_bytes(),
     );
-    assert_eq!(
-        env.run(&["accounts", "import", c.to_str().unwrap()]).code,
-        0
-    );
+    env.ok(&["accounts", "import", c.to_str().unwrap()]);
     assert!(!fedramp(&env));
 }

@@ -8,23 +8,23 @@
 use crate::common;
 
 use codex_vault::store::schema::{LATEST, MIGRATIONS};
-use common::TestEnv;
+use common::{DataDir, TestVault};
 use rusqlite::Connection;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-fn db_path(env: &TestEnv) -> PathBuf {
+fn db_path(env: &DataDir) -> PathBuf {
     env.vault_home().join("codex-vault.db")
 }
 
-fn copy_path(env: &TestEnv, version: i64) -> PathBuf {
+fn copy_path(env: &DataDir, version: i64) -> PathBuf {
     env.vault_home()
         .join(format!("codex-vault.db.v{version}.bak"))
 }
 
 /// A store as the build before the last migration left it: every migration but the last, a
 /// setting to recognise it by.
-fn build_old_store(env: &TestEnv) -> i64 {
+fn build_old_store(env: &DataDir) -> i64 {
     let old = LATEST - 1;
     std::fs::create_dir_all(env.vault_home()).unwrap();
     std::fs::set_permissions(env.vault_home(), std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -52,12 +52,11 @@ fn version_of(path: &Path) -> i64 {
 #[test]
 fn a_copy_is_taken_before_migrating_and_removed_by_the_next_sound_start() {
     const { assert!(LATEST >= 2, "needs at least one migration after the first") };
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let old = build_old_store(&env);
 
     // A CLI call migrates; the copy of the store as it was is beside it.
-    let r = env.run(&["accounts", "list"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.ok(&["accounts", "list"]);
     assert_eq!(version_of(&db_path(&env)), LATEST);
     let copy = copy_path(&env, old);
     assert!(copy.exists(), "no pre-migration copy at {}", copy.display());
@@ -81,11 +80,11 @@ fn a_copy_is_taken_before_migrating_and_removed_by_the_next_sound_start() {
         assert_eq!(marker, "from the old build");
     }
     // CLI calls do not check the store, so they leave the copy alone.
-    assert_eq!(env.run(&["accounts", "list"]).code, 0);
+    env.ok(&["accounts", "list"]);
     assert!(copy.exists());
 
     // The next start of `serve` finds the store sound and lets the copy go.
-    let mut serve = env.spawn_serve(&[], env.dir.path().join("serve.log"));
+    let mut serve = env.spawn_serve(common::NO_ENV, env.dir.path().join("serve.log"));
     assert!(!copy.exists(), "the copy outlived a sound start");
     assert_eq!(serve.terminate(), Some(0), "serve stops cleanly on SIGTERM");
     let leftovers: Vec<String> = std::fs::read_dir(env.vault_home())
@@ -97,19 +96,19 @@ fn a_copy_is_taken_before_migrating_and_removed_by_the_next_sound_start() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // A `serve` that migrates keeps its own copy past its start; the start after removes it.
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     let old = build_old_store(&env);
-    let mut first = env.spawn_serve(&[], env.dir.path().join("first.log"));
+    let mut first = env.spawn_serve(common::NO_ENV, env.dir.path().join("first.log"));
     assert!(copy_path(&env, old).exists());
     first.terminate();
     assert!(copy_path(&env, old).exists());
-    let mut second = env.spawn_serve(&[], env.dir.path().join("second.log"));
+    let mut second = env.spawn_serve(common::NO_ENV, env.dir.path().join("second.log"));
     assert!(!copy_path(&env, old).exists());
     second.terminate();
 }
 
 /// Overwrites the `accounts` table's root page with garbage, the rest of the file intact.
-fn damage_accounts_table(env: &TestEnv) {
+fn damage_accounts_table(env: &DataDir) {
     let db = db_path(env);
     let (page_size, root): (i64, i64) = {
         let conn = Connection::open(&db).unwrap();
@@ -139,10 +138,9 @@ fn damage_accounts_table(env: &TestEnv) {
 
 #[test]
 fn a_damaged_store_never_serves_and_the_cli_says_so() {
-    let env = TestEnv::new();
+    let env = TestVault::builder().data_dir();
     // A store with its data key, as any first run leaves it.
-    let r = env.run(&["accounts", "list"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.ok(&["accounts", "list"]);
     damage_accounts_table(&env);
 
     let r = env.run(&["serve", "--port", "0"]);

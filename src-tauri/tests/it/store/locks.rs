@@ -4,10 +4,8 @@
 //! it is last while we still write. Regression: opening a second connection used to open and
 //! close the database file outside SQLite, which dropped this process's POSIX locks.
 
-use crate::common::engine;
-
-use codex_vault_testkit::{AccountSpec, FakeConfig, FakeOpenAi};
-use engine::*;
+use crate::common::vault::*;
+use codex_vault_testkit::AccountSpec;
 use std::process::Command;
 
 fn cli_labels(dir: &std::path::Path) -> Vec<String> {
@@ -30,14 +28,14 @@ fn cli_labels(dir: &std::path::Path) -> Vec<String> {
 
 #[tokio::test]
 async fn other_processes_see_every_commit_of_a_multi_connection_process() {
-    let fake = FakeOpenAi::start(FakeConfig::default()).await;
-    let e = Engine::new();
+    let e = TestVault::builder().no_endpoint().start().await;
+    let fake = &e.fake;
     // A second connection, opened after the first, as the desktop app's endpoint does.
     let second = e.reopen();
-    let wal = e.dir.path().join("codex-vault.db-wal");
+    let wal = e.data_dir().join("codex-vault.db-wal");
     for round in 0..3 {
         // Another process opens and closes the store...
-        let before = cli_labels(e.dir.path());
+        let before = cli_labels(&e.data_dir());
         assert!(
             wal.exists(),
             "round {round}: the WAL was deleted under open connections"
@@ -48,7 +46,7 @@ async fn other_processes_see_every_commit_of_a_multi_connection_process() {
             ..Default::default()
         });
         e.import(&tokens);
-        let after = cli_labels(e.dir.path());
+        let after = cli_labels(&e.data_dir());
         assert_eq!(after.len(), before.len() + 1, "round {round}: {after:?}");
         second
             .store()
