@@ -34,6 +34,8 @@ pub fn config(data_dir: &Path, fake: &FakeOpenAi) -> Config {
         },
         upstream: fake.codex_base(),
         refresh: refresh_config(fake),
+        // Filled by `Core::open` from the store it opens.
+        settings: Default::default(),
     }
 }
 

@@ -12,14 +12,14 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_processs_setting_reaches_the_running_endpoint_through_the_bus() {
     let v = TestVault::new(2).await;
-    let ep = &v.ep;
+    let ep = v.ep();
     assert!(ep.first_byte_hold(), "on by default");
     let mut bus = Bus::global().subscribe();
 
     // What another process does: a commit on a connection of its own (this process's copy of
     // the settings knows nothing of it until the watcher sees the commit).
     let other =
-        rusqlite::Connection::open(v.e.dir.path().join(codex_vault::store::DB_FILE_NAME)).unwrap();
+        rusqlite::Connection::open(v.data_dir().join(codex_vault::store::DB_FILE_NAME)).unwrap();
     other
         .execute(
             "INSERT INTO settings (key, value) VALUES (?1, 'off') \
@@ -45,7 +45,7 @@ async fn another_processs_setting_reaches_the_running_endpoint_through_the_bus()
     )
     .await;
     assert_eq!(
-        v.e.service
+        v.service
             .store()
             .setting(endpoint::SETTING_FIRST_BYTE_HOLD)
             .unwrap()
