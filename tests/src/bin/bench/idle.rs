@@ -147,14 +147,13 @@ async fn serve_idle(o: &Opts, tmp: &Path, fake: &Fake) -> (Value, Option<f64>) {
     (row, pickup)
 }
 
-/// The core's threads: the tokio runtime's workers (`tokio-runtime-w…`; in the app, Tauri's
-/// runtime names them `tokio-rt-worker`), the core's own std threads, `vault-<job>` (and
-/// `store-watch`, the store watcher's name before that convention), and the store watcher's
-/// inotify thread (`notify-rs inotify loop`, cut to 15 bytes by the kernel) — not GTK's,
-/// WebKit's, the X11 client's, zbus's own threads or the `blocking` pool's (`blocking-N`). The
-/// Secret Service client's tokio runtime (zbus's own, for the one keychain read) gives its
-/// workers tokio's default name too (`tokio-rt-worker` since tokio 1.5x): they are counted (an
-/// overcount, never an undercount; idle, they park with no timer).
+/// The core's threads: its runtime's workers (`vault-rt`, also Tauri's tasks in the app), the
+/// core's own std threads (`vault-<job>`; `store-watch`, the store watcher's name before that
+/// convention), the store watcher's inotify thread (`notify-rs inotify loop`, cut to 15 bytes by
+/// the kernel), and tokio's default worker names (`tokio-runtime-w`, `tokio-rt-worker`): those
+/// are the Secret Service client's runtime (zbus's own, for the one keychain read) — counted, an
+/// overcount, never an undercount (idle, they park with no timer). Not GTK's, WebKit's, the X11
+/// client's, zbus's other threads or the `blocking` pool's (`blocking-N`).
 fn core_thread(name: &str) -> bool {
     [
         "tokio-runtime-w",
