@@ -256,26 +256,34 @@ mod tests {
         assert!(!watch.changed().unwrap());
     }
 
-    #[test]
-    fn a_commit_is_published_on_the_bus_without_polling() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    /// Waits (bounded) for the next event on `rx` that `wanted` accepts; panics with `what`.
+    fn await_event(
+        rx: &mut tokio::sync::broadcast::Receiver<CoreEvent>,
+        what: &str,
+        wanted: impl Fn(&CoreEvent) -> bool,
+    ) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
+        rt.block_on(tokio::time::timeout(
+            Duration::from_secs(10),
+            crate::bus::next_matching(rx, wanted),
+        ))
+        .unwrap_or_else(|_| panic!("{what} within 10 s"))
+        .unwrap();
+    }
+
+    #[test]
+    fn a_commit_is_published_on_the_bus_without_polling() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
         let mut rx = crate::bus::Bus::global().subscribe();
         watch_dir(dir.path()).unwrap();
         watch_dir(dir.path()).unwrap(); // once per directory
         store.set_setting("ui.test", "1").unwrap();
-        rt.block_on(async {
-            tokio::time::timeout(
-                Duration::from_secs(10),
-                crate::bus::next_matching(&mut rx, |e| *e == CoreEvent::StoreChanged),
-            )
-            .await
-            .expect("the commit reached the bus")
-            .unwrap();
+        await_event(&mut rx, "the commit reached the bus", |e| {
+            *e == CoreEvent::StoreChanged
         });
     }
 
@@ -284,10 +292,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.set_setting("watch.kept", "1").unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         let mut rx = crate::bus::Bus::global().subscribe();
         watch_dir(dir.path()).unwrap();
         // What another process does: a commit on a connection of its own, which this process's
@@ -299,19 +303,14 @@ mod tests {
                 [],
             )
             .unwrap();
-        rt.block_on(async {
-            tokio::time::timeout(
-                Duration::from_secs(10),
-                crate::bus::next_matching(&mut rx, |e| {
-                    *e == CoreEvent::SettingsChanged {
-                        key: "watch.other".into(),
-                    }
-                }),
-            )
-            .await
-            .expect("the other process's setting reached the bus")
-            .unwrap();
-        });
+        let key = CoreEvent::SettingsChanged {
+            key: "watch.other".into(),
+        };
+        await_event(
+            &mut rx,
+            "the other process's setting reached the bus",
+            |e| *e == key,
+        );
         assert_eq!(store.setting("watch.other").unwrap().as_deref(), Some("on"));
         assert_eq!(store.setting("watch.kept").unwrap().as_deref(), Some("1"));
     }
