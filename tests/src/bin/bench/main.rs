@@ -3,11 +3,16 @@
 //! (`codex_vault_testkit::loadgen`), prints one table and writes `target/bench/results.json`.
 //!
 //! `bench --vault BIN --fake BIN --core BIN [--app BIN] [--secs S] [--warmup S] [--idle-secs S]
-//!        [--accounts N] [--out PATH] [--only idle]`
+//!        [--accounts N] [--hold-rounds N] [--out PATH] [--only idle] [--smoke]`
+//! `bench --check PATH`: validates a written `results.json` against the stable schema.
 //!
 //! Sections: `overhead` (1, 1b), `amp` (2), `scale` (3, 4), `idle` (5: idle wake-ups and the
-//! cross-process pickup); `report` prints them and writes the JSON. `--only idle` runs section 5
-//! alone (its JSON then holds only that section).
+//! cross-process pickup); `report` prints them and writes the JSON, `schema` builds and checks
+//! its stable part (rows, ratios, idle wake-ups, refresh calls). `--only idle` runs section 5
+//! alone (its JSON then holds only that section). `--smoke` (what `make test` runs, on the debug
+//! binaries) runs every section at its smallest size — 0.5 s a cell, 10 accounts, 2 s idle
+//! windows, one hold round — and fails unless every row ran without a failed request and the
+//! JSON passes the schema check; it asserts no timing.
 //!
 //! It must run inside `scripts/keyring-session.sh` (its own D-Bus + gnome-keyring): every vault
 //! it creates lives in a temp dir, never in the user's data or keychain. It never prints a token
@@ -22,6 +27,7 @@ mod procs;
 mod report;
 mod rig;
 mod scale;
+mod schema;
 
 pub(crate) use amp::*;
 pub(crate) use load::*;
@@ -44,6 +50,13 @@ use std::time::{Duration, Instant};
 
 pub(crate) const SSE_DELTAS: u64 = 192; // + 8 framing events = a 200-event stream
 pub(crate) const SSE_EVENTS: usize = 200;
+/// The short answer (`sse14`): 6 text deltas + 8 framing events, the shape of a short Codex turn.
+pub(crate) const SSE14_DELTAS: u64 = 6;
+pub(crate) const SSE14_EVENTS: usize = 14;
+pub(crate) const CONCURRENCIES: [usize; 3] = [1, 16, 64];
+/// The payloads whose first-byte hold is measured on / off (the fake's stream and the short
+/// static one).
+pub(crate) const HOLD_PAYLOADS: [Payload; 2] = [Payload::Sse, Payload::Sse14];
 pub(crate) const MODELS_PATH: &str = "/backend-api/codex/models?client_version=0.169.0";
 pub(crate) const RESPONSES_PATH: &str = "/backend-api/codex/responses";
 /// The endpoint's switch for the first-byte hold (`codex_vault::endpoint::SETTING_FIRST_BYTE_HOLD`).
@@ -51,6 +64,8 @@ pub(crate) const HOLD_SETTING: &str = "endpoint.first_byte_hold";
 /// Hold on / hold off cells at c=1, alternating which goes first: the difference sought (≤ 0.1 ms)
 /// is below one cell's drift on a shared machine, so it is the median of per-round differences.
 pub(crate) const HOLD_ROUNDS: usize = 4;
+/// Where `--smoke` writes (so a smoke never overwrites a real run's results).
+pub(crate) const SMOKE_OUT: &str = "target/bench-smoke/results.json";
 
 pub(crate) struct Opts {
     pub(crate) vault: PathBuf,
@@ -65,6 +80,20 @@ pub(crate) struct Opts {
     pub(crate) out: PathBuf,
     /// `--only idle`: section 5 alone.
     pub(crate) only_idle: bool,
+    pub(crate) hold_rounds: usize,
+    /// `--smoke`: smallest sizes; the run fails unless every row ran and the schema holds.
+    pub(crate) smoke: bool,
+}
+
+/// `--smoke`'s sizes; explicit options still override them.
+fn smoke_defaults(o: &mut Opts) {
+    o.smoke = true;
+    o.secs = 0.5;
+    o.warmup = 0.1;
+    o.idle_secs = 2.0;
+    o.accounts = 10;
+    o.hold_rounds = 1;
+    o.out = SMOKE_OUT.into();
 }
 
 fn opts() -> Opts {
@@ -79,8 +108,13 @@ fn opts() -> Opts {
         accounts: 1000,
         out: "target/bench/results.json".into(),
         only_idle: false,
+        hold_rounds: HOLD_ROUNDS,
+        smoke: false,
     };
-    let mut args = std::env::args().skip(1);
+    if std::env::args().any(|a| a == "--smoke") {
+        smoke_defaults(&mut o);
+    }
+    let mut args = std::env::args().skip(1).filter(|a| a != "--smoke");
     while let Some(a) = args.next() {
         let v = args.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
@@ -93,6 +127,8 @@ fn opts() -> Opts {
             "--idle-secs" => o.idle_secs = v.parse().expect("--idle-secs"),
             "--accounts" => o.accounts = v.parse().expect("--accounts"),
             "--out" => o.out = v.into(),
+            "--hold-rounds" => o.hold_rounds = v.parse().expect("--hold-rounds"),
+            "--check" => std::process::exit(schema::check_file(Path::new(&v))),
             "--only" if v == "idle" => o.only_idle = true,
             "--only" => panic!("--only takes `idle` (the one section that runs alone)"),
             other => panic!("unknown argument {other}"),
@@ -174,7 +210,7 @@ async fn main() {
     }
     drop(fake);
 
-    report::write(&Results {
+    let doc = report::write(&Results {
         o: &o,
         started,
         ov: &ov,
@@ -183,4 +219,18 @@ async fn main() {
         idle: &idle,
         notes: &notes,
     });
+    let problems = schema::check(&doc, o.smoke);
+    for p in &problems {
+        eprintln!("bench: results.json: {p}");
+    }
+    if o.smoke {
+        if !problems.is_empty() {
+            eprintln!("bench smoke FAILED ({} problems)", problems.len());
+            std::process::exit(1);
+        }
+        println!(
+            "bench smoke: every row ran, the schema holds ({} s)",
+            f(started.elapsed().as_secs_f64(), 0)
+        );
+    }
 }
