@@ -106,8 +106,9 @@ package-test: deps-test
 	@[ -n "$$(ls target/release/bundle/deb/*.deb 2>/dev/null)" ] || $(MAKE) --no-print-directory package
 	scripts/package-test.sh
 
-# Not part of `make test` (it takes minutes): release binaries side by side in one run — endpoint
-# overhead against direct and nginx, refresh amplification, 1,000-account scale, footprint, idle
+# Not part of `make test` (it takes minutes; `make test` runs bench-smoke): release binaries side
+# by side in one run — endpoint overhead against direct and nginx (rows small, sse14, sse200,
+# sse-static, turn80k), refresh amplification, 1,000-account scale, footprint, idle
 # wake-ups of serve and of the app's core (Xvfb) and the cross-process pickup. Prints
 # one table and writes target/bench/results.json (README.md § Benchmarks). BENCH_ARGS passes
 # options to the driver, e.g. BENCH_ARGS="--secs 2 --idle-secs 20" for a quick look, or
