@@ -159,7 +159,7 @@ async fn start_fake(o: &Opts, tmp: &Path) -> Fake {
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> std::process::ExitCode {
     let o = opts();
     for (name, p) in [
         ("codex-vault", &o.vault),
@@ -184,7 +184,7 @@ async fn main() {
         let idle = idle::run(&o, &tmp, &fake).await;
         drop(fake);
         report::write_idle(&o, started, &idle);
-        return;
+        return std::process::ExitCode::SUCCESS;
     }
 
     // ---- 1. endpoint overhead, 1b. the first-byte hold
@@ -225,14 +225,17 @@ async fn main() {
     for p in &problems {
         eprintln!("bench: results.json: {p}");
     }
-    if o.smoke {
-        if !problems.is_empty() {
-            eprintln!("bench smoke FAILED ({} problems)", problems.len());
-            std::process::exit(1);
-        }
-        println!(
-            "bench smoke: every row ran, the schema holds ({} s)",
-            f(started.elapsed().as_secs_f64(), 0)
-        );
+    if !o.smoke {
+        return std::process::ExitCode::SUCCESS;
     }
+    // Returned, not `exit`ed: the temp dir is removed on the way out.
+    if !problems.is_empty() {
+        eprintln!("bench smoke FAILED ({} problems)", problems.len());
+        return std::process::ExitCode::FAILURE;
+    }
+    println!(
+        "bench smoke: every row ran, the schema holds ({} s)",
+        f(started.elapsed().as_secs_f64(), 0)
+    );
+    std::process::ExitCode::SUCCESS
 }
