@@ -176,44 +176,65 @@ async fn main() -> std::process::ExitCode {
         .prefix("codex-vault-bench.")
         .tempdir()
         .expect("temp dir");
-    let tmp = tmpdir.path().to_path_buf();
+    let code = run(&o, tmpdir.path()).await;
+    remove_tmp(tmpdir);
+    code
+}
+
+/// Removes the temp dir, retrying for a moment: the desktop app's WebKit child processes may
+/// still be writing into its HOME there just after the app was killed.
+fn remove_tmp(dir: tempfile::TempDir) {
+    let path = dir.path().to_path_buf();
+    drop(dir);
+    for _ in 0..25 {
+        if !path.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = std::fs::remove_dir_all(&path);
+    }
+    eprintln!("bench: could not remove {}", path.display());
+}
+
+async fn run(o: &Opts, tmp: &Path) -> std::process::ExitCode {
+    let tmp = tmp.to_path_buf();
     let started = Instant::now();
     let mut notes: Vec<String> = Vec::new();
-    let fake = start_fake(&o, &tmp).await;
+    let fake = start_fake(o, &tmp).await;
     if o.only_idle {
-        let idle = idle::run(&o, &tmp, &fake).await;
+        let idle = idle::run(o, &tmp, &fake).await;
         drop(fake);
-        report::write_idle(&o, started, &idle);
+        report::write_idle(o, started, &idle);
         return std::process::ExitCode::SUCCESS;
     }
 
     // ---- 1. endpoint overhead, 1b. the first-byte hold
-    let ov = overhead::run(&o, &tmp, &fake, &mut notes).await;
+    let ov = overhead::run(o, &tmp, &fake, &mut notes).await;
 
     // ---- 2. refresh amplification
     eprintln!("bench: refresh amplification");
     let mut amp = Vec::new();
     for n in [1usize, 100, 1000] {
-        amp.push(amplification(&o, &tmp, &fake, n).await);
+        amp.push(amplification(o, &tmp, &fake, n).await);
     }
-    amp.push(process_race(&o, &tmp, &fake, 4).await);
+    amp.push(process_race(o, &tmp, &fake, 4).await);
 
     // ---- 3. scale (also 4. idle footprint with many accounts)
     eprintln!(
         "bench: scale ({} accounts; {} s idle window)",
         o.accounts, o.idle_secs
     );
-    let scale = scale(&o, &tmp, &fake).await;
+    let scale = scale(o, &tmp, &fake).await;
 
     // ---- 5. idle wake-ups and cross-process pickup
-    let idle = idle::run(&o, &tmp, &fake).await;
+    let idle = idle::run(o, &tmp, &fake).await;
     if let Some(why) = idle["app_core"]["skipped"].as_str() {
         notes.push(format!("app core idle row skipped: {why}"));
     }
     drop(fake);
 
     let doc = report::write(&Results {
-        o: &o,
+        o,
         started,
         ov: &ov,
         amp: &amp,
