@@ -171,7 +171,7 @@ async fn static_columns(
     let (st_base, st14_base) = (st.bases[0].clone(), st.bases[1].clone());
     cols.static_nginx = Some(Box::new(nginx_tree(st.proc.pid())));
     cols.keep.push(st);
-    nginx_columns(tmp, fake, t, cols, (&st_base, &st14_base), notes);
+    // Direct first in each row (README § Benchmarks), as for the fake's rows.
     for (group, base) in [(Group::Static, &st_base), (Group::Static14, &st14_base)] {
         cols.sides.push(Side {
             name: "direct",
@@ -181,6 +181,7 @@ async fn static_columns(
             pids: Box::new(Vec::new),
         });
     }
+    nginx_columns(tmp, fake, t, cols, (&st_base, &st14_base), notes);
     let on = ("vault-static", Some(st_base.as_str()), Group::Static);
     let on14 = ("vault-sse14", Some(st14_base.as_str()), Group::Static14);
     let off14 = (
