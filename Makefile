@@ -4,7 +4,7 @@ CARGO ?= cargo
 UI_DIST := ui/dist/index.html
 BIN := target/debug/codex-vault
 
-.PHONY: run deps deps-test ui build test lint bindings test-rust e2e e2e-run soak bench package package-test clean
+.PHONY: run deps deps-test ui build test lint bindings test-rust bench-smoke e2e e2e-run soak bench package package-test clean
 export PATH := $(CURDIR)/.cache/cargo-tools/bin:$(PATH)
 
 run: build ## set up, build and launch the desktop app
@@ -30,17 +30,27 @@ ui: deps
 build: ui
 	$(CARGO) build -p codex-vault
 
-# The fast tier CI runs: lint, every Rust test, the UI's checks and tests, the WebDriver smoke.
-# Runs inside its own D-Bus session + gnome-keyring (scripts/keyring-session.sh), never the developer's.
+# The fast tier CI runs: lint, every Rust test, the bench smoke, the UI's checks and tests, the
+# WebDriver smoke. Runs inside its own D-Bus session + gnome-keyring (scripts/keyring-session.sh),
+# never the developer's.
 test: deps-test
 	cd ui && npm run build && npm test
 	$(MAKE) --no-print-directory bindings
-	scripts/keyring-session.sh $(MAKE) --no-print-directory lint test-rust e2e-run
+	scripts/keyring-session.sh $(MAKE) --no-print-directory lint test-rust bench-smoke e2e-run
 
 # The desktop app in a real WebKit window under Xvfb (tauri-driver + WebKitWebDriver).
 e2e: deps-test ui
 	$(CARGO) build -p codex-vault -p codex-vault-testkit
 	scripts/keyring-session.sh $(MAKE) --no-print-directory e2e-run
+
+# `make bench` at its smallest (1 s a cell, short idle windows) on the debug binaries test-rust
+# built: fails unless every row ran without a failed request and target/bench-smoke/results.json
+# passes the schema check; no timing asserted. Inside the keyring session (`make test` gives one).
+bench-smoke:
+	$(CARGO) build -p codex-vault -p codex-vault-testkit --bins --example bench_core
+	ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; \
+	  timeout --kill-after=10 300 target/debug/bench --smoke --vault target/debug/codex-vault \
+	  --fake target/debug/fake-openai --core target/debug/examples/bench_core --app target/debug/codex-vault
 
 # Bounded: a hung WebDriver call must fail the run, not stall CI.
 e2e-run:
@@ -98,8 +108,9 @@ package-test: deps-test
 	@[ -n "$$(ls target/release/bundle/deb/*.deb 2>/dev/null)" ] || $(MAKE) --no-print-directory package
 	scripts/package-test.sh
 
-# Not part of `make test` (it takes minutes): release binaries side by side in one run — endpoint
-# overhead against direct and nginx, refresh amplification, 1,000-account scale, footprint, idle
+# Not part of `make test` (it takes minutes; `make test` runs bench-smoke): release binaries side
+# by side in one run — endpoint overhead against direct and nginx (rows small, sse14, sse200,
+# sse-static, turn80k), refresh amplification, 1,000-account scale, footprint, idle
 # wake-ups of serve and of the app's core (Xvfb) and the cross-process pickup. Prints
 # one table and writes target/bench/results.json (README.md § Benchmarks). BENCH_ARGS passes
 # options to the driver, e.g. BENCH_ARGS="--secs 2 --idle-secs 20" for a quick look, or

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Codex Vault needs, only what is missing, saying what it does.
-# Usage: scripts/ensure-deps.sh [build|test|bench]   (test adds the headless test tools, bench nginx)
+# Usage: scripts/ensure-deps.sh [build|test|bench]   (test adds the headless test tools and nginx for
+# the bench smoke, bench nginx)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +16,8 @@ if [ "$mode" = bench ] && [ -z "${BENCH_NO_NGINX:-}" ]; then
 fi
 if [ "$mode" = test ]; then
   # Headless testing: a private D-Bus + keyring, an X server, WebKit's WebDriver for e2e.
-  pkgs+=(xvfb xauth x11-utils webkit2gtk-driver python3-venv imagemagick)
+  # nginx: the bench smoke (`make bench-smoke`) runs its reverse-proxy and static-upstream rows.
+  pkgs+=(xvfb xauth x11-utils webkit2gtk-driver python3-venv imagemagick nginx)
 fi
 
 missing=()

@@ -45,7 +45,11 @@ pub struct Report {
     pub concurrency: usize,
     pub open_loop_rate: Option<f64>,
     pub requests: u64,
+    /// Failed requests: transport errors and answers with another status than expected.
     pub errors: u64,
+    /// Of `errors`, the answers whose status was not 2xx (the bench counts such a row as failed).
+    #[serde(default)]
+    pub non_2xx: u64,
     pub seconds: f64,
     pub rps: f64,
     pub p50_ms: f64,
@@ -210,10 +214,26 @@ struct WorkerResult {
     first_bytes: Vec<u32>,
     bytes: u64,
     errors: u64,
+    non_2xx: u64,
     first_error: Option<String>,
 }
 
 impl WorkerResult {
+    fn record(&mut self, t: &Timing, expect_status: u16) {
+        if t.status != expect_status {
+            if !(200..300).contains(&t.status) {
+                self.non_2xx += 1;
+            }
+            self.error(format!("status {}", t.status));
+            return;
+        }
+        self.totals
+            .push(t.total.as_micros().min(u32::MAX as u128) as u32);
+        self.first_bytes
+            .push(t.first_byte.as_micros().min(u32::MAX as u128) as u32);
+        self.bytes += t.bytes;
+    }
+
     fn error(&mut self, e: String) {
         self.errors += 1;
         if self.first_error.is_none() {
@@ -282,17 +302,7 @@ async fn worker(spec: Spec, target: Target, index: usize, start: Instant) -> Wor
         }
         let s = sender.insert(s);
         match send_one(s, req, since).await {
-            Ok(t) if counted => {
-                if t.status != spec.expect_status {
-                    out.error(format!("status {}", t.status));
-                } else {
-                    out.totals
-                        .push(t.total.as_micros().min(u32::MAX as u128) as u32);
-                    out.first_bytes
-                        .push(t.first_byte.as_micros().min(u32::MAX as u128) as u32);
-                    out.bytes += t.bytes;
-                }
-            }
+            Ok(t) if counted => out.record(&t, spec.expect_status),
             Ok(_) => {}
             Err(e) => {
                 sender = None;
@@ -327,6 +337,7 @@ pub async fn run(spec: &Spec) -> Result<Report, String> {
         all.first_bytes.extend(r.first_bytes);
         all.bytes += r.bytes;
         all.errors += r.errors;
+        all.non_2xx += r.non_2xx;
         if all.first_error.is_none() {
             all.first_error = r.first_error;
         }
@@ -345,6 +356,7 @@ pub async fn run(spec: &Spec) -> Result<Report, String> {
         open_loop_rate: spec.rate,
         requests: n,
         errors: all.errors,
+        non_2xx: all.non_2xx,
         seconds,
         rps: n as f64 / seconds,
         p50_ms: percentile_ms(&all.totals, 0.50),

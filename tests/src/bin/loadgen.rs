@@ -1,6 +1,7 @@
 //! `loadgen URL [-c N] [-d SECS] [-w SECS] [--rate R] [-m METHOD] [-H 'k: v']... [--body TEXT|@FILE]
 //! [--expect STATUS]`: drives one HTTP/1.1 load run (see `codex_vault_testkit::loadgen`) and
 //! prints its report as one JSON line. Closed loop unless `--rate` (open loop, total req/s).
+//! `LOADGEN_THREADS=N` sets the runtime's threads (1: a current-thread runtime, like `wrk -t1`).
 
 use bytes::Bytes;
 use codex_vault_testkit::loadgen::{run, Spec};
@@ -78,10 +79,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    // `LOADGEN_THREADS=1`: one thread (a current-thread runtime), like `wrk -t1`.
+    let threads: usize = std::env::var("LOADGEN_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let rt = match threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .expect("tokio runtime");
     match rt.block_on(run(&spec)) {
         Ok(r) => {
             println!("{}", serde_json::to_string(&r).expect("report serialises"));

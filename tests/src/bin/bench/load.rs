@@ -5,6 +5,9 @@ use super::*;
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Payload {
     Small,
+    /// A fixed 14-event answer (the shape of a short Codex turn) from a static nginx upstream,
+    /// proxied by a one-worker nginx: the row of issue 18's wrk table.
+    Sse14,
     Sse,
     /// The same 200-event body from a static nginx upstream: the fake spends ≈ 7 µs per SSE
     /// event, which makes it the bottleneck of the SSE rows at c ≥ 16 on a small machine.
@@ -14,17 +17,41 @@ pub(crate) enum Payload {
     Turn80k,
 }
 
-pub(crate) const PAYLOADS: [Payload; 4] = [
+pub(crate) const PAYLOADS: [Payload; 5] = [
     Payload::Small,
+    Payload::Sse14,
     Payload::Sse,
     Payload::SseStatic,
     Payload::Turn80k,
 ];
 
+/// Which upstream (and so which set of direct / serve / nginx columns) a payload goes through.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub(crate) enum Group {
+    /// The fake OpenAI.
+    Fake,
+    /// The static nginx serving the 200-event answer (proxied by the `workers = cores` nginx).
+    Static,
+    /// The static nginx serving the 14-event answer (proxied by a one-worker nginx).
+    Static14,
+}
+
 impl Payload {
-    /// Served by the static nginx upstream (else by the fake).
-    pub(crate) fn static_upstream(self) -> bool {
-        matches!(self, Payload::SseStatic | Payload::Turn80k)
+    pub(crate) fn group(self) -> Group {
+        match self {
+            Payload::Small | Payload::Sse => Group::Fake,
+            Payload::SseStatic | Payload::Turn80k => Group::Static,
+            Payload::Sse14 => Group::Static14,
+        }
+    }
+
+    /// SSE events in one answer (`None`: not a stream).
+    pub(crate) fn events(self) -> Option<usize> {
+        match self {
+            Payload::Small => None,
+            Payload::Sse14 => Some(SSE14_EVENTS),
+            Payload::Sse | Payload::SseStatic | Payload::Turn80k => Some(SSE_EVENTS),
+        }
     }
 }
 
@@ -52,6 +79,9 @@ impl Payload {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Payload::Small => "small JSON (GET /models)",
+            Payload::Sse14 => {
+                "SSE, a fixed 14-event answer (a short Codex turn) from a static nginx upstream; nginx proxy: 1 worker"
+            }
             Payload::Sse => "SSE, 200 events (POST /responses), fake upstream",
             Payload::SseStatic => {
                 "the same 200-event SSE body from a static nginx upstream (one write, no per-event work)"
@@ -64,17 +94,18 @@ impl Payload {
     pub(crate) fn key(self) -> &'static str {
         match self {
             Payload::Small => "small",
+            Payload::Sse14 => "sse14",
             Payload::Sse => "sse200",
             Payload::SseStatic => "sse-static",
-            Payload::Turn80k => "turn-80k",
+            Payload::Turn80k => "turn80k",
         }
     }
 }
 
 pub(crate) struct Side<'a> {
     pub(crate) name: &'static str,
-    /// Which payloads this side serves: the fake's (small, sse200) or the static upstream's.
-    pub(crate) static_upstream: bool,
+    /// Which payloads this side serves: those of one upstream.
+    pub(crate) group: Group,
     pub(crate) base: String,
     pub(crate) headers: Vec<(String, String)>,
     /// Processes whose CPU the run is charged to (besides the fake).
@@ -84,7 +115,7 @@ pub(crate) struct Side<'a> {
 pub(crate) fn spec(o: &Opts, side: &Side, payload: Payload, c: usize) -> Spec {
     let (method, path, body) = match payload {
         Payload::Small => (Method::GET, MODELS_PATH, Bytes::new()),
-        Payload::Sse | Payload::SseStatic => (
+        Payload::Sse | Payload::SseStatic | Payload::Sse14 => (
             Method::POST,
             RESPONSES_PATH,
             Bytes::from(
@@ -126,12 +157,13 @@ pub(crate) async fn sanity(o: &Opts, side: &Side<'_>, payload: Payload) -> Resul
     if status != 200 {
         return Err(format!("{}: HTTP {status}", side.name));
     }
-    if payload != Payload::Small {
+    if let Some(want) = payload.events() {
         let events = String::from_utf8_lossy(&body).matches("\n\n").count();
-        if events != SSE_EVENTS {
+        if events != want {
             return Err(format!(
-                "{}: {events} SSE events, expected {SSE_EVENTS}",
-                side.name
+                "{} {}: {events} SSE events, expected {want}",
+                side.name,
+                payload.key()
             ));
         }
     }

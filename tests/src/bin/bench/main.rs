@@ -3,11 +3,16 @@
 //! (`codex_vault_testkit::loadgen`), prints one table and writes `target/bench/results.json`.
 //!
 //! `bench --vault BIN --fake BIN --core BIN [--app BIN] [--secs S] [--warmup S] [--idle-secs S]
-//!        [--accounts N] [--out PATH] [--only idle]`
+//!        [--accounts N] [--hold-rounds N] [--out PATH] [--only idle] [--smoke]`
+//! `bench --check PATH`: validates a written `results.json` against the stable schema.
 //!
 //! Sections: `overhead` (1, 1b), `amp` (2), `scale` (3, 4), `idle` (5: idle wake-ups and the
-//! cross-process pickup); `report` prints them and writes the JSON. `--only idle` runs section 5
-//! alone (its JSON then holds only that section).
+//! cross-process pickup); `report` prints them and writes the JSON, `schema` builds and checks
+//! its stable part (rows, ratios, idle wake-ups, refresh calls). `--only idle` runs section 5
+//! alone (its JSON then holds only that section). `--smoke` (what `make test` runs, on the debug
+//! binaries) runs every section at its smallest size — 0.5 s a cell, 10 accounts, 2 s idle
+//! windows, one hold round — and fails unless every row ran without a failed request and the
+//! JSON passes the schema check; it asserts no timing.
 //!
 //! It must run inside `scripts/keyring-session.sh` (its own D-Bus + gnome-keyring): every vault
 //! it creates lives in a temp dir, never in the user's data or keychain. It never prints a token
@@ -22,6 +27,7 @@ mod procs;
 mod report;
 mod rig;
 mod scale;
+mod schema;
 
 pub(crate) use amp::*;
 pub(crate) use load::*;
@@ -44,6 +50,13 @@ use std::time::{Duration, Instant};
 
 pub(crate) const SSE_DELTAS: u64 = 192; // + 8 framing events = a 200-event stream
 pub(crate) const SSE_EVENTS: usize = 200;
+/// The short answer (`sse14`): 6 text deltas + 8 framing events, the shape of a short Codex turn.
+pub(crate) const SSE14_DELTAS: u64 = 6;
+pub(crate) const SSE14_EVENTS: usize = 14;
+pub(crate) const CONCURRENCIES: [usize; 3] = [1, 16, 64];
+/// The payloads whose first-byte hold is measured on / off (the fake's stream and the short
+/// static one).
+pub(crate) const HOLD_PAYLOADS: [Payload; 2] = [Payload::Sse, Payload::Sse14];
 pub(crate) const MODELS_PATH: &str = "/backend-api/codex/models?client_version=0.169.0";
 pub(crate) const RESPONSES_PATH: &str = "/backend-api/codex/responses";
 /// The endpoint's switch for the first-byte hold (`codex_vault::endpoint::SETTING_FIRST_BYTE_HOLD`).
@@ -51,6 +64,8 @@ pub(crate) const HOLD_SETTING: &str = "endpoint.first_byte_hold";
 /// Hold on / hold off cells at c=1, alternating which goes first: the difference sought (≤ 0.1 ms)
 /// is below one cell's drift on a shared machine, so it is the median of per-round differences.
 pub(crate) const HOLD_ROUNDS: usize = 4;
+/// Where `--smoke` writes (so a smoke never overwrites a real run's results).
+pub(crate) const SMOKE_OUT: &str = "target/bench-smoke/results.json";
 
 pub(crate) struct Opts {
     pub(crate) vault: PathBuf,
@@ -65,6 +80,22 @@ pub(crate) struct Opts {
     pub(crate) out: PathBuf,
     /// `--only idle`: section 5 alone.
     pub(crate) only_idle: bool,
+    pub(crate) hold_rounds: usize,
+    /// `--smoke`: smallest sizes; the run fails unless every row ran and the schema holds.
+    pub(crate) smoke: bool,
+}
+
+/// `--smoke`'s sizes; explicit options still override them.
+fn smoke_defaults(o: &mut Opts) {
+    o.smoke = true;
+    o.secs = 0.5;
+    // No warm-up: a slow debug cell (64 SSE streams through serve) still counts its first
+    // requests; with one, none might start inside a 0.5 s window.
+    o.warmup = 0.0;
+    o.idle_secs = 2.0;
+    o.accounts = 10;
+    o.hold_rounds = 1;
+    o.out = SMOKE_OUT.into();
 }
 
 fn opts() -> Opts {
@@ -79,8 +110,13 @@ fn opts() -> Opts {
         accounts: 1000,
         out: "target/bench/results.json".into(),
         only_idle: false,
+        hold_rounds: HOLD_ROUNDS,
+        smoke: false,
     };
-    let mut args = std::env::args().skip(1);
+    if std::env::args().any(|a| a == "--smoke") {
+        smoke_defaults(&mut o);
+    }
+    let mut args = std::env::args().skip(1).filter(|a| a != "--smoke");
     while let Some(a) = args.next() {
         let v = args.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
@@ -93,6 +129,8 @@ fn opts() -> Opts {
             "--idle-secs" => o.idle_secs = v.parse().expect("--idle-secs"),
             "--accounts" => o.accounts = v.parse().expect("--accounts"),
             "--out" => o.out = v.into(),
+            "--hold-rounds" => o.hold_rounds = v.parse().expect("--hold-rounds"),
+            "--check" => std::process::exit(schema::check_file(Path::new(&v))),
             "--only" if v == "idle" => o.only_idle = true,
             "--only" => panic!("--only takes `idle` (the one section that runs alone)"),
             other => panic!("unknown argument {other}"),
@@ -121,7 +159,7 @@ async fn start_fake(o: &Opts, tmp: &Path) -> Fake {
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> std::process::ExitCode {
     let o = opts();
     for (name, p) in [
         ("codex-vault", &o.vault),
@@ -138,44 +176,65 @@ async fn main() {
         .prefix("codex-vault-bench.")
         .tempdir()
         .expect("temp dir");
-    let tmp = tmpdir.path().to_path_buf();
+    let code = run(&o, tmpdir.path()).await;
+    remove_tmp(tmpdir);
+    code
+}
+
+/// Removes the temp dir, retrying for a moment: the desktop app's WebKit child processes may
+/// still be writing into its HOME there just after the app was killed.
+fn remove_tmp(dir: tempfile::TempDir) {
+    let path = dir.path().to_path_buf();
+    drop(dir);
+    for _ in 0..25 {
+        if !path.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = std::fs::remove_dir_all(&path);
+    }
+    eprintln!("bench: could not remove {}", path.display());
+}
+
+async fn run(o: &Opts, tmp: &Path) -> std::process::ExitCode {
+    let tmp = tmp.to_path_buf();
     let started = Instant::now();
     let mut notes: Vec<String> = Vec::new();
-    let fake = start_fake(&o, &tmp).await;
+    let fake = start_fake(o, &tmp).await;
     if o.only_idle {
-        let idle = idle::run(&o, &tmp, &fake).await;
+        let idle = idle::run(o, &tmp, &fake).await;
         drop(fake);
-        report::write_idle(&o, started, &idle);
-        return;
+        report::write_idle(o, started, &idle);
+        return std::process::ExitCode::SUCCESS;
     }
 
     // ---- 1. endpoint overhead, 1b. the first-byte hold
-    let ov = overhead::run(&o, &tmp, &fake, &mut notes).await;
+    let ov = overhead::run(o, &tmp, &fake, &mut notes).await;
 
     // ---- 2. refresh amplification
     eprintln!("bench: refresh amplification");
     let mut amp = Vec::new();
     for n in [1usize, 100, 1000] {
-        amp.push(amplification(&o, &tmp, &fake, n).await);
+        amp.push(amplification(o, &tmp, &fake, n).await);
     }
-    amp.push(process_race(&o, &tmp, &fake, 4).await);
+    amp.push(process_race(o, &tmp, &fake, 4).await);
 
     // ---- 3. scale (also 4. idle footprint with many accounts)
     eprintln!(
         "bench: scale ({} accounts; {} s idle window)",
         o.accounts, o.idle_secs
     );
-    let scale = scale(&o, &tmp, &fake).await;
+    let scale = scale(o, &tmp, &fake).await;
 
     // ---- 5. idle wake-ups and cross-process pickup
-    let idle = idle::run(&o, &tmp, &fake).await;
+    let idle = idle::run(o, &tmp, &fake).await;
     if let Some(why) = idle["app_core"]["skipped"].as_str() {
         notes.push(format!("app core idle row skipped: {why}"));
     }
     drop(fake);
 
-    report::write(&Results {
-        o: &o,
+    let doc = report::write(&Results {
+        o,
         started,
         ov: &ov,
         amp: &amp,
@@ -183,4 +242,21 @@ async fn main() {
         idle: &idle,
         notes: &notes,
     });
+    let problems = schema::check(&doc, o.smoke);
+    for p in &problems {
+        eprintln!("bench: results.json: {p}");
+    }
+    if !o.smoke {
+        return std::process::ExitCode::SUCCESS;
+    }
+    // Returned, not `exit`ed: the temp dir is removed on the way out.
+    if !problems.is_empty() {
+        eprintln!("bench smoke FAILED ({} problems)", problems.len());
+        return std::process::ExitCode::FAILURE;
+    }
+    println!(
+        "bench smoke: every row ran, the schema holds ({} s)",
+        f(started.elapsed().as_secs_f64(), 0)
+    );
+    std::process::ExitCode::SUCCESS
 }

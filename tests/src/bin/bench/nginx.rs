@@ -15,12 +15,13 @@ pub(crate) fn nginx_bin() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// Starts a private Debian nginx from a config generated in `tmp/name` (workers = cores, no
-/// access log, keep-alive never cut short), one `server` per entry of `locations` (the body of
-/// its `location /`), plus `extra` in the `http` block.
+/// Starts a private Debian nginx from a config generated in `tmp/name` (`workers`: `auto` =
+/// cores, or a number; no access log, keep-alive never cut short), one `server` per entry of
+/// `locations` (the body of its `location /`), plus `extra` in the `http` block.
 pub(crate) fn start_nginx(
     tmp: &Path,
     name: &str,
+    workers: &str,
     extra: &str,
     locations: &[String],
 ) -> Result<Nginx, String> {
@@ -40,7 +41,7 @@ pub(crate) fn start_nginx(
     // Root's workers would drop to `nobody` and could not use our temp dirs.
     let user = if is_root() { "user root;\n" } else { "" };
     let conf = format!(
-        r#"{user}worker_processes auto;
+        r#"{user}worker_processes {workers};
 daemon off;
 pid {dir}/nginx.pid;
 error_log {dir}/logs/error.log warn;

@@ -1,5 +1,6 @@
-//! Section 1 (endpoint overhead, side by side: the fake alone, `serve`, nginx; the fake's and a
-//! static upstream) and 1b (the first-byte hold on / off), with serve's footprint around them.
+//! Section 1 (endpoint overhead, side by side: the upstream alone, `serve`, nginx; the fake and
+//! a static nginx upstream serving the 200- and the 14-event answer) and 1b (the first-byte hold
+//! on / off), with serve's footprint around them.
 
 use super::*;
 
@@ -60,7 +61,7 @@ pub(crate) async fn run(o: &Opts, tmp: &Path, fake: &Fake, notes: &mut Vec<Strin
     }
     for side in cols.sides.iter().chain(&cols.hold_off_sides) {
         for p in PAYLOADS {
-            if p.static_upstream() != side.static_upstream {
+            if p.group() != side.group {
                 continue;
             }
             if let Err(e) = sanity(o, side, p).await {
@@ -92,48 +93,60 @@ pub(crate) async fn run(o: &Opts, tmp: &Path, fake: &Fake, notes: &mut Vec<Strin
     }
 }
 
+/// A vault with account `t` whose `serve` goes to `upstream` (the fake when `None`), the first-
+/// byte hold on (the default) or off; returns the process and its column.
+fn serve_side(
+    o: &Opts,
+    tmp: &Path,
+    fake: &Fake,
+    t: &IssuedTokens,
+    (name, upstream, group): (&str, Option<&str>, Group),
+    hold: bool,
+) -> (Proc, Side<'static>) {
+    let mut v = Vault::new(o, tmp, name, fake);
+    if let Some(u) = upstream {
+        v = v.upstream(format!("{u}/backend-api/codex"));
+    }
+    v.import(t, "bench", chrono::Duration::zero());
+    if !hold {
+        v.set(HOLD_SETTING, "off");
+    }
+    let key = v.key();
+    let (p, base, _) = v.serve(&format!("{name}.log"));
+    let pid = p.pid();
+    let side = Side {
+        name: if hold { "serve" } else { "serve (hold off)" },
+        group,
+        base,
+        headers: bearer(&key),
+        pids: Box::new(move || vec![pid]),
+    };
+    (p, side)
+}
+
 /// The fake alone and `serve` in front of it (hold on, and its twin with the hold off); also
 /// serve's idle RSS once both answer.
 async fn fake_columns(o: &Opts, tmp: &Path, fake: &Fake, t: &IssuedTokens) -> (Columns, f64) {
-    let vault = Vault::new(o, tmp, "vault-overhead", fake);
-    vault.import(t, "bench", chrono::Duration::zero());
-    let key = vault.key();
-    let (serve, serve_base, _) = vault.serve("serve-overhead.log");
-    let serve_pid = serve.pid();
-    let (serve_off, serve_off_base, key_off) =
-        serve_hold_off(o, tmp, "vault-hold-off", fake, t, None);
-    let serve_off_pid = serve_off.pid();
-    let hold_off_sides = vec![Side {
-        name: "serve (hold off)",
-        static_upstream: false,
-        base: serve_off_base.clone(),
-        headers: bearer(&key_off),
-        pids: Box::new(move || vec![serve_off_pid]),
-    }];
-    while health(&serve_base).await.is_none() || health(&serve_off_base).await.is_none() {
+    let on = ("vault-overhead", None, Group::Fake);
+    let (serve, serve_side_on) = serve_side(o, tmp, fake, t, on, true);
+    let off = ("vault-hold-off", None, Group::Fake);
+    let (serve_off, serve_side_off) = serve_side(o, tmp, fake, t, off, false);
+    let serve_base = serve_side_on.base.clone();
+    while health(&serve_base).await.is_none() || health(&serve_side_off.base).await.is_none() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_rss = rss_mb(serve_pid);
-    let sides = vec![
-        Side {
-            name: "direct",
-            static_upstream: false,
-            base: fake.base.clone(),
-            headers: upstream_auth(t),
-            pids: Box::new(Vec::new),
-        },
-        Side {
-            name: "serve",
-            static_upstream: false,
-            base: serve_base.clone(),
-            headers: bearer(&key),
-            pids: Box::new(move || vec![serve_pid]),
-        },
-    ];
+    let idle_rss = rss_mb(serve.pid());
+    let direct = Side {
+        name: "direct",
+        group: Group::Fake,
+        base: fake.base.clone(),
+        headers: upstream_auth(t),
+        pids: Box::new(Vec::new),
+    };
     let cols = Columns {
-        sides,
-        hold_off_sides,
+        sides: vec![direct, serve_side_on],
+        hold_off_sides: vec![serve_side_off],
         static_nginx: None,
         serve,
         serve_base,
@@ -143,9 +156,9 @@ async fn fake_columns(o: &Opts, tmp: &Path, fake: &Fake, t: &IssuedTokens) -> (C
     (cols, idle_rss)
 }
 
-/// The static SSE upstream (the fake's own 200-event answer, saved and served by nginx), the
-/// nginx proxy column in front of both upstreams, and `serve` (hold on and off) in front of the
-/// static one.
+/// The static SSE upstream (the fake's own 200- and 14-event answers, saved and served by
+/// nginx), the nginx proxy columns in front of the upstreams, and `serve` in front of each
+/// static one (the 14-event one also with the hold off).
 async fn static_columns(
     o: &Opts,
     tmp: &Path,
@@ -154,99 +167,145 @@ async fn static_columns(
     cols: &mut Columns,
     notes: &mut Vec<String>,
 ) -> Result<(), String> {
-    let st = start_static_upstream(o, tmp, &cols.sides[0]).await?;
-    let st_base = st.bases[0].clone();
+    let st = start_static_upstream(o, tmp, fake, &cols.sides[0]).await?;
+    let (st_base, st14_base) = (st.bases[0].clone(), st.bases[1].clone());
     cols.static_nginx = Some(Box::new(nginx_tree(st.proc.pid())));
-    let extra = format!(
-        "{}{}",
-        upstream_block("fake", port_of(&fake.base)),
-        upstream_block("static_sse", port_of(&st_base))
-    );
-    let proxies = [proxy_location("fake"), proxy_location("static_sse")];
-    match start_nginx(tmp, "nginx-proxy", &extra, &proxies) {
-        Ok(n) => {
-            let pids = nginx_tree(n.proc.pid());
-            for (static_upstream, base) in [(false, &n.bases[0]), (true, &n.bases[1])] {
-                cols.sides.push(Side {
-                    name: "nginx",
-                    static_upstream,
-                    base: base.clone(),
-                    headers: upstream_auth(t),
-                    pids: Box::new(pids),
-                });
-            }
-            cols.keep.push(n);
-        }
-        Err(e) => notes.push(format!("nginx column skipped: {e}")),
-    }
-    // A second serve whose upstream is the static nginx (same account, valid token).
-    let static_codex = format!("{st_base}/backend-api/codex");
-    let vault2 = Vault::new(o, tmp, "vault-static", fake).upstream(static_codex.clone());
-    vault2.import(t, "bench", chrono::Duration::zero());
-    let key2 = vault2.key();
-    let (serve2, serve2_base, _) = vault2.serve("serve-static.log");
-    let serve2_pid = serve2.pid();
-    cols.sides.push(Side {
-        name: "direct",
-        static_upstream: true,
-        base: st_base,
-        headers: upstream_auth(t),
-        pids: Box::new(Vec::new),
-    });
-    cols.sides.push(Side {
-        name: "serve",
-        static_upstream: true,
-        base: serve2_base,
-        headers: bearer(&key2),
-        pids: Box::new(move || vec![serve2_pid]),
-    });
-    let (serve2_off, serve2_off_base, key2_off) =
-        serve_hold_off(o, tmp, "vault-static-hold-off", fake, t, Some(static_codex));
-    let serve2_off_pid = serve2_off.pid();
-    cols.hold_off_sides.push(Side {
-        name: "serve (hold off)",
-        static_upstream: true,
-        base: serve2_off_base,
-        headers: bearer(&key2_off),
-        pids: Box::new(move || vec![serve2_off_pid]),
-    });
-    cols.keep_procs.push(serve2_off);
-    cols.keep_procs.push(serve2);
     cols.keep.push(st);
+    // Direct first in each row (README § Benchmarks), as for the fake's rows.
+    for (group, base) in [(Group::Static, &st_base), (Group::Static14, &st14_base)] {
+        cols.sides.push(Side {
+            name: "direct",
+            group,
+            base: base.clone(),
+            headers: upstream_auth(t),
+            pids: Box::new(Vec::new),
+        });
+    }
+    nginx_columns(tmp, fake, t, cols, (&st_base, &st14_base), notes);
+    let on = ("vault-static", Some(st_base.as_str()), Group::Static);
+    let on14 = ("vault-sse14", Some(st14_base.as_str()), Group::Static14);
+    let off14 = (
+        "vault-sse14-hold-off",
+        Some(st14_base.as_str()),
+        Group::Static14,
+    );
+    for (spec, hold) in [(on, true), (on14, true), (off14, false)] {
+        let (p, side) = serve_side(o, tmp, fake, t, spec, hold);
+        if hold {
+            cols.sides.push(side);
+        } else {
+            cols.hold_off_sides.push(side);
+        }
+        cols.keep_procs.push(p);
+    }
     Ok(())
 }
 
-/// nginx serving the fake's own SSE answer as a static file.
-async fn start_static_upstream(o: &Opts, tmp: &Path, direct: &Side<'_>) -> Result<Nginx, String> {
-    let sse_doc = {
-        let sp = spec(o, direct, Payload::Sse, 1);
-        let hdrs: Vec<(&str, &str)> = sp
-            .headers
+/// The nginx reverse-proxy columns: `workers = cores` in front of the fake and the 200-event
+/// static upstream, one worker in front of the 14-event one (as in issue 18's wrk table).
+fn nginx_columns(
+    tmp: &Path,
+    fake: &Fake,
+    t: &IssuedTokens,
+    cols: &mut Columns,
+    (st_base, st14_base): (&str, &str),
+    notes: &mut Vec<String>,
+) {
+    let configs = [
+        (
+            "nginx-proxy",
+            "auto",
+            vec![
+                (Group::Fake, "fake", port_of(&fake.base)),
+                (Group::Static, "static_sse", port_of(st_base)),
+            ],
+        ),
+        (
+            "nginx-proxy-1w",
+            "1",
+            vec![(Group::Static14, "static_sse14", port_of(st14_base))],
+        ),
+    ];
+    for (name, workers, upstreams) in configs {
+        let extra: String = upstreams
             .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .map(|(_, u, port)| upstream_block(u, *port))
             .collect();
-        loadgen::request(sp.method.clone(), &sp.url, &hdrs, sp.body.clone())
-            .await
-            .expect("one SSE answer from the fake")
-            .1
-    };
+        let locations: Vec<String> = upstreams
+            .iter()
+            .map(|(_, u, _)| proxy_location(u))
+            .collect();
+        match start_nginx(tmp, name, workers, &extra, &locations) {
+            Ok(n) => {
+                let pids = nginx_tree(n.proc.pid());
+                for ((group, _, _), base) in upstreams.iter().zip(&n.bases) {
+                    cols.sides.push(Side {
+                        name: "nginx",
+                        group: *group,
+                        base: base.clone(),
+                        headers: upstream_auth(t),
+                        pids: Box::new(pids),
+                    });
+                }
+                cols.keep.push(n);
+            }
+            Err(e) => notes.push(format!("nginx column ({name}) skipped: {e}")),
+        }
+    }
+}
+
+/// One answer of the fake to `payload`'s request, with `deltas` text deltas in its stream.
+async fn fake_answer(o: &Opts, fake: &Fake, direct: &Side<'_>, deltas: u64) -> Bytes {
+    fake.admin(Method::POST, "/settings", json!({"stream_deltas": deltas}))
+        .await;
+    let sp = spec(o, direct, Payload::Sse, 1);
+    let hdrs: Vec<(&str, &str)> = sp
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let doc = loadgen::request(sp.method.clone(), &sp.url, &hdrs, sp.body.clone())
+        .await
+        .expect("one SSE answer from the fake")
+        .1;
+    fake.admin(
+        Method::POST,
+        "/settings",
+        json!({"stream_deltas": SSE_DELTAS}),
+    )
+    .await;
+    doc
+}
+
+/// nginx serving the fake's own SSE answers as static files: the 200-event one (first server)
+/// and the 14-event one (second server).
+async fn start_static_upstream(
+    o: &Opts,
+    tmp: &Path,
+    fake: &Fake,
+    direct: &Side<'_>,
+) -> Result<Nginx, String> {
     let static_dir = tmp.join("static");
     std::fs::create_dir_all(&static_dir).expect("static dir");
-    std::fs::write(static_dir.join("sse.txt"), &sse_doc).expect("static SSE body");
-    // POST to a static file is a 405 in nginx; `error_page 405 =200 $uri` serves the file anyway.
-    let static_loc = format!(
-        "            root {};\n            default_type \"text/event-stream; charset=utf-8\";\n            error_page 405 =200 $uri;\n            try_files /sse.txt =404;\n",
-        static_dir.display()
-    );
-    start_nginx(tmp, "nginx-static", "", &[static_loc])
+    let mut locations = Vec::new();
+    for (file, deltas) in [("sse.txt", SSE_DELTAS), ("sse14.txt", SSE14_DELTAS)] {
+        let doc = fake_answer(o, fake, direct, deltas).await;
+        std::fs::write(static_dir.join(file), &doc).expect("static SSE body");
+        // POST to a static file is a 405 in nginx; `error_page 405 =200 $uri` serves the file anyway.
+        locations.push(format!(
+            "            root {};\n            default_type \"text/event-stream; charset=utf-8\";\n            error_page 405 =200 $uri;\n            try_files /{file} =404;\n",
+            static_dir.display()
+        ));
+    }
+    start_nginx(tmp, "nginx-static", "auto", "", &locations)
 }
 
 /// The upstream processes charged for a payload's cells; `None` when that upstream is absent.
 fn upstream_pids(cols: &Columns, payload: Payload, fake_pid: u32) -> Option<Vec<u32>> {
-    match (payload.static_upstream(), &cols.static_nginx) {
-        (true, Some(tree)) => Some(tree()),
-        (true, None) => None,
-        (false, _) => Some(vec![fake_pid]),
+    match (payload.group(), &cols.static_nginx) {
+        (Group::Fake, _) => Some(vec![fake_pid]),
+        (_, Some(tree)) => Some(tree()),
+        (_, None) => None,
     }
 }
 
@@ -254,14 +313,14 @@ async fn measure_cells(o: &Opts, cols: &Columns, fake_pid: u32) -> Vec<Cell> {
     let serve_pid = cols.serve.pid();
     let mut cells: Vec<Cell> = Vec::new();
     for payload in PAYLOADS {
-        let group = payload.static_upstream();
+        let group = payload.group();
         let Some(upstream_pids) = upstream_pids(cols, payload, fake_pid) else {
             continue;
         };
-        for c in [1usize, 16, 64] {
+        for c in CONCURRENCIES {
             // Side by side, cell by cell: drift on a shared machine hits all columns alike.
-            for side in cols.sides.iter().filter(|s| s.static_upstream == group) {
-                let sp = (side.name == "serve" && !group).then_some(serve_pid);
+            for side in cols.sides.iter().filter(|s| s.group == group) {
+                let sp = (side.name == "serve" && group == Group::Fake).then_some(serve_pid);
                 let cell = measure(o, &upstream_pids, side, payload, c, sp).await;
                 eprintln!(
                     "bench:   {:<6} {:<10} c={c:<3} {:>9} req/s  p50 {:>7} ms  p99 {:>7} ms",
@@ -281,26 +340,26 @@ async fn measure_cells(o: &Opts, cols: &Columns, fake_pid: u32) -> Vec<Cell> {
 /// 1b. the first-byte hold (issue 16): serve as above (hold on) against its twin with
 /// `endpoint.first_byte_hold = off`, c=1, in alternating order.
 async fn hold_cells(o: &Opts, cols: &Columns, fake_pid: u32) -> Vec<(Payload, Vec<(Cell, Cell)>)> {
-    eprintln!("bench: first-byte hold on / off at c=1 ({HOLD_ROUNDS} rounds)");
+    eprintln!(
+        "bench: first-byte hold on / off at c=1 ({} rounds)",
+        o.hold_rounds
+    );
     let mut hold_rounds = Vec::new();
-    for payload in [Payload::Sse, Payload::SseStatic] {
-        let group = payload.static_upstream();
+    for payload in HOLD_PAYLOADS {
+        let group = payload.group();
         let Some(upstream_pids) = upstream_pids(cols, payload, fake_pid) else {
             continue;
         };
         let on = cols
             .sides
             .iter()
-            .find(|s| s.name == "serve" && s.static_upstream == group);
-        let off = cols
-            .hold_off_sides
-            .iter()
-            .find(|s| s.static_upstream == group);
+            .find(|s| s.name == "serve" && s.group == group);
+        let off = cols.hold_off_sides.iter().find(|s| s.group == group);
         let (Some(on), Some(off)) = (on, off) else {
             continue;
         };
         let mut rounds = Vec::new();
-        for round in 0..HOLD_ROUNDS {
+        for round in 0..o.hold_rounds {
             let on_first = round % 2 == 0;
             let (a, b) = if on_first { (on, off) } else { (off, on) };
             let ca = measure(o, &upstream_pids, a, payload, 1, None).await;
@@ -317,24 +376,4 @@ async fn hold_cells(o: &Opts, cols: &Columns, fake_pid: u32) -> Vec<(Payload, Ve
         hold_rounds.push((payload, rounds));
     }
     hold_rounds
-}
-
-/// A vault like `vault`'s (same account) whose `serve` runs with the first-byte hold off.
-fn serve_hold_off(
-    o: &Opts,
-    tmp: &Path,
-    name: &str,
-    fake: &Fake,
-    t: &IssuedTokens,
-    upstream: Option<String>,
-) -> (Proc, String, String) {
-    let mut v = Vault::new(o, tmp, name, fake);
-    if let Some(u) = upstream {
-        v = v.upstream(u);
-    }
-    v.import(t, "bench", chrono::Duration::zero());
-    v.set(HOLD_SETTING, "off");
-    let key = v.key();
-    let (p, base, _) = v.serve(&format!("{name}.log"));
-    (p, base, key)
 }

@@ -43,21 +43,22 @@ fn get<'c>(cells: &'c [Cell], side: &str, p: &str, c: usize) -> Option<&'c Cell>
         .find(|x| x.side == side && x.payload == p && x.report.concurrency == c)
 }
 
-/// Prints the table and writes `results.json`.
-pub(crate) fn write(r: &Results) {
+/// Prints the table and writes `results.json`; returns what it wrote.
+pub(crate) fn write(r: &Results) -> Value {
     let mut out = String::new();
     let _ = writeln!(out, "\nCodex Vault bench — loadgen (hyper, closed loop), {} s per cell, all release, one machine ({} cores)", r.o.secs, cores());
     let ratios = overhead_table(&mut out, &r.ov.cells);
     cpu_line(&mut out, &r.ov.cells);
-    let hold = hold_table(&mut out, &r.ov.hold_rounds);
+    let hold = hold_table(&mut out, &r.ov.hold_rounds, r.o.hold_rounds);
     amp_lines(&mut out, r.amp);
     scale_lines(&mut out, r.scale, r.ov);
     idle_lines(&mut out, r.idle);
-    let mut targets = perf_targets(&ratios, &hold);
+    let stable = schema::ratios(&r.ov.cells, &hold);
+    let mut targets = perf_targets(&ratios, &stable);
     targets.extend(other_targets(r));
     let _ = writeln!(
         out,
-        "\nTargets (issue 8; the first-byte hold: issue 16; idle wake-ups: issue 17)"
+        "\nTargets (issue 8; against nginx: issue 18; the first-byte hold: issue 16; idle wake-ups: issue 17)"
     );
     let mark = |ok: bool| if ok { "met " } else { "MISS" };
     for x in &targets {
@@ -78,13 +79,19 @@ pub(crate) fn write(r: &Results) {
         f(r.started.elapsed().as_secs_f64(), 0)
     );
     print!("{out}");
+    let (rows, extra_rows) = schema::rows(&r.ov.cells);
     let doc = json!({
+        "rows": rows, "ratios": stable,
+        "idle_wakeups_per_min": schema::idle_wakeups(r.idle),
+        "refresh_calls": schema::refresh_calls(r.amp),
+        "extra_rows": extra_rows, "smoke": r.o.smoke,
         "generated_at": chrono::Utc::now().to_rfc3339(),
         "machine": {"cores": cores()},
         "method": {"load_generator": "codex_vault_testkit::loadgen (hyper 1, HTTP/1.1, one keep-alive connection per worker, closed loop)",
-                   "seconds_per_cell": r.o.secs, "warmup_seconds": r.o.warmup, "sse_events": SSE_EVENTS,
+                   "seconds_per_cell": r.o.secs, "warmup_seconds": r.o.warmup, "sse_events": SSE_EVENTS, "sse14_events": SSE14_EVENTS,
+                   "hold_rounds": r.o.hold_rounds, "nginx_workers": {"sse14": 1, "other rows": "auto (= cores)"},
                    "small": MODELS_PATH, "sse": RESPONSES_PATH, "profile": "bench-release (release, no LTO)"},
-        "overhead": r.ov.cells, "ratios": ratios, "first_byte_hold": hold,
+        "overhead": r.ov.cells, "overhead_ratios": ratios, "first_byte_hold": hold,
         "footprint": {"serve_idle_rss_mb": r.ov.idle_rss, "serve_rss_c64_peak_mb": r.ov.load_rss, "serve_vmhwm_mb": r.ov.hwm,
                       "serve_rss_after_load_mb": r.ov.rss_after, "serve_health_after_load": r.ov.serve_health},
         "amplification": r.amp, "scale": r.scale, "idle": r.idle, "targets": targets, "notes": r.notes,
@@ -95,6 +102,7 @@ pub(crate) fn write(r: &Results) {
     std::fs::write(&r.o.out, serde_json::to_string_pretty(&doc).expect("JSON"))
         .expect("results written");
     println!("results: {}", r.o.out.display());
+    doc
 }
 
 /// `--only idle`: section 5's lines and targets, and a JSON of that section alone.
@@ -119,6 +127,7 @@ pub(crate) fn write_idle(o: &Opts, started: Instant, idle: &Value) {
     );
     print!("{out}");
     let doc = json!({
+        "idle_wakeups_per_min": schema::idle_wakeups(idle),
         "generated_at": chrono::Utc::now().to_rfc3339(),
         "machine": {"cores": cores()},
         "sections": ["idle"], "idle": idle, "targets": targets,
@@ -140,7 +149,7 @@ fn overhead_table(out: &mut String, cells: &[Cell]) -> Vec<Value> {
     }
     let mut ratios = Vec::new();
     for p in PAYLOADS {
-        for c in [1usize, 16, 64] {
+        for c in CONCURRENCIES {
             let d = get(cells, "direct", p.key(), c);
             let s = get(cells, "serve", p.key(), c);
             let n = get(cells, "nginx", p.key(), c);
@@ -189,6 +198,19 @@ fn ratio_row(
             "-".into()
         }
     );
+    for x in [Some(d), Some(s), n].into_iter().flatten() {
+        if !schema::cell_ok(x) {
+            let _ = writeln!(
+                out,
+                "   ^ FAILED: {} {} c={c}: {} requests, {} non-2xx, {} errors in all",
+                x.side,
+                p.key(),
+                x.report.requests,
+                x.report.non_2xx,
+                x.report.errors
+            );
+        }
+    }
     json!({
         "payload": p.key(), "concurrency": c,
         "added_p50_ms": add50, "added_p99_ms": add99,
@@ -202,8 +224,9 @@ fn ratio_row(
 }
 
 fn cpu_line(out: &mut String, cells: &[Cell]) {
-    let per_payload = ["small", "sse200", "sse-static", "turn-80k"]
+    let per_payload = PAYLOADS
         .iter()
+        .map(|p| p.key())
         .map(|p| {
             let v = |side: &str| {
                 get(cells, side, p, 64).map(|c| {
@@ -229,9 +252,13 @@ fn cpu_line(out: &mut String, cells: &[Cell]) {
     );
 }
 
-fn hold_table(out: &mut String, hold_rounds: &[(Payload, Vec<(Cell, Cell)>)]) -> Vec<Value> {
+fn hold_table(
+    out: &mut String,
+    hold_rounds: &[(Payload, Vec<(Cell, Cell)>)],
+    n: usize,
+) -> Vec<Value> {
     let mut hold = Vec::new();
-    let _ = writeln!(out, "\n1b. First-byte hold, c=1: serve with the hold on (default) and off (`{HOLD_SETTING} = off`), {HOLD_ROUNDS} rounds in alternating order, medians");
+    let _ = writeln!(out, "\n1b. First-byte hold, c=1: serve with the hold on (default) and off (`{HOLD_SETTING} = off`), {n} rounds in alternating order, medians");
     let _ = writeln!(
         out,
         "   payload     hold on p50  hold off p50  added p50 (ms) | 1st byte on  off  added (ms)"
@@ -385,64 +412,89 @@ fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
-/// Targets of the overhead cells (issue 8) and the first-byte hold (issue 16).
-fn perf_targets(ratios: &[Value], hold: &[Value]) -> Vec<Value> {
+/// Targets of the overhead cells (issue 8), against nginx (issue 18: from the stable `ratios`)
+/// and of the first-byte hold (issue 16).
+fn perf_targets(ratios: &[Value], stable: &Value) -> Vec<Value> {
     let r = |p: &str, c: usize| ratio(ratios, p, c);
     let add50_c1 = num(&r("small", 1)["added_p50_ms"]);
-    let thr64: Vec<Option<f64>> = ["small", "sse200", "sse-static", "turn-80k"]
-        .iter()
-        .map(|p| r(p, 64)["throughput_vs_nginx"].as_f64())
-        .collect();
     // First byte without queueing (c=1); the c=16/64 figures are in the table.
     let fb = num(&r("sse200", 1)["added_first_byte_p50_ms"]);
-    let fb_static = num(&r("sse-static", 1)["added_first_byte_p50_ms"]);
-    let thr_ok =
-        thr64.iter().all(|v| v.is_none_or(|v| v >= 0.9)) && thr64.iter().any(Option::is_some);
-    let na = |v: Option<f64>| v.map(|v| f(v, 2)).unwrap_or_else(|| "n/a".into());
-    let hold_add = |p: &str| {
-        hold.iter()
-            .find(|x| x["payload"] == p)
-            .map_or(f64::NAN, |x| num(&x["added_p50_ms"]))
-    };
-    let (hold_fake, hold_static) = (hold_add("sse200"), hold_add("sse-static"));
-    vec![
+    let fb14 = num(&r("sse14", 1)["added_first_byte_p50_ms"]);
+    let mut t = vec![
         target(
             "added p50 ≤ 0.25 ms at c=1",
             add50_c1 <= 0.25,
             format!(
-                "{} ms small (SSE: {} fake, {} static; 80 KB turn: {})",
+                "{} ms small (SSE: {} 14 ev., {} fake, {} static; 80 KB turn: {})",
                 f(add50_c1, 3),
+                f(num(&r("sse14", 1)["added_p50_ms"]), 3),
                 f(num(&r("sse200", 1)["added_p50_ms"]), 3),
                 f(num(&r("sse-static", 1)["added_p50_ms"]), 3),
-                f(num(&r("turn-80k", 1)["added_p50_ms"]), 3)
-            ),
-        ),
-        target(
-            "throughput at c=64 ≥ 0.9× nginx",
-            thr_ok,
-            format!(
-                "{} small, {} SSE fake, {} SSE static, {} 80 KB turn",
-                na(thr64[0]),
-                na(thr64[1]),
-                na(thr64[2]),
-                na(thr64[3])
+                f(num(&r("turn80k", 1)["added_p50_ms"]), 3)
             ),
         ),
         target(
             "added first SSE byte ≤ 1 ms (p50, c=1)",
-            fb <= 1.0 && (fb_static.is_nan() || fb_static <= 1.0),
-            format!("{} ms fake, {} ms static", f(fb, 3), f(fb_static, 3)),
+            fb <= 1.0 && (fb14.is_nan() || fb14 <= 1.0),
+            format!("{} ms fake, {} ms 14 ev. static", f(fb, 3), f(fb14, 3)),
         ),
-        target(
-            "first-byte hold ≤ 0.1 ms p50 at c=1",
-            hold_fake <= 0.1 && (hold_static.is_nan() || hold_static <= 0.1),
+    ];
+    t.extend(nginx_targets(stable));
+    let hold = &stable["hold_added_p50_ms_c1"];
+    let holds: Vec<f64> = HOLD_PAYLOADS.iter().map(|p| num(&hold[p.key()])).collect();
+    t.push(target(
+        "first-byte hold ≤ 0.1 ms p50 at c=1",
+        holds.iter().all(|h| *h <= 0.1),
+        HOLD_PAYLOADS
+            .iter()
+            .zip(&holds)
+            .map(|(p, h)| format!("{} ms {}", f(*h, 3), p.key()))
+            .collect::<Vec<_>>()
+            .join(", ")
+            + " (added p50, hold on − off)",
+    ));
+    t
+}
+
+/// Issue 18's targets, one line per row: a missing or failed cell (null ratio) is a miss.
+fn nginx_targets(stable: &Value) -> Vec<Value> {
+    let v = |key: &str, p: &str, c: &str| stable[key][p][c].as_f64();
+    let shown = |x: Option<f64>| x.map(|x| f(x, 2)).unwrap_or_else(|| "n/a".into());
+    let mut t = Vec::new();
+    for p in schema::THROUGHPUT_ROWS {
+        let xs = [
+            v("throughput_vs_nginx", p, "c16"),
+            v("throughput_vs_nginx", p, "c64"),
+        ];
+        t.push(target(
+            &format!("{p}: req/s ≥ 1.0× nginx, c=16 / 64"),
+            xs.iter().all(|x| x.is_some_and(|x| x >= 1.0)),
+            format!("{}× / {}×", shown(xs[0]), shown(xs[1])),
+        ));
+    }
+    for p in schema::ROW_NAMES {
+        let xs = [v("p99_vs_nginx", p, "c16"), v("p99_vs_nginx", p, "c64")];
+        t.push(target(
+            &format!("{p}: p99 ≤ 1.5× nginx's, c=16 / 64"),
+            xs.iter().all(|x| x.is_some_and(|x| x <= 1.5)),
+            format!("{}× / {}×", shown(xs[0]), shown(xs[1])),
+        ));
+    }
+    for p in schema::ROW_NAMES {
+        let x = stable["added_p50_vs_nginx_c1"][p].as_f64();
+        let added = &stable["added_p50_ms_c1"][p];
+        t.push(target(
+            &format!("{p}: added p50 ≤ 1.5× nginx's, c=1"),
+            x.is_some_and(|x| x <= 1.5),
             format!(
-                "{} ms fake SSE, {} ms static SSE (added p50, hold on − off)",
-                f(hold_fake, 3),
-                f(hold_static, 3)
+                "{}× (serve +{} ms, nginx +{} ms)",
+                shown(x),
+                f(num(&added["serve"]), 3),
+                f(num(&added["nginx"]), 3)
             ),
-        ),
-    ]
+        ));
+    }
+    t
 }
 
 /// Targets of refresh, scale, footprint (issue 8) and idle wake-ups (issue 17).
