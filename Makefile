@@ -43,7 +43,7 @@ e2e: deps-test ui
 	$(CARGO) build -p codex-vault -p codex-vault-testkit
 	scripts/keyring-session.sh $(MAKE) --no-print-directory e2e-run
 
-# `make bench` at its smallest (1 s a cell, short idle windows) on the debug binaries test-rust
+# `make bench` at its smallest (half a second a cell, 2 s idle windows) on the debug binaries test-rust
 # built: fails unless every row ran without a failed request and target/bench-smoke/results.json
 # passes the schema check; no timing asserted. Inside the keyring session (`make test` gives one).
 bench-smoke:

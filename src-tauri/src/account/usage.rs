@@ -38,6 +38,35 @@ impl UsageSnapshot {
             .fold(0.0_f64, f64::max);
         (100.0 - used).clamp(0.0, 100.0)
     }
+
+    /// The same figures as `other`, whenever each was read: used %, window, staleness, and a
+    /// reset within `RESET_SLACK_MS` (a reset given as "after N seconds" moves with the time it
+    /// was read). A poll of an idle account that finds the same figures then writes nothing.
+    pub fn same_figures(&self, other: &UsageSnapshot) -> bool {
+        self.stale == other.stale
+            && same_window(self.primary.as_ref(), other.primary.as_ref())
+            && same_window(self.secondary.as_ref(), other.secondary.as_ref())
+    }
+}
+
+/// How far two readings of one reset time may differ and still be the same reset.
+const RESET_SLACK_MS: i64 = 60_000;
+
+fn same_window(a: Option<&UsageWindow>, b: Option<&UsageWindow>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            let reset = |w: &UsageWindow| w.resets_at.as_deref().and_then(super::rfc3339_to_ms);
+            a.used_percent == b.used_percent
+                && a.window_minutes == b.window_minutes
+                && match (reset(a), reset(b)) {
+                    (None, None) => true,
+                    (Some(x), Some(y)) => (x - y).abs() <= RESET_SLACK_MS,
+                    _ => false,
+                }
+        }
+        _ => false,
+    }
 }
 
 fn header_f64(h: &HeaderMap, name: &str) -> Option<f64> {
@@ -118,6 +147,32 @@ mod tests {
         assert_eq!(p.resets_at.as_deref(), Some("2030-03-17T17:46:40Z"));
         assert!(s.secondary.as_ref().unwrap().resets_at.is_some());
         assert_eq!(s.headroom(), 47.5);
+        // Read again later: the same figures, though `updated_at` and the relative reset moved.
+        let mut later = s.clone();
+        later.updated_at = "2099-01-01T00:00:00Z".into();
+        if let Some(w) = later.secondary.as_mut() {
+            let t = w
+                .resets_at
+                .as_deref()
+                .and_then(crate::account::rfc3339_to_ms)
+                .unwrap();
+            w.resets_at = Some(crate::account::ms_to_rfc3339(t + 2_000));
+        }
+        assert!(s.same_figures(&later));
+        let mut used_more = later.clone();
+        used_more.primary.as_mut().unwrap().used_percent = 53.0;
+        assert!(
+            !s.same_figures(&used_more),
+            "a changed percentage is a change"
+        );
+        let mut new_window = later.clone();
+        let t = crate::account::rfc3339_to_ms("2030-03-17T17:46:40Z").unwrap();
+        new_window.primary.as_mut().unwrap().resets_at =
+            Some(crate::account::ms_to_rfc3339(t + 5 * 3_600_000));
+        assert!(!s.same_figures(&new_window), "a new window is a change");
+        let mut stale = later;
+        stale.stale = true;
+        assert!(!s.same_figures(&stale), "staleness is a change");
     }
 
     #[test]

@@ -111,9 +111,21 @@ impl Shared {
         }
     }
 
-    /// Records fresh usage figures for `account_id`; they reach the store in the next flush.
+    /// Records fresh usage figures for `account_id`; they reach the store in the next flush
+    /// only if they differ from what was known (an idle account's poll finding the same
+    /// figures writes nothing, so it wakes no store watcher and no view).
     fn note_usage(&self, account_id: &str, snap: UsageSnapshot) {
-        lock(&self.usage).insert(account_id.to_string(), snap);
+        let unchanged = {
+            let mut usage = lock(&self.usage);
+            let unchanged = usage
+                .get(account_id)
+                .is_some_and(|old| old.same_figures(&snap));
+            usage.insert(account_id.to_string(), snap);
+            unchanged
+        };
+        if unchanged {
+            return;
+        }
         lock(&self.dirty_usage).insert(account_id.to_string());
         self.usage_dirtied.notify_one();
     }
