@@ -8,8 +8,6 @@ use super::*;
 use std::collections::BTreeMap;
 
 const IDLE_ACCOUNTS: usize = 5;
-/// After start, before the window: start-up work (the first plan, the webview loading) settles.
-const SETTLE: Duration = Duration::from_secs(3);
 
 /// Context switches of the threads of `pid` whose name passes `keep`, per thread (keyed by
 /// name and tid). A thread that exits inside the window takes its count with it (an undercount,
@@ -122,7 +120,9 @@ async fn serve_idle(o: &Opts, tmp: &Path, fake: &Fake) -> (Value, Option<f64>) {
     while health(&base).await.is_none() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    tokio::time::sleep(SETTLE).await;
+    // After start, before the window: start-up work (the first plan, the webview loading)
+    // settles (`--idle-settle`).
+    tokio::time::sleep(Duration::from_secs_f64(o.idle_settle)).await;
     let row = window(o, serve.pid(), "serve, all threads", &|_| true).await;
     eprintln!(
         "bench:   serve idle: {}/min",
@@ -218,7 +218,9 @@ async fn app_idle(o: &Opts, tmp: &Path, fake: &Fake) -> Result<Value, String> {
         name: "codex-vault (app)",
     };
     wait_for_core(&mut app, tmp).await?;
-    tokio::time::sleep(SETTLE).await;
+    // After start, before the window: start-up work (the first plan, the webview loading)
+    // settles (`--idle-settle`).
+    tokio::time::sleep(Duration::from_secs_f64(o.idle_settle)).await;
     let row = window(
         o,
         app.pid(),

@@ -2,7 +2,7 @@
 //! Debian's nginx side by side in one run, drives them with the in-crate load generator
 //! (`codex_vault_testkit::loadgen`), prints one table and writes `target/bench/results.json`.
 //!
-//! `bench --vault BIN --fake BIN --core BIN [--app BIN] [--secs S] [--warmup S] [--idle-secs S]
+//! `bench --vault BIN --fake BIN --core BIN [--app BIN] [--secs S] [--warmup S] [--idle-secs S] [--idle-settle S]
 //!        [--accounts N] [--hold-rounds N] [--out PATH] [--only idle] [--smoke]`
 //! `bench --check PATH`: validates a written `results.json` against the stable schema.
 //!
@@ -74,6 +74,9 @@ pub(crate) struct Opts {
     pub(crate) secs: f64,
     pub(crate) warmup: f64,
     pub(crate) idle_secs: f64,
+    /// How long after start the idle window opens (`--idle-settle`, default 3 s): longer, to
+    /// count a steady state past the first usage poll (which writes the first figures).
+    pub(crate) idle_settle: f64,
     /// The desktop app (default features) whose idle core threads are counted.
     pub(crate) app: PathBuf,
     pub(crate) accounts: usize,
@@ -106,6 +109,7 @@ fn opts() -> Opts {
         secs: 5.0,
         warmup: 1.0,
         idle_secs: 60.0,
+        idle_settle: 3.0,
         app: "target/debug/codex-vault".into(),
         accounts: 1000,
         out: "target/bench/results.json".into(),
@@ -127,6 +131,7 @@ fn opts() -> Opts {
             "--warmup" => o.warmup = v.parse().expect("--warmup"),
             "--app" => o.app = v.into(),
             "--idle-secs" => o.idle_secs = v.parse().expect("--idle-secs"),
+            "--idle-settle" => o.idle_settle = v.parse().expect("--idle-settle"),
             "--accounts" => o.accounts = v.parse().expect("--accounts"),
             "--out" => o.out = v.into(),
             "--hold-rounds" => o.hold_rounds = v.parse().expect("--hold-rounds"),
