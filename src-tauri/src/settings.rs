@@ -25,6 +25,10 @@ pub struct Settings(Arc<Inner>);
 #[derive(Default)]
 struct Inner {
     values: RwLock<BTreeMap<String, String>>,
+    /// Held across "read or write the store, then update the copy" (`serialized`), so that a
+    /// read taken before a write can never land in the copy after that write's `apply`. Readers
+    /// of the copy never take it.
+    sync: Mutex<()>,
     /// Set by the first `replace_all` (the store's open): before it, nothing can have changed.
     loaded: OnceLock<()>,
 }
@@ -45,6 +49,13 @@ impl Settings {
             .entry(store_id.to_string())
             .or_default()
             .clone()
+    }
+
+    /// Runs `f` (a store write followed by `apply`, or a store read followed by `replace_all`)
+    /// with every other such pair of this copy kept out.
+    pub fn serialized<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _held = self.0.sync.lock().unwrap_or_else(|e| e.into_inner());
+        f()
     }
 
     /// The value of `key`, `None` when unset.

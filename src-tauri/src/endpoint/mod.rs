@@ -117,11 +117,18 @@ impl Shared {
     fn note_usage(&self, account_id: &str, snap: UsageSnapshot) {
         let unchanged = {
             let mut usage = lock(&self.usage);
-            let unchanged = usage
-                .get(account_id)
-                .is_some_and(|old| old.same_figures(&snap));
-            usage.insert(account_id.to_string(), snap);
-            unchanged
+            match usage.get_mut(account_id) {
+                // Only the reading time moves: the figures kept are the ones last saved, so a
+                // reset read as "after N s" cannot drift away from the stored one unseen.
+                Some(old) if old.same_figures(&snap) => {
+                    old.updated_at = snap.updated_at;
+                    true
+                }
+                _ => {
+                    usage.insert(account_id.to_string(), snap);
+                    false
+                }
+            }
         };
         if unchanged {
             return;

@@ -181,7 +181,7 @@ mod tests {
                 // The real loop re-plans as soon as a refresh finishes (it wakes the scheduler).
                 continue;
             }
-            // The real loop sleeps until `next`, capped at 60 s; jumping straight there is the same plan.
+            // The real loop sleeps until `next`, capped at `MAX_SLEEP`; jumping straight there is the same plan.
             now = p.next.unwrap_or(until).max(now + 1);
         }
         log

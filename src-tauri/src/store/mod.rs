@@ -132,6 +132,8 @@ pub struct Store {
     conn: Mutex<Connection>,
     path: PathBuf,
     store_id: String,
+    /// This process's copy of the store's settings (`crate::settings`), shared by every handle.
+    settings: crate::settings::Settings,
     /// The copy this open took before migrating, if it migrated: kept past this start.
     pre_migration_copy: Option<PathBuf>,
 }
@@ -217,11 +219,13 @@ impl Store {
         let store_id = Self::ensure_store_id(&conn)?;
         // Every open reads the table afresh: a copy loaded by an earlier open in this process may
         // have missed another process's writes if no watcher ran meanwhile.
-        crate::settings::Settings::for_store(&store_id).replace_all(settings::all(&conn)?);
+        let settings_copy = crate::settings::Settings::for_store(&store_id);
+        settings::refresh(&settings_copy, &conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
             path,
             store_id,
+            settings: settings_copy,
             pre_migration_copy,
         })
     }

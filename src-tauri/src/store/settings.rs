@@ -17,22 +17,30 @@ pub(super) fn all(conn: &Connection) -> Result<Vec<(String, String)>, StoreError
 impl Store {
     /// This store's settings as this process knows them (no SQL: the copy loaded at open).
     pub fn settings(&self) -> Settings {
-        Settings::for_store(self.store_id())
+        self.settings.clone()
     }
 
     /// A setting, `None` when unset; from the copy, so it costs no query.
     pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.settings().get(key))
+        Ok(self.settings.get(key))
     }
 
     /// Writes a setting, then applies it to this process's copy (publishing `SettingsChanged`
     /// when the value changed) before returning: this process sees its own write at once.
     pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        self.settings().apply(key, Some(value));
-        Ok(())
+        self.settings.serialized(|| {
+            self.conn().execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            self.settings.apply(key, Some(value));
+            Ok(())
+        })
     }
+}
+
+/// Reads the store's settings into `copy` (an open, the watcher after a commit), serialized with
+/// this process's writes; returns the keys that changed.
+pub(super) fn refresh(copy: &Settings, conn: &Connection) -> Result<Vec<String>, StoreError> {
+    copy.serialized(|| Ok(copy.replace_all(all(conn)?)))
 }

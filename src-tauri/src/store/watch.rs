@@ -21,11 +21,14 @@ use std::time::{Duration, Instant};
 /// Only where no file-system watch could be set up (keeps other processes' changes under a second).
 pub const FALLBACK_POLL: Duration = Duration::from_millis(500);
 /// After a write is seen, the commit may still be on its way into the WAL index (a `FULL` sync
-/// comes first): `data_version` is checked after each of these delays until it moved.
-const SETTLE: [Duration; 3] = [
+/// comes first): `data_version` is checked after each of these delays until it moved. The last,
+/// long one is for a slow disk: a commit missed here would leave this process's settings copy
+/// stale until the next commit (views would only be late).
+const SETTLE: [Duration; 4] = [
     Duration::from_millis(15),
     Duration::from_millis(100),
     Duration::from_millis(400),
+    Duration::from_secs(2),
 ];
 
 /// The longest a run of file events is gathered before the store is looked at anyway.
@@ -63,8 +66,10 @@ impl StoreWatch {
     /// `SettingsChanged` for each key another process changed (this process's own writes are
     /// in the copy already, so they publish nothing twice).
     pub fn follow_settings(&self) -> Result<Vec<String>, StoreError> {
-        let rows = super::settings::all(&self.conn)?;
-        Ok(crate::settings::Settings::for_store(&self.store_id).replace_all(rows))
+        super::settings::refresh(
+            &crate::settings::Settings::for_store(&self.store_id),
+            &self.conn,
+        )
     }
 
     /// True once per batch of commits made since the previous call.
@@ -266,10 +271,14 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(tokio::time::timeout(
-            Duration::from_secs(10),
-            crate::bus::next_matching(rx, wanted),
-        ))
+        // The timer is made inside the runtime (it needs its time driver).
+        rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                crate::bus::next_matching(rx, wanted),
+            )
+            .await
+        })
         .unwrap_or_else(|_| panic!("{what} within 10 s"))
         .unwrap();
     }
