@@ -5,6 +5,11 @@ use clap::Parser;
 use codex_vault::cli::{self, Cli};
 use std::process::ExitCode;
 
+// The endpoint makes ≈ 100 small allocations a request; mimalloc cut serve's CPU a request by
+// ≈ 10 % against glibc's malloc (README § Benchmarks, "Where the time goes"). No thread of its own.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     codex_vault::init_logging();
     let args = Cli::parse();
