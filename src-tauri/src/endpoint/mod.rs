@@ -73,6 +73,9 @@ pub struct Shared {
     continuity: Arc<continuity::Continuity>,
     http: reqwest::Client,
     upstream: String,
+    /// `upstream` parsed once (a request's URL is this with its path set: no host parsed per
+    /// request); `None` when it does not parse (each request then fails as before).
+    upstream_url: Option<reqwest::Url>,
     /// Hold a stream's head until its first output event (`continuity::hold`).
     first_byte_hold: std::sync::atomic::AtomicBool,
 }
@@ -372,6 +375,7 @@ fn new_shared(deps: Deps, tm: TokenManager, key: Secret, upstream: String) -> Ar
         served: Mutex::new(HashMap::new()),
         continuity: Arc::new(continuity::Continuity::default()),
         http,
+        upstream_url: reqwest::Url::parse(upstream.trim_end_matches('/')).ok(),
         upstream: upstream.trim_end_matches('/').to_string(),
         first_byte_hold: std::sync::atomic::AtomicBool::new(first_byte_hold),
     })

@@ -143,16 +143,46 @@ pub(super) fn upstream_request(
             HeaderValue::from_static("true"),
         );
     }
+    let url = match upstream_url(shared.upstream_url.as_ref(), path) {
+        Some(u) => u,
+        None => match reqwest::Url::parse(&format!("{}{}", shared.upstream, path)) {
+            Ok(u) => u,
+            // Unparseable: reqwest reports it when the request is sent, as it always did.
+            Err(_) => {
+                return shared
+                    .http
+                    .request(method.clone(), format!("{}{}", shared.upstream, path))
+            }
+        },
+    };
     shared
         .http
-        .request(method.clone(), format!("{}{}", shared.upstream, path))
+        .request(method.clone(), url)
         .headers(headers)
         .body(body.clone())
 }
 
+/// `base` (the upstream, parsed once) with `path` (and its query, if any) appended: the same URL
+/// as parsing `base + path`, without parsing the host again on every request.
+fn upstream_url(base: Option<&reqwest::Url>, path: &str) -> Option<reqwest::Url> {
+    let base = base?;
+    if base.query().is_some() || base.fragment().is_some() || path.contains('#') {
+        return None;
+    }
+    let (p, q) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    let mut url = base.clone();
+    let joined = format!("{}{p}", base.path().trim_end_matches('/'));
+    url.set_path(&joined);
+    url.set_query(q);
+    Some(url)
+}
+
 pub(crate) async fn read_small(resp: impl Into<Upstream>) -> (HeaderMap, Vec<u8>) {
     let mut resp: Upstream = resp.into();
-    let headers = resp.headers.clone();
+    let headers = std::mem::take(&mut resp.headers);
     let mut body = Vec::new();
     while let Ok(Some(chunk)) = resp.chunk().await {
         body.extend_from_slice(&chunk);
@@ -172,10 +202,11 @@ pub(crate) struct Upstream {
 }
 
 impl From<reqwest::Response> for Upstream {
-    fn from(r: reqwest::Response) -> Upstream {
+    fn from(mut r: reqwest::Response) -> Upstream {
         Upstream {
             status: r.status().as_u16(),
-            headers: r.headers().clone(),
+            // Moved, not copied: the body stream does not need them.
+            headers: std::mem::take(r.headers_mut()),
             body: r.bytes_stream().boxed(),
         }
     }
@@ -208,8 +239,7 @@ impl Upstream {
     }
 
     fn into_response(self) -> Response {
-        let (status, headers) = (self.status, self.headers.clone());
-        passthrough(status, &headers, Body::from_stream(self.body))
+        passthrough_owned(self.status, self.headers, Body::from_stream(self.body))
     }
 }
 
@@ -221,6 +251,17 @@ pub(super) fn passthrough(status: u16, headers: &HeaderMap, body: axum::body::Bo
             out.headers_mut().append(name.clone(), value.clone());
         }
     }
+    out
+}
+
+/// [`passthrough`] for headers we own: the dropped ones are removed in place, the rest moved.
+fn passthrough_owned(status: u16, mut headers: HeaderMap, body: axum::body::Body) -> Response {
+    for name in DROP_RESPONSE {
+        headers.remove(*name);
+    }
+    let mut out = Response::new(body);
+    *out.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    *out.headers_mut() = headers;
     out
 }
 
@@ -327,6 +368,32 @@ mod tests {
     fn a_usage_limit_reset_absurdly_far_away_does_not_overflow() {
         let body = serde_json::json!({"error": {"type": "usage_limit_reached", "resets_in_seconds": 1e300}});
         assert_eq!(usage_limit_reset(&body), Some(i64::MAX));
+    }
+
+    #[test]
+    fn the_upstream_url_is_the_one_parsing_base_and_path_gives() {
+        for base in [
+            "http://127.0.0.1:8080/backend-api/codex",
+            "https://chatgpt.com/backend-api/codex",
+            "http://localhost:9/",
+            "http://[::1]:7/a%20b",
+        ] {
+            let parsed = reqwest::Url::parse(base.trim_end_matches('/')).ok();
+            for path in [
+                "/responses",
+                "/models?client_version=0.169.0",
+                "/responses/compact",
+                "/x y?q=a b",
+            ] {
+                let want = reqwest::Url::parse(&format!("{}{path}", base.trim_end_matches('/')));
+                assert_eq!(
+                    upstream_url(parsed.as_ref(), path).map(|u| u.to_string()),
+                    want.ok().map(|u| u.to_string()),
+                    "{base} {path}"
+                );
+            }
+        }
+        assert!(upstream_url(None, "/responses").is_none());
     }
 
     #[test]

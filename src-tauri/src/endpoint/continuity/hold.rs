@@ -35,9 +35,10 @@ pub struct Held {
 
 pub async fn until_first_output(body: &mut Tapped) -> Held {
     let deadline = tokio::time::Instant::now() + MAX_HOLD_TIME;
+    let mut first = Bytes::new();
     let mut head: Vec<u8> = Vec::new();
     let outcome = loop {
-        if body.tap.first_output || head.len() > MAX_HOLD_BYTES {
+        if body.tap.first_output || first.len().max(head.len()) > MAX_HOLD_BYTES {
             break Outcome::Pass;
         }
         if let Some(v) = body.tap.failed.take() {
@@ -46,11 +47,22 @@ pub async fn until_first_output(body: &mut Tapped) -> Held {
         match tokio::time::timeout_at(deadline, body.next()).await {
             Err(_) | Ok(None) => break Outcome::Pass,
             Ok(Some(Err(e))) => break Outcome::Broken(e),
-            Ok(Some(Ok(chunk))) => head.extend_from_slice(&chunk),
+            // The first chunk is kept as it came (no copy): it often holds the whole head.
+            Ok(Some(Ok(chunk))) if head.is_empty() && first.is_empty() => first = chunk,
+            Ok(Some(Ok(chunk))) => {
+                if head.is_empty() {
+                    head.extend_from_slice(&first);
+                }
+                head.extend_from_slice(&chunk);
+            }
         }
     };
     Held {
-        head: Bytes::from(head),
+        head: if head.is_empty() {
+            first
+        } else {
+            Bytes::from(head)
+        },
         outcome,
     }
 }

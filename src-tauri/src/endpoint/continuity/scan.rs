@@ -4,12 +4,17 @@
 
 use memchr::memmem;
 use sha2::{Digest as _, Sha256};
+use std::sync::LazyLock;
 
 /// SHA-256 of a ciphertext, truncated to 16 bytes: enough to tell ciphertexts apart, and never
 /// the ciphertext itself (nothing that could be replayed is kept).
 pub type Digest = [u8; 16];
 
 pub const KEY: &[u8] = b"\"encrypted_content\"";
+
+/// A searcher for [`KEY`], built once (`memmem::find` builds one per call: per request here,
+/// per SSE frame in `tap`).
+pub static FIND_KEY: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(KEY));
 
 pub fn digest(ciphertext: &[u8]) -> Digest {
     let full = Sha256::digest(ciphertext);
@@ -40,7 +45,7 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// rather than digested wrongly.
 pub fn carried(body: &[u8]) -> Carried {
     let mut out = Carried::default();
-    for at in memmem::find_iter(body, KEY) {
+    for at in FIND_KEY.find_iter(body) {
         let mut i = skip_ws(body, at + KEY.len());
         if body.get(i) != Some(&b':') {
             continue; // the word inside some text, not a key

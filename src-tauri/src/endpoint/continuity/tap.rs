@@ -3,11 +3,10 @@
 //! `"encrypted_content"` are parsed, to record who minted that ciphertext. Until the first
 //! output event the tap also reads each frame's type, for the hold before the first byte.
 
-use super::scan::{digest, KEY};
+use super::scan::{digest, FIND_KEY};
 use super::Continuity;
 use axum::body::Bytes;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
-use memchr::memmem;
 use serde_json::Value;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -94,7 +93,7 @@ impl Tap {
 
     /// The answer ended: a JSON body is read now.
     pub fn finish(&mut self) {
-        if self.mode == Mode::Json && !self.overflow && memmem::find(&self.carry, KEY).is_some() {
+        if self.mode == Mode::Json && !self.overflow && FIND_KEY.find(&self.carry).is_some() {
             if let Ok(v) = serde_json::from_slice::<Value>(&self.carry) {
                 for item in v
                     .get("output")
@@ -120,7 +119,7 @@ impl Tap {
     }
 
     fn frame(&mut self, f: &[u8]) {
-        let carries = memmem::find(f, KEY).is_some();
+        let carries = FIND_KEY.find(f).is_some();
         if self.first_output && !carries {
             return; // the fast path: nearly every frame of a long answer
         }
@@ -172,12 +171,13 @@ impl Tap {
 /// `(content length, separator length)` of the first frame in `buf`: frames end at a blank
 /// line, `\n\n` or `\r\n\r\n`.
 fn frame_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let lf = memmem::find(buf, b"\n\n").map(|i| (i, 2));
-    let crlf = memmem::find(buf, b"\n\r\n").map(|i| (i, 3));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    }
+    // The first `\n` followed by `\n` or `\r\n`: one pass over the frame, where searching
+    // the rest of the buffer for each separator apart went over every later frame too.
+    memchr::memchr_iter(b'\n', buf).find_map(|i| match &buf[i + 1..] {
+        [b'\n', ..] => Some((i, 2)),
+        [b'\r', b'\n', ..] => Some((i, 3)),
+        _ => None,
+    })
 }
 
 /// The `event:` name (if any) and the joined `data:` lines of one frame.
