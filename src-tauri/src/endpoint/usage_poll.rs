@@ -67,10 +67,8 @@ fn interval(shared: &Shared) -> Duration {
 
 pub async fn run(shared: Arc<Shared>, usage_url: String) {
     loop {
-        let s = shared.clone();
-        let every = tokio::task::spawn_blocking(move || interval(&s))
-            .await
-            .unwrap_or(DEFAULT_POLL);
+        // The settings copy is in memory (`crate::settings`): no blocking hop to read it.
+        let every = interval(&shared);
         tokio::time::sleep(every).await;
         let now = now_ms();
         for a in shared.accounts().iter() {
