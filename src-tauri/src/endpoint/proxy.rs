@@ -11,6 +11,7 @@ pub(crate) use super::failover::send;
 use super::select::SelectError;
 use super::{error, Shared};
 use crate::account::now_ms;
+use crate::activity::Route;
 use crate::error_code::ErrorCode;
 use crate::refresh::{AccessToken, RefreshError};
 use axum::body::{Body, Bytes};
@@ -62,7 +63,15 @@ pub async fn responses(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    forward(shared, Method::POST, "/responses", headers, body).await
+    forward(
+        shared,
+        Route::Responses,
+        Method::POST,
+        "/responses",
+        headers,
+        body,
+    )
+    .await
 }
 
 /// Remote compaction (`/responses/compact`): the same account choice and ciphertext rules; the
@@ -72,7 +81,15 @@ pub async fn compact(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    forward(shared, Method::POST, "/responses/compact", headers, body).await
+    forward(
+        shared,
+        Route::Compact,
+        Method::POST,
+        "/responses/compact",
+        headers,
+        body,
+    )
+    .await
 }
 
 /// The backend catalog unchanged (the Codex CLI's shape).
@@ -85,7 +102,15 @@ pub async fn models(
         Some(q) => format!("/models?{q}"),
         None => "/models".to_string(),
     };
-    forward(shared, Method::GET, &path, headers, Bytes::new()).await
+    forward(
+        shared,
+        Route::Models,
+        Method::GET,
+        &path,
+        headers,
+        Bytes::new(),
+    )
+    .await
 }
 
 /// The one field of a request body selection needs. Deserialising only it skips the rest of
@@ -95,6 +120,9 @@ pub async fn models(
 struct ConversationKey {
     #[serde(default, deserialize_with = "string_or_none")]
     prompt_cache_key: Option<String>,
+    /// For the request log.
+    #[serde(default, deserialize_with = "string_or_none")]
+    model: Option<String>,
 }
 
 fn string_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -107,14 +135,19 @@ fn string_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
 
 /// The conversation a request belongs to: `prompt_cache_key`, else the session header.
 pub(super) fn conversation(headers: &HeaderMap, body: &[u8]) -> Option<String> {
-    let from_body = serde_json::from_slice::<ConversationKey>(body)
-        .ok()
-        .and_then(|k| k.prompt_cache_key);
-    from_body.or_else(|| {
+    request_keys(headers, body).0
+}
+
+/// The conversation (as [`conversation`]) and the model a request body names, in one pass.
+pub(super) fn request_keys(headers: &HeaderMap, body: &[u8]) -> (Option<String>, Option<String>) {
+    let keys = serde_json::from_slice::<ConversationKey>(body).ok();
+    let (from_body, model) = keys.map_or((None, None), |k| (k.prompt_cache_key, k.model));
+    let conv = from_body.or_else(|| {
         ["session_id", "session-id"]
             .iter()
             .find_map(|h| headers.get(*h)?.to_str().ok().map(str::to_string))
-    })
+    });
+    (conv, model)
 }
 
 pub(super) fn upstream_request(
@@ -289,12 +322,13 @@ pub(super) fn usage_limit_reset(body: &serde_json::Value) -> Option<i64> {
 
 async fn forward(
     shared: Arc<Shared>,
+    route: Route,
     method: Method,
     path: &str,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match send(shared, method, path, headers, body).await {
+    match send(shared, route, method, path, headers, body).await {
         Sent::Upstream(resp) => resp.into_response(),
         Sent::Answer(r) => r,
     }
