@@ -173,6 +173,11 @@ pub(super) fn oldest_request(conn: &Connection) -> rusqlite::Result<Option<(i64,
     })
 }
 
+/// The earliest time a kept request has (the `requests_at` index answers it).
+pub(super) fn earliest_request_at(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT min(at_ms) FROM requests", [], |r| r.get(0))
+}
+
 pub(super) fn oldest_sample_at(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     conn.query_row("SELECT min(at_ms) FROM usage_samples", [], |r| r.get(0))
 }

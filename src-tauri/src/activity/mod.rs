@@ -195,13 +195,21 @@ impl Log {
     /// endpoint of this process on that dir shares it. The writer ends when the last holder
     /// drops it, after writing what was queued.
     pub fn for_dir(data_dir: &Path, settings: Settings) -> Result<Arc<Log>, ActivityError> {
+        Log::for_dir_with(data_dir, settings, CHANNEL_CAPACITY)
+    }
+
+    fn for_dir_with(
+        data_dir: &Path,
+        settings: Settings,
+        capacity: usize,
+    ) -> Result<Arc<Log>, ActivityError> {
         let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
         if let Some(log) = reg.get(data_dir).and_then(Weak::upgrade) {
             return Ok(log);
         }
         let path = data_dir.join(FILE);
         let conn = db::open(&path)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL_CAPACITY);
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
         let counters = Arc::new(Counters::default());
         writer::spawn(conn, rx, settings.clone(), counters.clone())?;
         let log = Arc::new(Log {
@@ -266,4 +274,177 @@ fn retention(settings: &Settings) -> (i64, i64) {
         num(SETTING_RETENTION_DAYS, DEFAULT_RETENTION_DAYS),
         num(SETTING_MAX_ROWS, DEFAULT_MAX_ROWS),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(at_ms: i64, n: u64) -> Record {
+        Record {
+            at_ms,
+            route: Route::Responses,
+            model: Some("gpt-5.5".into()),
+            account_id: Some(format!("acct-{}", n % 3)),
+            conversation: None,
+            status: 200,
+            outcome: Outcome::Ok,
+            latency_us: 1000 + n,
+            ttfb_us: Some(500),
+            tokens: Some(Tokens {
+                input: n,
+                cached: 0,
+                output: 1,
+                reasoning: 0,
+            }),
+        }
+    }
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        let s = Settings::for_store(&uuid::Uuid::new_v4().to_string());
+        for (k, v) in pairs {
+            s.apply(k, Some(v));
+        }
+        s
+    }
+
+    fn rows(dir: &Path) -> Vec<query::RequestRow> {
+        let conn = db::open_read(dir).unwrap().unwrap();
+        query::requests(&conn, &query::Filter::default(), 10_000).unwrap()
+    }
+
+    #[test]
+    fn a_full_channel_drops_and_counts_and_never_blocks_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::for_dir_with(dir.path(), settings(&[]), 4).unwrap();
+        // Another connection holds the file: the writer's insert waits behind it (busy timeout),
+        // so the queue cannot drain while records keep coming.
+        let blocker = rusqlite::Connection::open(dir.path().join(FILE)).unwrap();
+        blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        log.record(record(crate::account::now_ms(), 0));
+        // The writer took the first record and is stuck in its transaction; these fill the queue.
+        for n in 1..50 {
+            log.record(record(crate::account::now_ms(), n));
+        }
+        let dropped = log.counters().dropped.load(Ordering::Relaxed);
+        assert!(
+            dropped >= 50 - 1 - 4 - 1,
+            "the queue held at most 4 (+1 taken): {dropped}"
+        );
+        blocker.execute_batch("COMMIT").unwrap();
+        log.flush();
+        let written = log.counters().written.load(Ordering::Relaxed);
+        assert_eq!(
+            written + dropped,
+            50,
+            "every record is written or counted as dropped"
+        );
+        assert_eq!(rows(dir.path()).len() as u64, written);
+    }
+
+    #[test]
+    fn rows_beyond_the_count_or_older_than_the_retention_are_pruned_as_rows_are_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::for_dir(
+            dir.path(),
+            settings(&[(SETTING_MAX_ROWS, "5"), (SETTING_RETENTION_DAYS, "2")]),
+        )
+        .unwrap();
+        let now = crate::account::now_ms();
+        for n in 0..12 {
+            log.record(record(now, n));
+        }
+        log.flush();
+        let kept = rows(dir.path());
+        assert_eq!(kept.len(), 5, "the newest 5");
+        assert_eq!(kept[0].input_tokens, Some(11));
+        assert_eq!(kept[4].input_tokens, Some(7));
+        // Rows from three days ago, kept under the default retention ...
+        drop(log);
+        let log = Log::for_dir(dir.path(), settings(&[])).unwrap();
+        for n in 100..103 {
+            log.record(record(now - 3 * 24 * 3600 * 1000, n));
+        }
+        log.flush();
+        assert_eq!(rows(dir.path()).len(), 8);
+        // ... go with the next write once the retention is two days.
+        drop(log);
+        let log = Log::for_dir(dir.path(), settings(&[(SETTING_RETENTION_DAYS, "2")])).unwrap();
+        log.record(record(now, 200));
+        log.flush();
+        let kept = rows(dir.path());
+        assert_eq!(kept.len(), 6, "5 + the new one: {kept:?}");
+        assert!(kept.iter().all(|r| r.at_ms >= now));
+    }
+
+    #[test]
+    fn a_log_from_a_newer_version_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        let before = std::fs::read(&path).unwrap();
+        let err = match Log::for_dir(dir.path(), settings(&[])) {
+            Err(e) => e,
+            Ok(_) => panic!("a newer log must be refused"),
+        };
+        assert_eq!(err.code(), crate::error_code::ErrorCode::ActivityTooNew);
+        assert!(err.to_string().contains("newer"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn the_log_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::for_dir(dir.path(), settings(&[])).unwrap();
+        log.record(record(crate::account::now_ms(), 1));
+        log.flush();
+        for name in [FILE.to_string(), format!("{FILE}-wal")] {
+            let mode = std::fs::metadata(dir.path().join(&name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(mode, 0o600, "{name}");
+        }
+    }
+
+    #[test]
+    fn totals_group_by_account_and_by_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::for_dir(dir.path(), settings(&[])).unwrap();
+        let hour = 3_600_000;
+        let base = (crate::account::now_ms() / hour - 2) * hour;
+        for n in 0..6 {
+            log.record(record(base + (n as i64 % 2) * hour, n));
+        }
+        log.flush();
+        let conn = db::open_read(dir.path()).unwrap().unwrap();
+        let f = query::Filter::default();
+        let by_account = query::totals(&conn, &f, query::GroupBy::Account).unwrap();
+        let sums: Vec<(String, i64, i64)> = by_account
+            .iter()
+            .map(|(t, _)| (t.key.clone().unwrap(), t.requests, t.input_tokens))
+            .collect();
+        assert_eq!(
+            sums,
+            [
+                ("acct-0".to_string(), 2, 3),
+                ("acct-1".to_string(), 2, 5),
+                ("acct-2".to_string(), 2, 7)
+            ]
+        );
+        let by_hour = query::totals(&conn, &f, query::GroupBy::Hour).unwrap();
+        let hours: std::collections::BTreeSet<String> = by_hour
+            .iter()
+            .map(|(t, _)| t.key.clone().unwrap())
+            .collect();
+        assert_eq!(
+            hours.into_iter().collect::<Vec<_>>(),
+            [base.to_string(), (base + hour).to_string()]
+        );
+        assert_eq!(by_hour.iter().map(|(t, _)| t.requests).sum::<i64>(), 6);
+    }
 }

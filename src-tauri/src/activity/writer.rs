@@ -41,8 +41,10 @@ struct Writer {
     conn: Connection,
     settings: Settings,
     counters: Arc<Counters>,
-    /// The oldest request kept (id, time): what pruning compares with, without a query.
-    oldest: Option<(i64, i64)>,
+    /// The lowest id kept and the earliest time kept (not always the same row: a clock set
+    /// back writes earlier times later): what pruning compares with, without a query.
+    oldest_id: Option<i64>,
+    oldest_at: Option<i64>,
     oldest_sample: Option<i64>,
     /// A failing write is said once, not once a batch, until a write succeeds again.
     failing: bool,
@@ -55,7 +57,8 @@ impl Writer {
         counters: Arc<Counters>,
     ) -> Result<Writer, super::ActivityError> {
         Ok(Writer {
-            oldest: db::oldest_request(&conn)?,
+            oldest_id: db::oldest_request(&conn)?.map(|(id, _)| id),
+            oldest_at: db::earliest_request_at(&conn)?,
             oldest_sample: db::oldest_sample_at(&conn)?,
             conn,
             settings,
@@ -95,12 +98,22 @@ impl Writer {
                     }
                     self.failing = true;
                     // What the file holds now is what pruning must compare with.
-                    self.oldest = db::oldest_request(&self.conn).unwrap_or(self.oldest);
+                    self.reread();
                 }
             }
         }
         for done in flushes {
             let _ = done.send(());
+        }
+    }
+
+    fn reread(&mut self) {
+        if let (Ok(id), Ok(at)) = (
+            db::oldest_request(&self.conn),
+            db::earliest_request_at(&self.conn),
+        ) {
+            self.oldest_id = id.map(|(id, _)| id);
+            self.oldest_at = at;
         }
     }
 
@@ -112,9 +125,8 @@ impl Writer {
         for r in requests {
             let id = db::insert_request(&tx, r)?;
             newest = Some(id);
-            if self.oldest.is_none() {
-                self.oldest = Some((id, r.at_ms));
-            }
+            self.oldest_id.get_or_insert(id);
+            self.oldest_at = Some(self.oldest_at.map_or(r.at_ms, |a| a.min(r.at_ms)));
         }
         for s in samples {
             db::insert_sample(&tx, s)?;
@@ -122,10 +134,13 @@ impl Writer {
                 self.oldest_sample = Some(s.at_ms);
             }
         }
-        if let (Some(newest), Some((oldest_id, oldest_at))) = (newest, self.oldest) {
+        if let (Some(newest), Some(oldest_id), Some(oldest_at)) =
+            (newest, self.oldest_id, self.oldest_at)
+        {
             if newest - oldest_id + 1 > max_rows || oldest_at < cutoff {
                 db::prune_requests(&tx, cutoff, newest, max_rows)?;
-                self.oldest = db::oldest_request(&tx)?;
+                self.oldest_id = db::oldest_request(&tx)?.map(|(id, _)| id);
+                self.oldest_at = db::earliest_request_at(&tx)?;
             }
         }
         if self.oldest_sample.is_some_and(|at| at < cutoff) {
