@@ -7,6 +7,7 @@
 //! rows, the `activity.*` settings), never by a timer: an idle process writes nothing here.
 
 pub mod db;
+pub mod metrics;
 pub mod query;
 pub mod report;
 mod writer;
@@ -241,6 +242,7 @@ impl Log {
     fn send(&self, item: Item) {
         if self.tx.try_send(item).is_err() {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::log_lost("queue_full");
         }
     }
 

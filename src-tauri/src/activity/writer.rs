@@ -90,6 +90,9 @@ impl Writer {
                     self.counters
                         .failed
                         .fetch_add(requests.len() as u64, Ordering::Relaxed);
+                    for _ in &requests {
+                        super::metrics::log_lost("write_failed");
+                    }
                     if !self.failing {
                         tracing::warn!(
                             "activity log not written ({} requests lost): {e}",

@@ -124,7 +124,12 @@ fn pick(
 ) -> Result<(String, bool), SelectError> {
     if let Some(id) = tries.retry_stripped.take() {
         if let Some(t) = tries.trace.as_mut() {
-            t.tried(&id);
+            let accounts = shared.accounts();
+            let label = accounts
+                .iter()
+                .find(|a| a.id == id)
+                .map(|a| a.label.as_str());
+            t.tried(&id, label);
         }
         return Ok((id, true));
     }
@@ -145,7 +150,11 @@ fn pick(
         )
         .map(|id| {
             if let Some(t) = tries.trace.as_mut() {
-                t.tried(&id);
+                let label = accounts
+                    .iter()
+                    .find(|a| a.id == id)
+                    .map(|a| a.label.as_str());
+                t.tried(&id, label);
             }
             (id, false)
         })

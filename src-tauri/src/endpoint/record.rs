@@ -28,13 +28,17 @@ pub struct Trace {
     record: Record,
     /// The account tried first: an answer from another one is a failover.
     first_account: Option<String>,
+    /// The label of the account last tried (for `/metrics`).
+    label: Option<String>,
     pub refreshed: bool,
     pub terminal: TerminalSlot,
 }
 
 impl Trace {
+    /// `None` when there is no log (its file could not be opened). A log switched off
+    /// (`activity.log = off`) still counts the request in `/metrics`.
     pub fn begin(log: Option<&Arc<Log>>, route: Route) -> Option<Trace> {
-        let log = log.filter(|l| l.enabled())?;
+        let log = log?;
         Some(Trace {
             log: log.clone(),
             start: Instant::now(),
@@ -51,6 +55,7 @@ impl Trace {
                 tokens: None,
             },
             first_account: None,
+            label: None,
             refreshed: false,
             terminal: TerminalSlot::default(),
         })
@@ -61,11 +66,20 @@ impl Trace {
         self.record.conversation = conversation.map(crate::secret::fingerprint);
     }
 
-    pub fn tried(&mut self, account: &str) {
+    pub fn tried(&mut self, account: &str, label: Option<&str>) {
         if self.first_account.is_none() {
             self.first_account = Some(account.to_string());
         }
         self.record.account_id = Some(account.to_string());
+        self.label = label.map(str::to_string);
+    }
+
+    fn done(self) {
+        let label = self.record.account_id.as_ref().and(self.label.as_deref());
+        crate::activity::metrics::request(&self.record, label);
+        if self.log.enabled() {
+            self.log.record(self.record);
+        }
     }
 
     /// What a successful answer is, before its stream says otherwise.
@@ -100,7 +114,7 @@ impl Trace {
         let us = self.start.elapsed().as_micros() as u64;
         self.record.latency_us = us;
         self.record.ttfb_us = Some(us);
-        self.log.record(self.record);
+        self.done();
     }
 
     /// An upstream answer still streaming: it is finished when `body` ends or is dropped.
@@ -184,7 +198,7 @@ impl Recorded {
             t.record.outcome
         };
         t.record.latency_us = t.start.elapsed().as_micros() as u64;
-        t.log.record(t.record);
+        t.done();
     }
 }
 

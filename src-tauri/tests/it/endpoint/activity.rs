@@ -297,5 +297,80 @@ fn every_request_through_serve_is_logged_with_account_outcome_and_tokens() {
     assert_eq!(of(&id_a)["last_24h"]["requests"], 0);
     assert_eq!(of(&id_a)["status"], "rate_limited", "{u}");
     assert_eq!(of(&id_b)["status"], "rate_limited", "{u}");
+
+    // `/metrics`: keyed, parses as the Prometheus text format, and counts what the log lists.
+    let (unkeyed, text) = rt.block_on(async {
+        let unkeyed = http
+            .get(serve.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        let resp = http
+            .get(serve.url("/metrics"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        (unkeyed, resp.text().await.unwrap())
+    });
+    assert_eq!(unkeyed, 401);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let sum = |name: &str, want: &[(&str, &str)]| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| want.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    assert_eq!(
+        sum("codex_vault_requests_total", &[]) as usize,
+        rows.len(),
+        "{text}"
+    );
+    assert_eq!(
+        sum("codex_vault_requests_total", &[("account", "b")]) as usize,
+        only_b.len(),
+        "{text}"
+    );
+    assert_eq!(
+        sum(
+            "codex_vault_requests_total",
+            &[("outcome", "client_closed")]
+        ),
+        1.0
+    );
+    assert_eq!(sum("codex_vault_failovers_total", &[]), 1.0, "{text}");
+    let logged_output: i64 = rows
+        .iter()
+        .filter_map(|r| r["output_tokens"].as_i64())
+        .sum();
+    assert_eq!(
+        sum("codex_vault_tokens_total", &[("kind", "output")]) as i64,
+        logged_output
+    );
+    assert!(
+        sum("codex_vault_refreshes_total", &[("outcome", "rotated")]) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sum("codex_vault_accounts", &[("status", "rate_limited")]),
+        2.0,
+        "{text}"
+    );
+    let leaks = LeakScanner::new(fake.issued_secrets().into_iter().chain([
+        key.clone(),
+        "alice@corp.com".into(),
+        "bob@corp.com".into(),
+    ]));
+    assert_eq!(leaks.find(text.as_bytes()), None, "/metrics leaks");
     drop(serve);
 }
