@@ -428,7 +428,7 @@ mod tests {
         let by_account = query::totals(&conn, &f, query::GroupBy::Account).unwrap();
         let sums: Vec<(String, i64, i64)> = by_account
             .iter()
-            .map(|(t, _)| (t.key.clone().unwrap(), t.requests, t.input_tokens))
+            .map(|t| (t.key.clone().unwrap(), t.requests, t.input_tokens))
             .collect();
         assert_eq!(
             sums,
@@ -439,14 +439,16 @@ mod tests {
             ]
         );
         let by_hour = query::totals(&conn, &f, query::GroupBy::Hour).unwrap();
-        let hours: std::collections::BTreeSet<String> = by_hour
-            .iter()
-            .map(|(t, _)| t.key.clone().unwrap())
-            .collect();
+        let hours: std::collections::BTreeSet<String> =
+            by_hour.iter().map(|t| t.key.clone().unwrap()).collect();
         assert_eq!(
             hours.into_iter().collect::<Vec<_>>(),
             [base.to_string(), (base + hour).to_string()]
         );
-        assert_eq!(by_hour.iter().map(|(t, _)| t.requests).sum::<i64>(), 6);
+        assert_eq!(by_hour.iter().map(|t| t.requests).sum::<i64>(), 6);
+        assert!(
+            by_hour.iter().all(|t| t.sub.is_some()),
+            "each bucket split by account"
+        );
     }
 }

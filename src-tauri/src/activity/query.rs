@@ -56,6 +56,10 @@ pub struct RequestRow {
 pub struct Totals {
     /// The account id, model, or bucket start (ms, as a string) this row sums.
     pub key: Option<String>,
+    /// For hour and day buckets: the account id within the bucket.
+    pub sub: Option<String>,
+    /// The account's label, where `key` (or `sub`) is an account (filled by `report`).
+    pub label: Option<String>,
     #[ts(type = "number")]
     pub requests: i64,
     #[ts(type = "number")]
@@ -175,12 +179,9 @@ pub fn count(conn: &Connection, f: &Filter) -> rusqlite::Result<i64> {
     )
 }
 
-/// Sums per group; for `Hour`/`Day` the key is the bucket's start (ms) and `sub` the account.
-pub fn totals(
-    conn: &Connection,
-    f: &Filter,
-    by: GroupBy,
-) -> rusqlite::Result<Vec<(Totals, Option<String>)>> {
+/// Sums per group, ordered by key; for `Hour`/`Day` the key is the bucket's start (ms) and
+/// `sub` the account.
+pub fn totals(conn: &Connection, f: &Filter, by: GroupBy) -> rusqlite::Result<Vec<Totals>> {
     let (w, args) = where_clause(f);
     let (key, sub) = match by {
         GroupBy::Account => ("account_id", "NULL"),
@@ -197,18 +198,17 @@ pub fn totals(
     );
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(params_from_iter(args), |r| {
-        Ok((
-            Totals {
-                key: r.get(0)?,
-                requests: r.get(2)?,
-                failed: r.get(3)?,
-                input_tokens: r.get(4)?,
-                cached_tokens: r.get(5)?,
-                output_tokens: r.get(6)?,
-                reasoning_tokens: r.get(7)?,
-            },
-            r.get(1)?,
-        ))
+        Ok(Totals {
+            key: r.get(0)?,
+            sub: r.get(1)?,
+            label: None,
+            requests: r.get(2)?,
+            failed: r.get(3)?,
+            input_tokens: r.get(4)?,
+            cached_tokens: r.get(5)?,
+            output_tokens: r.get(6)?,
+            reasoning_tokens: r.get(7)?,
+        })
     })?;
     rows.collect()
 }

@@ -37,6 +37,149 @@ pub fn requests(
     Ok(rows)
 }
 
+/// A page of the request table and how many rows the filter matches in all.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct ActivityPage {
+    pub rows: Vec<RequestRow>,
+    #[ts(type = "number")]
+    pub total: i64,
+}
+
+pub fn page(
+    data_dir: &Path,
+    accounts: &[Account],
+    filter: &Filter,
+    limit: usize,
+) -> Result<ActivityPage, ActivityError> {
+    let rows = requests(data_dir, accounts, filter, limit)?;
+    let total = match super::db::open_read(data_dir)? {
+        Some(conn) => query::count(
+            &conn,
+            &Filter {
+                before_id: None,
+                ..filter.clone()
+            },
+        )?,
+        None => 0,
+    };
+    Ok(ActivityPage { rows, total })
+}
+
+/// Totals per account, model or time bucket, account labels filled in.
+pub fn totals(
+    data_dir: &Path,
+    accounts: &[Account],
+    filter: &Filter,
+    by: GroupBy,
+) -> Result<Vec<Totals>, ActivityError> {
+    let Some(conn) = super::db::open_read(data_dir)? else {
+        return Ok(Vec::new());
+    };
+    let label = |id: Option<&str>| {
+        accounts
+            .iter()
+            .find(|a| Some(a.id.as_str()) == id)
+            .map(|a| a.label.clone())
+    };
+    let mut rows = query::totals(&conn, filter, by)?;
+    for t in &mut rows {
+        t.label = match by {
+            GroupBy::Account => label(t.key.as_deref()),
+            GroupBy::Hour | GroupBy::Day => label(t.sub.as_deref()),
+            GroupBy::Model => None,
+        };
+    }
+    Ok(rows)
+}
+
+pub fn usage_history(
+    data_dir: &Path,
+    since_ms: i64,
+) -> Result<Vec<query::UsagePoint>, ActivityError> {
+    match super::db::open_read(data_dir)? {
+        Some(conn) => Ok(query::usage_history(&conn, since_ms)?),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The filtered table as CSV (newest first, read in pages: a million rows never sit in memory
+/// at once), written 0600 to `out`; returns how many rows.
+pub fn export_csv(
+    data_dir: &Path,
+    accounts: &[Account],
+    filter: &Filter,
+    out: &Path,
+) -> Result<usize, ActivityError> {
+    use std::io::Write;
+    const PAGE: usize = 10_000;
+    let io = |e: std::io::Error| ActivityError::Open {
+        path: out.display().to_string(),
+        detail: e.to_string(),
+    };
+    let file = {
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        o.open(out).map_err(io)?
+    };
+    let mut w = std::io::BufWriter::new(file);
+    writeln!(w, "{}", CSV_HEADER).map_err(io)?;
+    let mut f = filter.clone();
+    let mut n = 0;
+    loop {
+        let rows = requests(data_dir, accounts, &f, PAGE)?;
+        for r in &rows {
+            writeln!(w, "{}", csv_line(r)).map_err(io)?;
+        }
+        n += rows.len();
+        match rows.last() {
+            Some(last) if rows.len() == PAGE => f.before_id = Some(last.id),
+            _ => break,
+        }
+    }
+    w.flush().map_err(io)?;
+    Ok(n)
+}
+
+const CSV_HEADER: &str = "at,route,model,account_id,account_label,status,outcome,latency_ms,ttfb_ms,input_tokens,cached_tokens,output_tokens,reasoning_tokens";
+
+fn csv_field(s: &str) -> String {
+    // Quoted when needed (RFC 4180); a leading formula character is neutralised so a
+    // spreadsheet never runs a label as a formula.
+    let s = if s.starts_with(['=', '+', '-', '@']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+fn csv_line(r: &RequestRow) -> String {
+    let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+    [
+        csv_field(&r.at),
+        csv_field(&r.route),
+        csv_field(r.model.as_deref().unwrap_or("")),
+        csv_field(r.account_id.as_deref().unwrap_or("")),
+        csv_field(r.account_label.as_deref().unwrap_or("")),
+        r.status.to_string(),
+        csv_field(&r.outcome),
+        format!("{:.3}", r.latency_ms),
+        r.ttfb_ms.map(|v| format!("{v:.3}")).unwrap_or_default(),
+        opt(r.input_tokens),
+        opt(r.cached_tokens),
+        opt(r.output_tokens),
+        opt(r.reasoning_tokens),
+    ]
+    .join(",")
+}
+
 /// One account's current windows and what it served.
 #[derive(Debug, Clone, Serialize, ts_rs::TS)]
 #[ts(export)]
@@ -73,7 +216,7 @@ pub fn usage(data_dir: &Path, accounts: &[Account]) -> Result<UsageReport, Activ
         };
         Ok(query::totals(conn, &f, GroupBy::Account)?
             .into_iter()
-            .filter_map(|(t, _)| Some((t.key.clone()?, t)))
+            .filter_map(|t| Some((t.key.clone()?, t)))
             .collect())
     };
     let day = per_account(now - 24 * HOUR_MS)?;
@@ -119,7 +262,15 @@ pub fn parse_span(s: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_span;
+    use super::{csv_field, parse_span};
+
+    #[test]
+    fn csv_fields_are_quoted_and_formulas_neutralised() {
+        assert_eq!(csv_field("work"), "work");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=cmd()"), "'=cmd()");
+    }
 
     #[test]
     fn spans_read_each_unit_and_refuse_the_rest() {

@@ -7,4 +7,12 @@ export type Totals = {
 /**
  * The account id, model, or bucket start (ms, as a string) this row sums.
  */
-key: string | null, requests: number, failed: number, input_tokens: number, cached_tokens: number, output_tokens: number, reasoning_tokens: number, };
+key: string | null, 
+/**
+ * For hour and day buckets: the account id within the bucket.
+ */
+sub: string | null, 
+/**
+ * The account's label, where `key` (or `sub`) is an account (filled by `report`).
+ */
+label: string | null, requests: number, failed: number, input_tokens: number, cached_tokens: number, output_tokens: number, reasoning_tokens: number, };
