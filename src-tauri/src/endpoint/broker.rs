@@ -10,6 +10,7 @@
 
 use super::Shared;
 use crate::account::{now_ms, Status, UnixMs};
+use crate::activity::Route;
 use crate::error_code::ErrorCode;
 use crate::refresh::RefreshError;
 use crate::secret::Secret;
@@ -384,11 +385,25 @@ fn presented_refresh_token(headers: &HeaderMap, body: &[u8]) -> Option<Secret> {
     })
 }
 
-/// `POST /oauth/token`.
+/// `POST /oauth/token`, logged (route `broker`) with the account it was for.
 pub(super) async fn token(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     body: Bytes,
+) -> Response {
+    let mut trace = super::record::Trace::begin(shared.activity.as_ref(), Route::Broker);
+    let resp = answer_token(&shared, &headers, body, &mut trace).await;
+    if let Some(t) = trace {
+        t.answered(resp.status().as_u16(), false);
+    }
+    resp
+}
+
+async fn answer_token(
+    shared: &Arc<Shared>,
+    headers: &HeaderMap,
+    body: Bytes,
+    trace: &mut Option<super::record::Trace>,
 ) -> Response {
     let upstream = shared.tm.token_url();
     // Not a refresh grant (or not one we can read): the issuer's business.
@@ -401,6 +416,15 @@ pub(super) async fn token(
         Err(e) => return unavailable(&e),
     };
     let decision = decide(&snap, &shared.vault, &presented, now_ms());
+    if let (Some(id), Some(t)) = (decision.account_id(), trace.as_mut()) {
+        let accounts = shared.accounts();
+        let label = accounts
+            .iter()
+            .find(|a| a.id == id)
+            .map(|a| a.label.as_str());
+        t.tried(id, label);
+        t.refreshed = matches!(decision, Decision::Rotate { .. });
+    }
     if let Some(id) = decision.account_id() {
         let terminal = snap
             .accounts
