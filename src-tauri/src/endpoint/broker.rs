@@ -407,11 +407,11 @@ async fn answer_token(
 ) -> Response {
     let upstream = shared.tm.token_url();
     // Not a refresh grant (or not one we can read): the issuer's business.
-    let Some(presented) = presented_refresh_token(&headers, &body) else {
-        return forwarded(upstream, &headers, body).await;
+    let Some(presented) = presented_refresh_token(headers, &body) else {
+        return forwarded(upstream, headers, body).await;
     };
     let digest = shared.vault.refresh_digest(&presented);
-    let snap = match snapshot(&shared, &digest).await {
+    let snap = match snapshot(shared, &digest).await {
         Ok(s) => s,
         Err(e) => return unavailable(&e),
     };
@@ -431,13 +431,13 @@ async fn answer_token(
             .iter()
             .any(|a| a.account_id == id && a.terminal);
         if terminal && !matches!(decision, Decision::Refuse { .. }) {
-            if let Some(r) = terminal_answer(&shared, id).await {
+            if let Some(r) = terminal_answer(shared, id).await {
                 return r;
             }
         }
     }
     match decision {
-        Decision::Unknown => forwarded(upstream, &headers, body).await,
+        Decision::Unknown => forwarded(upstream, headers, body).await,
         Decision::Refuse { account_id, why } => {
             tracing::warn!(account = %account_id, "broker: refused {why}; answered as a reuse, not forwarded");
             reused()
@@ -448,7 +448,7 @@ async fn answer_token(
         } => match shared.tm.rotate_presented(&account_id, generation).await {
             Ok(t) => {
                 tracing::info!(account = %account_id, generation = t.generation, "broker: refreshed for a Codex CLI");
-                hand_current(&shared, &account_id, &digest).await
+                hand_current(shared, &account_id, &digest).await
             }
             Err(e) => refresh_error(e),
         },
@@ -459,7 +459,7 @@ async fn answer_token(
                 return refresh_error(e);
             }
             tracing::info!(account = %account_id, "broker: {why}; handing out the current tokens");
-            hand_current(&shared, &account_id, &digest).await
+            hand_current(shared, &account_id, &digest).await
         }
     }
 }

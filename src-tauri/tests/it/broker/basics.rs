@@ -194,7 +194,11 @@ async fn the_current_token_rotates_as_the_accounts_rotation_and_its_predecessor_
         &[&rig.accounts[0].refresh_token],
         "the 401 body",
     );
-    // Each call is in the request log as the broker's, for the account it was about.
+    assert_broker_calls_logged(&rig);
+}
+
+/// Each call is in the request log as the broker's, for the account it was about.
+fn assert_broker_calls_logged(rig: &TestVault) {
     let rows = crate::common::wait_until(
         "the broker's calls logged",
         std::time::Duration::from_secs(20),
