@@ -44,7 +44,7 @@ pub fn request(r: &super::Record, account_label: Option<&str>) {
     counter!(
         "codex_vault_requests_total",
         "route" => r.route.as_str(),
-        "status" => r.status.to_string(),
+        "status" => status_label(r.status),
         "outcome" => r.outcome.as_str(),
         "account" => account.clone(),
     )
@@ -62,6 +62,20 @@ pub fn request(r: &super::Record, account_label: Option<&str>) {
             counter!("codex_vault_tokens_total", "account" => account.clone(), "kind" => kind)
                 .increment(n);
         }
+    }
+}
+
+/// The common statuses as static strings (no allocation a request); others formatted.
+fn status_label(status: u16) -> metrics::SharedString {
+    match status {
+        200 => "200".into(),
+        400 => "400".into(),
+        401 => "401".into(),
+        429 => "429".into(),
+        500 => "500".into(),
+        502 => "502".into(),
+        503 => "503".into(),
+        s => s.to_string().into(),
     }
 }
 
