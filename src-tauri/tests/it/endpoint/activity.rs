@@ -298,6 +298,29 @@ fn every_request_through_serve_is_logged_with_account_outcome_and_tokens() {
     assert_eq!(of(&id_a)["status"], "rate_limited", "{u}");
     assert_eq!(of(&id_b)["status"], "rate_limited", "{u}");
 
+    // Usage history: the windows the answers' headers carried, sampled when they changed.
+    let db = rusqlite::Connection::open(env.vault_home().join("activity.db")).unwrap();
+    let samples = |id: &str| -> i64 {
+        db.query_row(
+            "SELECT count(*) FROM usage_samples WHERE account_id = ?1 AND primary_used IS NOT NULL",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert!(
+        samples(&id_a) >= 1 && samples(&id_b) >= 1,
+        "both accounts sampled"
+    );
+    let answers_of_b = rows
+        .iter()
+        .filter(|r| r["account_id"] == id_b.as_str())
+        .count() as i64;
+    assert!(
+        samples(&id_b) < answers_of_b,
+        "a sample only when the figures changed"
+    );
+
     // `/metrics`: keyed, parses as the Prometheus text format, and counts what the log lists.
     let (unkeyed, text) = rt.block_on(async {
         let unkeyed = http
