@@ -327,7 +327,7 @@ async fn on_answer(
     summary_lost: &[Arc<str>],
 ) -> Option<Sent> {
     let ok = resp.status().is_success();
-    let mut up: Upstream = resp.into();
+    let mut up = resp;
     if ok && req.posted {
         up = match tap_and_hold(shared, up, id, req.compact).await {
             Held::Serve(up) => up,

@@ -175,6 +175,10 @@ fn url_verbatim(b: u8) -> bool {
 
 /// One upstream request, ready to go: built for the lean client when the upstream allows it,
 /// else for reqwest.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built and sent at once, never stored; boxing the hot variant would cost an allocation a request"
+)]
 pub(crate) enum UpstreamRequest {
     Lean(
         crate::http::lean::Client,
