@@ -320,7 +320,7 @@ async fn try_accounts(
 /// token fresh from the issuer means the session itself was revoked.
 async fn on_401(
     shared: &Arc<Shared>,
-    resp: reqwest::Response,
+    resp: Upstream,
     id: &str,
     token: &AccessToken,
     tries: &mut Tries,
@@ -364,12 +364,7 @@ async fn on_401(
 }
 
 /// A 429: a usage cap fails over; any other 429 is the client's to handle.
-async fn on_429(
-    shared: &Arc<Shared>,
-    resp: reqwest::Response,
-    id: &str,
-    tries: &mut Tries,
-) -> Option<Sent> {
+async fn on_429(shared: &Arc<Shared>, resp: Upstream, id: &str, tries: &mut Tries) -> Option<Sent> {
     let (h, b) = read_small(resp).await;
     let json: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
     match usage_limit_reset(&json) {
@@ -385,11 +380,7 @@ async fn on_429(
 
 /// A 400: for ciphertext from before we ran (or one we missed), once more on the same account
 /// with only what it minted itself. Never a second time.
-async fn on_unreadable_ciphertext(
-    resp: reqwest::Response,
-    id: &str,
-    tries: &mut Tries,
-) -> Option<Sent> {
+async fn on_unreadable_ciphertext(resp: Upstream, id: &str, tries: &mut Tries) -> Option<Sent> {
     let (h, b) = read_small(resp).await;
     if !is_invalid_encrypted_content(&b) {
         return Some(Sent::Answer(passthrough(400, &h, b.into())));
@@ -405,14 +396,14 @@ async fn on_unreadable_ciphertext(
 /// (then `None`: fail over).
 async fn on_answer(
     shared: &Arc<Shared>,
-    resp: reqwest::Response,
+    resp: Upstream,
     id: &str,
     req: &Inspected,
     tries: &mut Tries,
     summary_lost: &[Arc<str>],
 ) -> Option<Sent> {
     let ok = resp.status().is_success();
-    let mut up: Upstream = resp.into();
+    let mut up = resp;
     if ok && req.posted {
         let slot = tries.trace.as_ref().map(|_| TerminalSlot::default());
         if let Some(t) = tries.trace.as_mut() {

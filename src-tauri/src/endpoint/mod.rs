@@ -77,6 +77,8 @@ pub struct Shared {
     /// `upstream` parsed once (a request's URL is this with its path set: no host parsed per
     /// request); `None` when it does not parse (each request then fails as before).
     upstream_url: Option<reqwest::Url>,
+    /// The lean client's upstream (`proxy::LeanBase`); `None`: requests go through `http`.
+    lean: Option<proxy::LeanBase>,
     /// Hold a stream's head until its first output event (`continuity::hold`).
     first_byte_hold: std::sync::atomic::AtomicBool,
     /// The request log and usage history (`None` when `activity.db` could not be opened: the
@@ -364,6 +366,7 @@ async fn bind(
 
 fn new_shared(deps: Deps, tm: TokenManager, key: Secret, upstream: String) -> Arc<Shared> {
     let http = crate::http::upstream();
+    let upstream_url = reqwest::Url::parse(upstream.trim_end_matches('/')).ok();
     let first_byte_hold = first_byte_hold(&*deps.store);
     if !first_byte_hold {
         tracing::warn!(
@@ -385,7 +388,8 @@ fn new_shared(deps: Deps, tm: TokenManager, key: Secret, upstream: String) -> Ar
         served: Mutex::new(HashMap::new()),
         continuity: Arc::new(continuity::Continuity::default()),
         http,
-        upstream_url: reqwest::Url::parse(upstream.trim_end_matches('/')).ok(),
+        upstream_url: upstream_url.clone(),
+        lean: proxy::LeanBase::new(upstream_url.as_ref()),
         upstream: upstream.trim_end_matches('/').to_string(),
         first_byte_hold: std::sync::atomic::AtomicBool::new(first_byte_hold),
         activity: deps.activity,

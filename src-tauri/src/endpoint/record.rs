@@ -122,8 +122,8 @@ impl Trace {
         mut self,
         status: u16,
         content_length: Option<u64>,
-        body: BoxStream<'static, reqwest::Result<Bytes>>,
-    ) -> BoxStream<'static, reqwest::Result<Bytes>> {
+        body: BoxStream<'static, Result<Bytes, crate::http::BodyError>>,
+    ) -> BoxStream<'static, Result<Bytes, crate::http::BodyError>> {
         self.record.status = status;
         self.record.outcome = self.by_status(status);
         Recorded {
@@ -139,7 +139,7 @@ impl Trace {
 
 /// The body of an answer being logged.
 struct Recorded {
-    inner: BoxStream<'static, reqwest::Result<Bytes>>,
+    inner: BoxStream<'static, Result<Bytes, crate::http::BodyError>>,
     trace: Option<Trace>,
     /// Bytes still to come when the length was announced (the server may stop polling once it
     /// has sent that many, so the end is seen by count, not by the stream's `None`).
@@ -149,7 +149,7 @@ struct Recorded {
 }
 
 impl Stream for Recorded {
-    type Item = reqwest::Result<Bytes>;
+    type Item = Result<Bytes, crate::http::BodyError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let next = self.inner.poll_next_unpin(cx);

@@ -142,7 +142,7 @@ fn frame(v: &Value) -> Bytes {
 }
 
 struct Pump {
-    upstream: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    upstream: futures_util::stream::BoxStream<'static, crate::http::BodyResult>,
     reader: SseReader,
     chat: ChatStream,
     ready: VecDeque<Bytes>,

@@ -7,7 +7,6 @@ use super::scan::{digest, FIND_KEY};
 use super::Continuity;
 use crate::activity::Tokens;
 use crate::endpoint::record::{Terminal, TerminalSlot};
-use axum::body::Bytes;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 use serde_json::Value;
 use std::pin::Pin;
@@ -300,12 +299,12 @@ fn split_frame(f: &[u8]) -> (Option<&str>, Vec<u8>) {
 
 /// An upstream body with a [`Tap`] on it: every chunk passes unchanged and at once.
 pub struct Tapped {
-    inner: BoxStream<'static, reqwest::Result<Bytes>>,
+    inner: BoxStream<'static, crate::http::BodyResult>,
     pub tap: Tap,
 }
 
 impl Tapped {
-    pub fn new(inner: BoxStream<'static, reqwest::Result<Bytes>>, tap: Tap) -> Tapped {
+    pub fn new(inner: BoxStream<'static, crate::http::BodyResult>, tap: Tap) -> Tapped {
         Tapped { inner, tap }
     }
 }
@@ -318,7 +317,7 @@ impl Drop for Tapped {
 }
 
 impl Stream for Tapped {
-    type Item = reqwest::Result<Bytes>;
+    type Item = crate::http::BodyResult;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;

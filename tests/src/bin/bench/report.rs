@@ -105,6 +105,60 @@ pub(crate) fn write(r: &Results) -> Value {
     doc
 }
 
+/// `--only ROWS`: section 1's table (and 1b's), the issue-18 target lines of those rows, and a
+/// JSON of rows, ratios and cells.
+pub(crate) fn write_rows(o: &Opts, started: Instant, ov: &Overhead, notes: &[String]) {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nCodex Vault bench — rows {} only, {} s per cell ({} cores)",
+        o.only_rows.as_deref().unwrap_or_default().join(", "),
+        o.secs,
+        cores()
+    );
+    let ratios = overhead_table(&mut out, &ov.cells);
+    let hold = hold_table(&mut out, &ov.hold_rounds, o.hold_rounds);
+    let stable = schema::ratios(&ov.cells, &hold);
+    let _ = writeln!(
+        out,
+        "\nTargets against nginx (issue 18; rows not run show n/a)"
+    );
+    for x in nginx_targets(&stable) {
+        if x["measured"].as_str().is_some_and(|m| m.contains("n/a")) {
+            continue;
+        }
+        let mark = if x["met"] == true { "met " } else { "MISS" };
+        let _ = writeln!(
+            out,
+            "   [{mark}] {:<46} {}",
+            x["target"].as_str().unwrap_or(""),
+            x["measured"].as_str().unwrap_or("")
+        );
+    }
+    for n in notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    let _ = writeln!(
+        out,
+        "(rows only: {} s)",
+        f(started.elapsed().as_secs_f64(), 0)
+    );
+    print!("{out}");
+    let (rows, extra_rows) = schema::rows(&ov.cells);
+    let doc = json!({
+        "rows": rows, "extra_rows": extra_rows, "ratios": stable, "sections": ["overhead"],
+        "only_rows": o.only_rows, "generated_at": chrono::Utc::now().to_rfc3339(),
+        "machine": {"cores": cores()}, "overhead": ov.cells, "overhead_ratios": ratios,
+        "first_byte_hold": hold, "notes": notes,
+    });
+    if let Some(dir) = o.out.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&o.out, serde_json::to_string_pretty(&doc).expect("JSON"))
+        .expect("results written");
+    println!("results: {}", o.out.display());
+}
+
 /// `--only idle`: section 5's lines and targets, and a JSON of that section alone.
 pub(crate) fn write_idle(o: &Opts, started: Instant, idle: &Value) {
     let mut out = String::new();
@@ -142,8 +196,9 @@ pub(crate) fn write_idle(o: &Opts, started: Instant, idle: &Value) {
 
 /// Section 1's table; returns its ratios (serve against direct and nginx).
 fn overhead_table(out: &mut String, cells: &[Cell]) -> Vec<Value> {
-    let _ = writeln!(out, "\n1. Endpoint overhead        {:>24} | {:>24} | {:>24} | serve vs direct      | serve/nginx | +1st byte", "direct (fake alone)", "codex-vault serve", "nginx");
-    let _ = writeln!(out, "   payload   c     {:>8} {:>7} {:>7} | {:>8} {:>7} {:>7} | {:>8} {:>7} {:>7} | +p50ms +p99ms  thr  |  thr        | ms", "req/s", "p50ms", "p99ms", "req/s", "p50ms", "p99ms", "req/s", "p50ms", "p99ms");
+    let _ = writeln!(out, "\n1. Endpoint overhead        {:>30} | {:>30} | {:>30} | serve vs direct      | serve/nginx | +1st byte", "direct (upstream alone)", "codex-vault serve", "nginx");
+    let _ = writeln!(out, "   payload   c     {:>8} {:>7} {:>7} {:>5} | {:>8} {:>7} {:>7} {:>5} | {:>8} {:>7} {:>7} {:>5} | +p50ms +p99ms  thr  |  thr        | ms", "req/s", "p50ms", "p99ms", "cpuµs", "req/s", "p50ms", "p99ms", "cpuµs", "req/s", "p50ms", "p99ms", "cpuµs");
+    let _ = writeln!(out, "   (cpuµs: CPU a request, utime + stime of the column's own processes over the measured window)");
     for p in PAYLOADS {
         let _ = writeln!(out, "   {:<10} = {}", p.key(), p.name());
     }
@@ -168,12 +223,15 @@ fn ratio_row(
 ) -> Value {
     let trip = |x: Option<&Cell>| match x {
         Some(x) => format!(
-            "{:>8} {:>7} {:>7}",
+            "{:>8} {:>7} {:>7} {:>5}",
             f(x.report.rps, 0),
             f(x.report.p50_ms, 3),
-            f(x.report.p99_ms, 3)
+            f(x.report.p99_ms, 3),
+            x.cpu_us_per_req()
+                .map(|v| f(v, 0))
+                .unwrap_or_else(|| "-".into())
         ),
-        None => format!("{:>8} {:>7} {:>7}", "-", "-", "-"),
+        None => format!("{:>8} {:>7} {:>7} {:>5}", "-", "-", "-", "-"),
     };
     let add50 = s.report.p50_ms - d.report.p50_ms;
     let add99 = s.report.p99_ms - d.report.p99_ms;
@@ -263,7 +321,7 @@ fn hold_table(
         out,
         "   payload     hold on p50  hold off p50  added p50 (ms) | 1st byte on  off  added (ms)"
     );
-    for (p, rounds) in hold_rounds {
+    for (p, rounds) in hold_rounds.iter().filter(|(_, r)| !r.is_empty()) {
         let med = |g: &dyn Fn(&(Cell, Cell)) -> f64| median(rounds.iter().map(g).collect());
         let on50 = med(&|r| r.0.report.p50_ms);
         let off50 = med(&|r| r.1.report.p50_ms);
