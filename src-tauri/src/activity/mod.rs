@@ -196,7 +196,7 @@ impl Log {
     /// endpoint of this process on that dir shares it. The writer ends when the last holder
     /// drops it, after writing what was queued.
     pub fn for_dir(data_dir: &Path, settings: Settings) -> Result<Arc<Log>, ActivityError> {
-        Log::for_dir_with(data_dir, settings, CHANNEL_CAPACITY)
+        Log::for_dir_with(data_dir, settings, queue_capacity())
     }
 
     fn for_dir_with(
@@ -262,6 +262,18 @@ impl Log {
         &self.path
     }
 }
+
+/// `CODEX_VAULT_ACTIVITY_QUEUE` (a positive number) overrides the queue's capacity: for tests
+/// that must fill it, and for a machine that wants a deeper one.
+fn queue_capacity() -> usize {
+    std::env::var(QUEUE_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(CHANNEL_CAPACITY)
+}
+
+pub const QUEUE_ENV: &str = "CODEX_VAULT_ACTIVITY_QUEUE";
 
 /// Retention from the settings copy (a bad value falls back to the default).
 fn retention(settings: &Settings) -> (i64, i64) {

@@ -397,3 +397,80 @@ fn every_request_through_serve_is_logged_with_account_outcome_and_tokens() {
     assert_eq!(leaks.find(text.as_bytes()), None, "/metrics leaks");
     drop(serve);
 }
+
+/// The writer stuck behind another process's lock on `activity.db` and a queue of two: every
+/// request is still answered at once, the records that did not fit are dropped and counted
+/// (`/metrics`), and what was queued is written once the lock goes.
+#[test]
+fn a_full_log_queue_drops_and_counts_and_never_holds_a_request() {
+    let fake = fake();
+    let env = DataDir::new();
+    let t = account(&fake, "carol@corp.com", "plus");
+    let p = env.write_file("c.json", auth_json(&t, "2026-11-30T00:00:00Z").as_bytes());
+    env.ok(&["accounts", "import", p.to_str().unwrap(), "--label", "c"]);
+    let mut vars = vault::fake_env(&fake);
+    vars.push(("CODEX_VAULT_ACTIVITY_QUEUE", "2".to_string()));
+    let serve = env.spawn_serve(&vars, env.dir.path().join("serve.stderr"));
+    let info: Value =
+        serde_json::from_str(&env.ok(&["endpoint", "info", "--json"]).stdout).unwrap();
+    let key = info["key"].as_str().unwrap().to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let url = serve.url("/v1/responses");
+    // serve opened the log at its start; this connection now holds its write lock.
+    let blocker = rusqlite::Connection::open(env.vault_home().join("activity.db")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    const N: usize = 12;
+    rt.block_on(async {
+        for _ in 0..N {
+            let s = post(&http, &url, &key, &text_turn(None), None).await;
+            assert_eq!(s.status, 200, "answered while the log cannot write");
+        }
+    });
+    let metrics = |name: &str| -> f64 {
+        let text = rt.block_on(async {
+            http.get(serve.url("/metrics"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .unwrap()
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    assert_eq!(
+        metrics("codex_vault_requests_total") as usize,
+        N,
+        "each request counted"
+    );
+    let lost = metrics("codex_vault_activity_lost_total") as usize;
+    assert!(
+        lost >= N - 3,
+        "a queue of 2 (+1 being written) holds at most 3: lost {lost}"
+    );
+    blocker.execute_batch("COMMIT").unwrap();
+    drop(blocker);
+    // What was queued is written once the lock is gone (or counted lost when the wait timed out).
+    let rows = wait_until(
+        "the queued records written",
+        Duration::from_secs(20),
+        || {
+            let rows = activity(&env, &[]).len();
+            let lost = metrics("codex_vault_activity_lost_total") as usize;
+            (rows + lost == N).then_some(rows)
+        },
+    );
+    assert!(rows <= 3, "{rows} rows");
+    drop(serve);
+}
