@@ -23,6 +23,7 @@
 mod amp;
 mod idle;
 mod load;
+mod logcost;
 mod nginx;
 mod overhead;
 mod procs;
@@ -71,7 +72,7 @@ pub(crate) const SMOKE_OUT: &str = "target/bench-smoke/results.json";
 
 const USAGE: &str = "bench [--vault BIN] [--fake BIN] [--core BIN] [--app BIN] [--secs S] [--warmup S]
       [--idle-secs S] [--idle-settle S] [--accounts N] [--hold-rounds N] [--out PATH]
-      [--only idle | --only ROW[,ROW...]] [--smoke]
+      [--only idle | --only log | --only ROW[,ROW...]] [--smoke]
 bench --check PATH
   rows: small, sse14, sse200, sse-static, turn80k; --only ROWS runs section 1 (1b) for them alone.
   Run inside scripts/keyring-session.sh. Writes target/bench/results.json (README.md § Benchmarks).";
@@ -101,6 +102,8 @@ pub(crate) struct Opts {
     pub(crate) out: PathBuf,
     /// `--only idle`: section 5 alone.
     pub(crate) only_idle: bool,
+    /// `--only log`: section 1c (the request log on / off) alone.
+    pub(crate) only_log: bool,
     /// `--only ROW,…`: section 1 (and 1b) for these payload keys alone.
     pub(crate) only_rows: Option<Vec<String>>,
     pub(crate) hold_rounds: usize,
@@ -134,6 +137,7 @@ fn opts() -> Opts {
         accounts: 1000,
         out: "target/bench/results.json".into(),
         only_idle: false,
+        only_log: false,
         only_rows: None,
         hold_rounds: HOLD_ROUNDS,
         smoke: false,
@@ -162,6 +166,7 @@ fn opts() -> Opts {
             "--hold-rounds" => o.hold_rounds = v.parse().expect("--hold-rounds"),
             "--check" => std::process::exit(schema::check_file(Path::new(&v))),
             "--only" if v == "idle" => o.only_idle = true,
+            "--only" if v == "log" => o.only_log = true,
             "--only" => {
                 let rows: Vec<String> = v.split(',').map(str::to_string).collect();
                 for r in &rows {
@@ -241,6 +246,12 @@ async fn run(o: &Opts, tmp: &Path) -> std::process::ExitCode {
     let started = Instant::now();
     let mut notes: Vec<String> = Vec::new();
     let fake = start_fake(o, &tmp).await;
+    if o.only_log {
+        let v = logcost::run(o, &tmp, &fake).await;
+        drop(fake);
+        report::write_log_cost(o, &v);
+        return std::process::ExitCode::SUCCESS;
+    }
     if o.only_idle {
         let idle = idle::run(o, &tmp, &fake).await;
         drop(fake);
@@ -255,6 +266,9 @@ async fn run(o: &Opts, tmp: &Path) -> std::process::ExitCode {
         report::write_rows(o, started, &ov, &notes);
         return std::process::ExitCode::SUCCESS;
     }
+
+    // ---- 1c. the request log's cost
+    let log_cost = logcost::run(o, &tmp, &fake).await;
 
     // ---- 2. refresh amplification
     eprintln!("bench: refresh amplification");
@@ -285,6 +299,7 @@ async fn run(o: &Opts, tmp: &Path) -> std::process::ExitCode {
         amp: &amp,
         scale: &scale,
         idle: &idle,
+        log_cost: &log_cost,
         notes: &notes,
     });
     let problems = schema::check(&doc, o.smoke);

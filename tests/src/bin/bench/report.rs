@@ -11,6 +11,8 @@ pub(crate) struct Results<'a> {
     pub(crate) amp: &'a [Value],
     pub(crate) scale: &'a Value,
     pub(crate) idle: &'a Value,
+    /// 1c: the request log on / off (`logcost`).
+    pub(crate) log_cost: &'a Value,
     pub(crate) notes: &'a [String],
 }
 
@@ -50,6 +52,7 @@ pub(crate) fn write(r: &Results) -> Value {
     let ratios = overhead_table(&mut out, &r.ov.cells);
     cpu_line(&mut out, &r.ov.cells);
     let hold = hold_table(&mut out, &r.ov.hold_rounds, r.o.hold_rounds);
+    log_cost_line(&mut out, r.log_cost);
     amp_lines(&mut out, r.amp);
     scale_lines(&mut out, r.scale, r.ov);
     idle_lines(&mut out, r.idle);
@@ -95,6 +98,7 @@ pub(crate) fn write(r: &Results) -> Value {
         "footprint": {"serve_idle_rss_mb": r.ov.idle_rss, "serve_rss_c64_peak_mb": r.ov.load_rss, "serve_vmhwm_mb": r.ov.hwm,
                       "serve_rss_after_load_mb": r.ov.rss_after, "serve_health_after_load": r.ov.serve_health},
         "amplification": r.amp, "scale": r.scale, "idle": r.idle, "targets": targets, "notes": r.notes,
+        "activity_log_cost": r.log_cost,
     });
     if let Some(dir) = r.o.out.parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -103,6 +107,30 @@ pub(crate) fn write(r: &Results) -> Value {
         .expect("results written");
     println!("results: {}", r.o.out.display());
     doc
+}
+
+/// `--only log`: section 1c's line and JSON (`{"activity_log_cost": …}`).
+pub(crate) fn write_log_cost(o: &Opts, v: &Value) {
+    let mut out = String::new();
+    log_cost_line(&mut out, v);
+    print!("{out}");
+    if let Some(dir) = o.out.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let doc = json!({ "activity_log_cost": v, "generated_at": chrono::Utc::now().to_rfc3339() });
+    std::fs::write(&o.out, serde_json::to_string_pretty(&doc).expect("JSON"))
+        .expect("results written");
+    println!("results: {}", o.out.display());
+}
+
+/// 1c: CPU a request with the request log on and off.
+fn log_cost_line(out: &mut String, v: &Value) {
+    let n = |k: &str| v[k].as_f64().map_or("-".into(), |x| f(x, 1));
+    let _ = writeln!(
+        out,
+        "\nRequest log (issue 19), small c=16, median of {} rounds: serve CPU {} µs/req with the log, {} without: {} % added (target ≤ 3 %)",
+        v["rounds"], n("cpu_us_per_req_on"), n("cpu_us_per_req_off"), n("added_cpu_percent")
+    );
 }
 
 /// `--only ROWS`: section 1's table (and 1b's), the issue-18 target lines of those rows, and a
@@ -561,7 +589,13 @@ fn other_targets(r: &Results) -> Vec<Value> {
     let ready = num(&scale["start_to_ready_ms"]);
     let wake = num(&scale["scheduler_wakeups_per_min"]);
     let keychain = &ov.serve_health["process"]["keychain_reads"];
+    let added = num(&r.log_cost["added_cpu_percent"]);
     let mut t = vec![
+        target(
+            "request log ≤ 3 % of a request's CPU (small c=16)",
+            added <= 3.0,
+            format!("{} % added", f(added, 1)),
+        ),
         target(
             "refresh calls = 1 in every amplification case",
             r.amp.iter().all(|a| a["target_met"] == true),
