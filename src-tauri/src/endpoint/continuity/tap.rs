@@ -143,25 +143,29 @@ impl Tap {
         if self.first_output && !carries && !ends {
             return; // the fast path: nearly every frame of a long answer
         }
-        let (name, data) = split_frame(f);
+        // The name borrowed and the data joined only when a frame is parsed: the frames before
+        // the first output are a few allocations a request otherwise.
+        let name = frame_name(f);
+        let parse = || serde_json::from_slice::<Value>(&frame_data(f)).ok();
         let mut parsed: Option<Value> = None;
-        let kind: String = match name {
-            Some(n) => n.to_string(),
+        let kind: std::borrow::Cow<'_, str> = match name {
+            Some(n) => n.into(),
             None => {
-                parsed = serde_json::from_slice(&data).ok();
+                parsed = parse();
                 parsed
                     .as_ref()
                     .and_then(|v| v.get("type")?.as_str().map(str::to_string))
                     .unwrap_or_default()
+                    .into()
             }
         };
         if !self.first_output {
-            match kind.as_str() {
+            match &*kind {
                 // A comment / keep-alive frame, or the response's opening events.
                 "" | "response.created" | "response.in_progress" => {}
                 "response.failed" => {
                     if parsed.is_none() {
-                        parsed = serde_json::from_slice(&data).ok();
+                        parsed = parse();
                     }
                     self.failed = Some(parsed.clone().unwrap_or(Value::Null));
                 }
@@ -173,7 +177,7 @@ impl Tap {
         }
         if carries && kind == "response.output_item.done" {
             if parsed.is_none() {
-                parsed = serde_json::from_slice(&data).ok();
+                parsed = parse();
             }
             if let Some(item) = parsed.as_ref().and_then(|v| v.get("item")) {
                 self.record(item);
@@ -279,22 +283,31 @@ fn frame_end(buf: &[u8]) -> Option<(usize, usize)> {
     })
 }
 
-/// The `event:` name (if any) and the joined `data:` lines of one frame.
-fn split_frame(f: &[u8]) -> (Option<&str>, Vec<u8>) {
+/// The `event:` name of one frame, if any.
+fn frame_name(f: &[u8]) -> Option<&str> {
     let mut name = None;
-    let mut data: Vec<u8> = Vec::new();
     for line in f.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(v) = line.strip_prefix(b"event:") {
             name = std::str::from_utf8(v).ok().map(str::trim);
-        } else if let Some(v) = line.strip_prefix(b"data:") {
+        }
+    }
+    name.filter(|n| !n.is_empty())
+}
+
+/// The joined `data:` lines of one frame.
+fn frame_data(f: &[u8]) -> Vec<u8> {
+    let mut data: Vec<u8> = Vec::new();
+    for line in f.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(v) = line.strip_prefix(b"data:") {
             if !data.is_empty() {
                 data.push(b'\n');
             }
             data.extend_from_slice(v.strip_prefix(b" ").unwrap_or(v));
         }
     }
-    (name.filter(|n| !n.is_empty()), data)
+    data
 }
 
 /// An upstream body with a [`Tap`] on it: every chunk passes unchanged and at once.
