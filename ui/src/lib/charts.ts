@@ -1,6 +1,6 @@
 // uPlot options for the Activity page's charts: stacked bars per account, and one account's
 // 5 h / weekly used-% with its resets marked.
-import uPlot from 'uplot';
+import uPlot from './uplot';
 import type { Stacked, UsageSeries } from '../activity';
 import { formatCount } from '../activity';
 import { seriesColor, type ChartTheme } from './chartTheme';
