@@ -135,3 +135,22 @@ describe('throttle', () => {
     vi.useRealTimers();
   });
 });
+
+describe('uplotLocale', () => {
+  it('replaces a locale tag Intl rejects (WebKitGTK under LANG=C) before uPlot loads', async () => {
+    vi.stubGlobal('navigator', { language: 'C' });
+    vi.resetModules();
+    await import('./lib/uplotLocale');
+    expect(navigator.language).toBe('en-US');
+    expect(() => new Intl.NumberFormat(navigator.language)).not.toThrow();
+    vi.unstubAllGlobals();
+  });
+
+  it('leaves a valid tag alone', async () => {
+    vi.stubGlobal('navigator', { language: 'de-DE' });
+    vi.resetModules();
+    await import('./lib/uplotLocale');
+    expect(navigator.language).toBe('de-DE');
+    vi.unstubAllGlobals();
+  });
+});
