@@ -453,6 +453,13 @@ def main():
             driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-accounts"]').click()
 
         def activity_page():
+            try:
+                activity_steps()
+            finally:
+                driver.execute_script("delete document.documentElement.dataset.theme")
+                driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-accounts"]').click()
+
+        def activity_steps():
             # Requests through the app's own endpoint against the fake upstream: the request log
             # (activity.db) records them, and the Activity page shows them, live.
             info = json.loads(stack.cli("endpoint", "info", "--json").stdout)
@@ -477,7 +484,7 @@ def main():
             rows = lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="request-row"]')
             wait.until(lambda d: len(rows(d)) >= 5)
             before = len(rows(driver))
-            models = [e.text for e in driver.find_elements(
+            models = [e.get_attribute("textContent").strip() for e in driver.find_elements(
                 By.CSS_SELECTOR, '[data-testid="totals-models-row"] th')]
             assert "gpt-5" in models and "gpt-5-codex" in models, models
             assert driver.find_elements(By.CSS_SELECTOR, '[data-testid="totals-accounts-row"]'), "no account totals"
@@ -502,6 +509,10 @@ def main():
             assert len(lines) >= 1 + len(rows(driver)), (shown, len(lines))
             painted()
             screenshot(stack, "12-activity.png")
+            driver.execute_script("document.querySelector('[data-testid=\"request-table\"]').scrollIntoView()")
+            painted()
+            screenshot(stack, "12b-activity-table.png")
+            driver.execute_script("document.querySelector('[data-testid=\"activity-panel\"]').scrollIntoView()")
             # Dark: the charts are drawn again in the dark palette (a new canvas).
             old = driver.find_element(By.CSS_SELECTOR, '[data-testid="chart-requests"] canvas')
             driver.execute_script("document.documentElement.dataset.theme = 'dark'")
@@ -509,8 +520,6 @@ def main():
             assert canvas_size("chart-requests")[0] > 0
             painted()
             screenshot(stack, "13-activity-dark.png")
-            driver.execute_script("delete document.documentElement.dataset.theme")
-            driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-accounts"]').click()
 
         def tray_icon():
             # The tray icon exists (libayatana-appindicator's window on this X screen); with no

@@ -19,15 +19,15 @@ function row(key: number, sub: string | null, requests: number, tokens = 0): Tot
 }
 
 describe('stackByAccount', () => {
-  it('fills every bucket of the range and stacks accounts, the busiest first', () => {
+  it('fills every bucket of the range and stacks accounts in label order', () => {
     const since = 10 * H + 123;
     const until = 13 * H + 5;
     const rows = [row(10 * H, 'a', 1), row(10 * H, 'b', 5), row(12 * H, 'a', 2), row(13 * H, 'b', 1)];
-    const s = stackByAccount(rows, 'hour', since, until, 'requests', new Map([['b', 'Bee']]));
+    const s = stackByAccount(rows, 'hour', since, until, 'requests', new Map([['a', 'Zed'], ['b', 'Bee']]));
     expect(s.xs).toEqual([10, 11, 12, 13].map((h) => (h * H) / 1000));
     expect(s.accounts).toEqual([
       { id: 'b', label: 'Bee' },
-      { id: 'a', label: 'a' },
+      { id: 'a', label: 'Zed' },
     ]);
     expect(s.raw).toEqual([
       [5, 0, 0, 1],

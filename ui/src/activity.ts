@@ -57,7 +57,7 @@ export function tokensOf(t: Pick<Totals, 'input_tokens' | 'output_tokens'>): num
 export interface Stacked {
   /** Bucket starts, in seconds (uPlot's x unit). */
   xs: number[];
-  /** One entry per account, in a stable order (by total, largest first). */
+  /** One entry per account, in a stable order (by label). */
   accounts: { id: string; label: string }[];
   /** `raw[i][j]`: account i's value in bucket j. */
   raw: number[][];
@@ -103,7 +103,10 @@ export function stackByAccount(
     entry.sum += v;
   }
 
-  const ordered = [...perAccount.entries()].sort((a, b) => b[1].sum - a[1].sum || a[0].localeCompare(b[0]));
+  // By name, not by size: an account keeps its place (and colour) in every chart and range.
+  const ordered = [...perAccount.entries()].sort(
+    (a, b) => a[1].label.localeCompare(b[1].label) || a[0].localeCompare(b[0]),
+  );
   const raw = ordered.map(([, e]) => e.values);
   const stacked: number[][] = [];
   raw.forEach((values, i) => {
