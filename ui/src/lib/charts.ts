@@ -55,7 +55,12 @@ export function usageData(u: UsageSeries): uPlot.AlignedData {
   return [u.xs, u.primary, u.secondary] as uPlot.AlignedData;
 }
 
-export function usageOptions(u: UsageSeries, theme: ChartTheme): Omit<uPlot.Options, 'width' | 'height'> {
+/** `span`: the page's time range in seconds, so every chart shares one x axis (and one sample is a dot). */
+export function usageOptions(
+  u: UsageSeries,
+  theme: ChartTheme,
+  span: [number, number],
+): Omit<uPlot.Options, 'width' | 'height'> {
   const primary = theme.accent;
   const secondary = seriesColor(theme, 1);
   const marks = (plot: uPlot) => {
@@ -78,15 +83,16 @@ export function usageOptions(u: UsageSeries, theme: ChartTheme): Omit<uPlot.Opti
     draw(u.secondaryResets, secondary);
     ctx.restore();
   };
+  const few = u.xs.length < 3;
   const pct = (_u: uPlot, v: number | null) => (v === null ? '–' : `${Math.round(v)}%`);
   return {
     series: [
       {},
-      { label: '5 h used', stroke: primary, width: 2, spanGaps: true, value: pct, points: { show: false } },
-      { label: 'weekly used', stroke: secondary, width: 2, spanGaps: true, value: pct, points: { show: false } },
+      { label: '5 h used', stroke: primary, width: 2, spanGaps: true, value: pct, points: { show: few, size: 6 } },
+      { label: 'weekly used', stroke: secondary, width: 2, spanGaps: true, value: pct, points: { show: few, size: 6 } },
     ],
     axes: axes(theme, (v) => `${v}%`),
-    scales: { x: { time: true }, y: { range: [0, 100] } },
+    scales: { x: { time: true, range: () => span }, y: { range: [0, 100] } },
     hooks: { draw: [marks] },
     cursor: { points: { show: false } },
   };
