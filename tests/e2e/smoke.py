@@ -21,7 +21,7 @@ from selenium.webdriver.common.options import ArgOptions
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 APP = os.path.join(ROOT, "target", "debug", "codex-vault")
@@ -500,13 +500,21 @@ def main():
             # One more request while the page is open: it appears without a reload.
             serve("gpt-5-codex")
             wait.until(lambda d: len(rows(d)) > before)
-            # CSV export of the filtered table, to the path the page shows.
+            # A filter narrows the table; the CSV export is of the filtered table, to the path shown.
+            Select(driver.find_element(By.CSS_SELECTOR, '[data-testid="activity-model"]')).select_by_value("gpt-5")
+            wait.until(lambda d: len(rows(d)) == 2)
+            # (textContent: the table is below the fold, and WebDriver's .text is empty off screen)
+            shown_models = [r.find_elements(By.CSS_SELECTOR, '[role="cell"]')[2].get_attribute("textContent")
+                            for r in rows(driver)]
+            assert shown_models == ["gpt-5", "gpt-5"], shown_models
             driver.find_element(By.CSS_SELECTOR, '[data-testid="activity-export"]').click()
             shown = wait.until(EC.visibility_of_element_located(
                 (By.CSS_SELECTOR, '[data-testid="activity-export-path"] code'))).text
             with open(shown) as f:
                 lines = f.read().splitlines()
-            assert len(lines) >= 1 + len(rows(driver)), (shown, len(lines))
+            assert len(lines) == 1 + 2, (shown, lines)
+            Select(driver.find_element(By.CSS_SELECTOR, '[data-testid="activity-model"]')).select_by_value("")
+            wait.until(lambda d: len(rows(d)) > 2)
             painted()
             screenshot(stack, "12-activity.png")
             driver.execute_script("document.querySelector('[data-testid=\"request-table\"]').scrollIntoView()")
