@@ -21,7 +21,7 @@ from selenium.webdriver.common.options import ArgOptions
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 APP = os.path.join(ROOT, "target", "debug", "codex-vault")
@@ -452,6 +452,83 @@ def main():
             assert shown == version, (shown, version)
             driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-accounts"]').click()
 
+        def activity_page():
+            try:
+                activity_steps()
+            finally:
+                driver.execute_script("delete document.documentElement.dataset.theme")
+                driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-accounts"]').click()
+
+        def activity_steps():
+            # Requests through the app's own endpoint against the fake upstream: the request log
+            # (activity.db) records them, and the Activity page shows them, live.
+            info = json.loads(stack.cli("endpoint", "info", "--json").stdout)
+
+            def serve(model):
+                body = {"model": model, "instructions": "", "stream": True, "store": False,
+                        "input": [{"type": "message", "role": "user",
+                                   "content": [{"type": "input_text", "text": "hi"}]}]}
+                req = urllib.request.Request(f"http://127.0.0.1:{info['port']}/v1/responses",
+                                             data=json.dumps(body).encode(),
+                                             headers={"content-type": "application/json",
+                                                      "authorization": f"Bearer {info['key']}"})
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    assert r.status == 200, r.status
+                    r.read()
+
+            for model in ["gpt-5-codex", "gpt-5-codex", "gpt-5", "gpt-5-codex", "gpt-5"]:
+                serve(model)
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-activity"]').click()
+            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="activity-panel"]')))
+            # The log is flushed within a second of a request; the page reloads on the endpoint's news.
+            rows = lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="request-row"]')
+            wait.until(lambda d: len(rows(d)) >= 5)
+            before = len(rows(driver))
+            models = [e.get_attribute("textContent").strip() for e in driver.find_elements(
+                By.CSS_SELECTOR, '[data-testid="totals-models-row"] th')]
+            assert "gpt-5" in models and "gpt-5-codex" in models, models
+            assert driver.find_elements(By.CSS_SELECTOR, '[data-testid="totals-accounts-row"]'), "no account totals"
+
+            def canvas_size(testid):
+                return driver.execute_script(
+                    "const c = document.querySelector(`[data-testid='${arguments[0]}'] canvas`);"
+                    "return c ? [c.width, c.height] : null;", testid)
+
+            for chart in ["chart-requests", "chart-tokens"]:
+                size = wait.until(lambda d: canvas_size(chart))
+                assert size[0] > 0 and size[1] > 0, (chart, size)
+            # One more request while the page is open: it appears without a reload.
+            serve("gpt-5-codex")
+            wait.until(lambda d: len(rows(d)) > before)
+            # A filter narrows the table; the CSV export is of the filtered table, to the path shown.
+            Select(driver.find_element(By.CSS_SELECTOR, '[data-testid="activity-model"]')).select_by_value("gpt-5")
+            wait.until(lambda d: len(rows(d)) == 2)
+            # (textContent: the table is below the fold, and WebDriver's .text is empty off screen)
+            shown_models = [r.find_elements(By.CSS_SELECTOR, '[role="cell"]')[2].get_attribute("textContent")
+                            for r in rows(driver)]
+            assert shown_models == ["gpt-5", "gpt-5"], shown_models
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="activity-export"]').click()
+            shown = wait.until(EC.visibility_of_element_located(
+                (By.CSS_SELECTOR, '[data-testid="activity-export-path"] code'))).text
+            with open(shown) as f:
+                lines = f.read().splitlines()
+            assert len(lines) == 1 + 2, (shown, lines)
+            Select(driver.find_element(By.CSS_SELECTOR, '[data-testid="activity-model"]')).select_by_value("")
+            wait.until(lambda d: len(rows(d)) > 2)
+            painted()
+            screenshot(stack, "12-activity.png")
+            driver.execute_script("document.querySelector('[data-testid=\"request-table\"]').scrollIntoView()")
+            painted()
+            screenshot(stack, "12b-activity-table.png")
+            driver.execute_script("document.querySelector('[data-testid=\"activity-panel\"]').scrollIntoView()")
+            # Dark: the charts are drawn again in the dark palette (a new canvas).
+            old = driver.find_element(By.CSS_SELECTOR, '[data-testid="chart-requests"] canvas')
+            driver.execute_script("document.documentElement.dataset.theme = 'dark'")
+            wait.until(EC.staleness_of(old))
+            assert canvas_size("chart-requests")[0] > 0
+            painted()
+            screenshot(stack, "13-activity-dark.png")
+
         def tray_icon():
             # The tray icon exists (libayatana-appindicator's window on this X screen); with no
             # indicator host here its menu cannot be opened, so that is left to the unit tests.
@@ -472,6 +549,7 @@ def main():
         check("sign_in_with_chatgpt", sign_in_with_chatgpt)
         check("endpoint_panel", endpoint_panel)
         check("settings_theme", settings_theme)
+        check("activity_page", activity_page)
         check("tray_icon", tray_icon)
         check("single_instance", single_instance)
         check("disable", disable)

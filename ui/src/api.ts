@@ -4,6 +4,7 @@
 import { invoke } from '@tauri-apps/api/core';
 import { listen } from '@tauri-apps/api/event';
 import type { About } from './bindings/About';
+import type { ActivityPage } from './bindings/ActivityPage';
 import type { AccountsChanged } from './bindings/AccountsChanged';
 import type { AccountView } from './bindings/AccountView';
 import type { CodexCliPreview } from './bindings/CodexCliPreview';
@@ -12,6 +13,8 @@ import type { ErrorBody } from './bindings/ErrorBody';
 import type { ErrorCode } from './bindings/ErrorCode';
 import type { EventView } from './bindings/EventView';
 import type { FailureView } from './bindings/FailureView';
+import type { Filter } from './bindings/Filter';
+import type { GroupBy } from './bindings/GroupBy';
 import type { HeldRotationView } from './bindings/HeldRotationView';
 import type { Imported } from './bindings/Imported';
 import type { ImportOutcome } from './bindings/ImportOutcome';
@@ -23,17 +26,26 @@ import type { OwnershipReport } from './bindings/OwnershipReport';
 import type { Prefs } from './bindings/Prefs';
 import type { PreviewAction } from './bindings/PreviewAction';
 import type { QuitHeld } from './bindings/QuitHeld';
+import type { RequestRow } from './bindings/RequestRow';
 import type { SignInFinished } from './bindings/SignInFinished';
 import type { SignInStarted } from './bindings/SignInStarted';
 import type { StartupProblem } from './bindings/StartupProblem';
 import type { Status } from './bindings/Status';
 import type { StoreInfo } from './bindings/StoreInfo';
 import type { Theme } from './bindings/Theme';
+import type { Totals } from './bindings/Totals';
+import type { UsagePoint } from './bindings/UsagePoint';
 import type { UsageSnapshot } from './bindings/UsageSnapshot';
 import type { UsageWindow } from './bindings/UsageWindow';
 
 export type {
   About,
+  ActivityPage,
+  Filter,
+  GroupBy,
+  RequestRow,
+  Totals,
+  UsagePoint,
   AccountsChanged,
   CodexCliPreview,
   EndpointStatus,
@@ -307,4 +319,26 @@ export function setAutostart(enabled: boolean): Promise<boolean> {
 
 export function about(): Promise<About> {
   return call<About>('about');
+}
+
+// ---- Activity ----------------------------------------------------------------------------------------
+
+/** A page of the request log, newest first; `filter.before_id` asks for the page after a row. */
+export function activityPage(filter: Filter, limit?: number): Promise<ActivityPage> {
+  return call<ActivityPage>('activity_page', { filter, limit: limit ?? null });
+}
+
+/** Requests and tokens summed per account, model, or hour/day bucket (then `sub` is the account). */
+export function activityTotals(filter: Filter, by: GroupBy): Promise<Totals[]> {
+  return call<Totals[]>('activity_totals', { filter, by });
+}
+
+/** Every account's 5 h / weekly used-% samples since `sinceMs`, oldest first. */
+export function usageHistory(sinceMs: number): Promise<UsagePoint[]> {
+  return call<UsagePoint[]>('usage_history', { sinceMs });
+}
+
+/** Writes the filtered table as CSV into Downloads; resolves with the file's path. */
+export function exportActivityCsv(filter: Filter): Promise<string> {
+  return call<string>('export_activity_csv', { filter });
 }
