@@ -6,23 +6,20 @@
 //! the record is dropped and counted). Rows are pruned as rows are added (30 days or 1,000,000
 //! rows, the `activity.*` settings), never by a timer: an idle process writes nothing here.
 
-pub mod db;
 pub mod metrics;
-pub mod query;
 pub mod report;
 mod writer;
 
 use crate::settings::Settings;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-pub use db::ActivityError;
+pub use crate::store::activity::{
+    query, ActivityError, Outcome, Record, Route, Tokens, UsageSample, FILE,
+};
 
-/// The file, in the data dir.
-pub const FILE: &str = "activity.db";
 /// `on` (default) | `off`: whether requests are logged at all (read per request, from the
 /// settings copy: no query).
 pub const SETTING_ENABLED: &str = "activity.log";
@@ -35,131 +32,6 @@ pub const DEFAULT_MAX_ROWS: i64 = 1_000_000;
 /// Records queued for the writer at most; beyond this a record is dropped (and counted) rather
 /// than a request made to wait.
 pub const CHANNEL_CAPACITY: usize = 4096;
-
-/// Which route a request came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
-#[serde(rename_all = "snake_case")]
-#[ts(export)]
-pub enum Route {
-    Responses,
-    Chat,
-    Models,
-    Compact,
-    Broker,
-}
-
-/// How a request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
-#[serde(rename_all = "snake_case")]
-#[ts(export)]
-pub enum Outcome {
-    /// Answered by the first account tried.
-    Ok,
-    /// Answered, by another account than the first one tried (a cap, overload or dead sign-in).
-    FailedOver,
-    /// Answered after a 401 and a refresh of the account's sign-in.
-    Refreshed,
-    /// The client got a 429.
-    RateLimited,
-    /// The client went away before the answer ended.
-    ClientClosed,
-    /// The backend failed (5xx, unreachable, a stream broken or failed after its first output).
-    UpstreamError,
-    /// No account could take the request.
-    NoAccount,
-    /// Any other client error (4xx) as the backend or we answered it.
-    Rejected,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::FailedOver => "failed_over",
-            Outcome::Refreshed => "refreshed",
-            Outcome::RateLimited => "rate_limited",
-            Outcome::ClientClosed => "client_closed",
-            Outcome::UpstreamError => "upstream_error",
-            Outcome::NoAccount => "no_account",
-            Outcome::Rejected => "rejected",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Outcome> {
-        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
-    }
-}
-
-impl Route {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Route::Responses => "responses",
-            Route::Chat => "chat",
-            Route::Models => "models",
-            Route::Compact => "compact",
-            Route::Broker => "broker",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Route> {
-        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
-    }
-}
-
-/// Tokens of one answer, as the backend's `response.completed` counts them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tokens {
-    pub input: u64,
-    pub cached: u64,
-    pub output: u64,
-    pub reasoning: u64,
-}
-
-/// One finished request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    pub at_ms: i64,
-    pub route: Route,
-    pub model: Option<String>,
-    pub account_id: Option<String>,
-    /// The conversation key, hashed (`secret::fingerprint`): enough to group a conversation's
-    /// turns, never the key itself.
-    pub conversation: Option<String>,
-    pub status: u16,
-    pub outcome: Outcome,
-    pub latency_us: u64,
-    pub ttfb_us: Option<u64>,
-    pub tokens: Option<Tokens>,
-}
-
-/// An account's used-% of both windows at one time.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UsageSample {
-    pub at_ms: i64,
-    pub account_id: String,
-    pub primary_used: Option<f64>,
-    pub primary_resets_at: Option<i64>,
-    pub secondary_used: Option<f64>,
-    pub secondary_resets_at: Option<i64>,
-}
-
-impl UsageSample {
-    pub fn from_snapshot(account_id: &str, s: &crate::account::usage::UsageSnapshot) -> Self {
-        let reset = |w: &crate::account::usage::UsageWindow| {
-            w.resets_at
-                .as_deref()
-                .and_then(crate::account::rfc3339_to_ms)
-        };
-        UsageSample {
-            at_ms: crate::account::now_ms(),
-            account_id: account_id.to_string(),
-            primary_used: s.primary.as_ref().map(|w| w.used_percent),
-            primary_resets_at: s.primary.as_ref().and_then(reset),
-            secondary_used: s.secondary.as_ref().map(|w| w.used_percent),
-            secondary_resets_at: s.secondary.as_ref().and_then(reset),
-        }
-    }
-}
 
 enum Item {
     Request(Record),
@@ -209,10 +81,10 @@ impl Log {
             return Ok(log);
         }
         let path = data_dir.join(FILE);
-        let conn = db::open(&path)?;
+        let db = crate::store::activity::LogDb::open(&path)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
         let counters = Arc::new(Counters::default());
-        writer::spawn(conn, rx, settings.clone(), counters.clone())?;
+        writer::spawn(db, rx, settings.clone(), counters.clone())?;
         let log = Arc::new(Log {
             tx,
             settings,
@@ -323,7 +195,7 @@ mod tests {
     }
 
     fn rows(dir: &Path) -> Vec<query::RequestRow> {
-        let conn = db::open_read(dir).unwrap().unwrap();
+        let conn = crate::store::activity::open_read(dir).unwrap().unwrap();
         query::requests(&conn, &query::Filter::default(), 10_000).unwrap()
     }
 
@@ -333,8 +205,7 @@ mod tests {
         let log = Log::for_dir_with(dir.path(), settings(&[]), 4).unwrap();
         // Another connection holds the file: the writer's insert waits behind it (busy timeout),
         // so the queue cannot drain while records keep coming.
-        let blocker = rusqlite::Connection::open(dir.path().join(FILE)).unwrap();
-        blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let blocker = crate::store::activity::WriteLock::take(&dir.path().join(FILE));
         log.record(record(crate::account::now_ms(), 0));
         // The writer took the first record and is stuck in its transaction; these fill the queue.
         for n in 1..50 {
@@ -345,7 +216,7 @@ mod tests {
             dropped >= 50 - 1 - 4 - 1,
             "the queue held at most 4 (+1 taken): {dropped}"
         );
-        blocker.execute_batch("COMMIT").unwrap();
+        drop(blocker);
         log.flush();
         let written = log.counters().written.load(Ordering::Relaxed);
         assert_eq!(
@@ -395,9 +266,7 @@ mod tests {
     fn a_log_from_a_newer_version_is_refused_and_left_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE);
-        let c = rusqlite::Connection::open(&path).unwrap();
-        c.pragma_update(None, "user_version", 99).unwrap();
-        drop(c);
+        crate::store::activity::mark_newer(&path, 99);
         let before = std::fs::read(&path).unwrap();
         let err = match Log::for_dir(dir.path(), settings(&[])) {
             Err(e) => e,
@@ -435,7 +304,9 @@ mod tests {
             log.record(record(base + (n as i64 % 2) * hour, n));
         }
         log.flush();
-        let conn = db::open_read(dir.path()).unwrap().unwrap();
+        let conn = crate::store::activity::open_read(dir.path())
+            .unwrap()
+            .unwrap();
         let f = query::Filter::default();
         let by_account = query::totals(&conn, &f, query::GroupBy::Account).unwrap();
         let sums: Vec<(String, i64, i64)> = by_account

@@ -2,10 +2,11 @@
 //! their accounts' labels, and per-account usage (current windows from the accounts store, totals
 //! from the log). Labels are joined here, at read time: a rename shows on old rows too.
 
-use super::query::{self, Filter, GroupBy, RequestRow, Totals};
 use super::ActivityError;
 use crate::account::usage::{UsageSnapshot, UsageWindow};
 use crate::account::{now_ms, Account};
+use crate::store::activity::open_read;
+use crate::store::activity::query::{self, Filter, GroupBy, RequestRow, Totals};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,7 +20,7 @@ pub fn requests(
     filter: &Filter,
     limit: usize,
 ) -> Result<Vec<RequestRow>, ActivityError> {
-    let Some(conn) = super::db::open_read(data_dir)? else {
+    let Some(conn) = open_read(data_dir)? else {
         return Ok(Vec::new());
     };
     let labels: HashMap<&str, &str> = accounts
@@ -53,7 +54,7 @@ pub fn page(
     limit: usize,
 ) -> Result<ActivityPage, ActivityError> {
     let rows = requests(data_dir, accounts, filter, limit)?;
-    let total = match super::db::open_read(data_dir)? {
+    let total = match open_read(data_dir)? {
         Some(conn) => query::count(
             &conn,
             &Filter {
@@ -73,7 +74,7 @@ pub fn totals(
     filter: &Filter,
     by: GroupBy,
 ) -> Result<Vec<Totals>, ActivityError> {
-    let Some(conn) = super::db::open_read(data_dir)? else {
+    let Some(conn) = open_read(data_dir)? else {
         return Ok(Vec::new());
     };
     let label = |id: Option<&str>| {
@@ -97,7 +98,7 @@ pub fn usage_history(
     data_dir: &Path,
     since_ms: i64,
 ) -> Result<Vec<query::UsagePoint>, ActivityError> {
-    match super::db::open_read(data_dir)? {
+    match open_read(data_dir)? {
         Some(conn) => Ok(query::usage_history(&conn, since_ms)?),
         None => Ok(Vec::new()),
     }
@@ -205,7 +206,7 @@ pub struct UsageReport {
 
 pub fn usage(data_dir: &Path, accounts: &[Account]) -> Result<UsageReport, ActivityError> {
     let now = now_ms();
-    let conn = super::db::open_read(data_dir)?;
+    let conn = open_read(data_dir)?;
     let per_account = |since: i64| -> Result<HashMap<String, Totals>, ActivityError> {
         let Some(conn) = &conn else {
             return Ok(HashMap::new());

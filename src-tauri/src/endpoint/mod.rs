@@ -17,6 +17,7 @@ mod proxy;
 pub(crate) mod record;
 mod routes;
 pub mod select;
+mod upstream;
 
 pub mod usage_poll;
 

@@ -2,6 +2,7 @@
 //! dir, shared by the desktop app, `serve` and the CLI (possibly at the same time: WAL + busy_timeout).
 
 mod accounts;
+pub mod activity;
 pub mod backup;
 mod broker;
 mod continuity;

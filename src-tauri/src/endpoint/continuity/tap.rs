@@ -173,7 +173,7 @@ impl Tap {
             }
         }
         if ends {
-            self.note_terminal(&kind, &data);
+            self.note_terminal(&kind, &frame_data(f));
         }
         if carries && kind == "response.output_item.done" {
             if parsed.is_none() {

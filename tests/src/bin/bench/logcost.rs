@@ -20,7 +20,11 @@ fn side(o: &Opts, tmp: &Path, fake: &Fake, t: &IssuedTokens, on: bool) -> (Proc,
     let (p, base, _) = v.serve(&format!("{name}.log"));
     let pid = p.pid();
     let side = Side {
-        name: if on { "serve (log on)" } else { "serve (log off)" },
+        name: if on {
+            "serve (log on)"
+        } else {
+            "serve (log off)"
+        },
         group: Group::Fake,
         base,
         headers: vec![("authorization".into(), format!("Bearer {key}"))],
@@ -41,7 +45,11 @@ pub(crate) async fn run(o: &Opts, tmp: &Path, fake: &Fake) -> Value {
     let fake_pid = fake.proc.pid();
     let mut cells = Vec::new();
     for round in 0..rounds {
-        let (a, b) = if round % 2 == 0 { (&on, &off) } else { (&off, &on) };
+        let (a, b) = if round % 2 == 0 {
+            (&on, &off)
+        } else {
+            (&off, &on)
+        };
         let ca = measure(o, &[fake_pid], a, Payload::Small, CONC, None).await;
         let cb = measure(o, &[fake_pid], b, Payload::Small, CONC, None).await;
         let (c_on, c_off) = if round % 2 == 0 { (ca, cb) } else { (cb, ca) };

@@ -1,13 +1,21 @@
-//! `activity.db`: its schema, opening it (0600, WAL, versioned like the store), and the writes
-//! the writer thread makes. Rows are keyed by an integer id that only grows (deletions are from
+//! `activity.db`, the request log's own database file: its schema, opening it (0600, WAL,
+//! versioned like the store), the writes the log's writer thread makes (`LogDb`) and the reads
+//! (`query`). SQL lives in `store/` only; the log itself (queue, writer thread) is `activity`. Rows are keyed by an integer id that only grows (deletions are from
 //! the oldest end), so "how many rows" is `max(id) - min(id) + 1` and pruning by count is one
 //! range delete on the primary key.
 
-use super::{Record, UsageSample};
+pub mod query;
+mod types;
+
+pub use types::*;
+
 use crate::error_code::ErrorCode;
 use rusqlite::{params, Connection, OpenFlags, Transaction};
 use std::path::Path;
 use std::time::Duration;
+
+/// The file, in the data dir.
+pub const FILE: &str = "activity.db";
 
 /// A newer `activity.db` than this build knows is refused, never written to.
 const MIGRATIONS: &[&str] = &[
@@ -112,14 +120,14 @@ pub fn open(path: &Path) -> Result<Connection, ActivityError> {
 
 /// Opens the log to read it (a CLI call, the app's Activity page); `None` when there is none yet.
 pub fn open_read(data_dir: &Path) -> Result<Option<Connection>, ActivityError> {
-    let path = data_dir.join(super::FILE);
+    let path = data_dir.join(FILE);
     if !path.exists() {
         return Ok(None);
     }
     open(&path).map(Some)
 }
 
-pub(super) fn insert_request(tx: &Transaction<'_>, r: &Record) -> rusqlite::Result<i64> {
+fn insert_request(tx: &Transaction<'_>, r: &Record) -> rusqlite::Result<i64> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO requests (at_ms, route, model, account_id, conversation, status, outcome,
             latency_us, ttfb_us, input_tokens, cached_tokens, output_tokens, reasoning_tokens)
@@ -144,7 +152,7 @@ pub(super) fn insert_request(tx: &Transaction<'_>, r: &Record) -> rusqlite::Resu
     Ok(tx.last_insert_rowid())
 }
 
-pub(super) fn insert_sample(tx: &Transaction<'_>, s: &UsageSample) -> rusqlite::Result<()> {
+fn insert_sample(tx: &Transaction<'_>, s: &UsageSample) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO usage_samples (at_ms, account_id, primary_used, primary_resets_at,
             secondary_used, secondary_resets_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -161,7 +169,7 @@ pub(super) fn insert_sample(tx: &Transaction<'_>, s: &UsageSample) -> rusqlite::
 }
 
 /// The oldest request kept (id, time), if any.
-pub(super) fn oldest_request(conn: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
+fn oldest_request(conn: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
     conn.query_row(
         "SELECT id, at_ms FROM requests ORDER BY id LIMIT 1",
         [],
@@ -174,16 +182,16 @@ pub(super) fn oldest_request(conn: &Connection) -> rusqlite::Result<Option<(i64,
 }
 
 /// The earliest time a kept request has (the `requests_at` index answers it).
-pub(super) fn earliest_request_at(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+fn earliest_request_at(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     conn.query_row("SELECT min(at_ms) FROM requests", [], |r| r.get(0))
 }
 
-pub(super) fn oldest_sample_at(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+fn oldest_sample_at(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     conn.query_row("SELECT min(at_ms) FROM usage_samples", [], |r| r.get(0))
 }
 
 /// Deletes requests older than `cutoff_ms` or beyond the newest `max_rows`; returns how many.
-pub(super) fn prune_requests(
+fn prune_requests(
     tx: &Transaction<'_>,
     cutoff_ms: i64,
     newest_id: i64,
@@ -197,9 +205,117 @@ pub(super) fn prune_requests(
     Ok(by_count + by_age)
 }
 
-pub(super) fn prune_samples(tx: &Transaction<'_>, cutoff_ms: i64) -> rusqlite::Result<usize> {
+fn prune_samples(tx: &Transaction<'_>, cutoff_ms: i64) -> rusqlite::Result<usize> {
     tx.execute(
         "DELETE FROM usage_samples WHERE at_ms < ?1",
         params![cutoff_ms],
     )
+}
+
+/// The writer thread's connection, with what pruning compares with kept in memory: the lowest
+/// id kept and the earliest time kept (not always the same row: a clock set back writes earlier
+/// times later).
+pub struct LogDb {
+    conn: Connection,
+    oldest_id: Option<i64>,
+    oldest_at: Option<i64>,
+    oldest_sample: Option<i64>,
+}
+
+impl LogDb {
+    pub fn open(path: &Path) -> Result<LogDb, ActivityError> {
+        let conn = open(path)?;
+        Ok(LogDb {
+            oldest_id: oldest_request(&conn)?.map(|(id, _)| id),
+            oldest_at: earliest_request_at(&conn)?,
+            oldest_sample: oldest_sample_at(&conn)?,
+            conn,
+        })
+    }
+
+    /// Inserts a batch in one transaction and prunes, as rows are added, requests older than
+    /// `cutoff_ms` or beyond the newest `max_rows`, and samples older than `cutoff_ms`.
+    pub fn write(
+        &mut self,
+        requests: &[Record],
+        samples: &[UsageSample],
+        cutoff_ms: i64,
+        max_rows: i64,
+    ) -> Result<(), ActivityError> {
+        let r = self.commit(requests, samples, cutoff_ms, max_rows);
+        if r.is_err() {
+            // What the file holds now is what pruning must compare with.
+            if let (Ok(id), Ok(at)) = (oldest_request(&self.conn), earliest_request_at(&self.conn))
+            {
+                self.oldest_id = id.map(|(id, _)| id);
+                self.oldest_at = at;
+            }
+        }
+        Ok(r?)
+    }
+
+    fn commit(
+        &mut self,
+        requests: &[Record],
+        samples: &[UsageSample],
+        cutoff: i64,
+        max_rows: i64,
+    ) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        let mut newest = None;
+        for r in requests {
+            let id = insert_request(&tx, r)?;
+            newest = Some(id);
+            self.oldest_id.get_or_insert(id);
+            self.oldest_at = Some(self.oldest_at.map_or(r.at_ms, |a| a.min(r.at_ms)));
+        }
+        for s in samples {
+            insert_sample(&tx, s)?;
+            self.oldest_sample.get_or_insert(s.at_ms);
+        }
+        if let (Some(newest), Some(oldest_id), Some(oldest_at)) =
+            (newest, self.oldest_id, self.oldest_at)
+        {
+            if newest - oldest_id + 1 > max_rows || oldest_at < cutoff {
+                prune_requests(&tx, cutoff, newest, max_rows)?;
+                self.oldest_id = oldest_request(&tx)?.map(|(id, _)| id);
+                self.oldest_at = earliest_request_at(&tx)?;
+            }
+        }
+        if self.oldest_sample.is_some_and(|at| at < cutoff) {
+            prune_samples(&tx, cutoff)?;
+            self.oldest_sample = oldest_sample_at(&tx)?;
+        }
+        tx.commit()
+    }
+}
+
+/// Another connection holding the log's write lock until dropped (tests of a writer that cannot
+/// write).
+#[cfg(test)]
+pub struct WriteLock(Connection);
+
+#[cfg(test)]
+impl WriteLock {
+    pub fn take(path: &Path) -> WriteLock {
+        let c = Connection::open(path).expect("open the log");
+        c.execute_batch("BEGIN IMMEDIATE")
+            .expect("take the write lock");
+        WriteLock(c)
+    }
+}
+
+#[cfg(test)]
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        let _ = self.0.execute_batch("COMMIT");
+    }
+}
+
+/// Marks a log file as written by a newer build (tests of the refusal).
+#[cfg(test)]
+pub fn mark_newer(path: &Path, version: i64) {
+    let c = Connection::open(path).expect("open");
+    c.pragma_update(None, "user_version", version)
+        .expect("user_version");
 }
