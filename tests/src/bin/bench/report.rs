@@ -100,13 +100,29 @@ pub(crate) fn write(r: &Results) -> Value {
         "amplification": r.amp, "scale": r.scale, "idle": r.idle, "targets": targets, "notes": r.notes,
         "activity_log_cost": r.log_cost,
     });
-    if let Some(dir) = r.o.out.parent() {
+    save(&r.o.out, &doc);
+    doc
+}
+
+/// Writes the results file (its directory made first) and says where.
+fn save(path: &Path, doc: &Value) {
+    if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    std::fs::write(&r.o.out, serde_json::to_string_pretty(&doc).expect("JSON"))
+    std::fs::write(path, serde_json::to_string_pretty(doc).expect("JSON"))
         .expect("results written");
-    println!("results: {}", r.o.out.display());
-    doc
+    println!("results: {}", path.display());
+}
+
+/// One target's line: met or MISS, what it is, what was measured.
+fn target_line(out: &mut String, x: &Value) {
+    let mark = if x["met"] == true { "met " } else { "MISS" };
+    let _ = writeln!(
+        out,
+        "   [{mark}] {:<46} {}",
+        x["target"].as_str().unwrap_or(""),
+        x["measured"].as_str().unwrap_or("")
+    );
 }
 
 /// `--only log`: section 1c's line and JSON (`{"activity_log_cost": …}`).
@@ -155,13 +171,7 @@ pub(crate) fn write_rows(o: &Opts, started: Instant, ov: &Overhead, notes: &[Str
         if x["measured"].as_str().is_some_and(|m| m.contains("n/a")) {
             continue;
         }
-        let mark = if x["met"] == true { "met " } else { "MISS" };
-        let _ = writeln!(
-            out,
-            "   [{mark}] {:<46} {}",
-            x["target"].as_str().unwrap_or(""),
-            x["measured"].as_str().unwrap_or("")
-        );
+        target_line(&mut out, &x);
     }
     for n in notes {
         let _ = writeln!(out, "note: {n}");
@@ -179,12 +189,7 @@ pub(crate) fn write_rows(o: &Opts, started: Instant, ov: &Overhead, notes: &[Str
         "machine": {"cores": cores()}, "overhead": ov.cells, "overhead_ratios": ratios,
         "first_byte_hold": hold, "notes": notes,
     });
-    if let Some(dir) = o.out.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    std::fs::write(&o.out, serde_json::to_string_pretty(&doc).expect("JSON"))
-        .expect("results written");
-    println!("results: {}", o.out.display());
+    save(&o.out, &doc);
 }
 
 /// `--only idle`: section 5's lines and targets, and a JSON of that section alone.
@@ -194,13 +199,7 @@ pub(crate) fn write_idle(o: &Opts, started: Instant, idle: &Value) {
     let targets = idle_targets(idle);
     let _ = writeln!(out, "\nTargets (idle wake-ups: issue 17)");
     for x in &targets {
-        let mark = if x["met"] == true { "met " } else { "MISS" };
-        let _ = writeln!(
-            out,
-            "   [{mark}] {:<46} {}",
-            x["target"].as_str().unwrap_or(""),
-            x["measured"].as_str().unwrap_or("")
-        );
+        target_line(&mut out, x);
     }
     let _ = writeln!(
         out,
@@ -214,12 +213,7 @@ pub(crate) fn write_idle(o: &Opts, started: Instant, idle: &Value) {
         "machine": {"cores": cores()},
         "sections": ["idle"], "idle": idle, "targets": targets,
     });
-    if let Some(dir) = o.out.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    std::fs::write(&o.out, serde_json::to_string_pretty(&doc).expect("JSON"))
-        .expect("results written");
-    println!("results: {}", o.out.display());
+    save(&o.out, &doc);
 }
 
 /// Section 1's table; returns its ratios (serve against direct and nginx).
