@@ -192,7 +192,9 @@ impl Recorded {
         t.record.tokens = terminal.and_then(|x| x.tokens);
         t.record.outcome = if self.broken || terminal.is_some_and(|x| x.failed) {
             Outcome::UpstreamError
-        } else if !self.ended {
+        } else if !self.ended && terminal.is_none() {
+            // Gone before the answer's last event reached it. A client that hangs up right after
+            // `response.completed` (the Codex CLI may, before the stream's own end) got it all.
             Outcome::ClientClosed
         } else {
             t.record.outcome

@@ -129,6 +129,8 @@ fn scenario(version: &'static str) {
     assert_eq!(nb.encrypted_accepted, 1, "B's reasoning was sent to B");
     assert_eq!(nb.encrypted_foreign_received, 0);
 
+    assert_turns_logged(&env, version, a, b);
+
     // Restart serve. A's window resets meanwhile (upstream and in the store), so only the
     // remembered affinity keeps the conversation on B.
     assert_eq!(serve.terminate(), Some(0), "serve stops cleanly");
@@ -164,6 +166,69 @@ fn scenario(version: &'static str) {
     assert_eq!(nb.encrypted_foreign_received, 0, "A's stayed out");
     assert_eq!(per_account(&fake, &a.account_id).responses_calls, 1);
     assert_eq!(fake.counters().encrypted_content_rejected, 0);
+}
+
+/// The request log lists the CLI's three turns as the fake answered them: A, then a failover to
+/// B, then B; each with the CLI's model and the tokens of its `response.completed` (reasoning
+/// included, which the CLI asks for).
+fn assert_turns_logged(
+    env: &DataDir,
+    version: &str,
+    a: &codex_vault_testkit::IssuedTokens,
+    b: &codex_vault_testkit::IssuedTokens,
+) {
+    let ids: std::collections::HashMap<String, String> = env
+        .list_json()
+        .iter()
+        .map(|v| {
+            (
+                v["chatgpt_account_id"].as_str().unwrap().to_string(),
+                v["label"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let turns = crate::common::wait_until(
+        "three turns logged",
+        std::time::Duration::from_secs(20),
+        || {
+            let r = env.ok(&["activity", "--json"]);
+            let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+            let turns: Vec<serde_json::Value> = v["requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["route"] == "responses")
+                .rev()
+                .cloned()
+                .collect();
+            (turns.len() >= 3).then_some(turns)
+        },
+    );
+    let seen: Vec<(&str, &str)> = turns
+        .iter()
+        .map(|t| {
+            (
+                t["account_label"].as_str().unwrap(),
+                t["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let (la, lb) = (&ids[&a.account_id], &ids[&b.account_id]);
+    assert_eq!(
+        seen,
+        [
+            (la.as_str(), "ok"),
+            (lb.as_str(), "failed_over"),
+            (lb.as_str(), "ok")
+        ],
+        "CLI {version}: {turns:#?}"
+    );
+    for t in &turns {
+        assert!(t["model"].as_str().is_some_and(|m| !m.is_empty()), "{t}");
+        assert!(t["input_tokens"].as_i64().unwrap() > 0, "{t}");
+        assert!(t["reasoning_tokens"].as_i64().unwrap() > 0, "{t}");
+        assert_eq!(t["status"], 200, "{t}");
+    }
 }
 
 #[test]
