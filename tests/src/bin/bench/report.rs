@@ -144,7 +144,7 @@ fn log_cost_line(out: &mut String, v: &Value) {
     let n = |k: &str| v[k].as_f64().map_or("-".into(), |x| f(x, 1));
     let _ = writeln!(
         out,
-        "\nRequest log (issue 19), small c=16, median of {} rounds: serve CPU {} µs/req with the log, {} without: {} % added (target ≤ 3 %)",
+        "\nRequest log (issue 19), small c=16, median of {} rounds: serve CPU {} µs/req with the log, {} without: {} % added, median of the paired rounds (target ≤ 3 %)",
         v["rounds"], n("cpu_us_per_req_on"), n("cpu_us_per_req_off"), n("added_cpu_percent")
     );
 }
