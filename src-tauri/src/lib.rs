@@ -15,6 +15,7 @@ pub mod fsutil;
 pub mod health;
 pub mod http;
 pub mod listeners;
+pub mod logging;
 pub mod loopback;
 pub mod oauth;
 pub mod paths;
@@ -29,12 +30,8 @@ pub mod vault;
 #[cfg(feature = "desktop")]
 pub mod desktop;
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings and errors).
+/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings and errors), and — once `serve`
+/// or the app attaches it — to the rolling log file in the data dir (`logging`).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    logging::init();
 }

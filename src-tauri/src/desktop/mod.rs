@@ -140,6 +140,7 @@ pub fn show_main_window(app: &AppHandle) {
 pub fn request_quit(app: &AppHandle, force: bool) {
     let state = app.state::<AppState>();
     let Some(core) = state.core.clone() else {
+        crate::logging::flush_file();
         app.exit(0);
         return;
     };
@@ -161,6 +162,7 @@ pub fn request_quit(app: &AppHandle, force: bool) {
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
         core.shutdown().await;
+        crate::logging::flush_file();
         app.exit(0);
     });
 }
@@ -405,6 +407,11 @@ pub fn run(autostarted: bool) -> ExitCode {
         data_dir.clone(),
     );
     let store_open = state.service.is_ok();
+    // The log file once the data dir exists (a store that failed to open on a first run leaves
+    // none behind, and gets no log made in it either).
+    if let Some(dir) = data_dir.as_deref().filter(|d| d.is_dir()) {
+        crate::logging::attach_or_warn(dir);
+    }
     let result = tauri::Builder::default()
         // First, so a second launch hands over to the running app before anything else starts.
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
