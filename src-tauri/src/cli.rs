@@ -68,6 +68,13 @@ pub enum Command {
     /// The loopback endpoint: its URL, key and a ready Codex CLI configuration.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
+    /// What to send when asking for help: versions, OS, key store, settings, account states,
+    /// the endpoint and the last warnings and errors (no token, key or email).
+    Diagnostics {
+        /// Print it as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a valid access token of an account (refreshing it if needed).
     Token {
         /// The account: its id, label or email.
@@ -204,6 +211,7 @@ fn dispatch(command: Command) -> Result<ExitCode, AppError> {
             timeout,
         }) => login(label, no_browser, timeout),
         Command::Token { account } => token(&account),
+        Command::Diagnostics { json } => diagnostics(json),
         Command::Serve { port } => crate::serve::run(port),
         Command::Endpoint(EndpointCommand::Info { json }) => endpoint_info(json),
         Command::Endpoint(EndpointCommand::RotateKey) => {
@@ -394,6 +402,20 @@ fn print_import(owned: &crate::accounts::ownership::OwnedImport) {
             crate::account::SHARED_GRANT_ADVICE
         );
     }
+}
+
+fn diagnostics(json: bool) -> Result<ExitCode, AppError> {
+    let service = Service::open_default()?;
+    let report = crate::diagnostics::build(&service, None)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("Diagnostics serialises")
+        );
+    } else {
+        print!("{}", crate::diagnostics::render_text(&report));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn endpoint_info(json: bool) -> Result<ExitCode, AppError> {

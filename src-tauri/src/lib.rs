@@ -7,6 +7,7 @@ pub mod bus;
 pub mod cli;
 pub mod codex_writeback;
 pub mod config;
+pub mod diagnostics;
 pub mod endpoint;
 pub mod error;
 pub mod error_code;

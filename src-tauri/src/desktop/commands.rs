@@ -468,3 +468,21 @@ mod tests {
         );
     }
 }
+
+/// *Copy diagnostics*: the report `codex-vault diagnostics` prints (no token, key or email), with
+/// this app's endpoint start failure if there is one.
+#[tauri::command]
+pub async fn diagnostics(
+    state: State<'_, AppState>,
+) -> Result<crate::diagnostics::Diagnostics, ErrorBody> {
+    let start_error = match state.endpoint.as_ref() {
+        Some(ctl) => ctl
+            .status()
+            .await
+            .ok()
+            .and_then(|s| s.error)
+            .map(|e| e.message),
+        None => None,
+    };
+    crate::diagnostics::build(state.service()?, start_error).map_err(body)
+}

@@ -458,6 +458,7 @@ pub fn run(autostarted: bool) -> ExitCode {
             commands::get_autostart,
             commands::set_autostart,
             commands::about,
+            commands::diagnostics,
         ])
         .run(tauri::generate_context!());
     match result {
