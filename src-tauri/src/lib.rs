@@ -18,6 +18,7 @@ pub mod http;
 pub mod listeners;
 pub mod logging;
 pub mod loopback;
+pub mod notices;
 pub mod oauth;
 pub mod paths;
 pub mod refresh;
