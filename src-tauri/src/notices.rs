@@ -88,26 +88,23 @@ pub struct Notices {
 impl Notices {
     /// The notices `seen` calls for that were not told yet; `on` says which kinds are switched on.
     pub fn observe(&mut self, seen: &Observed<'_>, on: impl Fn(NoticeKind) -> bool) -> Vec<Notice> {
-        let mut out = Vec::new();
-        let mut tell = |kind: NoticeKind, title: String, body: String, account: Option<&str>| {
-            if on(kind) {
-                out.push(Notice {
-                    kind,
-                    title,
-                    body,
-                    account_id: account.map(str::to_string),
-                });
-            }
+        let mut out = Told {
+            on: &on,
+            out: Vec::new(),
         };
-        let terminal = ids(seen.accounts, |a| a.status == Status::Terminal);
-        for a in seen.accounts.iter().filter(|a| terminal.contains(&a.id)) {
+        self.sign_ins(seen.accounts, &mut out);
+        self.capped(seen.accounts, &mut out);
+        self.endpoint(seen.endpoint_error, &mut out);
+        self.held(seen.accounts, &mut out);
+        out.out
+    }
+
+    fn sign_ins(&mut self, accounts: &[AccountView], out: &mut Told<'_>) {
+        let terminal = ids(accounts, |a| a.status == Status::Terminal);
+        for a in accounts.iter().filter(|a| terminal.contains(&a.id)) {
             if self.needs_sign_in.insert(a.id.clone()) {
-                let why = a
-                    .failure
-                    .as_ref()
-                    .map(|f| f.code.as_str())
-                    .unwrap_or("signed out");
-                tell(
+                let why = a.failure.as_ref().map_or("signed out", |f| f.code.as_str());
+                out.tell(
                     NoticeKind::NeedsSignIn,
                     format!("{} needs sign-in", a.label),
                     format!("Codex Vault cannot refresh this account ({why}). Open Codex Vault and choose Sign in again."),
@@ -116,19 +113,21 @@ impl Notices {
             }
         }
         self.needs_sign_in.retain(|id| terminal.contains(id));
+    }
 
-        let enabled: Vec<&AccountView> = seen
-            .accounts
+    fn capped(&mut self, accounts: &[AccountView], out: &mut Told<'_>) {
+        let enabled: Vec<&AccountView> = accounts
             .iter()
             .filter(|a| a.status != Status::Disabled)
             .collect();
         let capped = !enabled.is_empty() && enabled.iter().all(|a| a.status == Status::RateLimited);
         if capped && !self.all_capped {
+            // RFC 3339 UTC times in one format sort as text.
             let earliest = enabled
                 .iter()
                 .filter_map(|a| a.rate_limited_until.as_deref())
                 .min();
-            tell(
+            out.tell(
                 NoticeKind::AllCapped,
                 "Every account is at its usage limit".into(),
                 match earliest {
@@ -139,10 +138,12 @@ impl Notices {
             );
         }
         self.all_capped = capped;
+    }
 
-        match seen.endpoint_error {
+    fn endpoint(&mut self, error: Option<&str>, out: &mut Told<'_>) {
+        match error {
             Some(e) if self.endpoint_error.as_deref() != Some(e) => {
-                tell(
+                out.tell(
                     NoticeKind::EndpointFailed,
                     "The endpoint could not start".into(),
                     format!("Local tools cannot reach Codex Vault: {e}"),
@@ -153,19 +154,21 @@ impl Notices {
             Some(_) => {}
             None => self.endpoint_error = None,
         }
+    }
 
-        let held = ids(seen.accounts, |a| a.held_rotation.is_some());
-        for a in seen.accounts.iter().filter(|a| held.contains(&a.id)) {
+    fn held(&mut self, accounts: &[AccountView], out: &mut Told<'_>) {
+        let held = ids(accounts, |a| a.held_rotation.is_some());
+        for a in accounts.iter().filter(|a| held.contains(&a.id)) {
             if self.held.insert(a.id.clone()) {
-                tell(
+                let why = a
+                    .held_rotation
+                    .as_ref()
+                    .map_or("disk full", |h| h.last_error.as_str());
+                out.tell(
                     NoticeKind::HeldInMemory,
                     format!("{}: new sign-in held in memory only", a.label),
                     format!(
-                        "Saving it failed ({}); {}. Quitting now would lose it.",
-                        a.held_rotation
-                            .as_ref()
-                            .map(|h| h.last_error.as_str())
-                            .unwrap_or("disk full"),
+                        "Saving it failed ({why}); {}. Quitting now would lose it.",
                         crate::account::HELD_ROTATION_ADVICE
                     ),
                     Some(&a.id),
@@ -173,7 +176,25 @@ impl Notices {
             }
         }
         self.held.retain(|id| held.contains(id));
-        out
+    }
+}
+
+/// The notices of one look, the switched-off ones left out.
+struct Told<'a> {
+    on: &'a dyn Fn(NoticeKind) -> bool,
+    out: Vec<Notice>,
+}
+
+impl Told<'_> {
+    fn tell(&mut self, kind: NoticeKind, title: String, body: String, account: Option<&str>) {
+        if (self.on)(kind) {
+            self.out.push(Notice {
+                kind,
+                title,
+                body,
+                account_id: account.map(str::to_string),
+            });
+        }
     }
 }
 
