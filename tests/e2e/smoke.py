@@ -26,6 +26,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 APP = os.path.join(ROOT, "target", "debug", "codex-vault")
 FAKE = os.path.join(ROOT, "target", "debug", "fake-openai")
+FAKE_NOTIFICATIONS = os.path.join(ROOT, "target", "debug", "fake-notifications")
 SHOTS = os.path.join(ROOT, "target", "e2e")
 TIMEOUT = 30
 
@@ -101,6 +102,21 @@ class Stack:
         self.env["CODEX_VAULT_AUTH_BASE"] = self.fake_url
         self.env["CODEX_VAULT_UPSTREAM"] = self.fake_url + "/backend-api/codex"
 
+    def notifications(self):
+        """The session's desktop notification service, a fake that records each Notify call (the
+        app's notifications arrive as D-Bus calls on the keyring session's bus)."""
+        self.notes = os.path.join(self.tmp, "notifications.jsonl")
+        p = self.start([FAKE_NOTIFICATIONS, self.notes], stdout=subprocess.PIPE, text=True)
+        if p.stdout.readline().strip() != "ready":
+            raise RuntimeError("fake-notifications did not take org.freedesktop.Notifications")
+
+    def notified(self):
+        try:
+            with open(self.notes) as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
     def cli(self, *args, stdin=None):
         return subprocess.run([APP, *args], env=self.env, input=stdin, capture_output=True, text=True, timeout=60)
 
@@ -142,6 +158,7 @@ def main():
     try:
         stack.xvfb()
         stack.fake()
+        stack.notifications()
         driver = session(stack)
         wait = WebDriverWait(driver, TIMEOUT)
 
@@ -323,6 +340,28 @@ def main():
             screenshot(stack, "11-needs-sign-in-dark.png")
             driver.execute_script("delete document.documentElement.dataset.theme")
 
+        def notified_needs_sign_in():
+            # The revoked account's failure episode raised one desktop notification (a Notify call
+            # on the session bus) naming the account and why (once per episode: unit-tested in
+            # notices.rs).
+            wait.until(lambda d: any("work needs sign-in" in n["summary"] for n in stack.notified()))
+            told = [n for n in stack.notified() if "work needs sign-in" in n["summary"]]
+            assert len(told) == 1, stack.notified()
+            assert "refresh_token_invalidated" in told[0]["body"], told
+
+        def settings_notifications():
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-settings"]').click()
+            box = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, '[data-testid="notify-all_capped"]')))
+            assert box.is_selected(), "notifications are on by default"
+            box.click()
+            setting = lambda: json.loads(stack.cli("diagnostics", "--json").stdout)["settings"].get("notify.all_capped")
+            wait.until(lambda d: setting() == "off")
+            painted()
+            screenshot(stack, "06d-settings-notifications.png")
+            box.click()
+            wait.until(lambda d: setting() == "on")
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-accounts"]').click()
+
         def sign_in_with_chatgpt():
             post(stack.fake_url + "/__admin/settings", {"registered_redirect_ports": [stack.callback_port]})
             post(stack.fake_url + "/__admin/login_identity", {"email": "browser@corp.com", "plan": "pro"})
@@ -476,6 +515,8 @@ def main():
         check("single_instance", single_instance)
         check("disable", disable)
         check("revoked_needs_sign_in", revoked_needs_sign_in)
+        check("notified_needs_sign_in", notified_needs_sign_in)
+        check("settings_notifications", settings_notifications)
     except Exception as e:
         results.append(("setup", e))
         print(f"FAIL setup: {e!r}")

@@ -7,6 +7,7 @@ import type { About } from './bindings/About';
 import type { AccountsChanged } from './bindings/AccountsChanged';
 import type { AccountView } from './bindings/AccountView';
 import type { CodexCliPreview } from './bindings/CodexCliPreview';
+import type { Diagnostics } from './bindings/Diagnostics';
 import type { EndpointStatus } from './bindings/EndpointStatus';
 import type { ErrorBody } from './bindings/ErrorBody';
 import type { ErrorCode } from './bindings/ErrorCode';
@@ -17,6 +18,8 @@ import type { Imported } from './bindings/Imported';
 import type { ImportOutcome } from './bindings/ImportOutcome';
 import type { ImportPreview } from './bindings/ImportPreview';
 import type { LastErrorView } from './bindings/LastErrorView';
+import type { NoticeKind } from './bindings/NoticeKind';
+import type { NoticeSwitch } from './bindings/NoticeSwitch';
 import type { OwnedImported } from './bindings/OwnedImported';
 import type { Ownership } from './bindings/Ownership';
 import type { OwnershipReport } from './bindings/OwnershipReport';
@@ -36,11 +39,14 @@ export type {
   About,
   AccountsChanged,
   CodexCliPreview,
+  Diagnostics,
   EndpointStatus,
   ErrorCode,
   Imported,
   ImportOutcome,
   ImportPreview,
+  NoticeKind,
+  NoticeSwitch,
   OwnedImported,
   Ownership,
   OwnershipReport,
@@ -307,4 +313,18 @@ export function setAutostart(enabled: boolean): Promise<boolean> {
 
 export function about(): Promise<About> {
   return call<About>('about');
+}
+
+/** The diagnostics report (`codex-vault diagnostics`): no token, key or email. */
+export function diagnostics(): Promise<Diagnostics> {
+  return call<Diagnostics>('diagnostics');
+}
+
+/** Which desktop notifications are on (store settings `notify.*`; on unless switched off). */
+export function noticeSwitches(): Promise<NoticeSwitch[]> {
+  return call<NoticeSwitch[]>('notice_switches');
+}
+
+export function setNoticeSwitch(kind: NoticeKind, on: boolean): Promise<void> {
+  return call<void>('set_notice_switch', { kind, on });
 }

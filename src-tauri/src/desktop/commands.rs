@@ -486,3 +486,37 @@ pub async fn diagnostics(
     };
     crate::diagnostics::build(state.service()?, start_error).map_err(body)
 }
+
+/// One notification's switch, as the Settings page shows it.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct NoticeSwitch {
+    pub kind: crate::notices::NoticeKind,
+    pub on: bool,
+}
+
+/// The notifications' switches (store settings `notify.*`, on unless set off).
+#[tauri::command]
+pub fn notice_switches(state: State<'_, AppState>) -> Result<Vec<NoticeSwitch>, ErrorBody> {
+    let settings = state.service()?.store().settings();
+    Ok(crate::notices::NoticeKind::ALL
+        .iter()
+        .map(|&kind| NoticeSwitch {
+            kind,
+            on: crate::notices::switched_on(settings.get(kind.setting_key()).as_deref()),
+        })
+        .collect())
+}
+
+#[tauri::command]
+pub fn set_notice_switch(
+    state: State<'_, AppState>,
+    kind: crate::notices::NoticeKind,
+    on: bool,
+) -> Result<(), ErrorBody> {
+    state
+        .service()?
+        .store()
+        .set_setting(kind.setting_key(), if on { "on" } else { "off" })
+        .map_err(body)
+}

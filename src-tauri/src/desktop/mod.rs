@@ -3,6 +3,7 @@
 
 mod commands;
 pub mod events;
+mod notify;
 mod prefs;
 mod tray;
 
@@ -183,19 +184,23 @@ pub async fn announce_endpoint(app: &AppHandle, ctl: &EndpointControl) {
 fn refresh_tray(app: &AppHandle, running: Option<bool>) {
     let state = app.state::<AppState>();
     let Some(tray) = state.tray() else { return };
-    let summary = match state.service.as_ref() {
-        Ok(s) => s
-            .list()
-            .map(|v| crate::account::summary_line(&v))
-            .unwrap_or_else(|e| format!("Accounts unavailable ({})", e.code())),
-        Err(e) => format!("Store not open ({})", e.code),
+    // The warning state while any account needs attention (the same ones the summary counts).
+    let (summary, attention) = match state.service.as_ref() {
+        Ok(s) => match s.list() {
+            Ok(v) => (
+                crate::account::summary_line(&v),
+                crate::notices::needs_attention(&v),
+            ),
+            Err(e) => (format!("Accounts unavailable ({})", e.code()), true),
+        },
+        Err(e) => (format!("Store not open ({})", e.code), true),
     };
     let running = running.unwrap_or_else(|| {
         state.endpoint.as_ref().is_some_and(|ctl| {
             tauri::async_runtime::block_on(ctl.status()).is_ok_and(|s| s.running)
         })
     });
-    tray.show(&summary, running);
+    tray.show(&summary, running, attention);
 }
 
 /// What one batch of bus events asks of the window and the tray.
@@ -351,7 +356,9 @@ fn set_up(handle: &AppHandle, autostarted: bool, data_dir: Option<PathBuf>) {
     };
     // The core runs as long as the app (`Core::start`, as `serve` starts it; Quit ends it).
     let app2 = handle.clone();
+    let notices_core = core.clone();
     tauri::async_runtime::spawn(async move {
+        notify::spawn(&app2, &notices_core);
         if let Err(e) = core.start(None).await {
             tracing::error!(code = e.code().as_str(), "the endpoint did not start: {e}");
         }
@@ -418,6 +425,7 @@ pub fn run(autostarted: bool) -> ExitCode {
             show_main_window(app)
         }))
         .plugin(tauri_plugin_store::Builder::new().build())
+        .plugin(tauri_plugin_notification::init())
         // Off until the user turns it on in Settings; the entry starts the app in the tray.
         .plugin(tauri_plugin_autostart::init(
             tauri_plugin_autostart::MacosLauncher::LaunchAgent,
@@ -459,6 +467,8 @@ pub fn run(autostarted: bool) -> ExitCode {
             commands::set_autostart,
             commands::about,
             commands::diagnostics,
+            commands::notice_switches,
+            commands::set_notice_switch,
         ])
         .run(tauri::generate_context!());
     match result {
