@@ -331,6 +331,138 @@ pub fn read_tail(path: &Path, max_bytes: u64) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// What the Logs view asks for: one page of the newest log file's lines.
+#[derive(Debug, Clone, Default, serde::Deserialize, ts_rs::TS)]
+#[ts(export)]
+pub struct LogQuery {
+    /// The least severe level shown (`ERROR` … `TRACE`); None: all.
+    pub level: Option<String>,
+    /// Only lines containing this text (case-insensitive).
+    pub search: Option<String>,
+    /// Lines before this byte offset (paging back); None: up to the end.
+    #[ts(type = "number | null")]
+    pub before: Option<u64>,
+    /// Lines from this byte offset on (following the file); wins over `before`.
+    #[ts(type = "number | null")]
+    pub after: Option<u64>,
+    /// At most this many lines (default 200, at most 2,000).
+    pub limit: Option<usize>,
+}
+
+/// One page: matching lines, oldest first, with where they came from in the file.
+#[derive(Debug, Clone, Default, serde::Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct LogPage {
+    /// The file's name (`codex-vault.log.YYYY-MM-DD`), None when there is no log file yet.
+    pub file: Option<String>,
+    pub lines: Vec<LogLine>,
+    /// Where the page starts (pass as `before` for the previous page); 0: the file's start.
+    #[ts(type = "number")]
+    pub start: u64,
+    /// The file's length when read (pass as `after` to follow it).
+    #[ts(type = "number")]
+    pub end: u64,
+}
+
+fn level_rank(level: &str) -> u8 {
+    match level {
+        "ERROR" => 0,
+        "WARN" => 1,
+        "INFO" => 2,
+        "DEBUG" => 3,
+        _ => 4,
+    }
+}
+
+/// A page of the newest log file in `data_dir`, read from its end backwards (or forwards from
+/// `after`), never the whole file at once.
+pub fn page(data_dir: &Path, q: &LogQuery) -> io::Result<LogPage> {
+    let Some(path) = log_files(&log_dir(data_dir)).into_iter().next() else {
+        return Ok(LogPage::default());
+    };
+    let limit = q.limit.unwrap_or(200).clamp(1, 2000);
+    let max = q.level.as_deref().map_or(4, level_rank);
+    let needle = q
+        .search
+        .as_deref()
+        .map(str::to_lowercase)
+        .filter(|s| !s.is_empty());
+    let keep = |l: &LogLine| {
+        level_rank(&l.level) <= max
+            && needle.as_deref().is_none_or(|n| {
+                format!("{} {} {}", l.at, l.level, l.text)
+                    .to_lowercase()
+                    .contains(n)
+            })
+    };
+    let mut f = std::fs::File::open(&path)?;
+    let len = f.metadata()?.len();
+    let file = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    if let Some(after) = q.after {
+        let from = after.min(len);
+        let bytes = read_range(&mut f, from, len.min(from + TAIL_BYTES))?;
+        // Only whole lines: a line being written stays for the next call.
+        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let text = String::from_utf8_lossy(&bytes[..whole]);
+        let mut lines: Vec<LogLine> = text
+            .lines()
+            .filter_map(LogLine::parse)
+            .filter(keep)
+            .collect();
+        let skip = lines.len().saturating_sub(limit);
+        lines.drain(..skip);
+        return Ok(LogPage {
+            file,
+            lines,
+            start: from,
+            end: from + whole as u64,
+        });
+    }
+    let before = q.before.unwrap_or(len).min(len);
+    let mut window: u64 = 256 * 1024;
+    loop {
+        let start = before.saturating_sub(window);
+        let bytes = read_range(&mut f, start, before)?;
+        // From the first whole line (unless at the file's start).
+        let cut = if start == 0 {
+            0
+        } else {
+            memchr::memchr(b'\n', &bytes).map_or(bytes.len(), |i| i + 1)
+        };
+        let text = String::from_utf8_lossy(&bytes[cut..]);
+        let mut lines: Vec<(u64, LogLine)> = Vec::new();
+        let mut offset = start + cut as u64;
+        for raw in text.split_inclusive('\n') {
+            if let Some(l) = LogLine::parse(raw).filter(|l| keep(l)) {
+                lines.push((offset, l));
+            }
+            offset += raw.len() as u64;
+        }
+        if lines.len() >= limit || start == 0 || window >= TAIL_BYTES {
+            let skip = lines.len().saturating_sub(limit);
+            let page_start = if skip == 0 && lines.len() < limit {
+                start + cut as u64
+            } else {
+                lines[skip].0
+            };
+            return Ok(LogPage {
+                file,
+                lines: lines.into_iter().skip(skip).map(|(_, l)| l).collect(),
+                start: page_start,
+                end: len,
+            });
+        }
+        window *= 4;
+    }
+}
+
+fn read_range(f: &mut std::fs::File, from: u64, to: u64) -> io::Result<Vec<u8>> {
+    f.seek(SeekFrom::Start(from))?;
+    let mut bytes = vec![0; to.saturating_sub(from) as usize];
+    f.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,5 +567,81 @@ mod tests {
         std::fs::write(&p, "first line\nsecond\nthird\n").unwrap();
         assert_eq!(read_tail(&p, 9).unwrap(), "third\n");
         assert_eq!(read_tail(&p, 1000).unwrap(), "first line\nsecond\nthird\n");
+    }
+
+    #[test]
+    fn pages_go_back_from_the_end_filter_and_follow() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = log_dir(tmp.path());
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("codex-vault.log.2026-12-02");
+        let mut text = String::new();
+        for i in 0..1000 {
+            let level = if i % 10 == 0 { "WARN" } else { "INFO" };
+            text.push_str(&format!(
+                "2026-12-02T00:00:00.000000Z  {level} t: line {i}\n"
+            ));
+        }
+        std::fs::write(&path, &text).unwrap();
+        let q = |f: fn(&mut LogQuery)| {
+            let mut q = LogQuery {
+                limit: Some(50),
+                ..Default::default()
+            };
+            f(&mut q);
+            page(tmp.path(), &q).unwrap()
+        };
+        let last = q(|_| {});
+        assert_eq!(last.lines.len(), 50);
+        assert_eq!(last.lines[49].text, "t: line 999");
+        assert_eq!(last.lines[0].text, "t: line 950");
+        assert_eq!(last.end, text.len() as u64);
+        let before = last.start;
+        let prev = page(
+            tmp.path(),
+            &LogQuery {
+                limit: Some(50),
+                before: Some(before),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            prev.lines[49].text, "t: line 949",
+            "the page before, no overlap"
+        );
+        let warns = q(|q| q.level = Some("WARN".into()));
+        assert!(warns.lines.iter().all(|l| l.level == "WARN"));
+        assert_eq!(warns.lines[49].text, "t: line 990");
+        let found = q(|q| q.search = Some("LINE 77".into()));
+        let texts: Vec<&str> = found.lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts.len(), 11, "77 and 770..=779: {texts:?}");
+        // Following: only lines written after `end`, whole ones.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let whole = b"2026-12-02T00:00:01.000000Z ERROR t: new\n";
+        f.write_all(whole).unwrap();
+        f.write_all(b"2026-12-02T00:00:01.0").unwrap();
+        let next = page(
+            tmp.path(),
+            &LogQuery {
+                after: Some(last.end),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(next.lines.len(), 1, "{:?}", next.lines);
+        assert_eq!(next.lines[0].text, "t: new");
+        assert_eq!(
+            next.end,
+            last.end + whole.len() as u64,
+            "up to the last whole line"
+        );
+        assert!(page(&tmp.path().join("none"), &LogQuery::default())
+            .unwrap()
+            .file
+            .is_none());
     }
 }

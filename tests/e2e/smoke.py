@@ -21,7 +21,7 @@ from selenium.webdriver.common.options import ArgOptions
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 APP = os.path.join(ROOT, "target", "debug", "codex-vault")
@@ -349,6 +349,24 @@ def main():
             assert len(told) == 1, stack.notified()
             assert "refresh_token_invalidated" in told[0]["body"], told
 
+        def logs_view():
+            # The app's own log file, read a page at a time: the revoked account's warning is in
+            # it; the level filter and the search narrow it down.
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-logs"]').click()
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="log-line"]'))
+            Select(driver.find_element(By.CSS_SELECTOR, '[data-testid="logs-level"]')).select_by_value("WARN")
+            wait.until(lambda d: all(
+                e.find_element(By.CSS_SELECTOR, ".lvl").text in ("WARN", "ERROR")
+                for e in d.find_elements(By.CSS_SELECTOR, '[data-testid="log-line"]')))
+            search = driver.find_element(By.CSS_SELECTOR, '[data-testid="logs-search"]')
+            search.send_keys("needs sign-in")
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="logs-apply"]').click()
+            wait.until(lambda d: (lines := d.find_elements(By.CSS_SELECTOR, '[data-testid="log-line"]'))
+                       and all("needs sign-in" in e.text for e in lines))
+            painted()
+            screenshot(stack, "12-logs-view.png")
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-accounts"]').click()
+
         def settings_notifications():
             driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-settings"]').click()
             box = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, '[data-testid="notify-all_capped"]')))
@@ -516,6 +534,7 @@ def main():
         check("disable", disable)
         check("revoked_needs_sign_in", revoked_needs_sign_in)
         check("notified_needs_sign_in", notified_needs_sign_in)
+        check("logs_view", logs_view)
         check("settings_notifications", settings_notifications)
     except Exception as e:
         results.append(("setup", e))

@@ -18,6 +18,9 @@ import type { Imported } from './bindings/Imported';
 import type { ImportOutcome } from './bindings/ImportOutcome';
 import type { ImportPreview } from './bindings/ImportPreview';
 import type { LastErrorView } from './bindings/LastErrorView';
+import type { LogLine } from './bindings/LogLine';
+import type { LogPage } from './bindings/LogPage';
+import type { LogQuery } from './bindings/LogQuery';
 import type { NoticeKind } from './bindings/NoticeKind';
 import type { NoticeSwitch } from './bindings/NoticeSwitch';
 import type { OwnedImported } from './bindings/OwnedImported';
@@ -45,6 +48,9 @@ export type {
   Imported,
   ImportOutcome,
   ImportPreview,
+  LogLine,
+  LogPage,
+  LogQuery,
   NoticeKind,
   NoticeSwitch,
   OwnedImported,
@@ -327,4 +333,9 @@ export function noticeSwitches(): Promise<NoticeSwitch[]> {
 
 export function setNoticeSwitch(kind: NoticeKind, on: boolean): Promise<void> {
   return call<void>('set_notice_switch', { kind, on });
+}
+
+/** One page of the newest log file: back from the end (`before`) or following it (`after`). */
+export function readLogs(query: LogQuery): Promise<LogPage> {
+  return call<LogPage>('read_logs', { query });
 }

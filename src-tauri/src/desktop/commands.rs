@@ -520,3 +520,14 @@ pub fn set_notice_switch(
         .set_setting(kind.setting_key(), if on { "on" } else { "off" })
         .map_err(body)
 }
+
+/// The Logs view: one page of the newest log file (paged back from the end, or followed).
+#[tauri::command]
+pub fn read_logs(
+    state: State<'_, AppState>,
+    query: crate::logging::LogQuery,
+) -> Result<crate::logging::LogPage, ErrorBody> {
+    let dir = std::path::PathBuf::from(state.service()?.info().data_dir);
+    crate::logging::page(&dir, &query)
+        .map_err(|e| ErrorBody::new(ErrorCode::Unknown, format!("cannot read the log file: {e}")))
+}

@@ -469,6 +469,7 @@ pub fn run(autostarted: bool) -> ExitCode {
             commands::diagnostics,
             commands::notice_switches,
             commands::set_notice_switch,
+            commands::read_logs,
         ])
         .run(tauri::generate_context!());
     match result {
