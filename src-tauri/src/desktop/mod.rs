@@ -15,7 +15,7 @@ use crate::oauth::login::LoginCanceller;
 use crate::refresh::TokenManager;
 use crate::runtime::{Core, QuitPlan};
 use events::FrontendEvent;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -384,6 +384,32 @@ fn on_window_event(window: &tauri::Window, event: &WindowEvent) {
 /// The autostart entry's argument: an autostarted app opens in the tray, not as a window.
 pub const AUTOSTARTED_ARG: &str = "--autostarted";
 
+/// The core from the environment (or why it could not be opened), then the log file.
+fn open_state(data_dir: Option<PathBuf>) -> AppState {
+    let existed = data_dir.as_deref().is_some_and(Path::is_dir);
+    if let Some(dir) = data_dir.as_deref().filter(|_| existed) {
+        // First, so that a store that cannot be opened is in the log file too.
+        crate::logging::attach_or_warn(dir);
+    }
+    let state = AppState::new(
+        // `Core::open` checks the store's integrity, as for `serve`: a damaged store is a start
+        // page with the way out (set aside), never a half-working app.
+        crate::config::Config::from_env()
+            .and_then(Core::open)
+            .map_err(|e| {
+                tracing::error!(code = e.code().as_str(), "cannot open the store: {e}");
+                e.to_body()
+            }),
+        data_dir.clone(),
+    );
+    // A first run's data dir once the store made it (one that failed to open leaves none
+    // behind, and gets no log made in it either).
+    if let Some(dir) = data_dir.as_deref().filter(|d| !existed && d.is_dir()) {
+        crate::logging::attach_or_warn(dir);
+    }
+    state
+}
+
 pub fn run(autostarted: bool) -> ExitCode {
     if !has_display() {
         eprintln!(
@@ -402,23 +428,9 @@ pub fn run(autostarted: bool) -> ExitCode {
         }
     };
     tauri::async_runtime::set(runtime.handle().clone());
-    let config = crate::config::Config::from_env();
     let data_dir = crate::paths::data_dir().ok();
-    let state = AppState::new(
-        // `Core::open` checks the store's integrity, as for `serve`: a damaged store is a start
-        // page with the way out (set aside), never a half-working app.
-        config.and_then(Core::open).map_err(|e| {
-            tracing::error!(code = e.code().as_str(), "cannot open the store: {e}");
-            e.to_body()
-        }),
-        data_dir.clone(),
-    );
+    let state = open_state(data_dir.clone());
     let store_open = state.service.is_ok();
-    // The log file once the data dir exists (a store that failed to open on a first run leaves
-    // none behind, and gets no log made in it either).
-    if let Some(dir) = data_dir.as_deref().filter(|d| d.is_dir()) {
-        crate::logging::attach_or_warn(dir);
-    }
     let result = tauri::Builder::default()
         // First, so a second launch hands over to the running app before anything else starts.
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
