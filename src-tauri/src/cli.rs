@@ -28,7 +28,8 @@ Environment:
                               0 = any free port)
   CODEX_VAULT_AUTH_BASE       The OAuth issuer (default https://auth.openai.com; for tests)
   CODEX_VAULT_UPSTREAM        The ChatGPT backend the endpoint forwards to (for tests)
-  RUST_LOG                    Log filter for stderr, e.g. `info` or `codex_vault=debug`
+  RUST_LOG                    Log filter, e.g. `info` or `codex_vault=debug` (stderr: default
+                              warn; serve's and the app's log file in <data dir>/logs: info)
 
 Exit status:
   0  success
@@ -59,7 +60,8 @@ pub enum Command {
     /// Manage the accounts in the vault.
     #[command(subcommand)]
     Accounts(AccountsCommand),
-    /// Run headless: keep tokens fresh and serve the loopback endpoint (logs to stderr).
+    /// Run headless: keep tokens fresh and serve the loopback endpoint (logs to stderr and
+    /// <data dir>/logs).
     Serve {
         /// Port on 127.0.0.1 (default: the `endpoint.port` setting, else 8417; 0 = any free port).
         #[arg(long)]
