@@ -109,6 +109,9 @@ codes! {
     UnknownAccount => "unknown_account",
     AccountUnusable => "account_unusable",
     UsageLimitReached => "usage_limit_reached",
+    // The request log (`activity.db`).
+    ActivityLog => "activity_log",
+    ActivityTooNew => "activity_too_new",
 }
 
 impl std::fmt::Display for ErrorCode {

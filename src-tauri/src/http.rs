@@ -1,6 +1,8 @@
 //! The process's one upstream HTTP client, a leaf module so that the token client, the refresh
 //! engine and the endpoint can share it without depending on the composition root.
 
+pub mod lean;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -27,3 +29,23 @@ pub fn upstream() -> reqwest::Client {
         })
         .clone()
 }
+
+/// A failed read of an upstream answer's body (the connection broke mid-stream), from either
+/// client; its message never carries the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("{0}")]
+    Lean(#[from] hyper::Error),
+    /// Built with `reqwest::Error::without_url`.
+    #[error("{0}")]
+    Reqwest(reqwest::Error),
+}
+
+impl From<reqwest::Error> for BodyError {
+    fn from(e: reqwest::Error) -> Self {
+        BodyError::Reqwest(e.without_url())
+    }
+}
+
+/// One chunk of an upstream answer's body.
+pub type BodyResult = Result<axum::body::Bytes, BodyError>;

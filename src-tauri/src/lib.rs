@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod accounts;
+pub mod activity;
 pub mod bus;
 pub mod cli;
 pub mod codex_writeback;

@@ -42,6 +42,8 @@ impl Core {
     /// skips this, it reads the whole file), the vault, the refresh engine and the endpoint's
     /// controller. Starts nothing yet.
     pub fn open(mut config: Config) -> Result<Core, AppError> {
+        // A long-running face counts for `/metrics` (a CLI call counts nothing).
+        crate::activity::metrics::install();
         let service = Arc::new(Service::open(&config.data_dir, config.key_store)?);
         service.store().check_integrity()?;
         config.settings = service.store().settings();

@@ -20,8 +20,8 @@ use crate::grants::Rejection;
 use crate::models::models_response;
 use crate::response_stream::spawn_stream;
 use crate::sse::{
-    failed_events, response_events, with_reasoning, ReasoningItem, ResponseScript, SseEvent,
-    StreamFailure,
+    failed_events, response_events, with_reasoning, with_token_details, ReasoningItem,
+    ResponseScript, SseEvent, StreamFailure,
 };
 use crate::state::{now_unix, Account, Shared, State};
 use crate::tool_calls::{function_call_events, plan};
@@ -297,6 +297,14 @@ fn stream_events(
         (_, None) => response_events(&script),
     };
     let failed = matches!(deferred, Some(Deferred::StreamFailed { .. }));
+    let mut events = events;
+    let cached = prompt_cached(state, account_id, request, script.input_tokens);
+    let reasoning = if encrypted::wants_reasoning(request) && !failed {
+        REASONING_TOKENS
+    } else {
+        0
+    };
+    with_token_details(&mut events, cached, reasoning);
     if encrypted::wants_reasoning(request) && !failed {
         let ct = mint_for(state, account_id, now);
         let id = format!("rs_{}", uuid::Uuid::new_v4().simple());
@@ -311,6 +319,21 @@ fn stream_events(
     } else {
         events
     }
+}
+
+/// What a reasoning item costs in the fake's usage.
+const REASONING_TOKENS: u64 = 48;
+
+/// The input tokens of this request found in the account's prompt cache (the last request with
+/// the same `prompt_cache_key` on this account), in whole 64-token blocks; remembers this one.
+fn prompt_cached(state: &mut State, account_id: &str, request: &Value, input: u64) -> u64 {
+    let Some(key) = request.get("prompt_cache_key").and_then(Value::as_str) else {
+        return 0;
+    };
+    let prev = state
+        .prompt_cache
+        .insert((account_id.to_string(), key.to_string()), input);
+    prev.map_or(0, |p| p.min(input) / 64 * 64)
 }
 
 /// A limited account answers 429 `usage_limit_reached` (with its reset) to every call.

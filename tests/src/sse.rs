@@ -173,6 +173,26 @@ pub(crate) struct ReasoningItem<'a> {
 /// `response.output_item.done` (with `summary` and `encrypted_content`). The later items move
 /// one `output_index` up, `response.completed` lists the reasoning item first, and sequence
 /// numbers are renumbered.
+/// Sets the `response.completed` usage's cached input tokens and adds `reasoning` tokens to its
+/// output (the backend counts reasoning inside `output_tokens` and says how many apart).
+pub(crate) fn with_token_details(events: &mut [SseEvent], cached: u64, reasoning: u64) {
+    for e in events
+        .iter_mut()
+        .filter(|e| e.event == "response.completed")
+    {
+        let usage = &mut e.data["response"]["usage"];
+        if !usage.is_object() {
+            continue;
+        }
+        let input = usage["input_tokens"].as_u64().unwrap_or(0);
+        let output = usage["output_tokens"].as_u64().unwrap_or(0) + reasoning;
+        usage["input_tokens_details"]["cached_tokens"] = json!(cached.min(input));
+        usage["output_tokens"] = json!(output);
+        usage["output_tokens_details"]["reasoning_tokens"] = json!(reasoning);
+        usage["total_tokens"] = json!(input + output);
+    }
+}
+
 pub(crate) fn with_reasoning(events: Vec<SseEvent>, r: &ReasoningItem<'_>) -> Vec<SseEvent> {
     let done_item = json!({
         "id": r.id, "type": "reasoning",

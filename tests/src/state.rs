@@ -127,6 +127,10 @@ pub(crate) struct State {
     pub content_key: [u8; 32],
     /// Who minted each ciphertext (for the counters only: verification uses the tag).
     pub minted_content: HashMap<String, String>,
+    /// The prompt cache: per (account, `prompt_cache_key`), the input tokens of the last request,
+    /// which a following request with the same key finds cached (in 64-token blocks, as the
+    /// backend counts whole blocks of a repeated prefix).
+    pub prompt_cache: HashMap<(String, String), u64>,
 }
 
 impl State {
@@ -153,6 +157,7 @@ impl State {
                 k
             },
             minted_content: HashMap::new(),
+            prompt_cache: HashMap::new(),
         }
     }
 

@@ -39,6 +39,14 @@ pub enum Status {
 }
 
 impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Healthy,
+        Status::Refreshing,
+        Status::RateLimited,
+        Status::Disabled,
+        Status::Terminal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Healthy => "healthy",

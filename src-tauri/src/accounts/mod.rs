@@ -11,6 +11,7 @@
 //!
 //! SQL stays in `store/`: these functions call store methods, never a connection.
 
+pub mod activity;
 pub mod decision;
 pub mod import;
 pub mod labels;

@@ -160,6 +160,58 @@ pub fn account_history(
         .map_err(body)
 }
 
+/// A page of the request log, newest first (`filter.before_id`: the next page).
+#[tauri::command]
+pub fn activity_page(
+    state: State<'_, AppState>,
+    filter: crate::activity::query::Filter,
+    limit: Option<usize>,
+) -> Result<crate::activity::report::ActivityPage, ErrorBody> {
+    state
+        .service()?
+        .activity_page(&filter, limit.unwrap_or(200).min(5_000))
+        .map_err(body)
+}
+
+#[tauri::command]
+pub fn activity_totals(
+    state: State<'_, AppState>,
+    filter: crate::activity::query::Filter,
+    by: crate::activity::query::GroupBy,
+) -> Result<Vec<crate::activity::query::Totals>, ErrorBody> {
+    state.service()?.activity_totals(&filter, by).map_err(body)
+}
+
+#[tauri::command]
+pub fn usage_history(
+    state: State<'_, AppState>,
+    since_ms: i64,
+) -> Result<Vec<crate::activity::query::UsagePoint>, ErrorBody> {
+    state.service()?.usage_history(since_ms).map_err(body)
+}
+
+/// Writes the filtered table as CSV into the Downloads folder (else the home folder); returns
+/// the file's path.
+#[tauri::command]
+pub fn export_activity_csv(
+    state: State<'_, AppState>,
+    filter: crate::activity::query::Filter,
+) -> Result<String, ErrorBody> {
+    let dir = dirs::download_dir()
+        .or_else(dirs::home_dir)
+        .ok_or_else(|| body(crate::error::AppError::NoDataDir))?;
+    let name = format!(
+        "codex-vault-activity-{}.csv",
+        chrono::Utc::now().format("%Y%m%d-%H%M%S")
+    );
+    let path = dir.join(name);
+    state
+        .service()?
+        .export_activity_csv(&filter, &path)
+        .map_err(body)?;
+    Ok(path.display().to_string())
+}
+
 /// Refreshes now through the app's one TokenManager (the scheduler's), so an in-process refresh
 /// already in flight is joined, not duplicated. A failure changes the account too (terminal, or a
 /// transient warning), so the change is announced either way.

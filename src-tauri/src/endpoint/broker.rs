@@ -10,6 +10,7 @@
 
 use super::Shared;
 use crate::account::{now_ms, Status, UnixMs};
+use crate::activity::Route;
 use crate::error_code::ErrorCode;
 use crate::refresh::RefreshError;
 use crate::secret::Secret;
@@ -384,36 +385,59 @@ fn presented_refresh_token(headers: &HeaderMap, body: &[u8]) -> Option<Secret> {
     })
 }
 
-/// `POST /oauth/token`.
+/// `POST /oauth/token`, logged (route `broker`) with the account it was for.
 pub(super) async fn token(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let mut trace = super::record::Trace::begin(shared.activity.as_ref(), Route::Broker);
+    let resp = answer_token(&shared, &headers, body, &mut trace).await;
+    if let Some(t) = trace {
+        t.answered(resp.status().as_u16(), false);
+    }
+    resp
+}
+
+async fn answer_token(
+    shared: &Arc<Shared>,
+    headers: &HeaderMap,
+    body: Bytes,
+    trace: &mut Option<super::record::Trace>,
+) -> Response {
     let upstream = shared.tm.token_url();
     // Not a refresh grant (or not one we can read): the issuer's business.
-    let Some(presented) = presented_refresh_token(&headers, &body) else {
-        return forwarded(upstream, &headers, body).await;
+    let Some(presented) = presented_refresh_token(headers, &body) else {
+        return forwarded(upstream, headers, body).await;
     };
     let digest = shared.vault.refresh_digest(&presented);
-    let snap = match snapshot(&shared, &digest).await {
+    let snap = match snapshot(shared, &digest).await {
         Ok(s) => s,
         Err(e) => return unavailable(&e),
     };
     let decision = decide(&snap, &shared.vault, &presented, now_ms());
+    if let (Some(id), Some(t)) = (decision.account_id(), trace.as_mut()) {
+        let accounts = shared.accounts();
+        let label = accounts
+            .iter()
+            .find(|a| a.id == id)
+            .map(|a| a.label.as_str());
+        t.tried(id, label);
+        t.refreshed = matches!(decision, Decision::Rotate { .. });
+    }
     if let Some(id) = decision.account_id() {
         let terminal = snap
             .accounts
             .iter()
             .any(|a| a.account_id == id && a.terminal);
         if terminal && !matches!(decision, Decision::Refuse { .. }) {
-            if let Some(r) = terminal_answer(&shared, id).await {
+            if let Some(r) = terminal_answer(shared, id).await {
                 return r;
             }
         }
     }
     match decision {
-        Decision::Unknown => forwarded(upstream, &headers, body).await,
+        Decision::Unknown => forwarded(upstream, headers, body).await,
         Decision::Refuse { account_id, why } => {
             tracing::warn!(account = %account_id, "broker: refused {why}; answered as a reuse, not forwarded");
             reused()
@@ -424,7 +448,7 @@ pub(super) async fn token(
         } => match shared.tm.rotate_presented(&account_id, generation).await {
             Ok(t) => {
                 tracing::info!(account = %account_id, generation = t.generation, "broker: refreshed for a Codex CLI");
-                hand_current(&shared, &account_id, &digest).await
+                hand_current(shared, &account_id, &digest).await
             }
             Err(e) => refresh_error(e),
         },
@@ -435,7 +459,7 @@ pub(super) async fn token(
                 return refresh_error(e);
             }
             tracing::info!(account = %account_id, "broker: {why}; handing out the current tokens");
-            hand_current(&shared, &account_id, &digest).await
+            hand_current(shared, &account_id, &digest).await
         }
     }
 }

@@ -6,12 +6,14 @@
 use super::continuity::{self, hold, rewrite, scan, tap};
 use super::proxy::{
     conversation, is_invalid_encrypted_content, passthrough, read_small, refresh_error,
-    select_error, upstream_request, usage_limit_reset, Sent, Upstream, PIN_HEADER,
+    request_keys, select_error, upstream_request, usage_limit_reset, Sent, Upstream, PIN_HEADER,
 };
+use super::record::{TerminalSlot, Trace};
 use super::select::{Request as Pick, SelectError};
 use super::{error, lock, Shared};
 use crate::account::usage;
 use crate::account::{now_ms, FailureReason};
+use crate::activity::Route;
 use crate::error_code::ErrorCode;
 use crate::oauth::classify::{error_code, error_message};
 use crate::refresh::AccessToken;
@@ -30,6 +32,7 @@ struct Inspected {
     carried: Vec<scan::Digest>,
     minters: Vec<Option<(Arc<str>, continuity::Kind)>>,
     conv: Option<String>,
+    model: Option<String>,
 }
 
 fn inspect(
@@ -62,7 +65,11 @@ fn inspect(
         Some((a, continuity::Kind::Compaction)) => Some(a.clone()),
         _ => None,
     });
-    let mut conv = conversation(headers, body);
+    let (mut conv, model) = if posted {
+        request_keys(headers, body)
+    } else {
+        (conversation(headers, &[]), None)
+    };
     if let Some(home) = &compaction_home {
         let key = conv.get_or_insert_with(|| {
             format!(
@@ -79,6 +86,7 @@ fn inspect(
         carried,
         minters,
         conv,
+        model,
     }
 }
 
@@ -92,6 +100,10 @@ struct Tries {
     /// After a 400 for unreadable ciphertext: the same account once more, with only its own.
     retry_stripped: Option<String>,
     stripped_once: bool,
+    /// This request's entry in the activity log (`None`: not logged).
+    trace: Option<Trace>,
+    /// No account could be chosen (the answer is ours).
+    no_account: bool,
 }
 
 impl Tries {
@@ -111,6 +123,14 @@ fn pick(
     tries: &mut Tries,
 ) -> Result<(String, bool), SelectError> {
     if let Some(id) = tries.retry_stripped.take() {
+        if let Some(t) = tries.trace.as_mut() {
+            let accounts = shared.accounts();
+            let label = accounts
+                .iter()
+                .find(|a| a.id == id)
+                .map(|a| a.label.as_str());
+            t.tried(&id, label);
+        }
         return Ok((id, true));
     }
     let accounts = shared.accounts();
@@ -128,7 +148,16 @@ fn pick(
             },
             now_ms(),
         )
-        .map(|id| (id, false))
+        .map(|id| {
+            if let Some(t) = tries.trace.as_mut() {
+                let label = accounts
+                    .iter()
+                    .find(|a| a.id == id)
+                    .map(|a| a.label.as_str());
+                t.tried(&id, label);
+            }
+            (id, false)
+        })
 }
 
 /// Only what this account minted goes to it: others' ciphertext is dropped whole (and, after a
@@ -170,23 +199,67 @@ fn body_for(
 
 /// The account choice, credential injection, 401 refresh and 429 failover every route shares;
 /// callers decide how to turn the upstream answer into theirs (passthrough, or translation).
+/// Each request is logged (`route`) when its answer has gone to the client.
 pub(crate) async fn send(
     shared: Arc<Shared>,
+    route: Route,
     method: Method,
     path: &str,
     headers: HeaderMap,
     body: Bytes,
 ) -> Sent {
     let req = inspect(&shared, &method, path, &headers, &body);
-    let mut tries = Tries::default();
+    let mut tries = Tries {
+        trace: Trace::begin(shared.activity.as_ref(), route),
+        ..Tries::default()
+    };
+    if let Some(t) = tries.trace.as_mut() {
+        t.request(req.model.clone(), req.conv.as_deref());
+    }
+    let sent = try_accounts(&shared, &method, path, &headers, &body, &req, &mut tries).await;
+    match tries.trace.take() {
+        None => sent,
+        Some(t) => logged(t, sent, tries.no_account),
+    }
+}
+
+/// Hands the answer to the log: ours is finished now, upstream's when its body ends.
+fn logged(trace: Trace, sent: Sent, no_account: bool) -> Sent {
+    match sent {
+        Sent::Answer(r) => {
+            trace.answered(r.status().as_u16(), no_account);
+            Sent::Answer(r)
+        }
+        Sent::Upstream(mut up) => {
+            let len = up
+                .headers
+                .get(axum::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            let body = std::mem::replace(&mut up.body, futures_util::stream::empty().boxed());
+            up.body = trace.streaming(up.status, len, body);
+            Sent::Upstream(up)
+        }
+    }
+}
+
+async fn try_accounts(
+    shared: &Arc<Shared>,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    req: &Inspected,
+    tries: &mut Tries,
+) -> Sent {
     let attempts = shared.accounts().len() * 2 + 3;
     for _ in 0..attempts {
-        let (id, strip_unknown) = match pick(&shared, &req, &mut tries) {
+        let (id, strip_unknown) = match pick(shared, req, tries) {
             Ok(x) => x,
             Err(e) => {
-                return tries
-                    .last_failure
-                    .unwrap_or_else(|| Sent::Answer(select_error(e)));
+                return tries.last_failure.take().unwrap_or_else(|| {
+                    tries.no_account = true;
+                    Sent::Answer(select_error(e))
+                });
             }
         };
         let token = match shared.tm.access_token(&id).await {
@@ -201,8 +274,8 @@ pub(crate) async fn send(
                 continue;
             }
         };
-        let (out_body, summary_lost) = body_for(&shared, &req, &body, &id, strip_unknown);
-        let sent = upstream_request(&shared, &method, path, &headers, &token, &out_body)
+        let (out_body, summary_lost) = body_for(shared, req, body, &id, strip_unknown);
+        let sent = upstream_request(shared, method, path, headers, &token, &out_body)
             .send()
             .await;
         let resp = match sent {
@@ -221,20 +294,20 @@ pub(crate) async fn send(
         }
         let answered = match status {
             401 => {
-                on_401(&shared, resp, &id, &token, &mut tries).await;
+                on_401(shared, resp, &id, &token, tries).await;
                 None
             }
-            429 => on_429(&shared, resp, &id, &mut tries).await,
+            429 => on_429(shared, resp, &id, tries).await,
             400 if req.posted && !tries.stripped_once && !req.carried.is_empty() => {
-                on_unreadable_ciphertext(resp, &id, &mut tries).await
+                on_unreadable_ciphertext(resp, &id, tries).await
             }
-            _ => on_answer(&shared, resp, &id, &req, &mut tries, &summary_lost).await,
+            _ => on_answer(shared, resp, &id, req, tries, &summary_lost).await,
         };
         if let Some(sent) = answered {
             return sent;
         }
     }
-    tries.last_failure.unwrap_or_else(|| {
+    tries.last_failure.take().unwrap_or_else(|| {
         Sent::Answer(error(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NoUsableAccount,
@@ -247,13 +320,16 @@ pub(crate) async fn send(
 /// token fresh from the issuer means the session itself was revoked.
 async fn on_401(
     shared: &Arc<Shared>,
-    resp: reqwest::Response,
+    resp: Upstream,
     id: &str,
     token: &AccessToken,
     tries: &mut Tries,
 ) {
     let (h, b) = read_small(resp).await;
     if tries.refreshed.insert(id.to_string()) {
+        if let Some(t) = tries.trace.as_mut() {
+            t.refreshed = true;
+        }
         match shared.tm.force_refresh(id, Some(token)).await {
             Ok(_) => tries.last_failure = Some(Sent::Answer(passthrough(401, &h, b.into()))),
             Err(e) => tries.pass_over(
@@ -288,12 +364,7 @@ async fn on_401(
 }
 
 /// A 429: a usage cap fails over; any other 429 is the client's to handle.
-async fn on_429(
-    shared: &Arc<Shared>,
-    resp: reqwest::Response,
-    id: &str,
-    tries: &mut Tries,
-) -> Option<Sent> {
+async fn on_429(shared: &Arc<Shared>, resp: Upstream, id: &str, tries: &mut Tries) -> Option<Sent> {
     let (h, b) = read_small(resp).await;
     let json: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
     match usage_limit_reset(&json) {
@@ -309,11 +380,7 @@ async fn on_429(
 
 /// A 400: for ciphertext from before we ran (or one we missed), once more on the same account
 /// with only what it minted itself. Never a second time.
-async fn on_unreadable_ciphertext(
-    resp: reqwest::Response,
-    id: &str,
-    tries: &mut Tries,
-) -> Option<Sent> {
+async fn on_unreadable_ciphertext(resp: Upstream, id: &str, tries: &mut Tries) -> Option<Sent> {
     let (h, b) = read_small(resp).await;
     if !is_invalid_encrypted_content(&b) {
         return Some(Sent::Answer(passthrough(400, &h, b.into())));
@@ -329,16 +396,20 @@ async fn on_unreadable_ciphertext(
 /// (then `None`: fail over).
 async fn on_answer(
     shared: &Arc<Shared>,
-    resp: reqwest::Response,
+    resp: Upstream,
     id: &str,
     req: &Inspected,
     tries: &mut Tries,
     summary_lost: &[Arc<str>],
 ) -> Option<Sent> {
     let ok = resp.status().is_success();
-    let mut up: Upstream = resp.into();
+    let mut up = resp;
     if ok && req.posted {
-        up = match tap_and_hold(shared, up, id, req.compact).await {
+        let slot = tries.trace.as_ref().map(|_| TerminalSlot::default());
+        if let Some(t) = tries.trace.as_mut() {
+            t.terminal = slot.clone().unwrap_or_default();
+        }
+        up = match tap_and_hold(shared, up, id, req.compact, slot).await {
             Held::Serve(up) => up,
             Held::FailOver { up, until, limit } => {
                 if limit {
@@ -385,7 +456,13 @@ enum Held {
 
 /// Records the ciphertext the answer mints as it passes, and holds a stream's head until its
 /// first output event (unless `first_byte_hold` is off or it is a compaction).
-async fn tap_and_hold(shared: &Arc<Shared>, mut up: Upstream, id: &str, compact: bool) -> Held {
+async fn tap_and_hold(
+    shared: &Arc<Shared>,
+    mut up: Upstream,
+    id: &str,
+    compact: bool,
+    terminal: Option<TerminalSlot>,
+) -> Held {
     let cont = shared.continuity.clone();
     let tap = if compact {
         let len = up
@@ -395,7 +472,8 @@ async fn tap_and_hold(shared: &Arc<Shared>, mut up: Upstream, id: &str, compact:
         tap::Tap::json(cont, id, len)
     } else {
         tap::Tap::sse(cont, id)
-    };
+    }
+    .with_terminal(terminal);
     let mut tapped = tap::Tapped::new(up.body, tap);
     if compact || !shared.first_byte_hold() {
         up.body = tapped.boxed();

@@ -108,10 +108,20 @@ pub async fn start(
     port: u16,
     upstream: String,
 ) -> Result<endpoint::Endpoint, endpoint::EndpointError> {
+    let activity =
+        match crate::activity::Log::for_dir(&data_dir(&service), service.store().settings()) {
+            Ok(log) => Some(log),
+            Err(e) => {
+                // Serving matters more than logging: the endpoint runs without a request log.
+                tracing::warn!(code = e.code().as_str(), "no request log: {e}");
+                None
+            }
+        };
     let deps = endpoint::Deps {
         store: service.shared_store().clone(),
         vault: service.vault().clone(),
         local_key: Arc::new(move || service.local_api_key()),
+        activity,
     };
     endpoint::listen(deps, tm, port, upstream).await
 }

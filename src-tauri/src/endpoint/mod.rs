@@ -14,6 +14,7 @@ pub mod info;
 pub mod keyless;
 mod port_holder;
 mod proxy;
+pub(crate) mod record;
 mod routes;
 pub mod select;
 
@@ -76,8 +77,13 @@ pub struct Shared {
     /// `upstream` parsed once (a request's URL is this with its path set: no host parsed per
     /// request); `None` when it does not parse (each request then fails as before).
     upstream_url: Option<reqwest::Url>,
+    /// The lean client's upstream (`proxy::LeanBase`); `None`: requests go through `http`.
+    lean: Option<proxy::LeanBase>,
     /// Hold a stream's head until its first output event (`continuity::hold`).
     first_byte_hold: std::sync::atomic::AtomicBool,
+    /// The request log and usage history (`None` when `activity.db` could not be opened: the
+    /// endpoint serves without it).
+    activity: Option<Arc<crate::activity::Log>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -135,6 +141,11 @@ impl Shared {
         };
         if unchanged {
             return;
+        }
+        if let Some(log) = &self.activity {
+            if let Some(u) = lock(&self.usage).get(account_id) {
+                log.sample(crate::activity::UsageSample::from_snapshot(account_id, u));
+            }
         }
         lock(&self.dirty_usage).insert(account_id.to_string());
         self.usage_dirtied.notify_one();
@@ -265,6 +276,7 @@ pub struct Deps {
     pub store: SharedStore,
     pub vault: crate::vault::Vault,
     pub local_key: LocalKey,
+    pub activity: Option<Arc<crate::activity::Log>>,
 }
 
 /// Binds and serves. `port` 0 picks a free port (reported in `Endpoint::port`).
@@ -354,6 +366,7 @@ async fn bind(
 
 fn new_shared(deps: Deps, tm: TokenManager, key: Secret, upstream: String) -> Arc<Shared> {
     let http = crate::http::upstream();
+    let upstream_url = reqwest::Url::parse(upstream.trim_end_matches('/')).ok();
     let first_byte_hold = first_byte_hold(&*deps.store);
     if !first_byte_hold {
         tracing::warn!(
@@ -375,9 +388,11 @@ fn new_shared(deps: Deps, tm: TokenManager, key: Secret, upstream: String) -> Ar
         served: Mutex::new(HashMap::new()),
         continuity: Arc::new(continuity::Continuity::default()),
         http,
-        upstream_url: reqwest::Url::parse(upstream.trim_end_matches('/')).ok(),
+        upstream_url: upstream_url.clone(),
+        lean: proxy::LeanBase::new(upstream_url.as_ref()),
         upstream: upstream.trim_end_matches('/').to_string(),
         first_byte_hold: std::sync::atomic::AtomicBool::new(first_byte_hold),
+        activity: deps.activity,
     })
 }
 

@@ -11,6 +11,7 @@ pub(crate) use super::failover::send;
 use super::select::SelectError;
 use super::{error, Shared};
 use crate::account::now_ms;
+use crate::activity::Route;
 use crate::error_code::ErrorCode;
 use crate::refresh::{AccessToken, RefreshError};
 use axum::body::{Body, Bytes};
@@ -62,7 +63,15 @@ pub async fn responses(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    forward(shared, Method::POST, "/responses", headers, body).await
+    forward(
+        shared,
+        Route::Responses,
+        Method::POST,
+        "/responses",
+        headers,
+        body,
+    )
+    .await
 }
 
 /// Remote compaction (`/responses/compact`): the same account choice and ciphertext rules; the
@@ -72,7 +81,15 @@ pub async fn compact(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    forward(shared, Method::POST, "/responses/compact", headers, body).await
+    forward(
+        shared,
+        Route::Compact,
+        Method::POST,
+        "/responses/compact",
+        headers,
+        body,
+    )
+    .await
 }
 
 /// The backend catalog unchanged (the Codex CLI's shape).
@@ -85,7 +102,15 @@ pub async fn models(
         Some(q) => format!("/models?{q}"),
         None => "/models".to_string(),
     };
-    forward(shared, Method::GET, &path, headers, Bytes::new()).await
+    forward(
+        shared,
+        Route::Models,
+        Method::GET,
+        &path,
+        headers,
+        Bytes::new(),
+    )
+    .await
 }
 
 /// The one field of a request body selection needs. Deserialising only it skips the rest of
@@ -95,6 +120,9 @@ pub async fn models(
 struct ConversationKey {
     #[serde(default, deserialize_with = "string_or_none")]
     prompt_cache_key: Option<String>,
+    /// For the request log.
+    #[serde(default, deserialize_with = "string_or_none")]
+    model: Option<String>,
 }
 
 fn string_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -107,32 +135,134 @@ fn string_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
 
 /// The conversation a request belongs to: `prompt_cache_key`, else the session header.
 pub(super) fn conversation(headers: &HeaderMap, body: &[u8]) -> Option<String> {
-    let from_body = serde_json::from_slice::<ConversationKey>(body)
-        .ok()
-        .and_then(|k| k.prompt_cache_key);
-    from_body.or_else(|| {
+    request_keys(headers, body).0
+}
+
+/// The conversation (as [`conversation`]) and the model a request body names, in one pass.
+pub(super) fn request_keys(headers: &HeaderMap, body: &[u8]) -> (Option<String>, Option<String>) {
+    let keys = serde_json::from_slice::<ConversationKey>(body).ok();
+    let (from_body, model) = keys.map_or((None, None), |k| (k.prompt_cache_key, k.model));
+    let conv = from_body.or_else(|| {
         ["session_id", "session-id"]
             .iter()
             .find_map(|h| headers.get(*h)?.to_str().ok().map(str::to_string))
-    })
+    });
+    (conv, model)
 }
 
-pub(super) fn upstream_request(
-    shared: &Shared,
-    method: &Method,
-    path: &str,
-    client_headers: &HeaderMap,
-    token: &AccessToken,
-    body: &Bytes,
-) -> reqwest::RequestBuilder {
-    let mut headers = reqwest::header::HeaderMap::new();
+/// The upstream's scheme, authority and base path, parsed once, for the lean client's URIs
+/// (`http::lean`). `None` (reqwest then sends, as before) when the upstream does not parse, has
+/// a query, a fragment or user info in it, or is reached through a proxy from the environment.
+pub(super) struct LeanBase {
+    client: crate::http::lean::Client,
+    scheme: axum::http::uri::Scheme,
+    authority: axum::http::uri::Authority,
+    path: String,
+}
+
+impl LeanBase {
+    pub(super) fn new(url: Option<&reqwest::Url>) -> Option<LeanBase> {
+        let url = url?;
+        let plain = url.query().is_none()
+            && url.fragment().is_none()
+            && url.username().is_empty()
+            && url.password().is_none()
+            && matches!(url.scheme(), "http" | "https");
+        if !plain {
+            return None;
+        }
+        let uri: axum::http::Uri = url.as_str().parse().ok()?;
+        if !crate::http::lean::direct(&uri) {
+            return None;
+        }
+        let parts = uri.into_parts();
+        Some(LeanBase {
+            client: crate::http::lean::client(),
+            scheme: parts.scheme?,
+            authority: parts.authority?,
+            path: url.path().trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The base with `path` (and its query) appended, when that is the URI parsing
+    /// `base + path` as a URL gives: only bytes a URL parse leaves as they are, no dot segment.
+    fn uri(&self, path: &str) -> Option<axum::http::Uri> {
+        let route = path.split('?').next().unwrap_or(path);
+        if !path.starts_with('/') || route.contains("/.") || !path.bytes().all(url_verbatim) {
+            return None;
+        }
+        axum::http::Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{path}", self.path))
+            .build()
+            .ok()
+    }
+}
+
+/// A byte the URL parser copies as it is into a path or a query (outside its percent-encode
+/// sets, and not a `\\` it would turn into `/`).
+fn url_verbatim(b: u8) -> bool {
+    b.is_ascii_graphic() && !b"\"#<>`{}'\\".contains(&b)
+}
+
+/// One upstream request, ready to go: built for the lean client when the upstream allows it,
+/// else for reqwest.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built and sent at once, never stored; boxing the hot variant would cost an allocation a request"
+)]
+pub(crate) enum UpstreamRequest {
+    Lean(
+        crate::http::lean::Client,
+        axum::http::Request<crate::http::lean::Body>,
+    ),
+    Reqwest(reqwest::RequestBuilder),
+}
+
+/// Why an upstream request got no answer.
+pub(crate) enum SendError {
+    Lean(hyper_util::client::legacy::Error),
+    Reqwest(reqwest::Error),
+}
+
+impl SendError {
+    /// What went wrong, without the URL (nor any header: never the token).
+    pub(crate) fn without_url(self) -> String {
+        match self {
+            SendError::Lean(e) => crate::http::lean::describe(&e),
+            SendError::Reqwest(e) => e.without_url().to_string(),
+        }
+    }
+}
+
+impl UpstreamRequest {
+    pub(crate) async fn send(self) -> Result<Upstream, SendError> {
+        match self {
+            UpstreamRequest::Lean(client, req) => client
+                .request(req)
+                .await
+                .map(Upstream::from_lean)
+                .map_err(SendError::Lean),
+            UpstreamRequest::Reqwest(r) => r
+                .send()
+                .await
+                .map(Upstream::from)
+                .map_err(SendError::Reqwest),
+        }
+    }
+}
+
+/// The client's headers less the ones we drop, with the account's credentials set.
+fn upstream_headers(client_headers: &HeaderMap, token: &AccessToken) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(client_headers.len() + 3);
     for (name, value) in client_headers {
         if !DROP_REQUEST.contains(&name.as_str()) {
             headers.append(name.clone(), value.clone());
         }
     }
     if let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", token.token.expose())) {
-        headers.insert(reqwest::header::AUTHORIZATION, v);
+        headers.insert(axum::http::header::AUTHORIZATION, v);
     }
     if let Ok(v) = HeaderValue::from_str(&token.chatgpt_account_id) {
         headers.insert(HeaderName::from_static("chatgpt-account-id"), v);
@@ -143,23 +273,50 @@ pub(super) fn upstream_request(
             HeaderValue::from_static("true"),
         );
     }
+    headers
+}
+
+pub(super) fn upstream_request(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    client_headers: &HeaderMap,
+    token: &AccessToken,
+    body: &Bytes,
+) -> UpstreamRequest {
+    let mut headers = upstream_headers(client_headers, token);
+    if let Some((lean, uri)) = shared.lean.as_ref().and_then(|l| Some((l, l.uri(path)?))) {
+        // What reqwest adds when the client sent none.
+        headers
+            .entry(axum::http::header::ACCEPT)
+            .or_insert(HeaderValue::from_static("*/*"));
+        let mut req = axum::http::Request::new(crate::http::lean::Body::new(body.clone()));
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        return UpstreamRequest::Lean(lean.client.clone(), req);
+    }
     let url = match upstream_url(shared.upstream_url.as_ref(), path) {
         Some(u) => u,
         None => match reqwest::Url::parse(&format!("{}{}", shared.upstream, path)) {
             Ok(u) => u,
             // Unparseable: reqwest reports it when the request is sent, as it always did.
             Err(_) => {
-                return shared
-                    .http
-                    .request(method.clone(), format!("{}{}", shared.upstream, path))
+                return UpstreamRequest::Reqwest(
+                    shared
+                        .http
+                        .request(method.clone(), format!("{}{}", shared.upstream, path)),
+                )
             }
         },
     };
-    shared
-        .http
-        .request(method.clone(), url)
-        .headers(headers)
-        .body(body.clone())
+    UpstreamRequest::Reqwest(
+        shared
+            .http
+            .request(method.clone(), url)
+            .headers(headers)
+            .body(body.clone()),
+    )
 }
 
 /// `base` (the upstream, parsed once) with `path` (and its query, if any) appended: the same URL
@@ -198,7 +355,7 @@ pub(crate) async fn read_small(resp: impl Into<Upstream>) -> (HeaderMap, Vec<u8>
 pub(crate) struct Upstream {
     pub(super) status: u16,
     pub(super) headers: HeaderMap,
-    pub(super) body: BoxStream<'static, reqwest::Result<Bytes>>,
+    pub(super) body: BoxStream<'static, crate::http::BodyResult>,
 }
 
 impl From<reqwest::Response> for Upstream {
@@ -207,7 +364,25 @@ impl From<reqwest::Response> for Upstream {
             status: r.status().as_u16(),
             // Moved, not copied: the body stream does not need them.
             headers: std::mem::take(r.headers_mut()),
-            body: r.bytes_stream().boxed(),
+            body: r
+                .bytes_stream()
+                .map(|c| c.map_err(crate::http::BodyError::from))
+                .boxed(),
+        }
+    }
+}
+
+impl Upstream {
+    fn from_lean(r: axum::http::Response<hyper::body::Incoming>) -> Upstream {
+        use http_body_util::BodyExt;
+        let (parts, body) = r.into_parts();
+        Upstream {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: body
+                .into_data_stream()
+                .map(|c| c.map_err(crate::http::BodyError::from))
+                .boxed(),
         }
     }
 }
@@ -221,16 +396,16 @@ impl Upstream {
         &self.headers
     }
 
-    pub fn into_stream(self) -> BoxStream<'static, reqwest::Result<Bytes>> {
+    pub fn into_stream(self) -> BoxStream<'static, crate::http::BodyResult> {
         self.body
     }
 
-    pub async fn chunk(&mut self) -> reqwest::Result<Option<Bytes>> {
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, crate::http::BodyError> {
         self.body.next().await.transpose()
     }
 
     /// The whole body (a small JSON answer).
-    pub async fn bytes(mut self) -> reqwest::Result<Vec<u8>> {
+    pub async fn bytes(mut self) -> Result<Vec<u8>, crate::http::BodyError> {
         let mut out = Vec::new();
         while let Some(c) = self.chunk().await? {
             out.extend_from_slice(&c);
@@ -289,12 +464,13 @@ pub(super) fn usage_limit_reset(body: &serde_json::Value) -> Option<i64> {
 
 async fn forward(
     shared: Arc<Shared>,
+    route: Route,
     method: Method,
     path: &str,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match send(shared, method, path, headers, body).await {
+    match send(shared, route, method, path, headers, body).await {
         Sent::Upstream(resp) => resp.into_response(),
         Sent::Answer(r) => r,
     }
@@ -394,6 +570,54 @@ mod tests {
             }
         }
         assert!(upstream_url(None, "/responses").is_none());
+    }
+
+    #[test]
+    fn the_lean_uri_is_the_one_parsing_base_and_path_gives_or_none() {
+        for base in [
+            "http://127.0.0.1:8080/backend-api/codex",
+            "https://chatgpt.com/backend-api/codex",
+            "https://ChatGPT.com:443/backend-api/codex/",
+            "http://localhost:9/",
+            "http://[::1]:7/a%20b",
+        ] {
+            let parsed = reqwest::Url::parse(base.trim_end_matches('/')).ok();
+            let lean = LeanBase::new(parsed.as_ref()).expect("a plain base takes the lean path");
+            for path in [
+                "/responses",
+                "/models?client_version=0.169.0",
+                "/responses/compact",
+                "/models?a=%20b&c=d/e",
+            ] {
+                let want = reqwest::Url::parse(&format!("{}{path}", base.trim_end_matches('/')));
+                assert_eq!(
+                    lean.uri(path).map(|u| u.to_string()),
+                    want.ok().map(|u| u.to_string()),
+                    "{base} {path}"
+                );
+            }
+            // What a URL parse would rewrite goes through reqwest, as before.
+            for path in [
+                "/x y",
+                "/models?q=\"a\"",
+                "/a/../b",
+                "/m?x='1'",
+                "/é",
+                "/a\\b",
+            ] {
+                assert!(lean.uri(path).is_none(), "{base} {path}");
+            }
+        }
+        for base in [
+            "http://u:p@127.0.0.1:1/x",
+            "http://127.0.0.1:1/x?y=1",
+            "ftp://h/x",
+        ] {
+            assert!(
+                LeanBase::new(reqwest::Url::parse(base).ok().as_ref()).is_none(),
+                "{base}"
+            );
+        }
     }
 
     #[test]

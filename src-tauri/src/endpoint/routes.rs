@@ -22,6 +22,7 @@ pub(super) fn router(shared: Arc<Shared>, limits: KeylessLimits) -> Router {
         .route("/v1/models", get(chat::list_models))
         .route("/backend-api/codex/models", get(proxy::models))
         .route("/v1/accounts", get(accounts))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), require_key));
     // The refresh broker: no local key (the refresh token is the credential, as upstream), so
@@ -37,6 +38,26 @@ pub(super) fn router(shared: Arc<Shared>, limits: KeylessLimits) -> Router {
         .layer(middleware::from_fn(guard_browser))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
+}
+
+/// The Prometheus text format (keyed like every route: the labels name the user's accounts).
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let statuses: Vec<&'static str> = shared.views().iter().map(|v| v.status.as_str()).collect();
+    match crate::activity::metrics::render(&statuses) {
+        Some(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "this process serves no metrics (another metrics recorder was installed first)",
+        ),
+    }
 }
 
 /// Host and Origin first: a rebinding or cross-site request learns nothing, not even 401.

@@ -47,6 +47,8 @@ pub enum AppError {
     Ownership(#[from] OwnershipError),
     #[error("no data directory: set CODEX_VAULT_HOME, or HOME so the platform's data directory can be found")]
     NoDataDir,
+    #[error(transparent)]
+    Activity(#[from] crate::activity::ActivityError),
 }
 
 impl From<crate::paths::NoDataDir> for AppError {
@@ -70,6 +72,7 @@ impl AppError {
             // The code a failed detach has always had on the wire (it was a `config` string).
             AppError::Ownership(_) => ErrorCode::Config,
             AppError::NoDataDir => ErrorCode::NoDataDir,
+            AppError::Activity(e) => e.code(),
         }
     }
 
@@ -106,6 +109,8 @@ pub enum ConfigError {
     AutostartRead(String),
     #[error("cannot change autostart: {0}")]
     AutostartChange(String),
+    #[error("`{0}` is not a time span: give a number and a unit, e.g. 30s, 15m, 1h, 2d or 1w")]
+    Span(String),
 }
 
 impl ConfigError {

@@ -34,10 +34,12 @@ impl Inner {
         let unfinished = self.write_intent(&snap).await?;
         let (refusal, said) = match self.client.refresh(&snap.refresh).await {
             RefreshOutcome::Rotated(t) => {
+                crate::activity::metrics::refresh("rotated");
                 self.clear_backoff(&snap.account.id);
                 return self.commit(&snap, t).await;
             }
             RefreshOutcome::Transient { reason, ambiguous } => {
+                crate::activity::metrics::refresh("transient");
                 *lost_answer = ambiguous;
                 let said = Said {
                     code: String::new(),
@@ -50,26 +52,32 @@ impl Inner {
                 code,
                 message,
                 http_status,
-            } => (
-                Refusal::Dead,
-                Said {
-                    code,
-                    message,
-                    http_status,
-                },
-            ),
+            } => {
+                crate::activity::metrics::refresh("refused");
+                (
+                    Refusal::Dead,
+                    Said {
+                        code,
+                        message,
+                        http_status,
+                    },
+                )
+            }
             RefreshOutcome::MaybeRace {
                 code,
                 message,
                 http_status,
-            } => (
-                Refusal::Race,
-                Said {
-                    code,
-                    message,
-                    http_status: Some(http_status),
-                },
-            ),
+            } => {
+                crate::activity::metrics::refresh("refused");
+                (
+                    Refusal::Race,
+                    Said {
+                        code,
+                        message,
+                        http_status: Some(http_status),
+                    },
+                )
+            }
         };
         self.refused(snap, refusal, said, unfinished.as_ref(), may_recover)
             .await

@@ -171,6 +171,7 @@ impl Inner {
             format!("{code}: a sibling had already rotated the refresh token; using its token");
         blocking(move || store.append_event(&id, "race_recovered", Some(&detail))).await?;
         tracing::info!(account = %now.account.id, code, "rotation race recovered");
+        crate::activity::metrics::refresh("race_recovered");
         if now.needs_refresh(self.cfg.margin) {
             // The adopted token is itself near expiry: one more refresh, without another recovery.
             return Box::pin(self.attempt(now, false, &mut false)).await;
@@ -212,6 +213,7 @@ impl Inner {
             blocking(move || crate::health::Health::new(store).mark_terminal(&id, generation, &r))
                 .await?;
         if marked {
+            crate::activity::metrics::refresh("terminal");
             tracing::warn!(account = %snap.account.id, code = %reason.code, "account needs sign-in");
             return Err(RefreshError::Terminal {
                 account: snap.account.label.clone(),

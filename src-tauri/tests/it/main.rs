@@ -17,6 +17,7 @@ mod broker {
 }
 
 mod endpoint {
+    mod activity;
     mod chat;
     mod chat_sdk;
     mod codex_cli;

@@ -88,6 +88,7 @@ pub async fn completions(
     );
     let resp = match proxy::send(
         shared,
+        crate::activity::Route::Chat,
         Method::POST,
         "/responses",
         up_headers,
@@ -141,7 +142,7 @@ fn frame(v: &Value) -> Bytes {
 }
 
 struct Pump {
-    upstream: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    upstream: futures_util::stream::BoxStream<'static, crate::http::BodyResult>,
     reader: SseReader,
     chat: ChatStream,
     ready: VecDeque<Bytes>,
@@ -237,7 +238,16 @@ pub async fn list_models(
         return proxy::models(State(shared), OriginalUri(uri), headers).await;
     }
     let path = models::catalog_path();
-    let resp = match proxy::send(shared, Method::GET, &path, headers, Bytes::new()).await {
+    let resp = match proxy::send(
+        shared,
+        crate::activity::Route::Models,
+        Method::GET,
+        &path,
+        headers,
+        Bytes::new(),
+    )
+    .await
+    {
         Sent::Upstream(r) if r.status().is_success() => r,
         other => return respond(failure(other).await),
     };

@@ -24,7 +24,7 @@ pub enum Outcome {
     /// `response.failed` came before any output.
     Failed(Value),
     /// The connection failed before any output.
-    Broken(reqwest::Error),
+    Broken(crate::http::BodyError),
 }
 
 pub struct Held {

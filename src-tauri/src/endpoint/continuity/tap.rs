@@ -5,7 +5,8 @@
 
 use super::scan::{digest, FIND_KEY};
 use super::Continuity;
-use axum::body::Bytes;
+use crate::activity::Tokens;
+use crate::endpoint::record::{Terminal, TerminalSlot};
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 use serde_json::Value;
 use std::pin::Pin;
@@ -37,6 +38,9 @@ pub struct Tap {
     pub first_output: bool,
     /// `response.failed` before any output: its `data`.
     pub failed: Option<Value>,
+    /// Where the answer's terminal event (its tokens, whether it failed) is left for the
+    /// request log; `None` when nothing logs this request.
+    terminal: Option<TerminalSlot>,
 }
 
 impl Tap {
@@ -60,7 +64,14 @@ impl Tap {
             sink,
             first_output: false,
             failed: None,
+            terminal: None,
         }
+    }
+
+    /// Leaves the terminal event's tokens in `slot` (the request log's).
+    pub fn with_terminal(mut self, slot: Option<TerminalSlot>) -> Tap {
+        self.terminal = slot;
+        self
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
@@ -93,6 +104,14 @@ impl Tap {
 
     /// The answer ended: a JSON body is read now.
     pub fn finish(&mut self) {
+        if let (Some(slot), Mode::Json, false) = (&self.terminal, self.mode, self.overflow) {
+            if let Ok(doc) = serde_json::from_slice::<WireResponse>(&self.carry) {
+                let _ = slot.set(Terminal {
+                    failed: false,
+                    tokens: doc.usage.map(WireUsage::tokens),
+                });
+            }
+        }
         if self.mode == Mode::Json && !self.overflow && FIND_KEY.find(&self.carry).is_some() {
             if let Ok(v) = serde_json::from_slice::<Value>(&self.carry) {
                 for item in v
@@ -120,7 +139,8 @@ impl Tap {
 
     fn frame(&mut self, f: &[u8]) {
         let carries = FIND_KEY.find(f).is_some();
-        if self.first_output && !carries {
+        let ends = self.terminal.is_some() && maybe_terminal(f);
+        if self.first_output && !carries && !ends {
             return; // the fast path: nearly every frame of a long answer
         }
         let (name, data) = split_frame(f);
@@ -148,6 +168,9 @@ impl Tap {
                 _ => self.first_output = true,
             }
         }
+        if ends {
+            self.note_terminal(&kind, &data);
+        }
         if carries && kind == "response.output_item.done" {
             if parsed.is_none() {
                 parsed = serde_json::from_slice(&data).ok();
@@ -158,6 +181,21 @@ impl Tap {
         }
     }
 
+    fn note_terminal(&self, kind: &str, data: &[u8]) {
+        let failed = match kind {
+            "response.completed" | "response.incomplete" => false,
+            "response.failed" => true,
+            _ => return,
+        };
+        let tokens = serde_json::from_slice::<WireEvent>(data)
+            .ok()
+            .and_then(|e| e.response?.usage)
+            .map(WireUsage::tokens);
+        if let Some(slot) = &self.terminal {
+            let _ = slot.set(Terminal { failed, tokens });
+        }
+    }
+
     fn record(&self, item: &Value) {
         let Some(ct) = item.get("encrypted_content").and_then(Value::as_str) else {
             return;
@@ -165,6 +203,67 @@ impl Tap {
         let kind = item.get("type").and_then(Value::as_str).unwrap_or("item");
         self.sink
             .record_minted(digest(ct.as_bytes()), &self.account, kind);
+    }
+}
+
+/// Whether a frame may be the answer's last event: its name is near its start (`event: …` or
+/// `data: {"type":…`), so only the head is searched, and only a match is parsed.
+fn maybe_terminal(f: &[u8]) -> bool {
+    static ENDS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 3]> =
+        std::sync::LazyLock::new(|| {
+            [
+                memchr::memmem::Finder::new(b"response.completed"),
+                memchr::memmem::Finder::new(b"response.incomplete"),
+                memchr::memmem::Finder::new(b"response.failed"),
+            ]
+        });
+    let head = &f[..f.len().min(96)];
+    ENDS.iter().any(|e| e.find(head).is_some())
+}
+
+/// The parts of a terminal event the log reads (serde skips the rest unbuilt).
+#[derive(serde::Deserialize)]
+struct WireEvent {
+    response: Option<WireResponse>,
+}
+
+#[derive(serde::Deserialize)]
+struct WireResponse {
+    usage: Option<WireUsage>,
+}
+
+#[derive(serde::Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    input_tokens_details: Option<WireInputDetails>,
+    #[serde(default)]
+    output_tokens: u64,
+    #[serde(default)]
+    output_tokens_details: Option<WireOutputDetails>,
+}
+
+#[derive(serde::Deserialize)]
+struct WireInputDetails {
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct WireOutputDetails {
+    #[serde(default)]
+    reasoning_tokens: u64,
+}
+
+impl WireUsage {
+    fn tokens(self) -> Tokens {
+        Tokens {
+            input: self.input_tokens,
+            cached: self.input_tokens_details.map_or(0, |d| d.cached_tokens),
+            output: self.output_tokens,
+            reasoning: self.output_tokens_details.map_or(0, |d| d.reasoning_tokens),
+        }
     }
 }
 
@@ -200,12 +299,12 @@ fn split_frame(f: &[u8]) -> (Option<&str>, Vec<u8>) {
 
 /// An upstream body with a [`Tap`] on it: every chunk passes unchanged and at once.
 pub struct Tapped {
-    inner: BoxStream<'static, reqwest::Result<Bytes>>,
+    inner: BoxStream<'static, crate::http::BodyResult>,
     pub tap: Tap,
 }
 
 impl Tapped {
-    pub fn new(inner: BoxStream<'static, reqwest::Result<Bytes>>, tap: Tap) -> Tapped {
+    pub fn new(inner: BoxStream<'static, crate::http::BodyResult>, tap: Tap) -> Tapped {
         Tapped { inner, tap }
     }
 }
@@ -218,7 +317,7 @@ impl Drop for Tapped {
 }
 
 impl Stream for Tapped {
-    type Item = reqwest::Result<Bytes>;
+    type Item = crate::http::BodyResult;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;

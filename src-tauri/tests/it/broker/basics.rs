@@ -194,6 +194,40 @@ async fn the_current_token_rotates_as_the_accounts_rotation_and_its_predecessor_
         &[&rig.accounts[0].refresh_token],
         "the 401 body",
     );
+    assert_broker_calls_logged(&rig);
+}
+
+/// Each call is in the request log as the broker's, for the account it was about.
+fn assert_broker_calls_logged(rig: &TestVault) {
+    let rows = crate::common::wait_until(
+        "the broker's calls logged",
+        std::time::Duration::from_secs(20),
+        || {
+            let r = rig.dir.ok(&["activity", "--json"]);
+            let v: Value = serde_json::from_str(&r.stdout).unwrap();
+            let rows = v["requests"].as_array().unwrap().clone();
+            (rows.len() >= 4).then_some(rows)
+        },
+    );
+    let seen: Vec<(String, u64)> = rows
+        .iter()
+        .rev()
+        .map(|r| {
+            assert_eq!(r["route"], "broker", "{r}");
+            assert_eq!(r["account_id"], rig.account_id().as_str(), "{r}");
+            (
+                r["outcome"].as_str().unwrap().to_string(),
+                r["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want = [
+        ("refreshed", 200),
+        ("ok", 200),
+        ("refreshed", 200),
+        ("rejected", 401),
+    ];
+    assert_eq!(seen, want.map(|(o, s)| (o.to_string(), s)), "{rows:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

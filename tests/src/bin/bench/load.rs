@@ -176,11 +176,54 @@ pub(crate) struct Cell {
     pub(crate) payload: &'static str,
     pub(crate) report: Report,
     /// CPU time per request of the upstream (the fake, or the static nginx) and of the proxy
-    /// (µs), from /proc.
+    /// (µs, utime + stime from /proc over the measured window, warm-up excluded).
     pub(crate) fake_cpu_us_per_req: f64,
     pub(crate) proxy_cpu_us_per_req: Option<f64>,
     /// Peak serve RSS sampled during the run (serve side only).
     pub(crate) proxy_rss_peak_mb: Option<f64>,
+}
+
+impl Cell {
+    /// The CPU a request of this cell's own target: the upstream for `direct`, else the proxy
+    /// (`rows[].cpu_us_per_req` in results.json).
+    pub(crate) fn cpu_us_per_req(&self) -> Option<f64> {
+        if self.side == "direct" {
+            Some(self.fake_cpu_us_per_req)
+        } else {
+            self.proxy_cpu_us_per_req
+        }
+    }
+}
+
+/// Starts CPU meters on `upstream` and `proxy` once the warm-up is over (a thread sleeping
+/// through it), so that the CPU counted covers the same window as the requests counted.
+fn meters_after(
+    warmup: f64,
+    upstream: &[u32],
+    proxy: &[u32],
+) -> std::thread::JoinHandle<(CpuMeter, CpuMeter)> {
+    let (upstream, proxy) = (upstream.to_vec(), proxy.to_vec());
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs_f64(warmup.max(0.0)));
+        (CpuMeter::start(&upstream), CpuMeter::start(&proxy))
+    })
+}
+
+fn rss_sampler(
+    serve_pid: Option<u32>,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Option<std::thread::JoinHandle<f64>> {
+    serve_pid.map(|pid| {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak: f64 = 0.0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_mb(pid));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            peak
+        })
+    })
 }
 
 pub(crate) async fn measure(
@@ -191,34 +234,19 @@ pub(crate) async fn measure(
     c: usize,
     serve_pid: Option<u32>,
 ) -> Cell {
-    let tck = clk_tck();
     let proxy_pids = (side.pids)();
-    let (f0, p0) = (cpu_ticks(upstream_pids), cpu_ticks(&proxy_pids));
+    let meters = meters_after(o.warmup, upstream_pids, &proxy_pids);
     // Sample serve's RSS while the load runs.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = serve_pid.map(|pid| {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut peak: f64 = 0.0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(rss_mb(pid));
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            peak
-        })
-    });
+    let sampler = rss_sampler(serve_pid, &stop);
     let report = loadgen::run(&spec(o, side, payload, c))
         .await
         .unwrap_or_else(|e| panic!("load run {}: {e}", side.name));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let peak = sampler.map(|h| h.join().unwrap_or(0.0));
-    // Ticks cover warm-up too; so do requests counted here (approximately: scale by the window).
-    let total_secs = o.warmup + report.seconds;
-    let reqs = (report.requests as f64 * total_secs / report.seconds).max(1.0);
-    let per = |ticks: u64| ticks as f64 / tck * 1e6 / reqs;
-    let fake_cpu = per(cpu_ticks(upstream_pids).saturating_sub(f0));
-    let proxy_cpu =
-        (!proxy_pids.is_empty()).then(|| per(cpu_ticks(&proxy_pids).saturating_sub(p0)));
+    let (up_meter, proxy_meter) = meters.join().expect("CPU meter thread");
+    let fake_cpu = up_meter.us_per(report.requests).unwrap_or(0.0);
+    let proxy_cpu = proxy_meter.us_per(report.requests);
     if report.errors > 0 {
         eprintln!(
             "bench: {} {} c={c}: {} errors (first: {:?})",

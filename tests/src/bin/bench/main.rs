@@ -3,13 +3,15 @@
 //! (`codex_vault_testkit::loadgen`), prints one table and writes `target/bench/results.json`.
 //!
 //! `bench --vault BIN --fake BIN --core BIN [--app BIN] [--secs S] [--warmup S] [--idle-secs S] [--idle-settle S]
-//!        [--accounts N] [--hold-rounds N] [--out PATH] [--only idle] [--smoke]`
+//!        [--accounts N] [--hold-rounds N] [--out PATH] [--only idle|ROW[,ROW…]] [--smoke]`
 //! `bench --check PATH`: validates a written `results.json` against the stable schema.
 //!
 //! Sections: `overhead` (1, 1b), `amp` (2), `scale` (3, 4), `idle` (5: idle wake-ups and the
 //! cross-process pickup); `report` prints them and writes the JSON, `schema` builds and checks
 //! its stable part (rows, ratios, idle wake-ups, refresh calls). `--only idle` runs section 5
-//! alone (its JSON then holds only that section). `--smoke` (what `make test` runs, on the debug
+//! alone (its JSON then holds only that section); `--only small,sse14` runs section 1 (and 1b
+//! for those rows) for the named rows alone, for a quick before / after (its JSON holds
+//! `rows`, `ratios` and `overhead` for them: not a full run, so not checked). `--smoke` (what `make test` runs, on the debug
 //! binaries) runs every section at its smallest size — 0.5 s a cell, 10 accounts, 2 s idle
 //! windows, one hold round — and fails unless every row ran without a failed request and the
 //! JSON passes the schema check; it asserts no timing.
@@ -21,6 +23,7 @@
 mod amp;
 mod idle;
 mod load;
+mod logcost;
 mod nginx;
 mod overhead;
 mod procs;
@@ -67,6 +70,22 @@ pub(crate) const HOLD_ROUNDS: usize = 4;
 /// Where `--smoke` writes (so a smoke never overwrites a real run's results).
 pub(crate) const SMOKE_OUT: &str = "target/bench-smoke/results.json";
 
+const USAGE: &str = "bench [--vault BIN] [--fake BIN] [--core BIN] [--app BIN] [--secs S] [--warmup S]
+      [--idle-secs S] [--idle-settle S] [--accounts N] [--hold-rounds N] [--out PATH]
+      [--only idle | --only log | --only ROW[,ROW...]] [--smoke]
+bench --check PATH
+  rows: small, sse14, sse200, sse-static, turn80k; --only ROWS runs section 1 (1b) for them alone.
+  Run inside scripts/keyring-session.sh. Writes target/bench/results.json (README.md § Benchmarks).";
+
+impl Opts {
+    /// Whether section 1 measures this payload (all unless `--only ROWS`).
+    pub(crate) fn wants(&self, p: Payload) -> bool {
+        self.only_rows
+            .as_ref()
+            .is_none_or(|rows| rows.iter().any(|r| r == p.key()))
+    }
+}
+
 pub(crate) struct Opts {
     pub(crate) vault: PathBuf,
     pub(crate) fake: PathBuf,
@@ -83,6 +102,10 @@ pub(crate) struct Opts {
     pub(crate) out: PathBuf,
     /// `--only idle`: section 5 alone.
     pub(crate) only_idle: bool,
+    /// `--only log`: section 1c (the request log on / off) alone.
+    pub(crate) only_log: bool,
+    /// `--only ROW,…`: section 1 (and 1b) for these payload keys alone.
+    pub(crate) only_rows: Option<Vec<String>>,
     pub(crate) hold_rounds: usize,
     /// `--smoke`: smallest sizes; the run fails unless every row ran and the schema holds.
     pub(crate) smoke: bool,
@@ -114,9 +137,15 @@ fn opts() -> Opts {
         accounts: 1000,
         out: "target/bench/results.json".into(),
         only_idle: false,
+        only_log: false,
+        only_rows: None,
         hold_rounds: HOLD_ROUNDS,
         smoke: false,
     };
+    if std::env::args().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        std::process::exit(0);
+    }
     if std::env::args().any(|a| a == "--smoke") {
         smoke_defaults(&mut o);
     }
@@ -137,7 +166,18 @@ fn opts() -> Opts {
             "--hold-rounds" => o.hold_rounds = v.parse().expect("--hold-rounds"),
             "--check" => std::process::exit(schema::check_file(Path::new(&v))),
             "--only" if v == "idle" => o.only_idle = true,
-            "--only" => panic!("--only takes `idle` (the one section that runs alone)"),
+            "--only" if v == "log" => o.only_log = true,
+            "--only" => {
+                let rows: Vec<String> = v.split(',').map(str::to_string).collect();
+                for r in &rows {
+                    assert!(
+                        PAYLOADS.iter().any(|p| p.key() == r),
+                        "--only takes `idle` or row names ({}), not {r}",
+                        PAYLOADS.map(|p| p.key()).join(", ")
+                    );
+                }
+                o.only_rows = Some(rows);
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -206,6 +246,12 @@ async fn run(o: &Opts, tmp: &Path) -> std::process::ExitCode {
     let started = Instant::now();
     let mut notes: Vec<String> = Vec::new();
     let fake = start_fake(o, &tmp).await;
+    if o.only_log {
+        let v = logcost::run(o, &tmp, &fake).await;
+        drop(fake);
+        report::write_log_cost(o, &v);
+        return std::process::ExitCode::SUCCESS;
+    }
     if o.only_idle {
         let idle = idle::run(o, &tmp, &fake).await;
         drop(fake);
@@ -215,6 +261,14 @@ async fn run(o: &Opts, tmp: &Path) -> std::process::ExitCode {
 
     // ---- 1. endpoint overhead, 1b. the first-byte hold
     let ov = overhead::run(o, &tmp, &fake, &mut notes).await;
+    if o.only_rows.is_some() {
+        drop(fake);
+        report::write_rows(o, started, &ov, &notes);
+        return std::process::ExitCode::SUCCESS;
+    }
+
+    // ---- 1c. the request log's cost
+    let log_cost = logcost::run(o, &tmp, &fake).await;
 
     // ---- 2. refresh amplification
     eprintln!("bench: refresh amplification");
@@ -245,6 +299,7 @@ async fn run(o: &Opts, tmp: &Path) -> std::process::ExitCode {
         amp: &amp,
         scale: &scale,
         idle: &idle,
+        log_cost: &log_cost,
         notes: &notes,
     });
     let problems = schema::check(&doc, o.smoke);

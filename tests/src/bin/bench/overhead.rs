@@ -61,7 +61,7 @@ pub(crate) async fn run(o: &Opts, tmp: &Path, fake: &Fake, notes: &mut Vec<Strin
     }
     for side in cols.sides.iter().chain(&cols.hold_off_sides) {
         for p in PAYLOADS {
-            if p.group() != side.group {
+            if p.group() != side.group || !o.wants(p) {
                 continue;
             }
             if let Err(e) = sanity(o, side, p).await {
@@ -312,7 +312,7 @@ fn upstream_pids(cols: &Columns, payload: Payload, fake_pid: u32) -> Option<Vec<
 async fn measure_cells(o: &Opts, cols: &Columns, fake_pid: u32) -> Vec<Cell> {
     let serve_pid = cols.serve.pid();
     let mut cells: Vec<Cell> = Vec::new();
-    for payload in PAYLOADS {
+    for payload in PAYLOADS.into_iter().filter(|p| o.wants(*p)) {
         let group = payload.group();
         let Some(upstream_pids) = upstream_pids(cols, payload, fake_pid) else {
             continue;
@@ -345,7 +345,7 @@ async fn hold_cells(o: &Opts, cols: &Columns, fake_pid: u32) -> Vec<(Payload, Ve
         o.hold_rounds
     );
     let mut hold_rounds = Vec::new();
-    for payload in HOLD_PAYLOADS {
+    for payload in HOLD_PAYLOADS.into_iter().filter(|p| o.wants(*p)) {
         let group = payload.group();
         let Some(upstream_pids) = upstream_pids(cols, payload, fake_pid) else {
             continue;

@@ -81,6 +81,34 @@ pub(crate) fn rss_mb(pid: u32) -> f64 {
     proc_status_kb(pid, "VmRSS:").unwrap_or(0) as f64 / 1024.0
 }
 
+/// CPU time (utime + stime, every thread) of a set of processes between two moments, per
+/// request: the bench's `cpu_us_per_req`. Reusable by any cell (e.g. a setting on vs off):
+/// `CpuMeter::start(pids)` at the window's start, `us_per(requests)` at its end.
+#[derive(Clone)]
+pub(crate) struct CpuMeter {
+    pids: Vec<u32>,
+    ticks0: u64,
+}
+
+impl CpuMeter {
+    pub(crate) fn start(pids: &[u32]) -> Self {
+        Self {
+            pids: pids.to_vec(),
+            ticks0: cpu_ticks(pids),
+        }
+    }
+
+    /// CPU µs since `start` divided by `requests` (`None` without processes or requests).
+    /// Resolution: one clock tick (10 ms) over the window, so ≥ 1 s windows.
+    pub(crate) fn us_per(&self, requests: u64) -> Option<f64> {
+        if self.pids.is_empty() || requests == 0 {
+            return None;
+        }
+        let ticks = cpu_ticks(&self.pids).saturating_sub(self.ticks0);
+        Some(ticks as f64 / clk_tck() * 1e6 / requests as f64)
+    }
+}
+
 /// utime + stime in clock ticks of `pid` and, for nginx, its workers (children).
 pub(crate) fn cpu_ticks(pids: &[u32]) -> u64 {
     pids.iter()
@@ -139,12 +167,15 @@ pub(crate) fn ctx_switches(pid: u32) -> u64 {
 }
 
 pub(crate) fn clk_tck() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
+    static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TCK.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 pub(crate) fn free_port() -> u16 {

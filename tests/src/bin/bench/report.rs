@@ -11,6 +11,8 @@ pub(crate) struct Results<'a> {
     pub(crate) amp: &'a [Value],
     pub(crate) scale: &'a Value,
     pub(crate) idle: &'a Value,
+    /// 1c: the request log on / off (`logcost`).
+    pub(crate) log_cost: &'a Value,
     pub(crate) notes: &'a [String],
 }
 
@@ -50,6 +52,7 @@ pub(crate) fn write(r: &Results) -> Value {
     let ratios = overhead_table(&mut out, &r.ov.cells);
     cpu_line(&mut out, &r.ov.cells);
     let hold = hold_table(&mut out, &r.ov.hold_rounds, r.o.hold_rounds);
+    log_cost_line(&mut out, r.log_cost);
     amp_lines(&mut out, r.amp);
     scale_lines(&mut out, r.scale, r.ov);
     idle_lines(&mut out, r.idle);
@@ -95,6 +98,7 @@ pub(crate) fn write(r: &Results) -> Value {
         "footprint": {"serve_idle_rss_mb": r.ov.idle_rss, "serve_rss_c64_peak_mb": r.ov.load_rss, "serve_vmhwm_mb": r.ov.hwm,
                       "serve_rss_after_load_mb": r.ov.rss_after, "serve_health_after_load": r.ov.serve_health},
         "amplification": r.amp, "scale": r.scale, "idle": r.idle, "targets": targets, "notes": r.notes,
+        "activity_log_cost": r.log_cost,
     });
     if let Some(dir) = r.o.out.parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -103,6 +107,84 @@ pub(crate) fn write(r: &Results) -> Value {
         .expect("results written");
     println!("results: {}", r.o.out.display());
     doc
+}
+
+/// `--only log`: section 1c's line and JSON (`{"activity_log_cost": …}`).
+pub(crate) fn write_log_cost(o: &Opts, v: &Value) {
+    let mut out = String::new();
+    log_cost_line(&mut out, v);
+    print!("{out}");
+    if let Some(dir) = o.out.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let doc = json!({ "activity_log_cost": v, "generated_at": chrono::Utc::now().to_rfc3339() });
+    std::fs::write(&o.out, serde_json::to_string_pretty(&doc).expect("JSON"))
+        .expect("results written");
+    println!("results: {}", o.out.display());
+}
+
+/// 1c: CPU a request with the request log on and off.
+fn log_cost_line(out: &mut String, v: &Value) {
+    let n = |k: &str| v[k].as_f64().map_or("-".into(), |x| f(x, 1));
+    let _ = writeln!(
+        out,
+        "\nRequest log (issue 19), small c=16, median of {} rounds: serve CPU {} µs/req with the log, {} without: {} % added (target ≤ 3 %)",
+        v["rounds"], n("cpu_us_per_req_on"), n("cpu_us_per_req_off"), n("added_cpu_percent")
+    );
+}
+
+/// `--only ROWS`: section 1's table (and 1b's), the issue-18 target lines of those rows, and a
+/// JSON of rows, ratios and cells.
+pub(crate) fn write_rows(o: &Opts, started: Instant, ov: &Overhead, notes: &[String]) {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nCodex Vault bench — rows {} only, {} s per cell ({} cores)",
+        o.only_rows.as_deref().unwrap_or_default().join(", "),
+        o.secs,
+        cores()
+    );
+    let ratios = overhead_table(&mut out, &ov.cells);
+    let hold = hold_table(&mut out, &ov.hold_rounds, o.hold_rounds);
+    let stable = schema::ratios(&ov.cells, &hold);
+    let _ = writeln!(
+        out,
+        "\nTargets against nginx (issue 18; rows not run show n/a)"
+    );
+    for x in nginx_targets(&stable) {
+        if x["measured"].as_str().is_some_and(|m| m.contains("n/a")) {
+            continue;
+        }
+        let mark = if x["met"] == true { "met " } else { "MISS" };
+        let _ = writeln!(
+            out,
+            "   [{mark}] {:<46} {}",
+            x["target"].as_str().unwrap_or(""),
+            x["measured"].as_str().unwrap_or("")
+        );
+    }
+    for n in notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    let _ = writeln!(
+        out,
+        "(rows only: {} s)",
+        f(started.elapsed().as_secs_f64(), 0)
+    );
+    print!("{out}");
+    let (rows, extra_rows) = schema::rows(&ov.cells);
+    let doc = json!({
+        "rows": rows, "extra_rows": extra_rows, "ratios": stable, "sections": ["overhead"],
+        "only_rows": o.only_rows, "generated_at": chrono::Utc::now().to_rfc3339(),
+        "machine": {"cores": cores()}, "overhead": ov.cells, "overhead_ratios": ratios,
+        "first_byte_hold": hold, "notes": notes,
+    });
+    if let Some(dir) = o.out.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&o.out, serde_json::to_string_pretty(&doc).expect("JSON"))
+        .expect("results written");
+    println!("results: {}", o.out.display());
 }
 
 /// `--only idle`: section 5's lines and targets, and a JSON of that section alone.
@@ -142,8 +224,9 @@ pub(crate) fn write_idle(o: &Opts, started: Instant, idle: &Value) {
 
 /// Section 1's table; returns its ratios (serve against direct and nginx).
 fn overhead_table(out: &mut String, cells: &[Cell]) -> Vec<Value> {
-    let _ = writeln!(out, "\n1. Endpoint overhead        {:>24} | {:>24} | {:>24} | serve vs direct      | serve/nginx | +1st byte", "direct (fake alone)", "codex-vault serve", "nginx");
-    let _ = writeln!(out, "   payload   c     {:>8} {:>7} {:>7} | {:>8} {:>7} {:>7} | {:>8} {:>7} {:>7} | +p50ms +p99ms  thr  |  thr        | ms", "req/s", "p50ms", "p99ms", "req/s", "p50ms", "p99ms", "req/s", "p50ms", "p99ms");
+    let _ = writeln!(out, "\n1. Endpoint overhead        {:>30} | {:>30} | {:>30} | serve vs direct      | serve/nginx | +1st byte", "direct (upstream alone)", "codex-vault serve", "nginx");
+    let _ = writeln!(out, "   payload   c     {:>8} {:>7} {:>7} {:>5} | {:>8} {:>7} {:>7} {:>5} | {:>8} {:>7} {:>7} {:>5} | +p50ms +p99ms  thr  |  thr        | ms", "req/s", "p50ms", "p99ms", "cpuµs", "req/s", "p50ms", "p99ms", "cpuµs", "req/s", "p50ms", "p99ms", "cpuµs");
+    let _ = writeln!(out, "   (cpuµs: CPU a request, utime + stime of the column's own processes over the measured window)");
     for p in PAYLOADS {
         let _ = writeln!(out, "   {:<10} = {}", p.key(), p.name());
     }
@@ -168,12 +251,15 @@ fn ratio_row(
 ) -> Value {
     let trip = |x: Option<&Cell>| match x {
         Some(x) => format!(
-            "{:>8} {:>7} {:>7}",
+            "{:>8} {:>7} {:>7} {:>5}",
             f(x.report.rps, 0),
             f(x.report.p50_ms, 3),
-            f(x.report.p99_ms, 3)
+            f(x.report.p99_ms, 3),
+            x.cpu_us_per_req()
+                .map(|v| f(v, 0))
+                .unwrap_or_else(|| "-".into())
         ),
-        None => format!("{:>8} {:>7} {:>7}", "-", "-", "-"),
+        None => format!("{:>8} {:>7} {:>7} {:>5}", "-", "-", "-", "-"),
     };
     let add50 = s.report.p50_ms - d.report.p50_ms;
     let add99 = s.report.p99_ms - d.report.p99_ms;
@@ -263,7 +349,7 @@ fn hold_table(
         out,
         "   payload     hold on p50  hold off p50  added p50 (ms) | 1st byte on  off  added (ms)"
     );
-    for (p, rounds) in hold_rounds {
+    for (p, rounds) in hold_rounds.iter().filter(|(_, r)| !r.is_empty()) {
         let med = |g: &dyn Fn(&(Cell, Cell)) -> f64| median(rounds.iter().map(g).collect());
         let on50 = med(&|r| r.0.report.p50_ms);
         let off50 = med(&|r| r.1.report.p50_ms);
@@ -503,7 +589,13 @@ fn other_targets(r: &Results) -> Vec<Value> {
     let ready = num(&scale["start_to_ready_ms"]);
     let wake = num(&scale["scheduler_wakeups_per_min"]);
     let keychain = &ov.serve_health["process"]["keychain_reads"];
+    let added = num(&r.log_cost["added_cpu_percent"]);
     let mut t = vec![
+        target(
+            "request log ≤ 3 % of a request's CPU (small c=16)",
+            added <= 3.0,
+            format!("{} % added", f(added, 1)),
+        ),
         target(
             "refresh calls = 1 in every amplification case",
             r.amp.iter().all(|a| a["target_met"] == true),

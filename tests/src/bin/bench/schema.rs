@@ -27,7 +27,9 @@ fn row(c: &Cell) -> Value {
     let r = &c.report;
     json!({"name": c.payload, "target": c.side, "conc": r.concurrency, "rps": r.rps,
            "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "non_2xx": r.non_2xx,
-           "ok": cell_ok(c), "requests": r.requests, "errors": r.errors})
+           "ok": cell_ok(c), "requests": r.requests, "errors": r.errors,
+           "cpu_us_per_req": c.cpu_us_per_req().filter(|v| v.is_finite()),
+           "upstream_cpu_us_per_req": (c.side != "direct").then_some(c.fake_cpu_us_per_req)})
 }
 
 /// `rows`: the schema's payloads × targets × conc; `extra_rows`: the other payloads' cells
@@ -127,6 +129,14 @@ fn check_row(r: &Value, problems: &mut Vec<String>) {
     for k in ["rps", "p50_ms", "p99_ms"] {
         if !r[k].as_f64().is_some_and(|v| v.is_finite() && v >= 0.0) {
             problems.push(format!("{id}: `{k}` is not a number ≥ 0"));
+        }
+    }
+    // Older files have no CPU figure; when present it is a number ≥ 0 or null.
+    if let Some(v) = r.get("cpu_us_per_req") {
+        if !(v.is_null() || v.as_f64().is_some_and(|v| v.is_finite() && v >= 0.0)) {
+            problems.push(format!(
+                "{id}: `cpu_us_per_req` is not a number ≥ 0 or null"
+            ));
         }
     }
     let Some(non_2xx) = r["non_2xx"].as_u64() else {
@@ -300,8 +310,8 @@ mod tests {
                 p99_ms: 0.2 * c as f64,
                 ..Report::default()
             },
-            fake_cpu_us_per_req: 0.0,
-            proxy_cpu_us_per_req: None,
+            fake_cpu_us_per_req: 40.0,
+            proxy_cpu_us_per_req: (side != "direct").then_some(25.0),
             proxy_rss_peak_mb: None,
         }
     }
@@ -340,6 +350,19 @@ mod tests {
         assert_eq!(d["ratios"]["hold_added_p50_ms_c1"]["sse200"], 0.01);
         assert!(d["ratios"]["hold_added_p50_ms_c1"]["sse14"].is_null());
         assert_eq!(d["refresh_calls"]["processes4"], 1);
+        // Each row's CPU a request is its own target's: the upstream's for direct.
+        let row = |t: &str| {
+            d["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == "small" && r["target"] == t && r["conc"] == 16)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(row("direct")["cpu_us_per_req"], 40.0);
+        assert_eq!(row("serve")["cpu_us_per_req"], 25.0);
+        assert_eq!(row("serve")["upstream_cpu_us_per_req"], 40.0);
         // The skipped app row is null: fine for the schema, not for the smoke.
         assert_eq!(
             check(&d, true),
@@ -372,6 +395,7 @@ mod tests {
         d["rows"][0]["rps"] = json!("fast");
         d["rows"][1]["ok"] = json!(true);
         d["rows"][1]["non_2xx"] = json!(2);
+        d["rows"][2]["cpu_us_per_req"] = json!(-1.0);
         d["refresh_calls"].as_object_mut().unwrap().remove("n1000");
         d["ratios"].as_object_mut().unwrap().remove("p99_vs_nginx");
         let p = check(&d, false);
@@ -385,6 +409,7 @@ mod tests {
             "{p:?}"
         );
         assert!(p.iter().any(|x| x.contains("refresh_calls.n1000")), "{p:?}");
+        assert!(p.iter().any(|x| x.contains("`cpu_us_per_req`")), "{p:?}");
         assert!(p.iter().any(|x| x.contains("ratios.p99_vs_nginx")), "{p:?}");
     }
 }
