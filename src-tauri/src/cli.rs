@@ -30,7 +30,8 @@ Environment:
                               0 = any free port)
   CODEX_VAULT_AUTH_BASE       The OAuth issuer (default https://auth.openai.com; for tests)
   CODEX_VAULT_UPSTREAM        The ChatGPT backend the endpoint forwards to (for tests)
-  RUST_LOG                    Log filter for stderr, e.g. `info` or `codex_vault=debug`
+  RUST_LOG                    Log filter, e.g. `info` or `codex_vault=debug` (stderr: default
+                              warn; serve's and the app's log file in <data dir>/logs: info)
 
 Exit status:
   0  success
@@ -61,7 +62,8 @@ pub enum Command {
     /// Manage the accounts in the vault.
     #[command(subcommand)]
     Accounts(AccountsCommand),
-    /// Run headless: keep tokens fresh and serve the loopback endpoint (logs to stderr).
+    /// Run headless: keep tokens fresh and serve the loopback endpoint (logs to stderr and
+    /// <data dir>/logs).
     Serve {
         /// Port on 127.0.0.1 (default: the `endpoint.port` setting, else 8417; 0 = any free port).
         #[arg(long)]
@@ -70,6 +72,13 @@ pub enum Command {
     /// The loopback endpoint: its URL, key and a ready Codex CLI configuration.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
+    /// What to send when asking for help: versions, OS, key store, settings, account states,
+    /// the endpoint and the last warnings and errors (no token, key or email).
+    Diagnostics {
+        /// Print it as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// The request log: newest first (`--json`: `{"requests": [...]}`).
     Activity {
         /// Only requests this recent: 30s, 15m, 1h, 2d, 1w.
@@ -225,6 +234,7 @@ fn dispatch(command: Command) -> Result<ExitCode, AppError> {
             timeout,
         }) => login(label, no_browser, timeout),
         Command::Token { account } => token(&account),
+        Command::Diagnostics { json } => diagnostics(json),
         Command::Activity {
             since,
             account,
@@ -422,6 +432,20 @@ fn print_import(owned: &crate::accounts::ownership::OwnedImport) {
             crate::account::SHARED_GRANT_ADVICE
         );
     }
+}
+
+fn diagnostics(json: bool) -> Result<ExitCode, AppError> {
+    let service = Service::open_default()?;
+    let report = crate::diagnostics::build(&service, None)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("Diagnostics serialises")
+        );
+    } else {
+        print!("{}", crate::diagnostics::render_text(&report));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn endpoint_info(json: bool) -> Result<ExitCode, AppError> {

@@ -8,6 +8,7 @@ pub mod bus;
 pub mod cli;
 pub mod codex_writeback;
 pub mod config;
+pub mod diagnostics;
 pub mod endpoint;
 pub mod error;
 pub mod error_code;
@@ -16,7 +17,9 @@ pub mod fsutil;
 pub mod health;
 pub mod http;
 pub mod listeners;
+pub mod logging;
 pub mod loopback;
+pub mod notices;
 pub mod oauth;
 pub mod paths;
 pub mod refresh;
@@ -30,12 +33,8 @@ pub mod vault;
 #[cfg(feature = "desktop")]
 pub mod desktop;
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings and errors).
+/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings and errors), and — once `serve`
+/// or the app attaches it — to the rolling log file in the data dir (`logging`).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    logging::init();
 }

@@ -8,11 +8,12 @@ use std::process::ExitCode;
 
 pub fn run(port: Option<u16>) -> Result<ExitCode, AppError> {
     let core = Core::open(Config::from_env()?)?;
+    crate::logging::attach_or_warn(&core.config.data_dir);
     if let Some(w) = core.service.info().warning {
         tracing::warn!("{w}");
     }
     let rt = crate::runtime::tokio_runtime()?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         // Registered before the first refresh can start (start-up recovery refreshes too): a
         // SIGTERM from then on is a graceful stop that drains, never the default instant death.
         let stop = shutdown_signal();
@@ -24,7 +25,9 @@ pub fn run(port: Option<u16>) -> Result<ExitCode, AppError> {
         stop.await;
         core.shutdown().await;
         Ok::<_, AppError>(())
-    })?;
+    });
+    crate::logging::flush_file();
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -26,6 +26,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 APP = os.path.join(ROOT, "target", "debug", "codex-vault")
 FAKE = os.path.join(ROOT, "target", "debug", "fake-openai")
+FAKE_NOTIFICATIONS = os.path.join(ROOT, "target", "debug", "fake-notifications")
 SHOTS = os.path.join(ROOT, "target", "e2e")
 TIMEOUT = 30
 
@@ -101,6 +102,21 @@ class Stack:
         self.env["CODEX_VAULT_AUTH_BASE"] = self.fake_url
         self.env["CODEX_VAULT_UPSTREAM"] = self.fake_url + "/backend-api/codex"
 
+    def notifications(self):
+        """The session's desktop notification service, a fake that records each Notify call (the
+        app's notifications arrive as D-Bus calls on the keyring session's bus)."""
+        self.notes = os.path.join(self.tmp, "notifications.jsonl")
+        p = self.start([FAKE_NOTIFICATIONS, self.notes], stdout=subprocess.PIPE, text=True)
+        if p.stdout.readline().strip() != "ready":
+            raise RuntimeError("fake-notifications did not take org.freedesktop.Notifications")
+
+    def notified(self):
+        try:
+            with open(self.notes) as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
     def cli(self, *args, stdin=None):
         return subprocess.run([APP, *args], env=self.env, input=stdin, capture_output=True, text=True, timeout=60)
 
@@ -142,6 +158,7 @@ def main():
     try:
         stack.xvfb()
         stack.fake()
+        stack.notifications()
         driver = session(stack)
         wait = WebDriverWait(driver, TIMEOUT)
 
@@ -322,6 +339,46 @@ def main():
             painted()
             screenshot(stack, "11-needs-sign-in-dark.png")
             driver.execute_script("delete document.documentElement.dataset.theme")
+
+        def notified_needs_sign_in():
+            # The revoked account's failure episode raised one desktop notification (a Notify call
+            # on the session bus) naming the account and why (once per episode: unit-tested in
+            # notices.rs).
+            wait.until(lambda d: any("work needs sign-in" in n["summary"] for n in stack.notified()))
+            told = [n for n in stack.notified() if "work needs sign-in" in n["summary"]]
+            assert len(told) == 1, stack.notified()
+            assert "refresh_token_invalidated" in told[0]["body"], told
+
+        def logs_view():
+            # The app's own log file, read a page at a time: the revoked account's warning is in
+            # it; the level filter and the search narrow it down.
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-logs"]').click()
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="log-line"]'))
+            Select(driver.find_element(By.CSS_SELECTOR, '[data-testid="logs-level"]')).select_by_value("WARN")
+            wait.until(lambda d: all(
+                e.find_element(By.CSS_SELECTOR, ".lvl").text in ("WARN", "ERROR")
+                for e in d.find_elements(By.CSS_SELECTOR, '[data-testid="log-line"]')))
+            search = driver.find_element(By.CSS_SELECTOR, '[data-testid="logs-search"]')
+            search.send_keys("needs sign-in")
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="logs-apply"]').click()
+            wait.until(lambda d: (lines := d.find_elements(By.CSS_SELECTOR, '[data-testid="log-line"]'))
+                       and all("needs sign-in" in e.text for e in lines))
+            painted()
+            screenshot(stack, "12-logs-view.png")
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-accounts"]').click()
+
+        def settings_notifications():
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-settings"]').click()
+            box = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, '[data-testid="notify-all_capped"]')))
+            assert box.is_selected(), "notifications are on by default"
+            box.click()
+            setting = lambda: json.loads(stack.cli("diagnostics", "--json").stdout)["settings"].get("notify.all_capped")
+            wait.until(lambda d: setting() == "off")
+            painted()
+            screenshot(stack, "06d-settings-notifications.png")
+            box.click()
+            wait.until(lambda d: setting() == "on")
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-accounts"]').click()
 
         def sign_in_with_chatgpt():
             post(stack.fake_url + "/__admin/settings", {"registered_redirect_ports": [stack.callback_port]})
@@ -554,6 +611,9 @@ def main():
         check("single_instance", single_instance)
         check("disable", disable)
         check("revoked_needs_sign_in", revoked_needs_sign_in)
+        check("notified_needs_sign_in", notified_needs_sign_in)
+        check("logs_view", logs_view)
+        check("settings_notifications", settings_notifications)
     except Exception as e:
         results.append(("setup", e))
         print(f"FAIL setup: {e!r}")

@@ -8,6 +8,7 @@ import type { ActivityPage } from './bindings/ActivityPage';
 import type { AccountsChanged } from './bindings/AccountsChanged';
 import type { AccountView } from './bindings/AccountView';
 import type { CodexCliPreview } from './bindings/CodexCliPreview';
+import type { Diagnostics } from './bindings/Diagnostics';
 import type { EndpointStatus } from './bindings/EndpointStatus';
 import type { ErrorBody } from './bindings/ErrorBody';
 import type { ErrorCode } from './bindings/ErrorCode';
@@ -20,6 +21,11 @@ import type { Imported } from './bindings/Imported';
 import type { ImportOutcome } from './bindings/ImportOutcome';
 import type { ImportPreview } from './bindings/ImportPreview';
 import type { LastErrorView } from './bindings/LastErrorView';
+import type { LogLine } from './bindings/LogLine';
+import type { LogPage } from './bindings/LogPage';
+import type { LogQuery } from './bindings/LogQuery';
+import type { NoticeKind } from './bindings/NoticeKind';
+import type { NoticeSwitch } from './bindings/NoticeSwitch';
 import type { OwnedImported } from './bindings/OwnedImported';
 import type { Ownership } from './bindings/Ownership';
 import type { OwnershipReport } from './bindings/OwnershipReport';
@@ -48,11 +54,17 @@ export type {
   UsagePoint,
   AccountsChanged,
   CodexCliPreview,
+  Diagnostics,
   EndpointStatus,
   ErrorCode,
   Imported,
   ImportOutcome,
   ImportPreview,
+  LogLine,
+  LogPage,
+  LogQuery,
+  NoticeKind,
+  NoticeSwitch,
   OwnedImported,
   Ownership,
   OwnershipReport,
@@ -341,4 +353,23 @@ export function usageHistory(sinceMs: number): Promise<UsagePoint[]> {
 /** Writes the filtered table as CSV into Downloads; resolves with the file's path. */
 export function exportActivityCsv(filter: Filter): Promise<string> {
   return call<string>('export_activity_csv', { filter });
+}
+
+/** The diagnostics report (`codex-vault diagnostics`): no token, key or email. */
+export function diagnostics(): Promise<Diagnostics> {
+  return call<Diagnostics>('diagnostics');
+}
+
+/** Which desktop notifications are on (store settings `notify.*`; on unless switched off). */
+export function noticeSwitches(): Promise<NoticeSwitch[]> {
+  return call<NoticeSwitch[]>('notice_switches');
+}
+
+export function setNoticeSwitch(kind: NoticeKind, on: boolean): Promise<void> {
+  return call<void>('set_notice_switch', { kind, on });
+}
+
+/** One page of the newest log file: back from the end (`before`) or following it (`after`). */
+export function readLogs(query: LogQuery): Promise<LogPage> {
+  return call<LogPage>('read_logs', { query });
 }

@@ -520,3 +520,66 @@ mod tests {
         );
     }
 }
+
+/// *Copy diagnostics*: the report `codex-vault diagnostics` prints (no token, key or email), with
+/// this app's endpoint start failure if there is one.
+#[tauri::command]
+pub async fn diagnostics(
+    state: State<'_, AppState>,
+) -> Result<crate::diagnostics::Diagnostics, ErrorBody> {
+    let start_error = match state.endpoint.as_ref() {
+        Some(ctl) => ctl
+            .status()
+            .await
+            .ok()
+            .and_then(|s| s.error)
+            .map(|e| e.message),
+        None => None,
+    };
+    crate::diagnostics::build(state.service()?, start_error).map_err(body)
+}
+
+/// One notification's switch, as the Settings page shows it.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct NoticeSwitch {
+    pub kind: crate::notices::NoticeKind,
+    pub on: bool,
+}
+
+/// The notifications' switches (store settings `notify.*`, on unless set off).
+#[tauri::command]
+pub fn notice_switches(state: State<'_, AppState>) -> Result<Vec<NoticeSwitch>, ErrorBody> {
+    let settings = state.service()?.store().settings();
+    Ok(crate::notices::NoticeKind::ALL
+        .iter()
+        .map(|&kind| NoticeSwitch {
+            kind,
+            on: crate::notices::switched_on(settings.get(kind.setting_key()).as_deref()),
+        })
+        .collect())
+}
+
+#[tauri::command]
+pub fn set_notice_switch(
+    state: State<'_, AppState>,
+    kind: crate::notices::NoticeKind,
+    on: bool,
+) -> Result<(), ErrorBody> {
+    state
+        .service()?
+        .store()
+        .set_setting(kind.setting_key(), if on { "on" } else { "off" })
+        .map_err(body)
+}
+
+/// The Logs view: one page of the newest log file (paged back from the end, or followed).
+#[tauri::command]
+pub fn read_logs(
+    state: State<'_, AppState>,
+    query: crate::logging::LogQuery,
+) -> Result<crate::logging::LogPage, ErrorBody> {
+    let dir = std::path::PathBuf::from(state.service()?.info().data_dir);
+    crate::logging::page(&dir, &query)
+        .map_err(|e| ErrorBody::new(ErrorCode::Unknown, format!("cannot read the log file: {e}")))
+}

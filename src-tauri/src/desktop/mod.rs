@@ -3,6 +3,7 @@
 
 mod commands;
 pub mod events;
+mod notify;
 mod prefs;
 mod tray;
 
@@ -14,7 +15,7 @@ use crate::oauth::login::LoginCanceller;
 use crate::refresh::TokenManager;
 use crate::runtime::{Core, QuitPlan};
 use events::FrontendEvent;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -140,6 +141,7 @@ pub fn show_main_window(app: &AppHandle) {
 pub fn request_quit(app: &AppHandle, force: bool) {
     let state = app.state::<AppState>();
     let Some(core) = state.core.clone() else {
+        crate::logging::flush_file();
         app.exit(0);
         return;
     };
@@ -161,6 +163,7 @@ pub fn request_quit(app: &AppHandle, force: bool) {
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
         core.shutdown().await;
+        crate::logging::flush_file();
         app.exit(0);
     });
 }
@@ -181,19 +184,23 @@ pub async fn announce_endpoint(app: &AppHandle, ctl: &EndpointControl) {
 fn refresh_tray(app: &AppHandle, running: Option<bool>) {
     let state = app.state::<AppState>();
     let Some(tray) = state.tray() else { return };
-    let summary = match state.service.as_ref() {
-        Ok(s) => s
-            .list()
-            .map(|v| crate::account::summary_line(&v))
-            .unwrap_or_else(|e| format!("Accounts unavailable ({})", e.code())),
-        Err(e) => format!("Store not open ({})", e.code),
+    // The warning state while any account needs attention (the same ones the summary counts).
+    let (summary, attention) = match state.service.as_ref() {
+        Ok(s) => match s.list() {
+            Ok(v) => (
+                crate::account::summary_line(&v),
+                crate::notices::needs_attention(&v),
+            ),
+            Err(e) => (format!("Accounts unavailable ({})", e.code()), true),
+        },
+        Err(e) => (format!("Store not open ({})", e.code), true),
     };
     let running = running.unwrap_or_else(|| {
         state.endpoint.as_ref().is_some_and(|ctl| {
             tauri::async_runtime::block_on(ctl.status()).is_ok_and(|s| s.running)
         })
     });
-    tray.show(&summary, running);
+    tray.show(&summary, running, attention);
 }
 
 /// What one batch of bus events asks of the window and the tray.
@@ -349,7 +356,9 @@ fn set_up(handle: &AppHandle, autostarted: bool, data_dir: Option<PathBuf>) {
     };
     // The core runs as long as the app (`Core::start`, as `serve` starts it; Quit ends it).
     let app2 = handle.clone();
+    let notices_core = core.clone();
     tauri::async_runtime::spawn(async move {
+        notify::spawn(&app2, &notices_core);
         if let Err(e) = core.start(None).await {
             tracing::error!(code = e.code().as_str(), "the endpoint did not start: {e}");
         }
@@ -375,6 +384,32 @@ fn on_window_event(window: &tauri::Window, event: &WindowEvent) {
 /// The autostart entry's argument: an autostarted app opens in the tray, not as a window.
 pub const AUTOSTARTED_ARG: &str = "--autostarted";
 
+/// The core from the environment (or why it could not be opened), then the log file.
+fn open_state(data_dir: Option<PathBuf>) -> AppState {
+    let existed = data_dir.as_deref().is_some_and(Path::is_dir);
+    if let Some(dir) = data_dir.as_deref().filter(|_| existed) {
+        // First, so that a store that cannot be opened is in the log file too.
+        crate::logging::attach_or_warn(dir);
+    }
+    let state = AppState::new(
+        // `Core::open` checks the store's integrity, as for `serve`: a damaged store is a start
+        // page with the way out (set aside), never a half-working app.
+        crate::config::Config::from_env()
+            .and_then(Core::open)
+            .map_err(|e| {
+                tracing::error!(code = e.code().as_str(), "cannot open the store: {e}");
+                e.to_body()
+            }),
+        data_dir.clone(),
+    );
+    // A first run's data dir once the store made it (one that failed to open leaves none
+    // behind, and gets no log made in it either).
+    if let Some(dir) = data_dir.as_deref().filter(|d| !existed && d.is_dir()) {
+        crate::logging::attach_or_warn(dir);
+    }
+    state
+}
+
 pub fn run(autostarted: bool) -> ExitCode {
     if !has_display() {
         eprintln!(
@@ -393,17 +428,8 @@ pub fn run(autostarted: bool) -> ExitCode {
         }
     };
     tauri::async_runtime::set(runtime.handle().clone());
-    let config = crate::config::Config::from_env();
     let data_dir = crate::paths::data_dir().ok();
-    let state = AppState::new(
-        // `Core::open` checks the store's integrity, as for `serve`: a damaged store is a start
-        // page with the way out (set aside), never a half-working app.
-        config.and_then(Core::open).map_err(|e| {
-            tracing::error!(code = e.code().as_str(), "cannot open the store: {e}");
-            e.to_body()
-        }),
-        data_dir.clone(),
-    );
+    let state = open_state(data_dir.clone());
     let store_open = state.service.is_ok();
     let result = tauri::Builder::default()
         // First, so a second launch hands over to the running app before anything else starts.
@@ -411,6 +437,7 @@ pub fn run(autostarted: bool) -> ExitCode {
             show_main_window(app)
         }))
         .plugin(tauri_plugin_store::Builder::new().build())
+        .plugin(tauri_plugin_notification::init())
         // Off until the user turns it on in Settings; the entry starts the app in the tray.
         .plugin(tauri_plugin_autostart::init(
             tauri_plugin_autostart::MacosLauncher::LaunchAgent,
@@ -455,6 +482,10 @@ pub fn run(autostarted: bool) -> ExitCode {
             commands::get_autostart,
             commands::set_autostart,
             commands::about,
+            commands::diagnostics,
+            commands::notice_switches,
+            commands::set_notice_switch,
+            commands::read_logs,
         ])
         .run(tauri::generate_context!());
     match result {

@@ -142,6 +142,8 @@ impl EndpointControl {
                 }
                 Err(e) => {
                     slot.error = Some(e.to_body());
+                    // The panel, the tray and the notices follow the failure too.
+                    crate::bus::publish(crate::bus::CoreEvent::EndpointChanged);
                     return Err(e);
                 }
             }

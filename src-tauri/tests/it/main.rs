@@ -32,6 +32,7 @@ mod endpoint {
 
 mod hardening {
     mod crash;
+    mod diagnostics;
     mod endpoint;
     mod inputs;
     mod keychain;

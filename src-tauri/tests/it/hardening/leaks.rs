@@ -3,7 +3,8 @@
 //! a revoked account going terminal mid-request) run through the real binary with
 //! `RUST_LOG=trace`; then no 12-character slice of any token the fake ever minted, of the local
 //! API key or of the data key appears in any log, error body, event or file. Files in the data
-//! dir are 0600 and the dir 0700, during `serve` (its listener entry present) and after.
+//! dir are 0600 and the dir 0700, during `serve` (its listener entry present) and after; serve's
+//! rolling log file (`logs/`) is scanned too.
 
 use crate::common;
 
@@ -379,6 +380,20 @@ fn no_token_key_or_refresh_token_fragment_shows_anywhere() {
     // Sealed at rest: no file of the data dir holds token text either.
     for (path, bytes) in env.snapshot() {
         seen.add(format!("file {}", path.display()), bytes);
+    }
+    // serve's rolling log file (logs/, 0600 as checked above), written at trace level too.
+    let logs = snapshot_dir(&env.vault_home().join("logs"));
+    let file_trace: usize = logs
+        .values()
+        .map(|b| String::from_utf8_lossy(b).matches(" TRACE ").count())
+        .sum();
+    assert!(
+        file_trace > 20,
+        "serve wrote its log file at trace level ({file_trace} lines in {:?})",
+        logs.keys()
+    );
+    for (path, bytes) in logs {
+        seen.add(format!("log file {}", path.display()), bytes);
     }
     assert_private(&env.vault_home(), "after serve stopped");
 
