@@ -219,6 +219,8 @@ pub fn needs_attention(accounts: &[AccountView]) -> bool {
 
 /// Runs the decision on this process's bus for as long as the runtime lives: a first look at
 /// once, then one look per burst of events (account, store, held, endpoint or settings changes).
+/// The accounts are re-read only when a burst says they may have changed: the endpoint publishes
+/// a change for every request it serves, which needs only the endpoint's state looked at again.
 /// `show` gets each notice (the desktop layer shows it). Needs the async runtime.
 pub fn spawn(
     service: std::sync::Arc<crate::accounts::Service>,
@@ -228,6 +230,8 @@ pub fn spawn(
     let mut rx = Bus::global().subscribe();
     tokio::spawn(async move {
         let mut notices = Notices::default();
+        let mut accounts: Option<Vec<AccountView>> = None;
+        let mut reread = true;
         loop {
             let error = endpoint
                 .status()
@@ -236,40 +240,95 @@ pub fn spawn(
                 .filter(|s| !s.running)
                 .and_then(|s| s.error)
                 .map(|e| e.message);
-            let svc = service.clone();
-            let accounts = tokio::task::spawn_blocking(move || svc.list()).await;
-            match accounts {
-                Ok(Ok(accounts)) => {
-                    let settings = service.store().settings();
-                    let seen = Observed {
-                        accounts: &accounts,
-                        endpoint_error: error.as_deref(),
-                    };
-                    let on = |k: NoticeKind| switched_on(settings.get(k.setting_key()).as_deref());
-                    for n in notices.observe(&seen, on) {
-                        show(n);
-                    }
+            if reread || accounts.is_none() {
+                let svc = service.clone();
+                match tokio::task::spawn_blocking(move || svc.list()).await {
+                    Ok(Ok(list)) => accounts = Some(list),
+                    Ok(Err(e)) => tracing::warn!("notices: cannot read the accounts: {e}"),
+                    Err(e) => tracing::warn!("notices: the account read failed: {e}"),
                 }
-                Ok(Err(e)) => tracing::warn!("notices: cannot read the accounts: {e}"),
-                Err(e) => tracing::warn!("notices: the account read failed: {e}"),
             }
-            if crate::bus::next_matching(
-                &mut rx,
-                |e| !matches!(e, CoreEvent::SettingsChanged { key } if !key.starts_with("notify.")),
-            )
-            .await
-            .is_none()
-            {
-                return;
+            if let Some(accounts) = &accounts {
+                let settings = service.store().settings();
+                let seen = Observed {
+                    accounts,
+                    endpoint_error: error.as_deref(),
+                };
+                let on = |k: NoticeKind| switched_on(settings.get(k.setting_key()).as_deref());
+                for n in notices.observe(&seen, on) {
+                    show(n);
+                }
             }
-            crate::bus::drain(&mut rx);
+            match next_burst(&mut rx).await {
+                Some(accounts_may_differ) => reread = accounts_may_differ,
+                None => return,
+            }
         }
     })
+}
+
+/// Waits for the next event that matters (settings other than `notify.*` do not) and drains what
+/// queued behind it; says whether any of them may have changed the accounts. `None`: the bus
+/// closed.
+async fn next_burst(rx: &mut tokio::sync::broadcast::Receiver<CoreEvent>) -> Option<bool> {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    let about_accounts = |e: &CoreEvent| {
+        !matches!(
+            e,
+            CoreEvent::EndpointChanged | CoreEvent::SettingsChanged { .. }
+        )
+    };
+    let mut accounts = loop {
+        match rx.recv().await {
+            Ok(CoreEvent::SettingsChanged { key }) if !key.starts_with("notify.") => {}
+            Ok(e) => break about_accounts(&e),
+            // Events were missed: anything may have changed.
+            Err(RecvError::Lagged(_)) => break true,
+            Err(RecvError::Closed) => return None,
+        }
+    };
+    loop {
+        match rx.try_recv() {
+            Ok(e) => accounts |= about_accounts(&e),
+            Err(TryRecvError::Lagged(_)) => accounts = true,
+            Err(_) => return Some(accounts),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_burst_of_served_requests_asks_for_no_account_read() {
+        let bus = crate::bus::Bus::default();
+        let mut rx = bus.subscribe();
+        let setting = |key: &str| CoreEvent::SettingsChanged { key: key.into() };
+        for _ in 0..3 {
+            bus.publish(CoreEvent::EndpointChanged);
+        }
+        assert_eq!(
+            next_burst(&mut rx).await,
+            Some(false),
+            "the endpoint's state only"
+        );
+        // A setting other than a switch is not a burst at all; a switch is, without a re-read.
+        bus.publish(setting("endpoint.port"));
+        bus.publish(setting("notify.all_capped"));
+        assert_eq!(next_burst(&mut rx).await, Some(false));
+        bus.publish(CoreEvent::EndpointChanged);
+        bus.publish(CoreEvent::AccountChanged {
+            account_id: "a".into(),
+        });
+        assert_eq!(
+            next_burst(&mut rx).await,
+            Some(true),
+            "an account in the burst"
+        );
+        bus.publish(CoreEvent::StoreChanged);
+        assert_eq!(next_burst(&mut rx).await, Some(true));
+    }
     use crate::account::{FailureView, HeldRotationView};
 
     fn view(id: &str, status: Status) -> AccountView {
