@@ -455,9 +455,11 @@ fn a_full_log_queue_drops_and_counts_and_never_holds_a_request() {
         "each request counted"
     );
     let lost = metrics("codex_vault_activity_lost_total") as usize;
+    // Accepted at most: the record the writer took, the two that queued while it gathered its
+    // burst, and two more while its write waits for the lock.
     assert!(
-        lost >= N - 3,
-        "a queue of 2 (+1 being written) holds at most 3: lost {lost}"
+        lost >= N - 5,
+        "a queue of 2 takes at most 5 here: lost {lost}"
     );
     blocker.execute_batch("COMMIT").unwrap();
     drop(blocker);
@@ -471,6 +473,6 @@ fn a_full_log_queue_drops_and_counts_and_never_holds_a_request() {
             (rows + lost == N).then_some(rows)
         },
     );
-    assert!(rows <= 3, "{rows} rows");
+    assert!(rows <= 5, "{rows} rows");
     drop(serve);
 }
