@@ -40,7 +40,12 @@ pub fn render(statuses: &[&'static str]) -> Option<String> {
 
 /// One finished request (the request log's record, as it is queued).
 pub fn request(r: &super::Record, account_label: Option<&str>) {
-    let account = account_label.unwrap_or("none").to_string();
+    // One shared string for every series of this request: its clones are reference counts,
+    // not copies of the label.
+    let account = match account_label {
+        Some(l) => metrics::SharedString::from_shared(std::sync::Arc::<str>::from(l)),
+        None => metrics::SharedString::const_str("none"),
+    };
     counter!(
         "codex_vault_requests_total",
         "route" => r.route.as_str(),

@@ -7,6 +7,7 @@ use crate::account::usage::{UsageSnapshot, UsageWindow};
 use crate::account::{now_ms, Account};
 use crate::store::activity::open_read;
 use crate::store::activity::query::{self, Filter, GroupBy, RequestRow, Totals};
+use crate::store::activity::LogConn;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,11 +24,23 @@ pub fn requests(
     let Some(conn) = open_read(data_dir)? else {
         return Ok(Vec::new());
     };
-    let labels: HashMap<&str, &str> = accounts
+    labelled_requests(&conn, &labels(accounts), filter, limit)
+}
+
+fn labels(accounts: &[Account]) -> HashMap<&str, &str> {
+    accounts
         .iter()
         .map(|a| (a.id.as_str(), a.label.as_str()))
-        .collect();
-    let mut rows = query::requests(&conn, filter, limit)?;
+        .collect()
+}
+
+fn labelled_requests(
+    conn: &LogConn,
+    labels: &HashMap<&str, &str>,
+    filter: &Filter,
+    limit: usize,
+) -> Result<Vec<RequestRow>, ActivityError> {
+    let mut rows = query::requests(conn, filter, limit)?;
     for r in &mut rows {
         r.account_label = r
             .account_id
@@ -53,17 +66,21 @@ pub fn page(
     filter: &Filter,
     limit: usize,
 ) -> Result<ActivityPage, ActivityError> {
-    let rows = requests(data_dir, accounts, filter, limit)?;
-    let total = match open_read(data_dir)? {
-        Some(conn) => query::count(
-            &conn,
-            &Filter {
-                before_id: None,
-                ..filter.clone()
-            },
-        )?,
-        None => 0,
+    // One connection for both reads: opening the file twice per page cost more than the query.
+    let Some(conn) = open_read(data_dir)? else {
+        return Ok(ActivityPage {
+            rows: Vec::new(),
+            total: 0,
+        });
     };
+    let rows = labelled_requests(&conn, &labels(accounts), filter, limit)?;
+    let total = query::count(
+        &conn,
+        &Filter {
+            before_id: None,
+            ..filter.clone()
+        },
+    )?;
     Ok(ActivityPage { rows, total })
 }
 
@@ -129,8 +146,10 @@ pub fn export_csv(
     writeln!(w, "{}", CSV_HEADER).map_err(io)?;
     let mut f = filter.clone();
     let mut n = 0;
-    loop {
-        let rows = requests(data_dir, accounts, &f, PAGE)?;
+    let conn = open_read(data_dir)?;
+    let labels = labels(accounts);
+    while let Some(conn) = conn.as_ref() {
+        let rows = labelled_requests(conn, &labels, &f, PAGE)?;
         for r in &rows {
             writeln!(w, "{}", csv_line(r)).map_err(io)?;
         }

@@ -148,15 +148,11 @@ fn pick(
             },
             now_ms(),
         )
-        .map(|id| {
+        .map(|a| {
             if let Some(t) = tries.trace.as_mut() {
-                let label = accounts
-                    .iter()
-                    .find(|a| a.id == id)
-                    .map(|a| a.label.as_str());
-                t.tried(&id, label);
+                t.tried(&a.id, Some(&a.label));
             }
-            (id, false)
+            (a.id.clone(), false)
         })
 }
 

@@ -71,13 +71,13 @@ fn unusable(a: &Account, sel: &Selector, now: UnixMs) -> Option<String> {
 }
 
 impl Selector {
-    pub fn select(
+    pub fn select<'a>(
         &mut self,
-        accounts: &[Account],
+        accounts: &'a [Account],
         usage: &HashMap<String, UsageSnapshot>,
         req: &Request<'_>,
         now: UnixMs,
-    ) -> Result<String, SelectError> {
+    ) -> Result<&'a Account, SelectError> {
         if let Some(pin) = req.pin {
             let found = accounts.iter().find(|a| {
                 a.id == pin
@@ -98,18 +98,18 @@ impl Selector {
                     label: a.label.clone(),
                     why: "it failed for this request".into(),
                 }),
-                None => Ok(a.id.clone()),
+                None => Ok(a),
             };
         }
         if let Some(conv) = req.conversation {
             // A known conversation stays on its account while usable: checked on that account
             // alone, before the pass over all of them.
             if let Some(id) = self.affinity.get(conv) {
-                let usable = accounts.iter().find(|a| &a.id == id).is_some_and(|a| {
-                    !req.excluded.contains(&a.id) && unusable(a, self, now).is_none()
-                });
-                if usable {
-                    return Ok(id.clone());
+                let found = accounts.iter().find(|a| &a.id == id);
+                if let Some(a) = found
+                    .filter(|a| !req.excluded.contains(&a.id) && unusable(a, self, now).is_none())
+                {
+                    return Ok(a);
                 }
             }
         }
@@ -153,10 +153,10 @@ impl Selector {
         else {
             return Err(SelectError::NoUsableAccount);
         };
-        let chosen = account.id.clone();
+        let chosen: &'a Account = account;
         self.round_robin = self.round_robin.wrapping_add(1);
         if let Some(conv) = req.conversation {
-            self.remember(conv, &chosen);
+            self.remember(conv, &chosen.id);
         }
         Ok(chosen)
     }
@@ -227,6 +227,8 @@ mod tests {
             0,
         )
         .unwrap()
+        .id
+        .clone()
     }
 
     #[test]
@@ -262,8 +264,9 @@ mod tests {
         let mut x = acct("x");
         x.status = Status::Healthy;
         let none = HashSet::new();
+        let all = [dead, off, lim, x];
         let r = sel.select(
-            &[dead, off, lim, x],
+            &all,
             &HashMap::new(),
             &Request {
                 pin: None,
@@ -273,7 +276,7 @@ mod tests {
             0,
         );
         assert_eq!(
-            r,
+            r.map(|a| a.id.as_str()),
             Err(SelectError::AllRateLimited {
                 earliest_reset: Some(5_000)
             })
@@ -312,7 +315,7 @@ mod tests {
                     0,
                 )
                 .unwrap();
-            assert_eq!(r, "b");
+            assert_eq!(r.id, "b");
         }
     }
 
@@ -354,7 +357,7 @@ mod tests {
                 },
                 0,
             );
-            assert_eq!(r, Ok("b".to_string()));
+            assert_eq!(r.map(|a| a.id.as_str()), Ok("b"));
         }
         let r = sel.select(
             &accts,
@@ -366,6 +369,9 @@ mod tests {
             },
             0,
         );
-        assert_eq!(r, Err(SelectError::UnknownPin("zzz".into())));
+        assert_eq!(
+            r.map(|a| a.id.as_str()),
+            Err(SelectError::UnknownPin("zzz".into()))
+        );
     }
 }

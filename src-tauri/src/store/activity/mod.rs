@@ -119,6 +119,10 @@ pub fn open(path: &Path) -> Result<Connection, ActivityError> {
 }
 
 /// Opens the log to read it (a CLI call, the app's Activity page); `None` when there is none yet.
+/// A connection to `activity.db`, as `open_read` gives it (readers outside the store hold one
+/// across several queries).
+pub type LogConn = Connection;
+
 pub fn open_read(data_dir: &Path) -> Result<Option<Connection>, ActivityError> {
     let path = data_dir.join(FILE);
     if !path.exists() {
