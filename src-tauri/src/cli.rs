@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod activity;
+mod import;
 
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -126,11 +127,16 @@ pub enum AccountsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Import a Codex CLI auth.json (default: $CODEX_HOME/auth.json, else ~/.codex/auth.json; `-` reads stdin).
+    /// Import sign-ins: a Codex CLI auth.json (default: $CODEX_HOME/auth.json, else
+    /// ~/.codex/auth.json; `-` reads stdin), or several files and folders in any mix of the
+    /// formats other tools write (README § Bulk import), a line per sign-in.
     Import {
-        /// The auth.json to read; `-` reads standard input.
+        /// Files or folders (a folder's files are read); `-` reads standard input.
         #[arg(value_name = "PATH")]
-        path: Option<String>,
+        paths: Vec<String>,
+        /// Print what each sign-in would do, write nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// The new account's label (default: from its email). A sign-in already held keeps its
         /// label: an import never renames (see `accounts rename`).
         #[arg(long)]
@@ -223,11 +229,15 @@ fn dispatch(command: Command) -> Result<ExitCode, AppError> {
     match command {
         Command::Accounts(AccountsCommand::List { json }) => list(json),
         Command::Accounts(AccountsCommand::Import {
-            path,
+            paths,
+            dry_run,
             label,
             json,
             codex_cli,
-        }) => import(path, label, json, codex_cli),
+        }) => match import::single(&paths, dry_run) {
+            Some(path) => import(path, label, json, codex_cli),
+            None => import::bulk(&paths, dry_run, label.is_some(), json, codex_cli),
+        },
         Command::Accounts(AccountsCommand::Login {
             label,
             no_browser,

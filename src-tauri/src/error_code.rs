@@ -112,6 +112,11 @@ codes! {
     // The request log (`activity.db`).
     ActivityLog => "activity_log",
     ActivityTooNew => "activity_too_new",
+    // Bulk import.
+    BulkNoPaths => "bulk_no_paths",
+    BulkUnreadable => "bulk_unreadable",
+    PeerFormatUnknown => "peer_format_unknown",
+    PeerFormatNoSignIn => "peer_format_no_sign_in",
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -593,6 +593,63 @@ def main():
                                   capture_output=True, text=True, timeout=30).stdout
             assert "tray-icon tray app" in tree, tree[-2000:]
 
+        def bulk_import():
+            # A folder as another pool exports it: a CLIProxyAPI file, a sub2api export (one ChatGPT
+            # row, one of another platform), an older copy of a held account, a broken file.
+            folder = os.path.join(stack.tmp, "peer-export")
+            os.makedirs(folder)
+            cpa = post(stack.fake_url + "/__admin/accounts", {"email": "cpa@corp.com", "plan": "pro"})
+            s2a = post(stack.fake_url + "/__admin/accounts", {"email": "s2a@corp.com", "plan": "team"})
+            old_work = post(stack.fake_url + "/__admin/auth_json", {"tokens": made["work"]})
+            old_work["last_refresh"] = "2020-01-01T00:00:00Z"
+            files = {
+                "cliproxyapi-cpa.json": {"type": "codex", "email": "cpa@corp.com", "expired": "2030-01-01T00:00:00Z",
+                                         "last_refresh": "2026-11-30T00:00:00Z", "account_id": cpa["account_id"],
+                                         **{k: cpa[k] for k in ("id_token", "access_token", "refresh_token")}},
+                "sub2api-export.json": {"type": "sub2api-data", "version": 1, "proxies": [], "accounts": [
+                    {"name": "team-pool", "platform": "openai", "type": "oauth", "credentials": {
+                        "chatgpt_account_id": s2a["account_id"],
+                        **{k: s2a[k] for k in ("id_token", "access_token", "refresh_token")}}},
+                    {"name": "other", "platform": "anthropic", "type": "oauth", "credentials": {"access_token": "x"}}]},
+                "work-old-copy.json": old_work,
+            }
+            for name, doc in files.items():
+                with open(os.path.join(folder, name), "w") as f:
+                    json.dump(doc, f)
+            with open(os.path.join(folder, "broken.json"), "w") as f:
+                f.write('{"tokens": ')
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="add-account-button"]').click()
+            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="add-dialog"]')))
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="tab-bulk"]').click()
+            area = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="bulk-paths"]')))
+            driver.execute_script(
+                "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input', {bubbles: true}));",
+                area, folder)
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="bulk-preview-button"]').click()
+            preview = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="bulk-preview"]')))
+            rows = {r.find_element(By.CSS_SELECTOR, '.file').text: r.get_attribute("data-action")
+                    for r in preview.find_elements(By.CSS_SELECTOR, '[data-testid="bulk-row"]')}
+            assert rows == {"broken.json": "invalid", "cliproxyapi-cpa.json": "new",
+                            "sub2api-export.json accounts[0]": "new", "work-old-copy.json": "kept_newer"}, rows
+            summary = preview.find_element(By.CSS_SELECTOR, '[data-testid="bulk-summary"]').text
+            assert summary == "Would import: 2 new, 0 updated, 1 kept newer; 0 duplicate, 1 invalid.", summary
+            assert "must stop refreshing" in preview.find_element(By.CSS_SELECTOR, '[data-testid="bulk-note"]').text
+            html = driver.page_source
+            for t in (cpa["access_token"], cpa["refresh_token"], s2a["refresh_token"]):
+                assert t[10:40] not in html, "token text in the page"
+            painted()
+            screenshot(stack, "14-bulk-import-preview.png")
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="bulk-import-button"]').click()
+            result = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="bulk-result"]')))
+            summary = result.find_element(By.CSS_SELECTOR, '[data-testid="bulk-summary"]').text
+            assert summary == "Imported: 2 new, 0 updated, 1 kept newer; 0 duplicate, 1 invalid.", summary
+            wait_card("team-pool")
+            wait_card("cpa")
+            painted()
+            screenshot(stack, "15-bulk-import-done.png")
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="add-dialog-close"]').click()
+            wait.until(EC.invisibility_of_element_located((By.CSS_SELECTOR, '[data-testid="add-dialog"]')))
+
         def single_instance():
             # A second launch hands over to the running app and exits; the first window stays.
             second = subprocess.run([APP], env=stack.env, capture_output=True, text=True, timeout=60)
@@ -614,6 +671,7 @@ def main():
         check("notified_needs_sign_in", notified_needs_sign_in)
         check("logs_view", logs_view)
         check("settings_notifications", settings_notifications)
+        check("bulk_import", bulk_import)
     except Exception as e:
         results.append(("setup", e))
         print(f"FAIL setup: {e!r}")

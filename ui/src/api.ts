@@ -1,12 +1,15 @@
 // The one door between the UI and the Rust core. Every Tauri command the UI uses is named here;
 // components import these functions and never call `invoke` themselves. The shapes are generated
 // from the Rust types (ts-rs, `ui/src/bindings/`, checked by `make bindings`): never written by hand.
-import { invoke } from '@tauri-apps/api/core';
+import { Channel, invoke } from '@tauri-apps/api/core';
 import { listen } from '@tauri-apps/api/event';
 import type { About } from './bindings/About';
 import type { ActivityPage } from './bindings/ActivityPage';
 import type { AccountsChanged } from './bindings/AccountsChanged';
 import type { AccountView } from './bindings/AccountView';
+import type { BulkItem } from './bindings/BulkItem';
+import type { BulkPlan } from './bindings/BulkPlan';
+import type { BulkProgress } from './bindings/BulkProgress';
 import type { CodexCliPreview } from './bindings/CodexCliPreview';
 import type { Diagnostics } from './bindings/Diagnostics';
 import type { EndpointStatus } from './bindings/EndpointStatus';
@@ -53,6 +56,9 @@ export type {
   Totals,
   UsagePoint,
   AccountsChanged,
+  BulkItem,
+  BulkPlan,
+  BulkProgress,
   CodexCliPreview,
   Diagnostics,
   EndpointStatus,
@@ -195,6 +201,27 @@ export function previewCodexCliAuth(): Promise<CodexCliPreview> {
 /** Imports the Codex CLI's auth.json and settles who refreshes it from now on. */
 export function importCodexCliAuth(ownership: Ownership, label?: string | null): Promise<OwnedImported> {
   return call<OwnedImported>('import_codex_cli_auth', { ownership, label: label || null });
+}
+
+/** The native chooser: several sign-in files, or one folder. `null` when the user closed it. */
+export function pickImportPaths(folder: boolean): Promise<string[] | null> {
+  return call<string[] | null>('pick_import_paths', { folder });
+}
+
+/** What importing these files and folders would do, a row per sign-in. Writes nothing. */
+export function bulkImportPreview(paths: string[]): Promise<BulkPlan> {
+  return call<BulkPlan>('bulk_import_preview', { paths });
+}
+
+/** Imports them, one account at a time; `onProgress` hears each step. */
+export function bulkImport(
+  paths: string[],
+  onProgress: (p: BulkProgress) => void,
+  ownership: Ownership | null = null,
+): Promise<BulkPlan> {
+  const progress = new Channel<BulkProgress>();
+  progress.onmessage = onProgress;
+  return call<BulkPlan>('bulk_import', { paths, ownership, progress });
 }
 
 /** Starts a browser sign-in; its end arrives as `signin://finished`. */

@@ -4,6 +4,7 @@
 //!   import and its preview both ask;
 //! - `import`: import an auth.json, sign in from the browser;
 //! - `preview`: what an import would do, before anything is written; pasted imports;
+//! - `bulk`: many files and folders in the formats other tools write, previewed, then imported;
 //! - `ownership`: who keeps an imported Codex CLI sign-in (broker or detach), shared grants;
 //! - `ops`: rename, enable/disable, history;
 //! - `labels`: valid and default labels, rename hints;
@@ -12,6 +13,7 @@
 //! SQL stays in `store/`: these functions call store methods, never a connection.
 
 pub mod activity;
+pub mod bulk;
 pub mod decision;
 pub mod import;
 pub mod labels;

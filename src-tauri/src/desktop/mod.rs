@@ -1,6 +1,7 @@
 //! The only module that names Tauri. Commands parse, call one service function, map the error
 //! to `{code, message}`; nothing else lives here.
 
+mod bulk;
 mod commands;
 pub mod events;
 mod notify;
@@ -438,6 +439,7 @@ pub fn run(autostarted: bool) -> ExitCode {
         }))
         .plugin(tauri_plugin_store::Builder::new().build())
         .plugin(tauri_plugin_notification::init())
+        .plugin(tauri_plugin_dialog::init())
         // Off until the user turns it on in Settings; the entry starts the app in the tray.
         .plugin(tauri_plugin_autostart::init(
             tauri_plugin_autostart::MacosLauncher::LaunchAgent,
@@ -449,44 +451,7 @@ pub fn run(autostarted: bool) -> ExitCode {
             Ok(())
         })
         .on_window_event(on_window_event)
-        .invoke_handler(tauri::generate_handler![
-            commands::list_accounts,
-            commands::store_info,
-            commands::preview_auth_json,
-            commands::import_auth_json,
-            commands::preview_codex_cli_auth,
-            commands::import_codex_cli_auth,
-            commands::rename_account,
-            commands::set_account_disabled,
-            commands::remove_account,
-            commands::account_history,
-            commands::activity_page,
-            commands::activity_totals,
-            commands::usage_history,
-            commands::export_activity_csv,
-            commands::refresh_account,
-            commands::sign_in_start,
-            commands::sign_in_cancel,
-            commands::endpoint_status,
-            commands::endpoint_start,
-            commands::endpoint_stop,
-            commands::endpoint_set_port,
-            commands::endpoint_key,
-            commands::endpoint_rotate_key,
-            commands::get_prefs,
-            commands::set_prefs,
-            commands::startup_problem,
-            commands::set_aside_store,
-            commands::restart_app,
-            commands::quit_app,
-            commands::get_autostart,
-            commands::set_autostart,
-            commands::about,
-            commands::diagnostics,
-            commands::notice_switches,
-            commands::set_notice_switch,
-            commands::read_logs,
-        ])
+        .invoke_handler(handlers())
         .run(tauri::generate_context!());
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -495,6 +460,51 @@ pub fn run(autostarted: bool) -> ExitCode {
             ExitCode::from(crate::cli::EXIT_ERROR)
         }
     }
+}
+
+/// Every command the window may call (the UI's `ui/src/api.ts` names the same).
+fn handlers() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
+    tauri::generate_handler![
+        commands::list_accounts,
+        commands::store_info,
+        commands::preview_auth_json,
+        commands::import_auth_json,
+        commands::preview_codex_cli_auth,
+        commands::import_codex_cli_auth,
+        commands::rename_account,
+        commands::set_account_disabled,
+        commands::remove_account,
+        commands::account_history,
+        commands::activity_page,
+        commands::activity_totals,
+        commands::usage_history,
+        commands::export_activity_csv,
+        commands::refresh_account,
+        commands::sign_in_start,
+        commands::sign_in_cancel,
+        commands::endpoint_status,
+        commands::endpoint_start,
+        commands::endpoint_stop,
+        commands::endpoint_set_port,
+        commands::endpoint_key,
+        commands::endpoint_rotate_key,
+        commands::get_prefs,
+        commands::set_prefs,
+        commands::startup_problem,
+        commands::set_aside_store,
+        commands::restart_app,
+        commands::quit_app,
+        commands::get_autostart,
+        commands::set_autostart,
+        commands::about,
+        commands::diagnostics,
+        commands::notice_switches,
+        commands::set_notice_switch,
+        commands::read_logs,
+        bulk::pick_import_paths,
+        bulk::bulk_import_preview,
+        bulk::bulk_import,
+    ]
 }
 
 #[cfg(test)]

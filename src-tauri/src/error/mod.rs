@@ -49,6 +49,8 @@ pub enum AppError {
     NoDataDir,
     #[error(transparent)]
     Activity(#[from] crate::activity::ActivityError),
+    #[error(transparent)]
+    Bulk(#[from] BulkError),
 }
 
 impl From<crate::paths::NoDataDir> for AppError {
@@ -63,6 +65,7 @@ impl AppError {
             AppError::Store(e) => e.code(),
             AppError::Vault(e) => e.code(),
             AppError::AuthJson { error, .. } => error.code(),
+            AppError::Bulk(e) => e.code(),
             AppError::Login(e) => e.code(),
             AppError::Refresh(e) => e.code(),
             AppError::Endpoint(e) => e.code(),
@@ -109,6 +112,10 @@ pub enum ConfigError {
     AutostartRead(String),
     #[error("cannot change autostart: {0}")]
     AutostartChange(String),
+    #[error("--label names one account: a bulk import labels each new account from its file or email (rename afterwards with `codex-vault accounts rename`)")]
+    LabelWithBulk,
+    #[error("`-` (standard input) takes one auth.json: give files or folders for a bulk import")]
+    StdinWithBulk,
     #[error("`{0}` is not a time span: give a number and a unit, e.g. 30s, 15m, 1h, 2d or 1w")]
     Span(String),
 }
@@ -116,6 +123,24 @@ pub enum ConfigError {
 impl ConfigError {
     pub fn code(&self) -> ErrorCode {
         ErrorCode::Config
+    }
+}
+
+/// A bulk import's paths (`accounts::bulk`).
+#[derive(Debug, thiserror::Error)]
+pub enum BulkError {
+    #[error("nothing to import: give one or more files or folders")]
+    NoPaths,
+    #[error("cannot read {path}: {detail}")]
+    Unreadable { path: String, detail: String },
+}
+
+impl BulkError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            BulkError::NoPaths => ErrorCode::BulkNoPaths,
+            BulkError::Unreadable { .. } => ErrorCode::BulkUnreadable,
+        }
     }
 }
 

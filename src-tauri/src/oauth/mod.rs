@@ -5,3 +5,4 @@ pub mod classify;
 pub mod client;
 pub mod jwt;
 pub mod login;
+pub mod peer_formats;

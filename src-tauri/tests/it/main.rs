@@ -64,6 +64,7 @@ mod refresh {
 
 mod store {
     mod bad_input;
+    mod bulk_import;
     mod cli;
     mod integrity;
     mod locks;
