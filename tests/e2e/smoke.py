@@ -627,7 +627,7 @@ def main():
                 area, folder)
             driver.find_element(By.CSS_SELECTOR, '[data-testid="bulk-preview-button"]').click()
             preview = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="bulk-preview"]')))
-            rows = {r.find_element(By.CSS_SELECTOR, '.file').text: r.get_attribute("data-action")
+            rows = {r.get_attribute("data-place"): r.get_attribute("data-action")
                     for r in preview.find_elements(By.CSS_SELECTOR, '[data-testid="bulk-row"]')}
             assert rows == {"broken.json": "invalid", "cliproxyapi-cpa.json": "new",
                             "sub2api-export.json accounts[0]": "new", "work-old-copy.json": "kept_newer"}, rows

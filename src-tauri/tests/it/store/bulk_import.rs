@@ -341,3 +341,55 @@ fn one_codex_auth_json_keeps_the_single_import_and_bad_arguments_say_why() {
         "a refused bulk import writes nothing"
     );
 }
+
+#[test]
+fn the_codex_clis_own_auth_json_in_a_bulk_import_keeps_the_broker_choice() {
+    let fake = fake();
+    let env = TestVault::builder().data_dir();
+    let live = account(&fake, "live@corp.com", "plus");
+    std::fs::create_dir_all(env.codex_home()).unwrap();
+    let live_path = env.codex_home().join("auth.json");
+    std::fs::write(&live_path, auth_json(&live, "2026-11-01T00:00:00Z")).unwrap();
+    let other = account(&fake, "other@corp.com", "plus");
+    let other_path = env.write_file(
+        "other.json",
+        cliproxyapi(&other, "other@corp.com", "2026-11-01T00:00:00Z").as_bytes(),
+    );
+    let r = Run::from(
+        env.cmd()
+            .env("HOME", env.dir.path())
+            .args([
+                "accounts",
+                "import",
+                "--json",
+                live_path.to_str().unwrap(),
+                other_path.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let items = by_place(&serde_json::from_str(&r.stdout).unwrap());
+    let cli = &items["auth.json"];
+    assert_eq!(cli["codex_cli"], true, "{cli}");
+    assert!(
+        cli["codex_cli_note"]
+            .as_str()
+            .unwrap()
+            .contains("CODEX_REFRESH_TOKEN_URL_OVERRIDE"),
+        "{cli}"
+    );
+    assert_eq!(items["other.json"]["codex_cli"], false);
+    assert!(live_path.exists(), "broker: the CLI keeps its file");
+    // As a single import of it: the CLI's file is the other holder of that grant, by its path.
+    let accounts = env.list_json();
+    let held_at = |email: &str| {
+        accounts
+            .iter()
+            .find(|a| a["email"] == email)
+            .map(|a| a["shared_grant_where"].clone())
+            .unwrap()
+    };
+    assert_eq!(held_at("live@corp.com"), live_path.display().to_string());
+    assert_eq!(held_at("other@corp.com"), Value::Null);
+}
