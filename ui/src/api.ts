@@ -8,6 +8,8 @@ import type { ActivityPage } from './bindings/ActivityPage';
 import type { AccountsChanged } from './bindings/AccountsChanged';
 import type { AccountView } from './bindings/AccountView';
 import type { CodexCliPreview } from './bindings/CodexCliPreview';
+import type { DeviceProgressEvent } from './bindings/DeviceProgressEvent';
+import type { DeviceSignInStarted } from './bindings/DeviceSignInStarted';
 import type { Diagnostics } from './bindings/Diagnostics';
 import type { EndpointStatus } from './bindings/EndpointStatus';
 import type { ErrorBody } from './bindings/ErrorBody';
@@ -54,6 +56,8 @@ export type {
   UsagePoint,
   AccountsChanged,
   CodexCliPreview,
+  DeviceProgressEvent,
+  DeviceSignInStarted,
   Diagnostics,
   EndpointStatus,
   ErrorCode,
@@ -173,6 +177,7 @@ export function storeInfo(): Promise<StoreInfo> {
 export const EVENTS = {
   accountsChanged: 'accounts://changed',
   signInFinished: 'signin://finished',
+  signInDevice: 'signin://device',
   endpointChanged: 'endpoint://changed',
   quitHeld: 'quit://held',
 } as const;
@@ -200,6 +205,18 @@ export function importCodexCliAuth(ownership: Ownership, label?: string | null):
 /** Starts a browser sign-in; its end arrives as `signin://finished`. */
 export function signInStart(label?: string | null): Promise<SignInStarted> {
   return call<SignInStarted>('sign_in_start', { label: label || null });
+}
+
+/** Starts a device-code sign-in: the code and URL at once; progress arrives as `signin://device`,
+ *  the end as `signin://finished`. */
+export function deviceSignInStart(label?: string | null): Promise<DeviceSignInStarted> {
+  return call<DeviceSignInStarted>('device_sign_in_start', { label: label || null });
+}
+
+/** Finishes the waiting browser sign-in with the callback URL pasted from another machine.
+ *  Rejects (`login_state_mismatch`, `login_paste_invalid`) and keeps waiting when it does not fit. */
+export function signInPaste(url: string): Promise<void> {
+  return call<void>('sign_in_paste', { url });
 }
 
 /** Cancels the pending sign-in; resolves false when none was pending. */
@@ -249,6 +266,11 @@ export function onAccountsChanged(handler: (payload: AccountsChanged) => void): 
 /** Calls `handler` when a browser sign-in ends (signed in, failed, or cancelled). */
 export function onSignInFinished(handler: (payload: SignInFinished) => void): Promise<Unlisten> {
   return subscribe(EVENTS.signInFinished, handler);
+}
+
+/** Calls `handler` after each poll of a device-code sign-in. */
+export function onDeviceProgress(handler: (payload: DeviceProgressEvent) => void): Promise<Unlisten> {
+  return subscribe(EVENTS.signInDevice, handler);
 }
 
 /** Calls `handler` when Quit needs the user's yes: a new sign-in is held in memory only. */
