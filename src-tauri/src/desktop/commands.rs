@@ -1,7 +1,7 @@
 //! Tauri commands: parse the arguments, call one core function, map the error to `{code, message}`,
 //! and announce a change through `events::emit`. Nothing else.
 
-use super::events::{self, FrontendEvent};
+use super::events;
 use super::prefs::{self, Prefs};
 use super::AppState;
 use crate::account::AccountView;
@@ -14,7 +14,7 @@ use crate::oauth::client::TokenClient;
 use crate::oauth::login::{LoginFlow, LoginOptions};
 use serde::Serialize;
 use std::sync::Arc;
-use tauri::{AppHandle, Manager, State};
+use tauri::{AppHandle, State};
 
 fn body(e: impl Into<AppError>) -> ErrorBody {
     e.into().to_body()
