@@ -144,12 +144,52 @@ pub(crate) async fn token(
 
 /// Judges one poll of a known code and builds its answer.
 fn poll(state: &mut State, user_code: &str) -> Response {
-    let now = Instant::now();
-    let step = state.cfg.device_slow_down_step;
-    let issuer = state.issuer.clone();
-    let Some(auth) = state.devices.get_mut(user_code) else {
+    let Some((answer, approved, interval)) = judge(state, user_code) else {
         return json_response(400, &json!({"error": "invalid_request"}));
     };
+    let oauth = |status: u16, error: &str, description: &str| {
+        json_response(
+            status,
+            &json!({"error": error, "error_description": description}),
+        )
+    };
+    match answer {
+        DeviceAnswer::Pending => oauth(
+            403,
+            "authorization_pending",
+            "The user has not approved the sign-in yet.",
+        ),
+        DeviceAnswer::SlowDown => json_response(
+            403,
+            &json!({"error": "slow_down",
+                    "error_description": "Polling too fast; wait longer between polls.",
+                    "interval": interval.as_secs().to_string()}),
+        ),
+        DeviceAnswer::Expired => oauth(410, "expired_token", "The device code has expired."),
+        DeviceAnswer::Denied => oauth(
+            401,
+            "authorization_declined",
+            "The user declined the sign-in.",
+        ),
+        DeviceAnswer::AlreadyUsed => {
+            oauth(400, "invalid_grant", "The device code was already used.")
+        }
+        DeviceAnswer::Approved => match approved {
+            Some(spec) => grant(state, spec),
+            None => json_response(500, &json!({"error": "server_error"})),
+        },
+    }
+}
+
+/// What this poll gets, recorded with its timing; the approving identity when it is the
+/// approval; the interval from now on.
+fn judge(
+    state: &mut State,
+    user_code: &str,
+) -> Option<(DeviceAnswer, Option<AccountSpec>, Duration)> {
+    let now = Instant::now();
+    let step = state.cfg.device_slow_down_step;
+    let auth = state.devices.get_mut(user_code)?;
     let since_previous = auth.last_poll.map(|t| now.duration_since(t));
     auth.last_poll = Some(now);
     let interval = auth.interval;
@@ -183,63 +223,34 @@ fn poll(state: &mut State, user_code: &str) -> Response {
         }
         _ => None,
     };
-    let new_interval = auth.interval.as_secs();
+    let interval = auth.interval;
     if too_early {
         state.counters.device_polls_too_early += 1;
     }
-    let oauth = |status: u16, error: &str, description: &str| {
-        json_response(
-            status,
-            &json!({"error": error, "error_description": description}),
-        )
-    };
-    match answer {
-        DeviceAnswer::Pending => oauth(
-            403,
-            "authorization_pending",
-            "The user has not approved the sign-in yet.",
-        ),
-        DeviceAnswer::SlowDown => json_response(
-            403,
-            &json!({"error": "slow_down",
-                    "error_description": "Polling too fast; wait longer between polls.",
-                    "interval": new_interval.to_string()}),
-        ),
-        DeviceAnswer::Expired => oauth(410, "expired_token", "The device code has expired."),
-        DeviceAnswer::Denied => oauth(
-            401,
-            "authorization_declined",
-            "The user declined the sign-in.",
-        ),
-        DeviceAnswer::AlreadyUsed => {
-            oauth(400, "invalid_grant", "The device code was already used.")
-        }
-        DeviceAnswer::Approved => {
-            let Some(spec) = approved else {
-                return json_response(500, &json!({"error": "server_error"}));
-            };
-            let nowu = now_unix();
-            let account_id = spec.chatgpt_account_id.clone();
-            state.register_account(spec, nowu);
-            // The issuer made the PKCE pair itself and hands both halves to the device.
-            let verifier = random("", 64);
-            let challenge = pkce_challenge(&verifier);
-            let redirect_uri = format!("{issuer}/deviceauth/callback");
-            let code = state.create_code(
-                CodeRequest {
-                    client_id: CLIENT_ID,
-                    redirect_uri: &redirect_uri,
-                    challenge: &challenge,
-                    account_id: &account_id,
-                },
-                nowu,
-            );
-            json_response(
-                200,
-                &json!({"authorization_code": code, "code_challenge": challenge, "code_verifier": verifier}),
-            )
-        }
-    }
+    Some((answer, approved, interval))
+}
+
+/// The approval: an ordinary authorization code for `spec`, with the PKCE pair the issuer made.
+fn grant(state: &mut State, spec: AccountSpec) -> Response {
+    let now = now_unix();
+    let account_id = spec.chatgpt_account_id.clone();
+    state.register_account(spec, now);
+    let verifier = random("", 64);
+    let challenge = pkce_challenge(&verifier);
+    let redirect_uri = format!("{}/deviceauth/callback", state.issuer);
+    let code = state.create_code(
+        CodeRequest {
+            client_id: CLIENT_ID,
+            redirect_uri: &redirect_uri,
+            challenge: &challenge,
+            account_id: &account_id,
+        },
+        now,
+    );
+    json_response(
+        200,
+        &json!({"authorization_code": code, "code_challenge": challenge, "code_verifier": verifier}),
+    )
 }
 
 impl Shared {

@@ -411,6 +411,10 @@ fn open_state(data_dir: Option<PathBuf>) -> AppState {
     state
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "most of it is the list of registered commands, which grows with the commands"
+)]
 pub fn run(autostarted: bool) -> ExitCode {
     if !has_display() {
         eprintln!(
