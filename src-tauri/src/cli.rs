@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 mod activity;
 mod import;
+mod login;
 
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -167,9 +168,16 @@ pub enum AccountsCommand {
             hide_env_values = true
         )]
         no_browser: bool,
-        /// Give up after this many seconds.
+        /// Give up after this many seconds (browser sign-in; `--device` waits until its code expires).
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// Sign in with a code typed on any device (prints the code and the URL); no callback.
+        #[arg(long, conflicts_with = "paste")]
+        device: bool,
+        /// The browser is on another machine: print the URL, then read the callback address it
+        /// was sent to (`http://localhost:1455/auth/callback?code=…&state=…`) from stdin.
+        #[arg(long)]
+        paste: bool,
     },
     /// Refresh an account's tokens now.
     Refresh {
@@ -242,7 +250,9 @@ fn dispatch(command: Command) -> Result<ExitCode, AppError> {
             label,
             no_browser,
             timeout,
-        }) => login(label, no_browser, timeout),
+            device,
+            paste,
+        }) => login::login(label, login::way(no_browser, device, paste), timeout),
         Command::Token { account } => token(&account),
         Command::Diagnostics { json } => diagnostics(json),
         Command::Activity {
@@ -501,42 +511,6 @@ fn endpoint_info(json: bool) -> Result<ExitCode, AppError> {
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
     crate::runtime::tokio_runtime()
-}
-
-fn login(label: Option<String>, no_browser: bool, timeout: u64) -> Result<ExitCode, AppError> {
-    use crate::oauth::client::TokenClient;
-    use crate::oauth::login::{LoginFlow, LoginOptions};
-    if let Some(l) = &label {
-        crate::accounts::validate_label(l)?;
-    }
-    // Open the store first: a locked keychain should fail before the user signs in. The label
-    // is not checked against the held ones here: which account this is, is known only after the
-    // sign-in (a re-sign-in of the account that has it is fine), and `sign_in` never refuses a
-    // completed sign-in over a name.
-    let service = Service::open_default()?;
-    let mut opts = LoginOptions::from_env().map_err(ConfigError::LoginSettings)?;
-    opts.timeout = std::time::Duration::from_secs(timeout);
-    let rt = runtime()?;
-    let cred = rt.block_on(async {
-        let flow = LoginFlow::start(&opts, TokenClient::new(opts.issuer.clone())).await?;
-        println!("Sign in with ChatGPT: open this URL in your browser:");
-        println!("{}", flow.url());
-        println!(
-            "Waiting for the browser (callback on port {}; Ctrl-C cancels)...",
-            flow.port()
-        );
-        let _ = std::io::stdout().flush();
-        if !no_browser {
-            crate::oauth::login::open_browser(flow.url());
-        }
-        flow.wait().await
-    })?;
-    let outcome = service.sign_in(&cred, label.as_deref())?;
-    println!("{}", outcome.sentence());
-    if let Some(note) = crate::accounts::label_note(label.as_deref(), &outcome) {
-        eprintln!("note: {note}.");
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn token(reference: &str) -> Result<ExitCode, AppError> {

@@ -85,6 +85,13 @@ codes! {
     LoginNoCode => "login_no_code",
     LoginExchangeFailed => "login_exchange_failed",
     LoginTimedOut => "login_timed_out",
+    // Pasted-callback and device-code sign-in.
+    LoginPasteInvalid => "login_paste_invalid",
+    LoginDeviceUnavailable => "login_device_unavailable",
+    LoginDeviceExpired => "login_device_expired",
+    LoginDeviceDenied => "login_device_denied",
+    LoginDeviceFailed => "login_device_failed",
+    LoginNetwork => "login_network",
     // Refreshing and using an account.
     AccountTerminal => "account_terminal",
     AccountDisabled => "account_disabled",

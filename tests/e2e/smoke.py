@@ -405,6 +405,31 @@ def main():
             card = wait_card("browser", lambda c: "Healthy" in badge(c))
             assert "browser@corp.com" in card.text and "Pro" in card.text, card.text
 
+        def device_code_sign_in():
+            # The Device code tab: code + URL with copy buttons and a countdown, then the user
+            # approves on "another device" (the fake's admin route) and the account appears.
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="add-account-button"]').click()
+            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="add-dialog"]')))
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="tab-device"]').click()
+            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="device-label"]'))).send_keys("remote")
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="device-start"]').click()
+            code = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="device-code"]'))).get_attribute("value")
+            url = driver.find_element(By.CSS_SELECTOR, '[data-testid="device-url"]').get_attribute("value")
+            assert url == stack.fake_url + "/codex/device", url
+            assert len(code) == 10 and code[4] == "-", code
+            countdown = driver.find_element(By.CSS_SELECTOR, '[data-testid="device-countdown"]').text
+            assert countdown.startswith("14:") or countdown == "15:00", countdown
+            assert driver.find_elements(By.CSS_SELECTOR, '[data-testid="device-copy-code"]'), "no copy button"
+            screenshot(stack, "05c-device-code.png")
+            post(stack.fake_url + "/__admin/device",
+                 {"user_code": code, "account": {"email": "device@corp.com", "plan": "plus"}})
+            result = wait.until(EC.visibility_of_element_located(
+                (By.CSS_SELECTOR, '[data-testid="device-panel"] [data-testid="import-result"]')))
+            assert "Signed in" in result.text and "remote" in result.text, result.text
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="add-dialog-close"]').click()
+            card = wait_card("remote", lambda c: "Healthy" in badge(c))
+            assert "device@corp.com" in card.text, card.text
+
         def endpoint_panel():
             driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-endpoint"]').click()
             panel = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="endpoint-panel"]')))
@@ -661,6 +686,7 @@ def main():
         check("paste_auth_json", paste_auth_json)
         check("rename", rename)
         check("sign_in_with_chatgpt", sign_in_with_chatgpt)
+        check("device_code_sign_in", device_code_sign_in)
         check("endpoint_panel", endpoint_panel)
         check("settings_theme", settings_theme)
         check("activity_page", activity_page)

@@ -274,6 +274,29 @@ async fn faults(AxState(s): AppState, Json(r): Json<FaultsRequest>) -> Response 
     ok()
 }
 
+#[derive(Deserialize)]
+struct DeviceDecision {
+    user_code: String,
+    /// `approve` (the default) or `deny`.
+    #[serde(default)]
+    deny: bool,
+    /// Who approves; absent: the login identity, else a new account.
+    account: Option<AccountSpec>,
+}
+
+async fn device_decision(AxState(s): AppState, Json(d): Json<DeviceDecision>) -> Response {
+    let done = if d.deny {
+        s.deny_device_code(&d.user_code)
+    } else {
+        s.approve_device_code(&d.user_code, d.account)
+    };
+    if done {
+        ok()
+    } else {
+        json_response(404, &json!({"error": "no_pending_device_code"}))
+    }
+}
+
 async fn login_identity(AxState(s): AppState, Json(spec): Json<Option<AccountSpec>>) -> Response {
     s.set_login_identity(spec);
     ok()
@@ -334,6 +357,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/rotate_out_of_band", post(rotate))
         .route("/faults", post(faults))
         .route("/login_identity", post(login_identity))
+        .route("/device", post(device_decision))
         .route("/redirect_ports", post(redirect_port))
         .route("/settings", get(settings).post(settings))
         .route("/streams/hold", post(hold_streams))

@@ -20,7 +20,7 @@ use crate::state::{now_unix, Shared};
 
 /// The request parameters, from a JSON object or a form body, whichever the content type says
 /// (the CLI sends the code exchange as a form and the refresh as JSON; accept both for both).
-fn parse_params(headers: &HeaderMap, body: &[u8]) -> HashMap<String, String> {
+pub(crate) fn parse_params(headers: &HeaderMap, body: &[u8]) -> HashMap<String, String> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

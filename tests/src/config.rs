@@ -36,6 +36,12 @@ pub struct FakeConfig {
     pub authorization_code_lifetime: Duration,
     /// TCP port to bind on 127.0.0.1; 0 picks an ephemeral one.
     pub port: u16,
+    /// The polling interval a device-code sign-in starts with (whole seconds on the wire).
+    pub device_code_interval: Duration,
+    /// How long a device code stays approvable; later polls answer `expired_token`.
+    pub device_code_lifetime: Duration,
+    /// What each `slow_down` adds to that code's interval (RFC 8628 § 3.5: 5 seconds).
+    pub device_slow_down_step: Duration,
 }
 
 impl Default for FakeConfig {
@@ -51,6 +57,9 @@ impl Default for FakeConfig {
             omit_sse_content_type: false,
             authorization_code_lifetime: Duration::from_secs(300),
             port: 0,
+            device_code_interval: Duration::from_secs(5),
+            device_code_lifetime: Duration::from_secs(15 * 60),
+            device_slow_down_step: Duration::from_secs(5),
         }
     }
 }

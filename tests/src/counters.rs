@@ -27,6 +27,12 @@ pub struct Counters {
     pub revoke_calls: u64,
     /// `GET /oauth/authorize`.
     pub authorize_calls: u64,
+    /// `POST /api/accounts/deviceauth/usercode`.
+    pub device_usercode_calls: u64,
+    /// `POST /api/accounts/deviceauth/token` (every poll).
+    pub device_token_calls: u64,
+    /// Polls that came sooner than the interval in force after the previous one.
+    pub device_polls_too_early: u64,
     /// `POST /backend-api/codex/responses` (not counting refused WebSocket upgrades).
     pub responses_calls: u64,
     /// Streams whose every event, through `response.completed`, was handed to the connection.

@@ -24,6 +24,7 @@ mod config;
 mod conn;
 mod control;
 mod counters;
+mod device;
 mod encrypted;
 mod faults;
 mod gate;
@@ -46,6 +47,7 @@ pub use claims::{AUTH_CLAIM, PROFILE_CLAIM};
 pub use config::{AccountSpec, FakeConfig, Fault, FaultRoute, IssuedTokens, ReuseMode, CLIENT_ID};
 pub use control::{ControlError, Settings};
 pub use counters::{AccountCounters, Counters, CountersTimeout};
+pub use device::{DeviceAnswer, DevicePoll};
 pub use encrypted::EncryptedContentError;
 pub use gate::StreamGate;
 pub use grants::pkce_challenge;
@@ -353,6 +355,32 @@ impl FakeOpenAi {
     /// Who `/oauth/authorize` signs in as; `None` = a newly generated account each time.
     pub fn set_login_identity(&self, spec: Option<AccountSpec>) {
         self.shared.set_login_identity(spec);
+    }
+
+    /// Approves the pending device code `user_code` as `spec` (`None`: the login identity, else a
+    /// new account); its next poll gets the authorization code. False if no such pending code.
+    pub fn approve_device_code(&self, user_code: &str, spec: Option<AccountSpec>) -> bool {
+        self.shared.approve_device_code(user_code, spec)
+    }
+
+    /// The user declines the sign-in of `user_code`: its next poll answers `authorization_declined`.
+    pub fn deny_device_code(&self, user_code: &str) -> bool {
+        self.shared.deny_device_code(user_code)
+    }
+
+    /// The next poll of `user_code` answers `slow_down` (and grows its interval) even if on time.
+    pub fn slow_down_next_device_poll(&self, user_code: &str) -> bool {
+        self.shared.slow_down_next_device_poll(user_code)
+    }
+
+    /// Every poll of `user_code`, with the gap the fake measured and the interval then in force.
+    pub fn device_polls(&self, user_code: &str) -> Vec<DevicePoll> {
+        self.shared.device_polls(user_code)
+    }
+
+    /// The user codes issued so far.
+    pub fn device_user_codes(&self) -> Vec<String> {
+        self.shared.device_user_codes()
     }
 
     /// Registers `http://localhost:{port}/auth/callback` as a redirect URI (tests run their

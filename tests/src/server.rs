@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use crate::config::FakeConfig;
 use crate::conn::{ConnHandle, ConnRegistry, KillableListener};
 use crate::state::{Shared, State};
-use crate::{admin, auth_routes, backend_routes};
+use crate::{admin, auth_routes, backend_routes, device};
 
 /// Codex requests carry whole conversations; never refuse one for its size.
 const BODY_LIMIT: usize = 256 * 1024 * 1024;
@@ -23,6 +23,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/oauth/authorize", get(auth_routes::authorize))
         .route("/oauth/token", post(auth_routes::token))
         .route("/oauth/revoke", post(auth_routes::revoke))
+        .route("/api/accounts/deviceauth/usercode", post(device::usercode))
+        .route("/api/accounts/deviceauth/token", post(device::token))
         .route(
             "/backend-api/codex/responses",
             post(backend_routes::responses).get(backend_routes::responses_get),

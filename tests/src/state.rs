@@ -115,6 +115,8 @@ pub(crate) struct State {
     pub access_tokens: HashMap<String, AccessEntry>,
     pub codes: HashMap<String, PendingCode>,
     pub login_identity: Option<AccountSpec>,
+    /// Device-code sign-ins by user code (device.rs).
+    pub devices: HashMap<String, crate::device::DeviceAuth>,
     pub faults: HashMap<FaultRoute, VecDeque<Fault>>,
     /// The gate new streams park behind, while one is held.
     pub gate: Option<Arc<GateShared>>,
@@ -146,6 +148,7 @@ impl State {
             access_tokens: HashMap::new(),
             codes: HashMap::new(),
             login_identity: None,
+            devices: HashMap::new(),
             faults: HashMap::new(),
             gate: None,
             admin_gate: None,

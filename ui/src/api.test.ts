@@ -9,6 +9,9 @@ import {
   BACKEND_UNAVAILABLE_CODE,
   EVENTS,
   accountHistory,
+  deviceSignInStart,
+  onDeviceProgress,
+  signInPaste,
   importAuthJson,
   importCodexCliAuth,
   listAccounts,
@@ -142,6 +145,14 @@ describe('account commands', () => {
     expect(invoke).toHaveBeenLastCalledWith('sign_in_start', { label: 'x' });
     await signInCancel();
     expect(invoke).toHaveBeenLastCalledWith('sign_in_cancel', undefined);
+    await deviceSignInStart('remote');
+    expect(invoke).toHaveBeenLastCalledWith('device_sign_in_start', { label: 'remote' });
+    await deviceSignInStart('');
+    expect(invoke).toHaveBeenLastCalledWith('device_sign_in_start', { label: null });
+    await signInPaste('http://localhost:1455/auth/callback?code=c&state=s');
+    expect(invoke).toHaveBeenLastCalledWith('sign_in_paste', {
+      url: 'http://localhost:1455/auth/callback?code=c&state=s',
+    });
   });
 
   it('sends an empty or missing label as null (the core picks one)', async () => {
@@ -209,6 +220,9 @@ describe('events', () => {
     await onSignInFinished(vi.fn());
     expect(listen).toHaveBeenLastCalledWith(EVENTS.signInFinished, expect.any(Function));
     expect(EVENTS.signInFinished).toBe('signin://finished');
+
+    await onDeviceProgress(vi.fn());
+    expect(listen).toHaveBeenLastCalledWith('signin://device', expect.any(Function));
   });
 
   it('delivers endpoint://changed with the status', async () => {

@@ -11,6 +11,8 @@ import type { BulkItem } from './bindings/BulkItem';
 import type { BulkPlan } from './bindings/BulkPlan';
 import type { BulkProgress } from './bindings/BulkProgress';
 import type { CodexCliPreview } from './bindings/CodexCliPreview';
+import type { DeviceProgressEvent } from './bindings/DeviceProgressEvent';
+import type { DeviceSignInStarted } from './bindings/DeviceSignInStarted';
 import type { Diagnostics } from './bindings/Diagnostics';
 import type { EndpointStatus } from './bindings/EndpointStatus';
 import type { ErrorBody } from './bindings/ErrorBody';
@@ -60,6 +62,8 @@ export type {
   BulkPlan,
   BulkProgress,
   CodexCliPreview,
+  DeviceProgressEvent,
+  DeviceSignInStarted,
   Diagnostics,
   EndpointStatus,
   ErrorCode,
@@ -179,6 +183,7 @@ export function storeInfo(): Promise<StoreInfo> {
 export const EVENTS = {
   accountsChanged: 'accounts://changed',
   signInFinished: 'signin://finished',
+  signInDevice: 'signin://device',
   endpointChanged: 'endpoint://changed',
   quitHeld: 'quit://held',
 } as const;
@@ -229,6 +234,18 @@ export function signInStart(label?: string | null): Promise<SignInStarted> {
   return call<SignInStarted>('sign_in_start', { label: label || null });
 }
 
+/** Starts a device-code sign-in: the code and URL at once; progress arrives as `signin://device`,
+ *  the end as `signin://finished`. */
+export function deviceSignInStart(label?: string | null): Promise<DeviceSignInStarted> {
+  return call<DeviceSignInStarted>('device_sign_in_start', { label: label || null });
+}
+
+/** Finishes the waiting browser sign-in with the callback URL pasted from another machine.
+ *  Rejects (`login_state_mismatch`, `login_paste_invalid`) and keeps waiting when it does not fit. */
+export function signInPaste(url: string): Promise<void> {
+  return call<void>('sign_in_paste', { url });
+}
+
 /** Cancels the pending sign-in; resolves false when none was pending. */
 export function signInCancel(): Promise<boolean> {
   return call<boolean>('sign_in_cancel');
@@ -276,6 +293,11 @@ export function onAccountsChanged(handler: (payload: AccountsChanged) => void): 
 /** Calls `handler` when a browser sign-in ends (signed in, failed, or cancelled). */
 export function onSignInFinished(handler: (payload: SignInFinished) => void): Promise<Unlisten> {
   return subscribe(EVENTS.signInFinished, handler);
+}
+
+/** Calls `handler` after each poll of a device-code sign-in. */
+export function onDeviceProgress(handler: (payload: DeviceProgressEvent) => void): Promise<Unlisten> {
+  return subscribe(EVENTS.signInDevice, handler);
 }
 
 /** Calls `handler` when Quit needs the user's yes: a new sign-in is held in memory only. */

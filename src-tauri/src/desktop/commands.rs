@@ -1,7 +1,7 @@
 //! Tauri commands: parse the arguments, call one core function, map the error to `{code, message}`,
 //! and announce a change through `events::emit`. Nothing else.
 
-use super::events::{self, FrontendEvent, SignInFinished};
+use super::events;
 use super::prefs::{self, Prefs};
 use super::AppState;
 use crate::account::AccountView;
@@ -14,7 +14,7 @@ use crate::oauth::client::TokenClient;
 use crate::oauth::login::{LoginFlow, LoginOptions};
 use serde::Serialize;
 use std::sync::Arc;
-use tauri::{AppHandle, Manager, State};
+use tauri::{AppHandle, State};
 
 fn body(e: impl Into<AppError>) -> ErrorBody {
     e.into().to_body()
@@ -45,7 +45,7 @@ pub fn preview_auth_json(
 
 /// What an import or sign-in did, in the one wording the CLI prints too
 /// (`ImportOutcome::sentence`, plus `label_note` when the asked label was not applied).
-fn outcome_message(label: Option<&str>, outcome: &ImportOutcome) -> String {
+pub(super) fn outcome_message(label: Option<&str>, outcome: &ImportOutcome) -> String {
     match crate::accounts::label_note(label, outcome) {
         Some(note) => format!("{} Note: {note}.", outcome.sentence()),
         None => outcome.sentence(),
@@ -262,34 +262,7 @@ pub async fn sign_in_start(
     };
     tauri::async_runtime::spawn(async move {
         let outcome = flow.wait().await;
-        let state = app.state::<AppState>();
-        state.end_sign_in(flow_id);
-        let stored = match outcome {
-            Ok(cred) => state
-                .service()
-                .and_then(|s| s.sign_in(&cred, label.as_deref()).map_err(body)),
-            Err(e) => Err(body(e)),
-        };
-        let finished = match stored {
-            Ok(outcome) => {
-                events::account_changed(&app, Some(&outcome.account().id));
-                SignInFinished {
-                    flow: flow_id,
-                    ok: true,
-                    message: outcome_message(label.as_deref(), &outcome),
-                    code: None,
-                    account_id: Some(outcome.account().id.clone()),
-                }
-            }
-            Err(e) => SignInFinished {
-                flow: flow_id,
-                ok: false,
-                message: e.message,
-                code: Some(e.code),
-                account_id: None,
-            },
-        };
-        events::emit(&app, FrontendEvent::SignInFinished(finished));
+        super::signin::finish(&app, flow_id, label, outcome);
     });
     Ok(started)
 }

@@ -7,6 +7,7 @@ use tauri::{AppHandle, Emitter};
 
 pub const ACCOUNTS_CHANGED: &str = "accounts://changed";
 pub const SIGNIN_FINISHED: &str = "signin://finished";
+pub const SIGNIN_DEVICE: &str = "signin://device";
 pub const ENDPOINT_CHANGED: &str = "endpoint://changed";
 pub const QUIT_HELD: &str = "quit://held";
 
@@ -16,6 +17,8 @@ pub enum FrontendEvent {
     AccountsChanged { account_id: Option<String> },
     /// A browser sign-in started by `sign_in_start` ended: signed in, failed, or cancelled.
     SignInFinished(SignInFinished),
+    /// A device-code sign-in polled: still pending, asked to slow down, retrying, approved.
+    DeviceProgress(DeviceProgressEvent),
     /// The endpoint started, stopped, moved, got a new key, or served more requests.
     EndpointChanged(EndpointStatus),
     /// Quit was asked while a new sign-in is held in memory only: the window asks the user
@@ -51,11 +54,27 @@ pub struct SignInFinished {
     pub account_id: Option<String>,
 }
 
+#[derive(Debug, Clone, Serialize, PartialEq, ts_rs::TS)]
+#[ts(export)]
+pub struct DeviceProgressEvent {
+    /// Which `device_sign_in_start` this is about.
+    #[ts(type = "number")]
+    pub flow: u64,
+    /// `pending`, `slow_down`, `retrying` or `approved`.
+    pub state: String,
+    /// The polling interval from now on.
+    #[ts(type = "number")]
+    pub interval_secs: u64,
+    /// Words for the window (empty while simply pending).
+    pub message: String,
+}
+
 impl FrontendEvent {
     pub fn name(&self) -> &'static str {
         match self {
             FrontendEvent::AccountsChanged { .. } => ACCOUNTS_CHANGED,
             FrontendEvent::SignInFinished(_) => SIGNIN_FINISHED,
+            FrontendEvent::DeviceProgress(_) => SIGNIN_DEVICE,
             FrontendEvent::EndpointChanged(_) => ENDPOINT_CHANGED,
             FrontendEvent::QuitHeld(_) => QUIT_HELD,
         }
@@ -71,6 +90,7 @@ pub fn emit(app: &AppHandle, event: FrontendEvent) {
             app.emit(name, AccountsChanged { account_id })
         }
         FrontendEvent::SignInFinished(payload) => app.emit(name, payload),
+        FrontendEvent::DeviceProgress(payload) => app.emit(name, payload),
         FrontendEvent::EndpointChanged(status) => app.emit(name, status),
         FrontendEvent::QuitHeld(payload) => app.emit(name, payload),
     };

@@ -6,6 +6,7 @@ mod commands;
 pub mod events;
 mod notify;
 mod prefs;
+mod signin;
 mod tray;
 
 use crate::accounts::Service;
@@ -482,6 +483,8 @@ fn handlers() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
         commands::refresh_account,
         commands::sign_in_start,
         commands::sign_in_cancel,
+        signin::device_sign_in_start,
+        signin::sign_in_paste,
         commands::endpoint_status,
         commands::endpoint_start,
         commands::endpoint_stop,

@@ -38,6 +38,26 @@ impl Issuer {
     pub fn authorize_url(&self) -> String {
         format!("{}/oauth/authorize", self.base)
     }
+
+    /// Device sign-in (protocol.md § Device sign-in): where a user code is asked for.
+    pub fn device_usercode_url(&self) -> String {
+        format!("{}/api/accounts/deviceauth/usercode", self.base)
+    }
+
+    /// Device sign-in: where the approval is polled for.
+    pub fn device_token_url(&self) -> String {
+        format!("{}/api/accounts/deviceauth/token", self.base)
+    }
+
+    /// Device sign-in: the page the user opens to enter the code.
+    pub fn device_verification_url(&self) -> String {
+        format!("{}/codex/device", self.base)
+    }
+
+    /// Device sign-in: the redirect URI its authorization code is bound to.
+    pub fn device_redirect_uri(&self) -> String {
+        format!("{}/deviceauth/callback", self.base)
+    }
 }
 
 /// The tokens of a successful answer. Each is optional on refresh: an absent one keeps its old value.
@@ -222,6 +242,19 @@ impl TokenClient {
             }
         }
         Ok(t)
+    }
+}
+
+impl TokenClient {
+    /// POSTs a JSON body to the issuer (the device sign-in's calls); the status and the body
+    /// (capped), or why no answer came.
+    pub(crate) async fn post_json(
+        &self,
+        url: String,
+        body: &Value,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let sent = self.post(url).json(body).send().await;
+        read(sent).await.map_err(|e| e.reason)
     }
 }
 

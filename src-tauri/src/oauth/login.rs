@@ -22,6 +22,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+pub use super::browser::{open_browser, parse_switch};
+
 pub const DEFAULT_CALLBACK_PORTS: [u16; 2] = [1455, 1457];
 pub const SCOPE: &str =
     "openid profile email offline_access api.connectors.read api.connectors.invoke";
@@ -51,6 +53,20 @@ pub enum LoginError {
     Identity(#[from] AuthJsonError),
     #[error("the sign-in did not finish within {0} seconds")]
     TimedOut(u64),
+    #[error("this is not the sign-in's callback address ({0}); paste the whole address the browser was sent to, `http://localhost:1455/auth/callback?code=…&state=…`")]
+    PasteInvalid(String),
+    #[error("the sign-in server does not offer device-code sign-in here (HTTP 404); use the browser sign-in (`codex-vault accounts login`, or `--paste` when the browser is on another machine)")]
+    DeviceUnavailable,
+    #[error("the device code expired before the sign-in was approved; nothing was stored. Start again for a new code")]
+    DeviceExpired,
+    #[error("the sign-in was declined on the verification page ({0}); nothing was stored")]
+    DeviceDenied(String),
+    #[error(
+        "the sign-in server refused the device sign-in (HTTP {status}, {code}); nothing was stored"
+    )]
+    DeviceRefused { status: u16, code: String },
+    #[error("could not reach the sign-in server: {0}")]
+    Network(String),
 }
 
 impl LoginError {
@@ -66,6 +82,12 @@ impl LoginError {
             LoginError::Exchange(_) => ErrorCode::LoginExchangeFailed,
             LoginError::Identity(e) => e.code(),
             LoginError::TimedOut(_) => ErrorCode::LoginTimedOut,
+            LoginError::PasteInvalid(_) => ErrorCode::LoginPasteInvalid,
+            LoginError::DeviceUnavailable => ErrorCode::LoginDeviceUnavailable,
+            LoginError::DeviceExpired => ErrorCode::LoginDeviceExpired,
+            LoginError::DeviceDenied(_) => ErrorCode::LoginDeviceDenied,
+            LoginError::DeviceRefused { .. } => ErrorCode::LoginDeviceFailed,
+            LoginError::Network(_) => ErrorCode::LoginNetwork,
         }
     }
 }
@@ -151,9 +173,9 @@ pub fn authorize_url(issuer: &Issuer, redirect_uri: &str, challenge: &str, state
     url.into()
 }
 
-type Outcome = Result<Credential, LoginError>;
+pub(crate) type Outcome = Result<Credential, LoginError>;
 
-struct Callback {
+pub(super) struct Callback {
     state: String,
     verifier: Secret,
     redirect_uri: String,
@@ -161,7 +183,71 @@ struct Callback {
     result: Mutex<Option<oneshot::Sender<Outcome>>>,
 }
 
+/// Where a callback's outcome arrives.
+pub(super) type OutcomeReceiver = oneshot::Receiver<Outcome>;
+
 impl Callback {
+    /// A fresh PKCE pair and state for `redirect`: the callback, its authorize URL, and where
+    /// its outcome arrives.
+    pub(super) fn new(
+        issuer: &Issuer,
+        redirect: String,
+        client: TokenClient,
+    ) -> (Callback, String, OutcomeReceiver) {
+        let pkce = pkce();
+        let state = random_b64(32);
+        let url = authorize_url(issuer, &redirect, &pkce.challenge, &state);
+        let (tx, rx) = oneshot::channel();
+        let cb = Callback {
+            state,
+            verifier: pkce.verifier,
+            redirect_uri: redirect,
+            client,
+            result: Mutex::new(Some(tx)),
+        };
+        (cb, url, rx)
+    }
+
+    /// The one check of an answer (the callback server's request or a pasted URL): its `state`
+    /// must be this sign-in's, exactly. Then takes the right to finish (None: already finished).
+    pub(super) fn accept(
+        &self,
+        q: &HashMap<String, String>,
+    ) -> Result<Option<oneshot::Sender<Outcome>>, LoginError> {
+        let matches = q
+            .get("state")
+            .is_some_and(|s| constant_time_eq(s.as_bytes(), self.state.as_bytes()));
+        if !matches {
+            return Err(LoginError::StateMismatch);
+        }
+        Ok(self.take())
+    }
+
+    /// What an accepted answer comes to: the provider's error, or its code redeemed.
+    pub(super) async fn answer(&self, q: &HashMap<String, String>) -> Outcome {
+        match q.get("error") {
+            Some(code) => {
+                let raw = q.get("error_description").map(String::as_str).unwrap_or("");
+                Err(
+                    if code == "missing_codex_entitlement"
+                        || raw.contains("missing_codex_entitlement")
+                    {
+                        LoginError::MissingEntitlement
+                    } else {
+                        LoginError::Denied {
+                            code: super::classify::redact(code),
+                            description: super::classify::redact(raw),
+                        }
+                    },
+                )
+            }
+            None => match q.get("code").filter(|c| !c.is_empty()) {
+                Some(code) => redeem(&self.client, code, &self.redirect_uri, &self.verifier).await,
+                None => Err(LoginError::NoCode),
+            },
+        }
+    }
+
     /// Takes the right to finish the flow: exactly one request (or cancel) gets it.
     fn take(&self) -> Option<oneshot::Sender<Outcome>> {
         self.result.lock().unwrap_or_else(|e| e.into_inner()).take()
@@ -185,13 +271,48 @@ pub struct LoginFlow {
     timeout: Duration,
 }
 
-/// Cancels a pending sign-in from elsewhere (the UI's Cancel button).
+/// A pending sign-in, seen from elsewhere: the UI's Cancel button, or its "paste the callback
+/// URL" field (browser sign-ins only).
 #[derive(Clone)]
-pub struct LoginCanceller(Arc<Callback>);
+pub struct LoginCanceller(Pending);
+
+#[derive(Clone)]
+enum Pending {
+    Browser(Arc<Callback>),
+    Device(super::device::DeviceCanceller),
+}
 
 impl LoginCanceller {
+    pub(crate) fn device(c: super::device::DeviceCanceller) -> LoginCanceller {
+        LoginCanceller(Pending::Device(c))
+    }
+
     pub fn cancel(&self, why: &str) {
-        let _ = self.0.finish(Err(LoginError::Cancelled(why.to_string())));
+        match &self.0 {
+            Pending::Browser(cb) => {
+                let _ = cb.finish(Err(LoginError::Cancelled(why.to_string())));
+            }
+            Pending::Device(c) => c.cancel(why),
+        }
+    }
+
+    /// Finishes a waiting browser sign-in with the callback URL its browser was sent to (on
+    /// another machine), checked exactly as the callback server checks a request. A URL of
+    /// another sign-in is refused and this one keeps waiting; the outcome goes to `wait()`.
+    pub async fn paste(&self, callback_url: &str) -> Result<(), LoginError> {
+        let Pending::Browser(cb) = &self.0 else {
+            return Err(LoginError::PasteInvalid(
+                "no browser sign-in is waiting; a device-code sign-in needs no callback".into(),
+            ));
+        };
+        let q = super::paste::pasted_query(callback_url)?;
+        let Some(tx) = cb.accept(&q)? else {
+            return Err(LoginError::Cancelled(
+                "this sign-in had already finished".into(),
+            ));
+        };
+        let _ = tx.send(cb.answer(&q).await);
+        Ok(())
     }
 }
 
@@ -203,18 +324,8 @@ impl LoginFlow {
             .local_addr()
             .map_err(|e| LoginError::Bind(e.to_string()))?
             .port();
-        let pkce = pkce();
-        let state = random_b64(32);
-        let redirect = redirect_uri(port);
-        let url = authorize_url(&opts.issuer, &redirect, &pkce.challenge, &state);
-        let (tx, rx) = oneshot::channel();
-        let callback = Arc::new(Callback {
-            state,
-            verifier: pkce.verifier,
-            redirect_uri: redirect,
-            client,
-            result: Mutex::new(Some(tx)),
-        });
+        let (callback, url, rx) = Callback::new(&opts.issuer, redirect_uri(port), client);
+        let callback = Arc::new(callback);
         let app = Router::new()
             .route("/auth/callback", get(on_callback))
             .route("/cancel", get(on_cancel))
@@ -246,7 +357,7 @@ impl LoginFlow {
     }
 
     pub fn canceller(&self) -> LoginCanceller {
-        LoginCanceller(self.callback.clone())
+        LoginCanceller(Pending::Browser(self.callback.clone()))
     }
 
     /// Waits for the browser to come back (or a cancel, or the timeout); the server then stops.
@@ -306,41 +417,25 @@ async fn on_callback(
 ) -> Response {
     // A stale tab of an earlier sign-in (or a forged request) gets a 400 and the flow keeps
     // waiting for the real answer, as the Codex CLI's own server does.
-    if q.get("state") != Some(&cb.state) {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Sign-in failed",
-            "The answer did not match the sign-in that is waiting (state mismatch). If you started several sign-ins, use the tab of the latest one.",
-        );
-    }
-    // Exactly one request gets to finish the flow; a reload or a duplicate gets 410.
-    let Some(tx) = cb.take() else {
-        return page(
-            StatusCode::GONE,
-            "This sign-in is already finished",
-            "Return to Codex Vault; start a new sign-in there if you need one.",
-        );
-    };
-    let outcome = match q.get("error") {
-        Some(code) => {
-            let raw = q.get("error_description").map(String::as_str).unwrap_or("");
-            Err(
-                if code == "missing_codex_entitlement" || raw.contains("missing_codex_entitlement")
-                {
-                    LoginError::MissingEntitlement
-                } else {
-                    LoginError::Denied {
-                        code: super::classify::redact(code),
-                        description: super::classify::redact(raw),
-                    }
-                },
+    let tx = match cb.accept(&q) {
+        Ok(Some(tx)) => tx,
+        Err(_) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Sign-in failed",
+                "The answer did not match the sign-in that is waiting (state mismatch). If you started several sign-ins, use the tab of the latest one.",
             )
         }
-        None => match q.get("code").filter(|c| !c.is_empty()) {
-            Some(code) => exchange(&cb, code).await,
-            None => Err(LoginError::NoCode),
-        },
+        // Exactly one request gets to finish the flow; a reload or a duplicate gets 410.
+        Ok(None) => {
+            return page(
+                StatusCode::GONE,
+                "This sign-in is already finished",
+                "Return to Codex Vault; start a new sign-in there if you need one.",
+            )
+        }
     };
+    let outcome = cb.answer(&q).await;
     let (title, text) = match &outcome {
         Ok(cred) => (
             "Signed in",
@@ -361,11 +456,15 @@ async fn on_callback(
     page(StatusCode::OK, title, &text)
 }
 
-async fn exchange(cb: &Callback, code: &str) -> Outcome {
-    let t = cb
-        .client
-        .exchange_code(code, &cb.redirect_uri, &cb.verifier)
-        .await?;
+/// Redeems an authorization code (with its PKCE verifier) and reads who signed in: the browser,
+/// pasted and device sign-ins all end here.
+pub(crate) async fn redeem(
+    client: &TokenClient,
+    code: &str,
+    redirect_uri: &str,
+    verifier: &Secret,
+) -> Outcome {
+    let t = client.exchange_code(code, redirect_uri, verifier).await?;
     // exchange_code guarantees all three are present.
     let (Some(id_token), Some(access), Some(refresh)) =
         (t.id_token, t.access_token, t.refresh_token)
@@ -391,6 +490,10 @@ async fn exchange(cb: &Callback, code: &str) -> Outcome {
     })
 }
 
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 fn page(status: StatusCode, title: &str, text: &str) -> Response {
     let esc = |s: &str| {
         s.replace('&', "&amp;")
@@ -408,64 +511,9 @@ fn page(status: StatusCode, title: &str, text: &str) -> Response {
     (status, Html(body)).into_response()
 }
 
-/// A yes/no switch (`CODEX_VAULT_NO_BROWSER`): `1`/`true`/`yes` or `0`/`false`/`no`, any case.
-pub fn parse_switch(value: &str) -> Result<bool, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" => Ok(true),
-        "0" | "false" | "no" => Ok(false),
-        _ => Err("expected 1, true or yes (or 0, false or no)".to_string()),
-    }
-}
-
-/// Opens `url` in the default browser, best effort: the URL is always shown too, so a missing
-/// opener is not an error. `CODEX_VAULT_NO_BROWSER=1` (or `true`, `yes`) turns it off (tests,
-/// remote sessions); a value that is no switch is logged and ignored here (`accounts login`
-/// refuses it up front).
-pub fn open_browser(url: &str) {
-    if let Some(v) = std::env::var_os("CODEX_VAULT_NO_BROWSER").filter(|v| !v.is_empty()) {
-        match parse_switch(&v.to_string_lossy()) {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => tracing::warn!("CODEX_VAULT_NO_BROWSER is ignored: {e}"),
-        }
-    }
-    let mut cmd = if cfg!(target_os = "macos") {
-        std::process::Command::new("open")
-    } else if cfg!(windows) {
-        let mut c = std::process::Command::new("cmd");
-        c.args(["/C", "start", ""]);
-        c
-    } else {
-        std::process::Command::new("xdg-open")
-    };
-    let spawned = cmd
-        .arg(url)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    if let Err(e) = spawned {
-        tracing::info!("could not open a browser: {e}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn switches_take_the_usual_spellings_in_any_case() {
-        for v in ["1", "true", "TRUE", "Yes", "yes", " true "] {
-            assert_eq!(parse_switch(v), Ok(true), "{v}");
-        }
-        for v in ["0", "false", "False", "NO", "no"] {
-            assert_eq!(parse_switch(v), Ok(false), "{v}");
-        }
-        for v in ["", "2", "on", "y", "maybe"] {
-            let e = parse_switch(v).unwrap_err();
-            assert!(e.contains("1, true or yes"), "{v}: {e}");
-        }
-    }
 
     #[test]
     fn pkce_challenge_is_s256_of_verifier() {

@@ -49,7 +49,9 @@ mod keychain {
 
 mod login {
     mod default_ports;
+    mod device;
     mod flow;
+    mod paste;
 }
 
 mod refresh {
