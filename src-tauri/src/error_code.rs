@@ -112,6 +112,12 @@ codes! {
     // The request log (`activity.db`).
     ActivityLog => "activity_log",
     ActivityTooNew => "activity_too_new",
+    // `connect codex` / `disconnect codex` (the Codex CLI's config.toml).
+    CodexHomeMissing => "codex_home_missing",
+    CodexConfigInvalid => "codex_config_invalid",
+    CodexConfigUnsupported => "codex_config_unsupported",
+    CodexConfigIo => "codex_config_io",
+    CodexNotConnected => "codex_not_connected",
 }
 
 impl std::fmt::Display for ErrorCode {

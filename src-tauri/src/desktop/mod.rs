@@ -2,6 +2,7 @@
 //! to `{code, message}`; nothing else lives here.
 
 mod commands;
+mod connect;
 pub mod events;
 mod notify;
 mod prefs;
@@ -473,6 +474,9 @@ pub fn run(autostarted: bool) -> ExitCode {
             commands::endpoint_set_port,
             commands::endpoint_key,
             commands::endpoint_rotate_key,
+            connect::codex_connections,
+            connect::codex_connect,
+            connect::codex_disconnect,
             commands::get_prefs,
             commands::set_prefs,
             commands::startup_problem,

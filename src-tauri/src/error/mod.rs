@@ -7,10 +7,12 @@ use crate::store::StoreError;
 use crate::vault::VaultError;
 use serde::Serialize;
 
+mod connect;
 mod endpoint;
 mod ownership;
 
 pub use crate::error_code::ErrorCode;
+pub use connect::ConnectError;
 pub use endpoint::EndpointError;
 pub use ownership::OwnershipError;
 
@@ -49,6 +51,8 @@ pub enum AppError {
     NoDataDir,
     #[error(transparent)]
     Activity(#[from] crate::activity::ActivityError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
 }
 
 impl From<crate::paths::NoDataDir> for AppError {
@@ -73,6 +77,7 @@ impl AppError {
             AppError::Ownership(_) => ErrorCode::Config,
             AppError::NoDataDir => ErrorCode::NoDataDir,
             AppError::Activity(e) => e.code(),
+            AppError::Connect(e) => e.code(),
         }
     }
 
