@@ -7,6 +7,7 @@ import type { About } from './bindings/About';
 import type { ActivityPage } from './bindings/ActivityPage';
 import type { AccountsChanged } from './bindings/AccountsChanged';
 import type { AccountView } from './bindings/AccountView';
+import type { BrokerEnvState } from './bindings/BrokerEnvState';
 import type { CodexCliPreview } from './bindings/CodexCliPreview';
 import type { ConnectReport } from './bindings/ConnectReport';
 import type { ConnectState } from './bindings/ConnectState';
@@ -58,6 +59,7 @@ export type {
   Totals,
   UsagePoint,
   AccountsChanged,
+  BrokerEnvState,
   CodexCliPreview,
   ConnectReport,
   ConnectState,

@@ -364,6 +364,10 @@ fn set_up(handle: &AppHandle, autostarted: bool, data_dir: Option<PathBuf>) {
             tracing::error!(code = e.code().as_str(), "the endpoint did not start: {e}");
         }
         announce_endpoint(&app2, &core.endpoint).await;
+        // Start-at-sign-in may have been switched outside the app: the broker variable follows.
+        if let Err(e) = crate::connect::sync_broker_env(&core.service) {
+            tracing::warn!(code = e.code().as_str(), "broker variable not synced: {e}");
+        }
     });
     spawn_event_relay(handle, dir);
 }
@@ -411,6 +415,10 @@ fn open_state(data_dir: Option<PathBuf>) -> AppState {
     state
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the builder and its command list: one line per command, nothing to split"
+)]
 pub fn run(autostarted: bool) -> ExitCode {
     if !has_display() {
         eprintln!(

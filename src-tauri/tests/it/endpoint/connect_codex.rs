@@ -362,3 +362,61 @@ fn the_broker_variable_is_written_for_gui_apps_only_while_autostart_is_on() {
     run(&["disconnect", "codex", "--codex-home", dir]);
     assert!(!conf.exists(), "removed on disconnect");
 }
+
+/// The app's own controls (in-process, as the Endpoint page and Settings call them): a port
+/// change and a key rotation rewrite every connected config, and both still disconnect to the
+/// original file byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apps_port_change_and_key_rotation_rewrite_every_connected_config() {
+    use codex_vault::connect::{self, ConnectOptions, DisconnectOutcome, KeyMode};
+    let rig = TestVault::builder()
+        .setting(
+            codex_vault::endpoint::SETTING_PORT,
+            &free_port().to_string(),
+        )
+        .stopped()
+        .start()
+        .await;
+    let first = rig.ctl().start().await.unwrap();
+    let service = &rig.core().service;
+    let homes = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    for (home, key) in homes.iter().zip([KeyMode::Command, KeyMode::Token]) {
+        std::fs::write(home.path().join("config.toml"), original()).unwrap();
+        let r = connect::connect(
+            service,
+            &ConnectOptions {
+                codex_home: Some(home.path().to_path_buf()),
+                make_default: true,
+                key,
+                ..ConnectOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(r.url, first.url);
+    }
+    let text = |i: usize| std::fs::read_to_string(homes[i].path().join("config.toml")).unwrap();
+
+    let next = free_port();
+    rig.ctl().set_port(next).await.unwrap();
+    let url = format!("base_url = \"http://127.0.0.1:{next}/v1\"");
+    for i in 0..2 {
+        assert!(text(i).contains(&url), "{}", text(i));
+        assert!(!text(i).contains(&first.url));
+    }
+
+    rig.ctl().rotate_key().await.unwrap();
+    let key = rig.ctl().key().unwrap();
+    assert!(text(1).contains(&key), "the token config follows the key");
+    assert!(!text(0).contains(&key), "the command config holds no key");
+    let key_file = rig.data_dir().join(connect::KEY_FILE);
+    assert_eq!(std::fs::read_to_string(key_file).unwrap(), key);
+
+    for home in &homes {
+        let d = connect::disconnect(service, Some(home.path())).unwrap();
+        assert_eq!(d.outcome, DisconnectOutcome::Restored);
+        assert_eq!(
+            std::fs::read(home.path().join("config.toml")).unwrap(),
+            original().as_bytes()
+        );
+    }
+}
