@@ -109,8 +109,29 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn a_directory_no_codex_reads_needs_no_restart() {
+    fn a_running_codex_on_that_home_is_found_and_others_are_not() {
         let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
         assert_eq!(restart_hint(dir.path()), RestartHint::None);
+        // A process named `codex` (a copy of `sleep`) reading `dir` as its CODEX_HOME. `spawn`
+        // returns after the exec, so its name and environment are in /proc already.
+        let bin = dir.path().join("codex");
+        std::fs::copy("/bin/sleep", &bin).unwrap();
+        let mut child = std::process::Command::new(&bin)
+            .arg("600")
+            .env("CODEX_HOME", dir.path())
+            .spawn()
+            .unwrap();
+        let found = restart_hint(dir.path());
+        let elsewhere = restart_hint(other.path());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            found,
+            RestartHint::Restart {
+                pids: vec![child.id()]
+            }
+        );
+        assert_eq!(elsewhere, RestartHint::None);
     }
 }

@@ -96,13 +96,14 @@ pub fn write_block(
     key: &KeySource<'_>,
 ) -> Result<bool, Unsupported> {
     let next = last_position(doc.as_table()) + 1;
+    let blank = doc.to_string().trim().is_empty();
     let providers = providers_mut(doc)?;
     let mut changed = false;
     if !providers.contains_key(PROVIDER_ID) {
         let mut t = Table::new();
         t.set_position(Some(next));
-        // A blank line before our header, as a person would write it.
-        t.decor_mut().set_prefix("\n");
+        // A blank line before our header, as a person would write it (none atop an empty file).
+        t.decor_mut().set_prefix(if blank { "" } else { "\n" });
         providers.insert(PROVIDER_ID, Item::Table(t));
         changed = true;
     }
@@ -383,7 +384,7 @@ base_url = \"http://localhost:11434/v1\"
         set_top(&mut doc, MODEL_PROVIDER, PROVIDER_ID);
         let out = doc.to_string();
         assert!(
-            out.starts_with("model_provider = \"codex-vault\"\n"),
+            out.starts_with("model_provider = \"codex-vault\"\n[model_providers.codex-vault]\n"),
             "{out}"
         );
         let mut back = parse(&out).unwrap();
