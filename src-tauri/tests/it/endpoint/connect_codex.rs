@@ -420,3 +420,32 @@ async fn the_apps_port_change_and_key_rotation_rewrite_every_connected_config() 
         );
     }
 }
+
+/// `serve` restarted on another port (the only listener): the connected config follows it at
+/// once, so the connected CLI reaches the live port; disconnect still restores the original.
+#[test]
+fn a_lone_listener_on_a_new_port_moves_the_connected_configs_with_it() {
+    let Some(bins) = bins() else {
+        return;
+    };
+    let mut rig = rig();
+    let (home, path) = home_with_original();
+    rig.connect(&home, &["--make-default"]);
+    let first = rig.serve.port;
+    rig.serve.kill_9();
+    rig.serve = rig
+        .env
+        .spawn_serve(&fake_env(&rig.fake), rig.env.dir.path().join("serve2.log"));
+    assert_ne!(rig.serve.port, first);
+    // Written before `serve` printed its listening line.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains(&format!("base_url = \"{}\"", rig.serve.url("/v1"))),
+        "{text}"
+    );
+    for bin in &bins {
+        rig.turn(bin, &home, "on the new port");
+    }
+    assert_eq!(rig.disconnect(&home)["outcome"], "restored");
+    assert_eq!(std::fs::read(&path).unwrap(), original().as_bytes());
+}
