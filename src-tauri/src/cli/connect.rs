@@ -115,7 +115,9 @@ pub fn connect(command: ConnectCommand) -> Result<ExitCode, AppError> {
             connect::PROVIDER_ID
         );
     }
-    println!("{}", report.restart.sentence());
+    if report.changed {
+        println!("{}", report.restart.sentence());
+    }
     if let Some(line) = &report.broker_env.line {
         println!("Refresh broker: {line}");
         println!("  {}", report.broker_env.note);
