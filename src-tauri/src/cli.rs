@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod activity;
+mod connect;
 mod import;
 mod login;
 
@@ -100,6 +101,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Point a client at the endpoint (`connect codex`: the Codex CLI's config.toml).
+    #[command(subcommand)]
+    Connect(connect::ConnectCommand),
+    /// Undo `connect` (`disconnect codex`).
+    #[command(subcommand)]
+    Disconnect(connect::DisconnectCommand),
     /// Print a valid access token of an account (refreshing it if needed).
     Token {
         /// The account: its id, label or email.
@@ -264,12 +271,9 @@ fn dispatch(command: Command) -> Result<ExitCode, AppError> {
         Command::Usage { json } => activity::usage(json),
         Command::Serve { port } => crate::serve::run(port),
         Command::Endpoint(EndpointCommand::Info { json }) => endpoint_info(json),
-        Command::Endpoint(EndpointCommand::RotateKey) => {
-            let service = Service::open_default()?;
-            service.rotate_local_api_key()?;
-            println!("Rotated the local API key; `codex-vault endpoint info` shows the new one.");
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Endpoint(EndpointCommand::RotateKey) => connect::rotate_key(),
+        Command::Connect(c) => connect::connect(c),
+        Command::Disconnect(c) => connect::disconnect(c),
         Command::Accounts(AccountsCommand::Refresh { account }) => refresh_now(&account),
         Command::Accounts(AccountsCommand::Remove { account }) => {
             let service = Service::open_default()?;

@@ -124,6 +124,12 @@ codes! {
     BulkUnreadable => "bulk_unreadable",
     PeerFormatUnknown => "peer_format_unknown",
     PeerFormatNoSignIn => "peer_format_no_sign_in",
+    // `connect codex` / `disconnect codex` (the Codex CLI's config.toml).
+    CodexHomeMissing => "codex_home_missing",
+    CodexConfigInvalid => "codex_config_invalid",
+    CodexConfigUnsupported => "codex_config_unsupported",
+    CodexConfigIo => "codex_config_io",
+    CodexNotConnected => "codex_not_connected",
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -8,6 +8,7 @@ pub mod bus;
 pub mod cli;
 pub mod codex_writeback;
 pub mod config;
+pub mod connect;
 pub mod diagnostics;
 pub mod endpoint;
 pub mod error;

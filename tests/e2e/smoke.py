@@ -500,6 +500,36 @@ def main():
             driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-accounts"]').click()
             wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="account-list"]')))
 
+        def connect_codex():
+            """Endpoint page: Connect writes our block into the test's CODEX_HOME config.toml (the make-default
+            question answered Yes), shows the connection, and Disconnect gives the file back byte for byte."""
+            home = stack.env["CODEX_HOME"]
+            os.makedirs(home, exist_ok=True)
+            path = os.path.join(home, "config.toml")
+            original = '# my Codex settings: this comment must survive\nmodel = "gpt-5.5"  # mine\n\n[tui]\nnotifications = true\n'
+            with open(path, "w") as f:
+                f.write(original)
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-endpoint"]').click()
+            panel = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="codex-connect"]')))
+            panel.find_element(By.CSS_SELECTOR, '[data-testid="codex-connect-button"]').click()
+            wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, '[data-testid="codex-connect-default-yes"]'))).click()
+            row = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="codex-connection"]')))
+            assert "default provider" in row.text and path in row.text, row.text
+            text = open(path).read()
+            info = json.loads(stack.cli("endpoint", "info", "--json").stdout)
+            assert text.startswith('# my Codex settings: this comment must survive\nmodel = "gpt-5.5"  # mine\nmodel_provider = "codex-vault"\n'), text
+            assert f'base_url = "http://127.0.0.1:{info["port"]}/v1"' in text, text
+            assert info["key"] not in text, "no key in config.toml"
+            notice = panel.find_element(By.CSS_SELECTOR, '[data-testid="codex-connect-notice"]').text
+            assert "Connected" in notice, notice
+            painted()
+            screenshot(stack, "06e-endpoint-codex-connected.png")
+            row.find_element(By.CSS_SELECTOR, '[data-testid="codex-disconnect"]').click()
+            wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-testid="codex-connection"]'))
+            assert open(path).read() == original, open(path).read()
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-accounts"]').click()
+            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="account-list"]')))
+
         def settings_theme():
             driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-settings"]').click()
             wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="settings-panel"]')))
@@ -688,6 +718,7 @@ def main():
         check("sign_in_with_chatgpt", sign_in_with_chatgpt)
         check("device_code_sign_in", device_code_sign_in)
         check("endpoint_panel", endpoint_panel)
+        check("connect_codex", connect_codex)
         check("settings_theme", settings_theme)
         check("activity_page", activity_page)
         check("tray_icon", tray_icon)

@@ -7,12 +7,18 @@ import type { About } from './bindings/About';
 import type { ActivityPage } from './bindings/ActivityPage';
 import type { AccountsChanged } from './bindings/AccountsChanged';
 import type { AccountView } from './bindings/AccountView';
+import type { BrokerEnvState } from './bindings/BrokerEnvState';
 import type { BulkItem } from './bindings/BulkItem';
 import type { BulkPlan } from './bindings/BulkPlan';
 import type { BulkProgress } from './bindings/BulkProgress';
 import type { CodexCliPreview } from './bindings/CodexCliPreview';
+import type { ConnectionView } from './bindings/ConnectionView';
+import type { ConnectReport } from './bindings/ConnectReport';
+import type { ConnectState } from './bindings/ConnectState';
 import type { DeviceProgressEvent } from './bindings/DeviceProgressEvent';
 import type { DeviceSignInStarted } from './bindings/DeviceSignInStarted';
+import type { DisconnectReport } from './bindings/DisconnectReport';
+import type { RestartHint } from './bindings/RestartHint';
 import type { Diagnostics } from './bindings/Diagnostics';
 import type { EndpointStatus } from './bindings/EndpointStatus';
 import type { ErrorBody } from './bindings/ErrorBody';
@@ -58,12 +64,18 @@ export type {
   Totals,
   UsagePoint,
   AccountsChanged,
+  BrokerEnvState,
   BulkItem,
   BulkPlan,
   BulkProgress,
   CodexCliPreview,
+  ConnectionView,
+  ConnectReport,
+  ConnectState,
   DeviceProgressEvent,
   DeviceSignInStarted,
+  DisconnectReport,
+  RestartHint,
   Diagnostics,
   EndpointStatus,
   ErrorCode,
@@ -342,6 +354,28 @@ export function endpointKey(): Promise<string> {
 /** Replaces the local API key; tools need the new one from now on. */
 export function endpointRotateKey(): Promise<EndpointStatus> {
   return call<EndpointStatus>('endpoint_rotate_key');
+}
+
+// ---- Connect Codex (its config.toml points at the endpoint) -------------------------------------
+
+/** The connected Codex homes, whether a running Codex needs a restart, the broker variable's state. */
+export function codexConnections(): Promise<ConnectState> {
+  return call<ConnectState>('codex_connections');
+}
+
+/** Connects a Codex home (empty: `$CODEX_HOME`, else `~/.codex`); `makeDefault` also sets `model_provider`. */
+export function codexConnect(
+  codexHome: string | null,
+  makeDefault: boolean,
+  statusRoutes = false,
+  broker = false,
+): Promise<ConnectReport> {
+  return call<ConnectReport>('codex_connect', { codexHome, makeDefault, statusRoutes, broker });
+}
+
+/** Undoes a connect: the file restored byte for byte when nothing else changed it, else only our part removed. */
+export function codexDisconnect(codexHome: string): Promise<DisconnectReport> {
+  return call<DisconnectReport>('codex_disconnect', { codexHome });
 }
 
 // ---- Preferences and start-up ---------------------------------------------------------------------

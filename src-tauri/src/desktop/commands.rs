@@ -427,7 +427,11 @@ pub fn get_autostart(app: AppHandle) -> Result<bool, ErrorBody> {
 }
 
 #[tauri::command]
-pub fn set_autostart(app: AppHandle, enabled: bool) -> Result<bool, ErrorBody> {
+pub fn set_autostart(
+    app: AppHandle,
+    state: State<'_, AppState>,
+    enabled: bool,
+) -> Result<bool, ErrorBody> {
     use tauri_plugin_autostart::ManagerExt;
     let launcher = app.autolaunch();
     // Asking for what is already so is a no-op (removing an absent entry is an error otherwise).
@@ -440,6 +444,10 @@ pub fn set_autostart(app: AppHandle, enabled: bool) -> Result<bool, ErrorBody> {
         launcher.disable()
     };
     result.map_err(|e| body(ConfigError::AutostartChange(e.to_string())))?;
+    // The broker variable for GUI apps exists only while we start at sign-in (connect::broker_env).
+    if let Ok(service) = state.service() {
+        let _ = crate::connect::sync_broker_env(service);
+    }
     launcher
         .is_enabled()
         .map_err(|e| body(ConfigError::AutostartRead(e.to_string())))

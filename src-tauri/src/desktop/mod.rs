@@ -3,6 +3,7 @@
 
 mod bulk;
 mod commands;
+mod connect;
 pub mod events;
 mod notify;
 mod prefs;
@@ -365,6 +366,10 @@ fn set_up(handle: &AppHandle, autostarted: bool, data_dir: Option<PathBuf>) {
             tracing::error!(code = e.code().as_str(), "the endpoint did not start: {e}");
         }
         announce_endpoint(&app2, &core.endpoint).await;
+        // Start-at-sign-in may have been switched outside the app: the broker variable follows.
+        if let Err(e) = crate::connect::sync_broker_env(&core.service) {
+            tracing::warn!(code = e.code().as_str(), "broker variable not synced: {e}");
+        }
     });
     spawn_event_relay(handle, dir);
 }
@@ -491,6 +496,9 @@ fn handlers() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
         commands::endpoint_set_port,
         commands::endpoint_key,
         commands::endpoint_rotate_key,
+        connect::codex_connections,
+        connect::codex_connect,
+        connect::codex_disconnect,
         commands::get_prefs,
         commands::set_prefs,
         commands::startup_problem,

@@ -179,6 +179,13 @@ impl EndpointControl {
         self.service
             .store()
             .set_setting(SETTING_PORT, &port.to_string())?;
+        // Connected Codex configs follow the new port (not fatal: the move itself succeeded).
+        if let Err(e) = crate::connect::retarget(&self.service, port) {
+            tracing::warn!(
+                code = e.code().as_str(),
+                "connected Codex configs not updated: {e}"
+            );
+        }
         slot.error = None;
         self.changed(&slot)
     }
@@ -201,7 +208,8 @@ impl EndpointControl {
     /// Replaces the key; the running listener accepts only the new one from now on.
     pub async fn rotate_key(&self) -> Result<EndpointStatus, AppError> {
         let slot = self.slot.lock().await;
-        self.service.rotate_local_api_key()?;
+        // Through `connect`, so every connected Codex config follows the new key.
+        crate::connect::rotate_key(&self.service)?;
         if let Some(running) = &slot.running {
             running.endpoint.reload();
         }

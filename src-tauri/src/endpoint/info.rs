@@ -149,7 +149,10 @@ pub async fn start_registered(
     let dir = data_dir(&service);
     let _ = std::fs::remove_file(dir.join(LEGACY_RUNTIME_FILE));
     let registration = match listeners::register(&dir, ep.port) {
-        Ok(r) => Some(r),
+        Ok(r) => {
+            crate::connect::follow_listener(&service, ep.port);
+            Some(r)
+        }
         Err(e) => {
             // Serving matters more than being listed; `endpoint info` will say "not running".
             tracing::warn!("cannot record the listener in {}: {e}", dir.display());

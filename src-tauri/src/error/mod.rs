@@ -7,10 +7,12 @@ use crate::store::StoreError;
 use crate::vault::VaultError;
 use serde::Serialize;
 
+mod connect;
 mod endpoint;
 mod ownership;
 
 pub use crate::error_code::ErrorCode;
+pub use connect::ConnectError;
 pub use endpoint::EndpointError;
 pub use ownership::OwnershipError;
 
@@ -51,6 +53,8 @@ pub enum AppError {
     Activity(#[from] crate::activity::ActivityError),
     #[error(transparent)]
     Bulk(#[from] BulkError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
 }
 
 impl From<crate::paths::NoDataDir> for AppError {
@@ -76,6 +80,7 @@ impl AppError {
             AppError::Ownership(_) => ErrorCode::Config,
             AppError::NoDataDir => ErrorCode::NoDataDir,
             AppError::Activity(e) => e.code(),
+            AppError::Connect(e) => e.code(),
         }
     }
 

@@ -21,6 +21,7 @@ mod endpoint {
     mod chat;
     mod chat_sdk;
     mod codex_cli;
+    mod connect_codex;
     mod continuity;
     mod continuity_codex_cli;
     mod control;
