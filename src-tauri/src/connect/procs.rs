@@ -122,7 +122,14 @@ mod tests {
             .env("CODEX_HOME", dir.path())
             .spawn()
             .unwrap();
-        let found = restart_hint(dir.path());
+        // /proc has no event to await: look again until the child shows there (bounded), as a
+        // loaded machine can lag between the exec and /proc showing its new name.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut found = restart_hint(dir.path());
+        while found == RestartHint::None && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+            found = restart_hint(dir.path());
+        }
         let elsewhere = restart_hint(other.path());
         let _ = child.kill();
         let _ = child.wait();
