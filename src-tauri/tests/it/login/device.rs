@@ -228,3 +228,36 @@ fn signing_in_again_by_device_keeps_the_label_and_says_so() {
     assert_eq!(list.len(), 1, "a re-sign-in added a row");
     assert_eq!(list[0]["label"], "first");
 }
+
+#[tokio::test]
+async fn a_cancel_stops_the_polling_and_stores_nothing() {
+    use codex_vault::oauth::client::{Issuer, TokenClient};
+    use codex_vault::oauth::device::DeviceFlow;
+    use codex_vault::oauth::login::LoginError;
+    let fake = FakeOpenAi::start(FakeConfig {
+        device_code_interval: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let client = TokenClient::new(Issuer {
+        base: fake.base_url(),
+    });
+    let flow = DeviceFlow::start(client).await.unwrap();
+    assert_eq!(flow.code().interval, Duration::from_secs(1));
+    let cancel = flow.canceller();
+    let waiting = tokio::spawn(flow.wait(|_| {}));
+    fake.wait_for_counters(WAIT, |c| c.device_token_calls >= 1)
+        .await
+        .expect("no poll came");
+    cancel.cancel("cancelled in the test");
+    match waiting.await.unwrap() {
+        Err(LoginError::Cancelled(why)) => assert_eq!(why, "cancelled in the test"),
+        other => panic!("{:?}", other.map(|c| c.identity)),
+    }
+    let polls = fake.counters().device_token_calls;
+    // Approving now reaches nobody: the flow is gone, so nothing is redeemed.
+    let code = fake.device_user_codes().pop().unwrap();
+    assert!(fake.approve_device_code(&code, None));
+    assert_eq!(fake.counters().device_token_calls, polls);
+    assert_eq!(fake.counters().code_exchanges, 0);
+}
