@@ -193,9 +193,18 @@ fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
         "{}",
         r.stderr
     );
-    let r = env.run(&["accounts", "import", env.dir.path().to_str().unwrap()]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("[auth_json_unreadable]"), "{}", r.stderr);
+    // A directory is a bulk import of its files (README § Bulk import): a broken file makes the
+    // exit code 1, named on its own line, and nothing is written.
+    let folder = env.dir.path().join("only-broken");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("broken.json"), b"{\"tokens\": ").unwrap();
+    let r = env.run(&["accounts", "import", folder.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains(": invalid: ") && r.stdout.contains("Imported:"),
+        "{}",
+        r.stdout
+    );
     let r = env.run_with_stdin(&["accounts", "import", "-"], b"");
     assert_eq!(r.code, 1);
     assert!(
