@@ -5,6 +5,7 @@ mod commands;
 pub mod events;
 mod notify;
 mod prefs;
+mod quota_commands;
 mod tray;
 
 use crate::accounts::Service;
@@ -465,6 +466,7 @@ pub fn run(autostarted: bool) -> ExitCode {
             commands::usage_history,
             commands::export_activity_csv,
             commands::refresh_account,
+            quota_commands::redeem_reset,
             commands::sign_in_start,
             commands::sign_in_cancel,
             commands::endpoint_status,

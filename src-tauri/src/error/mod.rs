@@ -9,10 +9,12 @@ use serde::Serialize;
 
 mod endpoint;
 mod ownership;
+mod redeem;
 
 pub use crate::error_code::ErrorCode;
 pub use endpoint::EndpointError;
 pub use ownership::OwnershipError;
+pub use redeem::RedeemError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -49,6 +51,8 @@ pub enum AppError {
     NoDataDir,
     #[error(transparent)]
     Activity(#[from] crate::activity::ActivityError),
+    #[error(transparent)]
+    Redeem(#[from] RedeemError),
 }
 
 impl From<crate::paths::NoDataDir> for AppError {
@@ -73,6 +77,7 @@ impl AppError {
             AppError::Ownership(_) => ErrorCode::Config,
             AppError::NoDataDir => ErrorCode::NoDataDir,
             AppError::Activity(e) => e.code(),
+            AppError::Redeem(e) => e.code(),
         }
     }
 
