@@ -87,7 +87,8 @@ pub struct Shared {
     /// The request log and usage history (`None` when `activity.db` could not be opened: the
     /// endpoint serves without it).
     activity: Option<Arc<crate::activity::Log>>,
-    /// The routes clients asked for under `chatgpt_base_url` ("METHOD /path", the newest 256):
+    /// The routes clients asked for under `chatgpt_base_url` ("METHOD /path", with " (bearer)"
+    /// when one was sent; the newest 256):
     /// what a Codex CLI pointed here calls (`Endpoint::chatgpt_routes`, docs/protocol.md).
     chatgpt_routes: Mutex<std::collections::VecDeque<String>>,
 }

@@ -41,7 +41,8 @@ pub(super) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route_layer(axum::middleware::from_fn_with_state(shared, note_route))
 }
 
-/// Remembers which route was asked for (no header, no body, no query).
+/// Remembers which route was asked for, and whether with a bearer (never the token, the other
+/// headers, the body or the query).
 async fn note_route(
     State(shared): State<Arc<Shared>>,
     req: Request,
@@ -52,7 +53,12 @@ async fn note_route(
         if seen.len() == 256 {
             seen.pop_front();
         }
-        seen.push_back(format!("{} {}", req.method(), req.uri().path()));
+        let bearer = if bearer(req.headers()).is_some() {
+            " (bearer)"
+        } else {
+            ""
+        };
+        seen.push_back(format!("{} {}{bearer}", req.method(), req.uri().path()));
     }
     next.run(req).await
 }

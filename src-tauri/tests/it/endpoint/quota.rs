@@ -229,7 +229,7 @@ async fn other_chatgpt_routes_are_not_forwarded_and_consume_never_is() {
     assert_eq!(rig.fake.counters().reset_consume_calls, 0);
     let seen = rig.ep().chatgpt_routes();
     assert!(
-        seen.contains(&"GET /backend-api/wham/accounts/check".to_string()),
+        seen.contains(&"GET /backend-api/wham/accounts/check (bearer)".to_string()),
         "{seen:?}"
     );
 }
@@ -337,4 +337,110 @@ async fn no_credit_is_a_clear_error_and_spends_nothing() {
     let e = redeem(&rig, &id).await.unwrap_err();
     assert_eq!(e.code().as_str(), "no_reset_credit", "{e}");
     assert_eq!(rig.fake.counters().reset_consume_calls, 0);
+}
+
+/// The real Codex CLI with `chatgpt_base_url` pointed at the vault (the opt-in `connect`
+/// writes): a `codex exec` turn completes, the routes it asks for there are recorded, and
+/// `/wham/usage` answers the pool's figures.
+async fn the_real_cli_with_chatgpt_base_url_at_the_vault(version: &'static str) {
+    use codex_vault_testkit::codex_cli::{CodexExec, CodexHome, ProviderConfig};
+    let Some(bin) = crate::common::real_codex_cli(Some(version)) else {
+        return;
+    };
+    let rig = TestVault::new(2).await;
+    rig.fake.set_responses_text("Pooled quota seen.");
+    rig.fake.set_usage(&rig.accounts[0].account_id, 30.0, 10.0);
+    rig.fake.set_usage(&rig.accounts[1].account_id, 50.0, 20.0);
+    let mut provider = ProviderConfig::new(rig.url("/v1"), "CODEX_VAULT_KEY");
+    provider.chatgpt_base_url = Some(rig.url("/backend-api/"));
+    let home = CodexHome::new(&provider).unwrap();
+    let run = CodexExec::new(bin, &home, "say hi")
+        .env("CODEX_VAULT_KEY", &rig.key)
+        .run()
+        .await
+        .unwrap();
+    assert!(
+        run.success(),
+        "codex {version}: {}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(run.stdout.contains("Pooled quota seen."), "{}", run.stdout);
+    // What the CLI asked for under chatgpt_base_url (printed for docs/protocol.md).
+    let seen = rig.ep().chatgpt_routes();
+    eprintln!("codex {version} asked the vault's chatgpt_base_url for: {seen:?}");
+    assert!(
+        seen.iter().all(|r| !r.contains("consume")),
+        "no consume: {seen:?}"
+    );
+    // Nothing the CLI sent there reached upstream with anyone's token.
+    let upstream: Vec<String> = rig
+        .fake
+        .route_log()
+        .into_iter()
+        .map(|h| h.path)
+        .filter(|p| !p.starts_with("/backend-api/codex/"))
+        .collect();
+    assert!(upstream.is_empty(), "forwarded: {upstream:?}");
+    // After the turns the answers' headers gave both accounts figures: the pool's mean.
+    for _ in 0..2 {
+        rig.turn(&turn(None)).await;
+    }
+    let (status, v) = ask(&rig, "/backend-api/wham/usage", &rig.key, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["rate_limit"]["primary_window"]["used_percent"], 40, "{v}");
+    assert_eq!(v["codex_vault"]["stale"], false, "{v}");
+}
+
+#[tokio::test]
+async fn the_real_cli_0_169_with_chatgpt_base_url_at_the_vault() {
+    the_real_cli_with_chatgpt_base_url_at_the_vault("0.169.0").await;
+    signed_in_cli_asks_with_its_own_bearer("0.169.0").await;
+}
+
+/// A CLI keeping its own ChatGPT sign-in (a brokered one) with `chatgpt_base_url` at the vault:
+/// what it asks there, with its own bearer (the held account's access token), and that the
+/// vault answers those with that account's figures or a 404, never forwarding them.
+async fn signed_in_cli_asks_with_its_own_bearer(version: &'static str) {
+    use codex_vault_testkit::codex_cli::{CodexExec, CodexHome, ProviderConfig};
+    let Some(bin) = crate::common::real_codex_cli(Some(version)) else {
+        return;
+    };
+    let rig = TestVault::new(1).await;
+    let t = rig.accounts[0].clone();
+    let provider = ProviderConfig::chatgpt(rig.fake.codex_base(), rig.url("/backend-api/"));
+    let home = CodexHome::new(&provider).unwrap();
+    home.write_auth_json(&codex_vault_testkit::FakeOpenAi::auth_json(
+        &t,
+        chrono::Utc::now(),
+    ))
+    .unwrap();
+    let run = CodexExec::new(bin, &home, "say hi").run().await.unwrap();
+    assert!(
+        run.success(),
+        "codex {version}: {}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    let seen = rig.ep().chatgpt_routes();
+    eprintln!("codex {version} (signed in) asked the vault's chatgpt_base_url for: {seen:?}");
+    let upstream: Vec<String> = rig
+        .fake
+        .route_log()
+        .into_iter()
+        .map(|h| h.path)
+        .filter(|p| !p.starts_with("/backend-api/codex/") && !p.starts_with("/oauth/"))
+        .collect();
+    assert!(upstream.is_empty(), "forwarded: {upstream:?}");
+    let (status, v) = ask(&rig, "/backend-api/wham/usage", &t.access_token, None).await;
+    assert_eq!(
+        (status, v["codex_vault"]["scope"].as_str()),
+        (200, Some("account"))
+    );
+}
+
+#[tokio::test]
+async fn the_real_cli_0_171_with_chatgpt_base_url_at_the_vault() {
+    the_real_cli_with_chatgpt_base_url_at_the_vault("0.171.0").await;
+    signed_in_cli_asks_with_its_own_bearer("0.171.0").await;
 }
