@@ -175,6 +175,10 @@ pub(crate) fn usage_body(a: &Account, now: i64) -> Value {
     body
 }
 
+#[allow(
+    clippy::result_large_err,
+    reason = "the refusal is the answer, built once per call"
+)]
 fn authorized(state: &mut State, headers: &HeaderMap, now: i64) -> Result<String, Response> {
     let bearer = headers
         .get(header::AUTHORIZATION)

@@ -187,10 +187,7 @@ impl Service {
             .map_err(|e| RedeemError::Refused {
                 label: label.to_string(),
                 status: 0,
-                detail: format!(
-                    " (the credit list could not be read: {})",
-                    e.without_url().to_string()
-                ),
+                detail: format!(" (the credit list could not be read: {})", e.without_url()),
             })?;
         let status = resp.status().as_u16();
         let body = resp.json::<Value>().await.ok();

@@ -123,6 +123,10 @@ async fn caller(shared: &Shared, headers: &HeaderMap) -> Result<Caller, Response
     ))
 }
 
+#[allow(
+    clippy::result_large_err,
+    reason = "the refusal is the answer, built once per request"
+)]
 /// The account a request is about: the caller's own, else the pin, else none (the pool).
 fn subject(
     shared: &Shared,

@@ -44,9 +44,7 @@ fn reading(w: Option<&UsageWindow>, fresh: bool, limited: bool, now: UnixMs) -> 
     let w = w?;
     let reset = w.resets_at.as_deref().and_then(rfc3339_to_ms);
     // A window whose reset has passed restarted; without a fresh reading its use is unknown.
-    let used = if limited {
-        100.0
-    } else if !fresh {
+    let used = if limited || !fresh {
         100.0
     } else if reset.is_some_and(|r| r <= now) {
         0.0

@@ -38,6 +38,7 @@ pub(super) fn interval(shared: &Shared) -> Duration {
         .unwrap_or(DEFAULT_POLL)
 }
 
+#[allow(clippy::too_many_lines, reason = "one poll round, read top to bottom")]
 pub async fn run(shared: Arc<Shared>, usage_url: String) {
     loop {
         // The settings copy is in memory (`crate::settings`): no blocking hop to read it.
