@@ -132,6 +132,9 @@ struct Keychain {
     user: String,
 }
 
+/// One operation on the keychain entry, shared so a second try can run it again.
+type EntryOp<T> = dyn Fn(&keyring_core::Entry) -> Result<T, VaultError> + Send + Sync;
+
 impl Keychain {
     fn new(store_id: &str) -> Keychain {
         Keychain {
@@ -139,11 +142,23 @@ impl Keychain {
         }
     }
 
-    /// Runs `op` on the keychain entry, on a thread that ends with it.
+    /// Runs `op` on the keychain entry, on a thread that ends with it; once more, on a fresh
+    /// connection, if the keyring daemon vanished before it answered (see [`daemon_vanished`]).
     fn with_entry<T: Send + 'static>(
         &self,
-        op: impl FnOnce(&keyring_core::Entry) -> Result<T, VaultError> + Send + 'static,
+        op: impl Fn(&keyring_core::Entry) -> Result<T, VaultError> + Send + Sync + 'static,
     ) -> Result<T, VaultError> {
+        let op = Arc::new(op);
+        match self.attempt(op.clone()) {
+            Err(e) if daemon_vanished(&e) => {
+                tracing::warn!(error = %e, "the keyring daemon went away mid-call; asking again");
+                self.attempt(op)
+            }
+            done => done,
+        }
+    }
+
+    fn attempt<T: Send + 'static>(&self, op: Arc<EntryOp<T>>) -> Result<T, VaultError> {
         let user = self.user.clone();
         std::thread::Builder::new()
             .name("vault-keychain".into())
@@ -165,6 +180,18 @@ impl Keychain {
                 })
             })
     }
+}
+
+/// The Secret Service daemon left the bus while our call was waiting for its answer: it was
+/// restarted, or it crashed (gnome-keyring aborts when another client vanishes mid-call,
+/// GNOME/gnome-keyring#196, and systemd or D-Bus activation starts a new one). One more try on a
+/// fresh connection reaches the new daemon, which prompts to unlock if it has to. Repeating is
+/// safe: a read changes nothing and a save writes the same key again. A call that timed out
+/// (also `NoReply`, but without a disconnect) is not repeated: that would double a long wait.
+fn daemon_vanished(e: &VaultError) -> bool {
+    matches!(e, VaultError::KeychainUnavailable { detail }
+        if detail.contains("org.freedesktop.DBus.Error.NoReply")
+            && detail.to_ascii_lowercase().contains("disconnected"))
 }
 
 /// The platform's real credential store, freshly connected.
@@ -232,5 +259,36 @@ fn file_err(path: &Path, e: std::io::Error) -> VaultError {
     VaultError::KeyFile {
         path: path.display().to_string(),
         detail: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unavailable(detail: &str) -> VaultError {
+        VaultError::KeychainUnavailable {
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn only_a_daemon_that_left_mid_call_is_asked_again() {
+        // As zbus reports it through keyring-core when gnome-keyring aborts under a call.
+        assert!(daemon_vanished(&unavailable(
+            "Platform failure: zbus error: org.freedesktop.DBus.Error.NoReply: Message recipient \
+             disconnected from message bus without replying"
+        )));
+        // A timeout is NoReply too, but repeating it would double a long wait.
+        assert!(!daemon_vanished(&unavailable(
+            "Platform failure: zbus error: org.freedesktop.DBus.Error.NoReply: Did not receive a \
+             reply"
+        )));
+        assert!(!daemon_vanished(&unavailable(
+            "Couldn't access platform storage: SS error: result not returned from SS API"
+        )));
+        assert!(!daemon_vanished(&VaultError::KeyCorrupt {
+            detail: "disconnected NoReply".into()
+        }));
     }
 }

@@ -44,6 +44,7 @@ mod hardening {
 }
 
 mod keychain {
+    mod daemon_restart;
     mod once;
     mod retry;
 }

@@ -536,6 +536,17 @@ const OWN_PROCESS: &str = "CODEX_VAULT_IT_OWN_PROCESS";
 /// asserts it passed, and returns false (the caller returns); in that child it returns true (the
 /// caller runs its body).
 pub fn in_own_process(test: &str, envs: &[(&str, &std::ffi::OsStr)]) -> bool {
+    rerun_alone(test, envs, false)
+}
+
+/// [`in_own_process`], with the child in a D-Bus session and gnome-keyring of its own
+/// (scripts/keyring-session.sh again): for a test that stops or kills the keyring daemon, which
+/// the rest of the suite shares.
+pub fn in_own_keyring_session(test: &str) -> bool {
+    rerun_alone(test, &[], true)
+}
+
+fn rerun_alone(test: &str, envs: &[(&str, &std::ffi::OsStr)], own_session: bool) -> bool {
     // libtest names tests without the crate's name.
     let name = test.split_once("::").map_or(test, |(_, rest)| rest);
     if std::env::var_os(OWN_PROCESS).is_some_and(|v| v == name) {
@@ -547,7 +558,16 @@ pub fn in_own_process(test: &str, envs: &[(&str, &std::ffi::OsStr)]) -> bool {
     } else {
         std::env::current_exe().expect("this test binary")
     };
-    let mut c = Command::new(exe);
+    let mut c = if own_session {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/keyring-session.sh");
+        let mut c = Command::new(script);
+        // /proc/self/exe would name the script's own process: pass the file it links to.
+        let exe = std::fs::read_link(&exe).unwrap_or(exe);
+        c.arg(exe).env_remove("CODEX_VAULT_TEST_SESSION");
+        c
+    } else {
+        Command::new(exe)
+    };
     c.args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(OWN_PROCESS, name)
         .stdin(Stdio::null());
