@@ -73,6 +73,7 @@ fn select(n: usize, iters: u64) {
                 secondary: Some(window(1.0, 10_080)),
                 updated_at: String::new(),
                 stale: false,
+                quota: None,
             };
             (a.id.clone(), snap)
         })

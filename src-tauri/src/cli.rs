@@ -13,6 +13,7 @@ mod activity;
 mod connect;
 mod import;
 mod login;
+mod quota;
 
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -198,6 +199,8 @@ pub enum AccountsCommand {
         #[arg(value_name = "ID|LABEL")]
         account: String,
     },
+    /// Spend one reset credit of an account (lifts its usage limit); asks for --yes first.
+    RedeemReset(quota::RedeemArgs),
     /// Give an account a new label.
     Rename {
         /// The account: its id, label or email.
@@ -275,6 +278,7 @@ fn dispatch(command: Command) -> Result<ExitCode, AppError> {
         Command::Connect(c) => connect::connect(c),
         Command::Disconnect(c) => connect::disconnect(c),
         Command::Accounts(AccountsCommand::Refresh { account }) => refresh_now(&account),
+        Command::Accounts(AccountsCommand::RedeemReset(args)) => quota::redeem_reset(args),
         Command::Accounts(AccountsCommand::Remove { account }) => {
             let service = Service::open_default()?;
             let removed = service.remove(&account)?;

@@ -116,6 +116,15 @@ codes! {
     UnknownAccount => "unknown_account",
     AccountUnusable => "account_unusable",
     UsageLimitReached => "usage_limit_reached",
+    // Codex's own quota routes and reset credits.
+    QuotaCallerUnknown => "quota_caller_unknown",
+    QuotaAccountMismatch => "quota_account_mismatch",
+    ChatgptRouteNotServed => "chatgpt_route_not_served",
+    ResetNotForwarded => "reset_not_forwarded",
+    NoResetCredit => "no_reset_credit",
+    RedeemUnconfirmed => "redeem_unconfirmed",
+    RedeemRefused => "redeem_refused",
+    ConfirmationRequired => "confirmation_required",
     // The request log (`activity.db`).
     ActivityLog => "activity_log",
     ActivityTooNew => "activity_too_new",

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -705,6 +706,56 @@ def main():
             driver.find_element(By.CSS_SELECTOR, '[data-testid="add-dialog-close"]').click()
             wait.until(EC.invisibility_of_element_located((By.CSS_SELECTOR, '[data-testid="add-dialog"]')))
 
+        def reset_credits():
+            # An account at its limit holding two reset credits: the usage poll reads them (its
+            # interval shortened for the test through the store, as another process would, and
+            # taken up by an endpoint restart), the card shows them, and Redeem spends one only
+            # after the dialog is confirmed.
+            tokens = post(stack.fake_url + "/__admin/accounts", {"email": "resets@corp.com", "plan": "plus"})
+            aid = tokens["account_id"]
+            auth = post(stack.fake_url + "/__admin/auth_json", {"tokens": tokens})
+            path = os.path.join(stack.tmp, "resets.json")
+            with open(path, "w") as f:
+                json.dump(auth, f)
+            r = stack.cli("accounts", "import", path, "--label", "resets")
+            assert r.returncode == 0, r.stderr
+            post(stack.fake_url + f"/__admin/accounts/{aid}/rate_limit", {"resets_at": int(time.time()) + 3600})
+            post(stack.fake_url + f"/__admin/accounts/{aid}/usage",
+                 {"primary_used_percent": 100.0, "secondary_used_percent": 40.0})
+            post(stack.fake_url + f"/__admin/accounts/{aid}/reset_credits", {"count": 2, "expires_in_secs": 7 * 86400})
+            db = sqlite3.connect(os.path.join(stack.env["CODEX_VAULT_HOME"], "codex-vault.db"), timeout=30)
+            try:
+                with db:
+                    db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('endpoint.usage_poll_secs', '1')")
+                driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-endpoint"]').click()
+                state = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="endpoint-state"]')))
+                driver.find_element(By.CSS_SELECTOR, '[data-testid="endpoint-stop"]').click()
+                wait.until(lambda d: state.get_attribute("data-running") == "false")
+                driver.find_element(By.CSS_SELECTOR, '[data-testid="endpoint-start"]').click()
+                wait.until(lambda d: state.get_attribute("data-running") == "true")
+                driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-accounts"]').click()
+                credits = lambda c: c.find_elements(By.CSS_SELECTOR, '[data-testid="reset-credits"]')
+                card = wait_card("resets", lambda c: credits(c) and credits(c)[0].get_attribute("data-count") == "2")
+                with db:
+                    db.execute("DELETE FROM settings WHERE key = 'endpoint.usage_poll_secs'")
+            finally:
+                db.close()
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", card)
+            painted()
+            screenshot(stack, "16-reset-credits-card.png")
+            card.find_element(By.CSS_SELECTOR, '[data-testid="action-redeem-reset"]').click()
+            dialog = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="redeem-dialog"]')))
+            assert "2 reset credits" in dialog.text, dialog.text
+            spent = lambda: json.loads(urllib.request.urlopen(stack.fake_url + "/__admin/counters", timeout=10).read())
+            assert spent()["reset_consume_calls"] == 0, "a credit spent before the confirmation"
+            painted()
+            screenshot(stack, "16b-redeem-dialog.png")
+            dialog.find_element(By.CSS_SELECTOR, '[data-testid="redeem-confirm"]').click()
+            wait.until(EC.invisibility_of_element_located((By.CSS_SELECTOR, '[data-testid="redeem-dialog"]')))
+            wait_card("resets", lambda c: credits(c) and credits(c)[0].get_attribute("data-count") == "1")
+            n = spent()
+            assert (n["reset_consume_calls"], n["reset_credits_spent"]) == (1, 1), n
+
         def single_instance():
             # A second launch hands over to the running app and exits; the first window stays.
             second = subprocess.run([APP], env=stack.env, capture_output=True, text=True, timeout=60)
@@ -729,6 +780,7 @@ def main():
         check("logs_view", logs_view)
         check("settings_notifications", settings_notifications)
         check("bulk_import", bulk_import)
+        check("reset_credits", reset_credits)
     except Exception as e:
         results.append(("setup", e))
         print(f"FAIL setup: {e!r}")

@@ -257,6 +257,44 @@ async fn usage(
     unit_response(s.set_usage(&id, r.primary_used_percent, r.secondary_used_percent))
 }
 
+#[derive(Deserialize)]
+struct ResetCreditsRequest {
+    count: usize,
+    #[serde(default)]
+    expires_in_secs: Option<u64>,
+}
+
+async fn reset_credits(
+    AxState(s): AppState,
+    Path(id): Path<String>,
+    Json(r): Json<ResetCreditsRequest>,
+) -> Response {
+    let now = crate::state::now_unix();
+    let mut state = s.lock();
+    let Some(a) = state.accounts.get_mut(&id) else {
+        return json_response(404, &json!({"error": "unknown_account"}));
+    };
+    let ids: Vec<String> = (0..r.count)
+        .map(|_| {
+            let cid = format!("rlrc_{}", uuid::Uuid::new_v4().simple());
+            a.quota
+                .reset_credits
+                .push(crate::quota_routes::ResetCredit {
+                    id: cid.clone(),
+                    granted_at: now,
+                    expires_at: r.expires_in_secs.map(|d| now + d as i64),
+                    redeemed: false,
+                });
+            cid
+        })
+        .collect();
+    json_response(200, &json!({ "ids": ids }))
+}
+
+async fn route_log(AxState(s): AppState) -> Response {
+    json_response(200, &json!(s.raw_lock().route_log.clone()))
+}
+
 async fn encrypted_error(
     AxState(s): AppState,
     Path(id): Path<String>,
@@ -350,6 +388,8 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/accounts/{id}/revoke", post(revoke_account))
         .route("/accounts/{id}/rate_limit", post(rate_limit))
         .route("/accounts/{id}/usage", post(usage))
+        .route("/accounts/{id}/reset_credits", post(reset_credits))
+        .route("/route_log", get(route_log))
         .route(
             "/accounts/{id}/encrypted_content_error",
             post(encrypted_error),

@@ -515,29 +515,5 @@ pub(crate) async fn usage(
     let Some(a) = state.accounts.get(&account_id) else {
         return detail(401, "Unauthorized");
     };
-    json_response(200, &usage_body(a, now))
-}
-
-/// protocol.md's `/wham/usage` shape.
-fn usage_body(a: &Account, now: i64) -> Value {
-    let limited = a.limited_until(now).is_some();
-    let (primary, primary_reset) = effective_primary(a, now);
-    let window = |used: f64, secs: i64, reset_at: i64| {
-        json!({
-            "used_percent": used,
-            "limit_window_seconds": secs,
-            "reset_after_seconds": (reset_at - now).max(0),
-            "reset_at": reset_at,
-        })
-    };
-    json!({
-        "plan_type": a.spec.plan,
-        "rate_limit": {
-            "allowed": !limited,
-            "limit_reached": limited,
-            "primary_window": window(primary, crate::state::PRIMARY_WINDOW_SECS, primary_reset),
-            "secondary_window": window(a.secondary_used_percent, crate::state::SECONDARY_WINDOW_SECS, a.secondary_reset_at),
-        },
-        "credits": {"has_credits": false, "unlimited": false, "balance": "0"},
-    })
+    json_response(200, &crate::quota_routes::usage_body(a, now))
 }

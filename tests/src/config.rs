@@ -195,6 +195,11 @@ pub enum FaultRoute {
     Usage,
     /// `GET /backend-api/codex/models`.
     Models,
+    /// `GET /backend-api/wham/rate-limit-reset-credits`.
+    ResetCredits,
+    /// `POST /backend-api/wham/rate-limit-reset-credits/consume` (`DropAfterHandling` spends the
+    /// credit and loses the answer).
+    ResetConsume,
 }
 
 pub(crate) fn random_alnum(n: usize) -> String {

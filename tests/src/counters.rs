@@ -53,6 +53,18 @@ pub struct Counters {
     /// 400 `invalid_encrypted_content` answers (any shape), from `/responses` and `/compact`.
     #[serde(default)]
     pub encrypted_content_rejected: u64,
+    /// `GET /backend-api/wham/rate-limit-reset-credits`.
+    #[serde(default)]
+    pub reset_credits_calls: u64,
+    /// `POST /backend-api/wham/rate-limit-reset-credits/consume` (faulted and repeated ones too).
+    #[serde(default)]
+    pub reset_consume_calls: u64,
+    /// Reset credits actually spent (a retry with the same `redeem_request_id` spends none).
+    #[serde(default)]
+    pub reset_credits_spent: u64,
+    /// The `redeem_request_id` of the last consume call that was handled.
+    #[serde(default)]
+    pub last_redeem_request_id: Option<String>,
     /// Per `chatgpt_account_id`.
     pub per_account: BTreeMap<String, AccountCounters>,
     /// Request headers of the last `/responses` call (names lower-case, repeated values joined

@@ -32,6 +32,7 @@ mod grants;
 pub mod jwt;
 pub mod loadgen;
 mod models;
+mod quota_routes;
 mod response_stream;
 mod server;
 pub mod sse;
@@ -52,6 +53,7 @@ pub use encrypted::EncryptedContentError;
 pub use gate::StreamGate;
 pub use grants::pkce_challenge;
 pub use models::FAKE_MODEL;
+pub use quota_routes::{AdditionalLimit, CreditsBalance, ResetCredit, RouteHit};
 
 use conn::ConnRegistry;
 use state::Shared;
@@ -434,6 +436,85 @@ impl FakeOpenAi {
 
     pub fn counters(&self) -> Counters {
         self.shared.counters()
+    }
+
+    /// Grants `n` reset credits to the account (`expires_in`: from now; `None`: no expiry);
+    /// returns their ids.
+    ///
+    /// # Panics
+    /// If the account is unknown.
+    #[track_caller]
+    pub fn grant_reset_credits(
+        &self,
+        chatgpt_account_id: &str,
+        n: usize,
+        expires_in: Option<Duration>,
+    ) -> Vec<String> {
+        self.with_account(chatgpt_account_id, |a, now| {
+            (0..n)
+                .map(|_| {
+                    let id = format!("rlrc_{}", uuid::Uuid::new_v4().simple());
+                    a.quota.reset_credits.push(ResetCredit {
+                        id: id.clone(),
+                        granted_at: now,
+                        expires_at: expires_in.map(|d| now + d.as_secs() as i64),
+                        redeemed: false,
+                    });
+                    id
+                })
+                .collect()
+        })
+    }
+
+    /// The credits balance `/wham/usage` reports (`None`: none, `balance "0"`).
+    #[track_caller]
+    pub fn set_credits_balance(&self, chatgpt_account_id: &str, credits: Option<CreditsBalance>) {
+        self.with_account(chatgpt_account_id, |a, _| a.quota.credits = credits);
+    }
+
+    /// The additional metered limits `/wham/usage` reports (`additional_rate_limits`).
+    #[track_caller]
+    pub fn set_additional_limits(&self, chatgpt_account_id: &str, limits: Vec<AdditionalLimit>) {
+        self.with_account(chatgpt_account_id, |a, _| a.quota.additional = limits);
+    }
+
+    /// The account's window lengths: `(18_000, Some(604_800))` is the default; a free plan
+    /// reports one monthly window, `(2_592_000, None)`. Windows restart from now.
+    #[track_caller]
+    pub fn set_windows(
+        &self,
+        chatgpt_account_id: &str,
+        primary_secs: i64,
+        secondary_secs: Option<i64>,
+    ) {
+        self.with_account(chatgpt_account_id, |a, now| {
+            a.quota.windows = Some((primary_secs, secondary_secs));
+            let (p, s) = a.window_secs();
+            a.primary_reset_at = now + p;
+            a.secondary_reset_at = now + s.unwrap_or(state::SECONDARY_WINDOW_SECS);
+        });
+    }
+
+    /// Every request that reached the fake outside `/__admin`, oldest first.
+    pub fn route_log(&self) -> Vec<RouteHit> {
+        self.shared.raw_lock().route_log.clone()
+    }
+
+    #[track_caller]
+    fn with_account<T>(
+        &self,
+        chatgpt_account_id: &str,
+        f: impl FnOnce(&mut state::Account, i64) -> T,
+    ) -> T {
+        let now = state::now_unix();
+        let mut state = self.shared.lock();
+        match state.accounts.get_mut(chatgpt_account_id) {
+            Some(a) => {
+                a.roll_windows(now);
+                f(a, now)
+            }
+            None => panic!("unknown account {chatgpt_account_id}"),
+        }
     }
 
     /// Every token this fake ever minted (access, id and refresh tokens of every grant, refresh

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use crate::config::FakeConfig;
 use crate::conn::{ConnHandle, ConnRegistry, KillableListener};
 use crate::state::{Shared, State};
-use crate::{admin, auth_routes, backend_routes, device};
+use crate::{admin, auth_routes, backend_routes, device, quota_routes};
 
 /// Codex requests carry whole conversations; never refuse one for its size.
 const BODY_LIMIT: usize = 256 * 1024 * 1024;
@@ -35,13 +35,34 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/backend-api/codex/models", get(backend_routes::models))
         .route("/backend-api/wham/usage", get(backend_routes::usage))
+        .route(
+            "/backend-api/wham/rate-limit-reset-credits",
+            get(quota_routes::list),
+        )
+        .route(
+            "/backend-api/wham/rate-limit-reset-credits/consume",
+            post(quota_routes::consume),
+        )
+        .route(
+            "/backend-api/{*rest}",
+            axum::routing::any(quota_routes::unknown_backend_route),
+        )
+        .route(
+            "/api/codex/{*rest}",
+            axum::routing::any(quota_routes::unknown_backend_route),
+        )
         .nest("/__admin", admin::router())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(shared.clone(), log_request))
         .with_state(shared)
 }
 
-async fn log_request(req: Request, next: Next) -> Response {
+async fn log_request(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    quota_routes::record_hit(&shared, req.method(), req.uri(), req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let peer = req

@@ -28,6 +28,8 @@ pub(crate) struct Account {
     pub secondary_reset_at: i64,
     /// How this account words its refusal of ciphertext it cannot verify.
     pub encrypted_content_error: crate::encrypted::EncryptedContentError,
+    /// The quota extras `/wham/usage` reports, and the reset credits (`quota_routes`).
+    pub quota: crate::quota_routes::AccountQuota,
 }
 
 impl Account {
@@ -41,22 +43,32 @@ impl Account {
             primary_reset_at: now + PRIMARY_WINDOW_SECS,
             secondary_reset_at: now + SECONDARY_WINDOW_SECS,
             encrypted_content_error: Default::default(),
+            quota: Default::default(),
         }
     }
 
     /// Windows roll over like upstream's: once a reset time passes, usage restarts at zero.
     pub fn roll_windows(&mut self, now: i64) {
+        let (primary_secs, secondary_secs) = self.window_secs();
         if now >= self.primary_reset_at {
             self.primary_used_percent = 0.0;
             while self.primary_reset_at <= now {
-                self.primary_reset_at += PRIMARY_WINDOW_SECS;
+                self.primary_reset_at += primary_secs;
             }
         }
         if now >= self.secondary_reset_at {
             self.secondary_used_percent = 0.0;
             while self.secondary_reset_at <= now {
-                self.secondary_reset_at += SECONDARY_WINDOW_SECS;
+                self.secondary_reset_at += secondary_secs.unwrap_or(SECONDARY_WINDOW_SECS);
             }
+        }
+    }
+
+    /// The lengths of the primary and secondary windows (a free plan: one monthly window).
+    pub fn window_secs(&self) -> (i64, Option<i64>) {
+        match self.quota.windows {
+            Some((p, s)) => (p.max(1), s.map(|s| s.max(1))),
+            None => (PRIMARY_WINDOW_SECS, Some(SECONDARY_WINDOW_SECS)),
         }
     }
 
@@ -133,6 +145,9 @@ pub(crate) struct State {
     /// which a following request with the same key finds cached (in 64-token blocks, as the
     /// backend counts whole blocks of a repeated prefix).
     pub prompt_cache: HashMap<(String, String), u64>,
+    /// Every request that reached the fake outside `/__admin`, in order ("METHOD /path" and
+    /// whether it carried a bearer): which routes a client calls under its `chatgpt_base_url`.
+    pub route_log: Vec<crate::quota_routes::RouteHit>,
 }
 
 impl State {
@@ -161,6 +176,7 @@ impl State {
             },
             minted_content: HashMap::new(),
             prompt_cache: HashMap::new(),
+            route_log: Vec::new(),
         }
     }
 

@@ -43,6 +43,7 @@ import type { OwnershipReport } from './bindings/OwnershipReport';
 import type { Prefs } from './bindings/Prefs';
 import type { PreviewAction } from './bindings/PreviewAction';
 import type { QuitHeld } from './bindings/QuitHeld';
+import type { RedeemOutcome } from './bindings/RedeemOutcome';
 import type { RequestRow } from './bindings/RequestRow';
 import type { SignInFinished } from './bindings/SignInFinished';
 import type { SignInStarted } from './bindings/SignInStarted';
@@ -285,6 +286,11 @@ export function accountHistory(id: string, limit = 50): Promise<AccountEvent[]> 
 /** Refreshes the account's tokens now. */
 export function refreshAccount(id: string): Promise<void> {
   return call<void>('refresh_account', { id });
+}
+
+/** Spends one reset credit of the account (only after the card's confirmation). */
+export function redeemReset(id: string): Promise<RedeemOutcome> {
+  return call<RedeemOutcome>('redeem_reset', { id });
 }
 
 // ---- Live events -----------------------------------------------------------------------------------

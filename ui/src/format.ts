@@ -182,6 +182,7 @@ export function summaryLine(summary: Summary): string {
 export function windowLabel(minutes: number | null | undefined): string {
   if (!minutes || minutes <= 0) return 'usage';
   if (minutes === 10_080) return 'week';
+  if (minutes === 43_200) return 'month';
   if (minutes === 1_440) return 'day';
   if (minutes % 1_440 === 0) return `${minutes / 1_440} d`;
   if (minutes % 60 === 0) return `${minutes / 60} h`;

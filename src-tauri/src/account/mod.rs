@@ -1,5 +1,6 @@
 //! The domain: an account slot, its health, and why it failed. No I/O here.
 
+pub mod quota;
 pub mod usage;
 
 use chrono::{DateTime, TimeZone, Utc};

@@ -27,6 +27,10 @@ pub struct UsageSnapshot {
     /// True when the last poll was refused (401): the numbers may be old.
     #[serde(default)]
     pub stale: bool,
+    /// What the last full `/wham/usage` read said beyond the windows (credits, additional
+    /// limits, reset credits); kept across header readings, which carry none of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<super::quota::QuotaExtras>,
 }
 
 impl UsageSnapshot {
@@ -44,8 +48,31 @@ impl UsageSnapshot {
     /// was read). A poll of an idle account that finds the same figures then writes nothing.
     pub fn same_figures(&self, other: &UsageSnapshot) -> bool {
         self.stale == other.stale
+            && same_quota(self.quota.as_ref(), other.quota.as_ref())
             && same_window(self.primary.as_ref(), other.primary.as_ref())
             && same_window(self.secondary.as_ref(), other.secondary.as_ref())
+    }
+}
+
+/// The extras say the same (the time they were read aside).
+fn same_quota(
+    a: Option<&super::quota::QuotaExtras>,
+    b: Option<&super::quota::QuotaExtras>,
+) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.plan_type == b.plan_type
+                && a.credits == b.credits
+                && a.additional == b.additional
+                && a.reset_credits
+                    .as_ref()
+                    .map(|r| (r.available_count, &r.credits))
+                    == b.reset_credits
+                        .as_ref()
+                        .map(|r| (r.available_count, &r.credits))
+        }
+        _ => false,
     }
 }
 
@@ -109,6 +136,7 @@ pub fn from_headers(h: &HeaderMap) -> Option<UsageSnapshot> {
         secondary,
         updated_at: crate::account::ms_to_rfc3339(now),
         stale: false,
+        quota: None,
     })
 }
 

@@ -20,6 +20,7 @@ pub mod labels;
 pub mod ops;
 pub mod ownership;
 pub mod preview;
+pub mod redeem;
 pub mod service;
 pub mod set_aside;
 #[cfg(test)]
@@ -30,4 +31,5 @@ pub use import::ImportOutcome;
 pub use labels::{label_note, validate_label, MAX_LABEL_CHARS};
 pub use ops::*;
 pub use preview::{CodexCliPreview, ExistingAccount, ImportPreview};
+pub use redeem::RedeemOutcome;
 pub use service::*;

@@ -7,6 +7,7 @@ mod connect;
 pub mod events;
 mod notify;
 mod prefs;
+mod quota_commands;
 mod signin;
 mod tray;
 
@@ -486,6 +487,7 @@ fn handlers() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
         commands::usage_history,
         commands::export_activity_csv,
         commands::refresh_account,
+        quota_commands::redeem_reset,
         commands::sign_in_start,
         commands::sign_in_cancel,
         signin::device_sign_in_start,

@@ -14,6 +14,8 @@ pub mod info;
 pub mod keyless;
 mod port_holder;
 mod proxy;
+mod quota;
+pub mod quota_shape;
 pub(crate) mod record;
 mod routes;
 pub mod select;
@@ -85,6 +87,10 @@ pub struct Shared {
     /// The request log and usage history (`None` when `activity.db` could not be opened: the
     /// endpoint serves without it).
     activity: Option<Arc<crate::activity::Log>>,
+    /// The routes clients asked for under `chatgpt_base_url` ("METHOD /path", with " (bearer)"
+    /// when one was sent; the newest 256):
+    /// what a Codex CLI pointed here calls (`Endpoint::chatgpt_routes`, docs/protocol.md).
+    chatgpt_routes: Mutex<std::collections::VecDeque<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -111,6 +117,7 @@ impl Shared {
         );
         match self.store().list_accounts() {
             Ok(list) => {
+                self.adopt_from_store(&list);
                 *self.accounts.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(list);
             }
             Err(e) => tracing::warn!("endpoint cannot reload accounts: {e}"),
@@ -121,12 +128,56 @@ impl Shared {
         }
     }
 
+    /// What another process (or a redemption in this one) learnt first: a limit lifted (the
+    /// store's row went from rate-limited to healthy since the last reading — a limit this
+    /// process learnt first and has not written yet shows no such transition and is kept), and
+    /// usage figures newer than ours (ours reach the store through the flush, so the store is
+    /// newer only when someone else read the account).
+    fn adopt_from_store(&self, next: &[Account]) {
+        let before = self.accounts();
+        {
+            let mut sel = lock(&self.selector);
+            for a in next {
+                let was_limited = before
+                    .iter()
+                    .any(|b| b.id == a.id && b.status == crate::account::Status::RateLimited);
+                if was_limited
+                    && a.status != crate::account::Status::RateLimited
+                    && a.rate_limited_until.is_none()
+                {
+                    sel.rate_limited.remove(&a.id);
+                }
+            }
+        }
+        let mut usage = lock(&self.usage);
+        for a in next {
+            let Some(stored) = a
+                .usage_json
+                .as_deref()
+                .and_then(|j| serde_json::from_str::<UsageSnapshot>(j).ok())
+            else {
+                continue;
+            };
+            let newer = usage.get(&a.id).is_none_or(|u| {
+                crate::account::rfc3339_to_ms(&u.updated_at)
+                    < crate::account::rfc3339_to_ms(&stored.updated_at)
+            });
+            if newer {
+                usage.insert(a.id.clone(), stored);
+            }
+        }
+    }
+
     /// Records fresh usage figures for `account_id`; they reach the store in the next flush
     /// only if they differ from what was known (an idle account's poll finding the same
     /// figures writes nothing, so it wakes no store watcher and no view).
-    fn note_usage(&self, account_id: &str, snap: UsageSnapshot) {
+    fn note_usage(&self, account_id: &str, mut snap: UsageSnapshot) {
         let unchanged = {
             let mut usage = lock(&self.usage);
+            // An answer's headers carry no extras: the last full reading's stay.
+            if snap.quota.is_none() {
+                snap.quota = usage.get(account_id).and_then(|u| u.quota.clone());
+            }
             match usage.get_mut(account_id) {
                 // Only the reading time moves: the figures kept are the ones last saved, so a
                 // reset read as "after N s" cannot drift away from the stored one unseen.
@@ -196,6 +247,7 @@ impl crate::health::AccountSink for Shared {
         if store_id != self.store().store_id() {
             return;
         }
+        self.adopt_from_store(std::slice::from_ref(account));
         let mut guard = self.accounts.write().unwrap_or_else(|e| e.into_inner());
         if let Some(i) = guard.iter().position(|a| a.id == account.id) {
             let mut next = (**guard).clone();
@@ -242,6 +294,11 @@ impl Endpoint {
     /// Requests answered per account since start (the UI's endpoint panel).
     pub fn served(&self) -> HashMap<String, u64> {
         lock(&self.shared.served).clone()
+    }
+
+    /// The routes asked for under `chatgpt_base_url` since start, oldest first (the newest 256).
+    pub fn chatgpt_routes(&self) -> Vec<String> {
+        lock(&self.shared.chatgpt_routes).iter().cloned().collect()
     }
 
     /// Conversations each account served in the last 30 minutes (the account cards).
@@ -394,6 +451,7 @@ fn new_shared(deps: Deps, tm: TokenManager, key: Secret, upstream: String) -> Ar
         upstream: upstream.trim_end_matches('/').to_string(),
         first_byte_hold: std::sync::atomic::AtomicBool::new(first_byte_hold),
         activity: deps.activity,
+        chatgpt_routes: Mutex::new(std::collections::VecDeque::new()),
     })
 }
 

@@ -2,7 +2,7 @@
 //! body cap), and the two small answers it makes itself (`/health`,
 //! `/v1/accounts`).
 
-use super::{broker, chat, error, guard, keyless, proxy, KeylessLimits, Shared, MAX_BODY};
+use super::{broker, chat, error, guard, keyless, proxy, quota, KeylessLimits, Shared, MAX_BODY};
 use crate::error_code::ErrorCode;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
@@ -34,6 +34,8 @@ pub(super) fn router(shared: Arc<Shared>, limits: KeylessLimits) -> Router {
     Router::new()
         .route("/health", get(health))
         .merge(keyless)
+        // Codex's own quota routes: the local key or a held account's token (`quota`).
+        .merge(quota::router(shared.clone()))
         .merge(api)
         .layer(middleware::from_fn(guard_browser))
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -290,6 +290,7 @@ mod tests {
         usage.insert(
             "a".to_string(),
             UsageSnapshot {
+                quota: None,
                 primary: Some(crate::account::usage::UsageWindow {
                     used_percent: 90.0,
                     window_minutes: Some(300),

@@ -4,7 +4,8 @@
 //! selectable again.
 
 use super::{lock, Shared};
-use crate::account::usage::{UsageSnapshot, UsageWindow};
+use crate::account::quota;
+use crate::account::usage::UsageSnapshot;
 use crate::account::{ms_to_rfc3339, now_ms, rfc3339_to_ms, Status};
 use serde_json::Value;
 use std::sync::Arc;
@@ -13,47 +14,19 @@ use std::time::Duration;
 pub const SETTING_POLL_SECS: &str = "endpoint.usage_poll_secs";
 const DEFAULT_POLL: Duration = Duration::from_secs(300);
 
-fn window(w: &Value, now: i64) -> Option<UsageWindow> {
-    let used = w.get("used_percent")?.as_f64()?;
-    let reset_ms = w
-        .get("reset_at")
-        .and_then(Value::as_f64)
-        .map(|s| (s * 1000.0) as i64)
-        .or_else(|| {
-            w.get("reset_after_seconds")
-                .and_then(Value::as_f64)
-                // Saturating: a garbled answer (1e300 s) must not overflow the sum.
-                .map(|s| now.saturating_add((s * 1000.0) as i64))
-        });
-    Some(UsageWindow {
-        used_percent: used.clamp(0.0, 100.0),
-        window_minutes: w
-            .get("limit_window_seconds")
-            .and_then(Value::as_i64)
-            .map(|s| s / 60)
-            .filter(|m| *m > 0),
-        resets_at: reset_ms.map(ms_to_rfc3339),
-    })
-}
-
-/// protocol.md's `/wham/usage` body → a snapshot, and whether the limit is reached now.
+/// protocol.md's `/wham/usage` body → a snapshot (with its extras), and whether the limit is
+/// reached now.
 pub fn parse(body: &Value) -> Option<(UsageSnapshot, bool)> {
-    let rl = body.get("rate_limit")?;
-    let now = now_ms();
-    let snap = UsageSnapshot {
-        primary: rl.get("primary_window").and_then(|w| window(w, now)),
-        secondary: rl.get("secondary_window").and_then(|w| window(w, now)),
-        updated_at: ms_to_rfc3339(now),
-        stale: false,
-    };
-    let reached = rl
-        .get("limit_reached")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    Some((snap, reached))
+    quota::parse_usage(body, None)
 }
 
-fn interval(shared: &Shared) -> Duration {
+pub use quota::reset_credits_url;
+
+/// An account whose windows the answers keep fresh is still read in full this often, for what
+/// only `/wham/usage` says (credits, additional limits, reset credits).
+const EXTRAS_EVERY_MS: i64 = 3_600_000;
+
+pub(super) fn interval(shared: &Shared) -> Duration {
     shared
         .store()
         .setting(SETTING_POLL_SECS)
@@ -65,6 +38,7 @@ fn interval(shared: &Shared) -> Duration {
         .unwrap_or(DEFAULT_POLL)
 }
 
+#[allow(clippy::too_many_lines, reason = "one poll round, read top to bottom")]
 pub async fn run(shared: Arc<Shared>, usage_url: String) {
     loop {
         // The settings copy is in memory (`crate::settings`): no blocking hop to read it.
@@ -75,12 +49,18 @@ pub async fn run(shared: Arc<Shared>, usage_url: String) {
             if a.disabled || a.status == Status::Terminal {
                 continue;
             }
-            let fresh = lock(&shared.usage).get(&a.id).is_some_and(|u| {
+            let previous = lock(&shared.usage).get(&a.id).cloned();
+            let fresh = previous.as_ref().is_some_and(|u| {
                 rfc3339_to_ms(&u.updated_at).is_some_and(|t| now - t < every.as_millis() as i64)
             });
+            let extras_fresh = previous
+                .as_ref()
+                .and_then(|u| u.quota.as_ref())
+                .and_then(|q| rfc3339_to_ms(&q.polled_at))
+                .is_some_and(|t| now - t < EXTRAS_EVERY_MS);
             let limited = lock(&shared.selector).rate_limited.contains_key(&a.id)
                 || a.status == Status::RateLimited;
-            if fresh && !limited {
+            if fresh && extras_fresh && !limited {
                 continue;
             }
             let Ok(Some(token)) = shared.tm.current_token(&a.id).await else {
@@ -100,9 +80,19 @@ pub async fn run(shared: Arc<Shared>, usage_url: String) {
                     let Ok(body) = resp.json::<Value>().await else {
                         continue;
                     };
-                    let Some((snap, reached)) = parse(&body) else {
+                    let before = previous.as_ref().and_then(|u| u.quota.as_ref());
+                    let Some((mut snap, reached)) = quota::parse_usage(&body, before) else {
                         continue;
                     };
+                    if let Some(q) = snap.quota.as_mut() {
+                        if quota::needs_list(q, now, EXTRAS_EVERY_MS) {
+                            if let Some(list) =
+                                read_reset_credits(&shared, &usage_url, &token).await
+                            {
+                                q.reset_credits = Some(list);
+                            }
+                        }
+                    }
                     shared.note_usage(&a.id, snap);
                     if limited && !reached {
                         lock(&shared.selector).rate_limited.remove(&a.id);
@@ -115,16 +105,20 @@ pub async fn run(shared: Arc<Shared>, usage_url: String) {
                     }
                 }
                 401 => {
-                    if let Some(u) = lock(&shared.usage).get_mut(&a.id) {
+                    // One guard for both arms (a second `lock` in the else arm would wait on
+                    // the scrutinee's guard, which lives through the whole `if let`).
+                    let mut usage = lock(&shared.usage);
+                    if let Some(u) = usage.get_mut(&a.id) {
                         u.stale = true;
                     } else {
-                        lock(&shared.usage).insert(
+                        usage.insert(
                             a.id.clone(),
                             UsageSnapshot {
                                 primary: None,
                                 secondary: None,
                                 updated_at: ms_to_rfc3339(now),
                                 stale: true,
+                                quota: None,
                             },
                         );
                     }
@@ -133,6 +127,29 @@ pub async fn run(shared: Arc<Shared>, usage_url: String) {
             }
         }
     }
+}
+
+/// The account's reset credits (`GET …/wham/rate-limit-reset-credits`), read only when the
+/// usage answer says some are available; `None` when the read fails (the count stays known).
+async fn read_reset_credits(
+    shared: &Shared,
+    usage_url: &str,
+    token: &crate::refresh::AccessToken,
+) -> Option<quota::ResetCredits> {
+    let resp = shared
+        .http
+        .get(reset_credits_url(usage_url))
+        .bearer_auth(token.token.expose())
+        .header("ChatGPT-Account-ID", &token.chatgpt_account_id)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let body = resp.json::<Value>().await.ok()?;
+    quota::parse_list(&body, now_ms())
 }
 
 #[cfg(test)]

@@ -10,11 +10,13 @@ use serde::Serialize;
 mod connect;
 mod endpoint;
 mod ownership;
+mod redeem;
 
 pub use crate::error_code::ErrorCode;
 pub use connect::ConnectError;
 pub use endpoint::EndpointError;
 pub use ownership::OwnershipError;
+pub use redeem::RedeemError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -55,6 +57,8 @@ pub enum AppError {
     Bulk(#[from] BulkError),
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Redeem(#[from] RedeemError),
 }
 
 impl From<crate::paths::NoDataDir> for AppError {
@@ -81,6 +85,7 @@ impl AppError {
             AppError::NoDataDir => ErrorCode::NoDataDir,
             AppError::Activity(e) => e.code(),
             AppError::Connect(e) => e.code(),
+            AppError::Redeem(e) => e.code(),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod backup;
 mod broker;
 mod continuity;
 mod events;
+mod redemptions;
 mod refresh;
 pub mod schema;
 pub mod seam;
@@ -19,6 +20,7 @@ pub use broker::{
 };
 pub use continuity::{AffinityRow, ContinuityBatch, ContinuityBounds, MintedRow};
 pub use events::{import_source_detail, Event};
+pub use redemptions::Redemption;
 pub use refresh::{Intent, Rotation};
 pub use seam::{
     AccountStore, BrokerStore, ContinuityStore, CoreStore, HealthStore, RefreshStore, SharedStore,

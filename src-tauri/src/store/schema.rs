@@ -162,6 +162,25 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX refresh_token_digests_by_digest ON refresh_token_digests(digest);
     "#,
+    // 6: reset-credit redemptions (README.md § Reset credits). The `redeem_request_id` is
+    // written here before the consume call is sent, so a retry after a lost answer, a second
+    // click or a second process sends the same id (upstream is idempotent on it) and at most one
+    // credit is spent. At most one pending redemption per account.
+    r#"
+    CREATE TABLE reset_redemptions (
+        redeem_request_id TEXT PRIMARY KEY,
+        account_id        TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        credit_id         TEXT,
+        state             TEXT NOT NULL,
+        code              TEXT,
+        windows_reset     INTEGER,
+        created_at        INTEGER NOT NULL,
+        finished_at       INTEGER
+    );
+    CREATE UNIQUE INDEX reset_redemptions_one_pending ON reset_redemptions(account_id)
+        WHERE state = 'pending';
+    CREATE INDEX reset_redemptions_by_account ON reset_redemptions(account_id, finished_at);
+    "#,
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

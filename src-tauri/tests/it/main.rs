@@ -25,6 +25,7 @@ mod endpoint {
     mod continuity;
     mod continuity_codex_cli;
     mod control;
+    mod quota;
     mod registry;
     mod routes;
     mod routing;

@@ -9,6 +9,7 @@ mod real_codex_cli;
 mod backend {
     mod continuity;
     mod faults;
+    mod quota;
     mod responses;
     mod streaming;
 }

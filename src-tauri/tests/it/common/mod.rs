@@ -561,8 +561,12 @@ fn rerun_alone(test: &str, envs: &[(&str, &std::ffi::OsStr)], own_session: bool)
     let mut c = if own_session {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/keyring-session.sh");
         let mut c = Command::new(script);
-        // /proc/self/exe would name the script's own process: pass the file it links to.
-        let exe = std::fs::read_link(&exe).unwrap_or(exe);
+        // /proc/self/exe would name the script's own process: name this one's by its pid.
+        let exe = if exe == Path::new("/proc/self/exe") {
+            PathBuf::from(format!("/proc/{}/exe", std::process::id()))
+        } else {
+            exe
+        };
         c.arg(exe).env_remove("CODEX_VAULT_TEST_SESSION");
         c
     } else {
