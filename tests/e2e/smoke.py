@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.options import ArgOptions
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -161,7 +162,8 @@ def main():
         stack.fake()
         stack.notifications()
         driver = session(stack)
-        wait = WebDriverWait(driver, TIMEOUT)
+        # The UI re-renders lists live (log lines, cards): an element read mid-update is asked again.
+        wait = WebDriverWait(driver, TIMEOUT, ignored_exceptions=[StaleElementReferenceException])
 
         def check(name, fn):
             try:
@@ -695,7 +697,10 @@ def main():
                 assert t[10:40] not in html, "token text in the page"
             painted()
             screenshot(stack, "14-bulk-import-preview.png")
-            driver.find_element(By.CSS_SELECTOR, '[data-testid="bulk-import-button"]').click()
+            # Below the preview, in the dialog's own scroll area.
+            button = driver.find_element(By.CSS_SELECTOR, '[data-testid="bulk-import-button"]')
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+            button.click()
             result = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="bulk-result"]')))
             summary = result.find_element(By.CSS_SELECTOR, '[data-testid="bulk-summary"]').text
             assert summary == "Imported: 2 new, 0 updated, 1 kept newer; 0 duplicate, 1 invalid.", summary
@@ -744,14 +749,17 @@ def main():
             painted()
             screenshot(stack, "16-reset-credits-card.png")
             card.find_element(By.CSS_SELECTOR, '[data-testid="action-redeem-reset"]').click()
-            dialog = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="redeem-dialog"]')))
+            # Every card has its own (closed) dialog: the open one is the one shown.
+            shown_dialogs = lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, '[data-testid="redeem-dialog"]')
+                                       if e.is_displayed()]
+            dialog = wait.until(lambda d: (shown_dialogs(d) or [False])[0])
             assert "2 reset credits" in dialog.text, dialog.text
             spent = lambda: json.loads(urllib.request.urlopen(stack.fake_url + "/__admin/counters", timeout=10).read())
             assert spent()["reset_consume_calls"] == 0, "a credit spent before the confirmation"
             painted()
             screenshot(stack, "16b-redeem-dialog.png")
             dialog.find_element(By.CSS_SELECTOR, '[data-testid="redeem-confirm"]').click()
-            wait.until(EC.invisibility_of_element_located((By.CSS_SELECTOR, '[data-testid="redeem-dialog"]')))
+            wait.until(lambda d: not shown_dialogs(d))
             wait_card("resets", lambda c: credits(c) and credits(c)[0].get_attribute("data-count") == "1")
             n = spent()
             assert (n["reset_consume_calls"], n["reset_credits_spent"]) == (1, 1), n

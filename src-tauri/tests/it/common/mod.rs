@@ -158,6 +158,24 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl Run {
+    /// Waits for a child whose stdout was read elsewhere (`stdout`: what that reader got) and
+    /// reads its piped stderr to the end.
+    pub fn finished(child: &mut std::process::Child, stdout: String) -> Run {
+        use std::io::Read;
+        let status = child.wait().expect("wait for the child");
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            e.read_to_string(&mut stderr).expect("read the child's stderr");
+        }
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        }
+    }
+}
+
 impl From<Output> for Run {
     fn from(o: Output) -> Run {
         Run {

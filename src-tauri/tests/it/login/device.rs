@@ -6,7 +6,7 @@ use crate::common;
 
 use codex_vault_testkit::{AccountSpec, DeviceAnswer, FakeConfig, FakeOpenAi};
 use common::*;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -65,19 +65,8 @@ fn start(env: &DataDir, fake: &FakeOpenAi, extra: &[&str]) -> DeviceProc {
 }
 
 fn finish(mut p: DeviceProc) -> Run {
-    let status = p.child.wait().unwrap();
-    let mut stderr = String::new();
-    p.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout: p.stdout.join().unwrap(),
-        stderr,
-    }
+    let stdout = p.stdout.join().unwrap();
+    Run::finished(&mut p.child, stdout)
 }
 
 fn wait_polls(fake: &FakeOpenAi, n: u64) {

@@ -6,7 +6,7 @@ use crate::common;
 
 use codex_vault_testkit::{AccountSpec, FakeOpenAi};
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Stdio};
 
 struct PasteProc {
@@ -55,19 +55,7 @@ fn paste(mut p: PasteProc, text: &str) -> Run {
     let mut stdin = p.child.stdin.take().unwrap();
     writeln!(stdin, "{text}").unwrap();
     drop(stdin);
-    let status = p.child.wait().unwrap();
-    let mut stderr = String::new();
-    p.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout: String::new(),
-        stderr,
-    }
+    Run::finished(&mut p.child, String::new())
 }
 
 #[test]
