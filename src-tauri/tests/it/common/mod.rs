@@ -166,7 +166,8 @@ impl Run {
         let status = child.wait().expect("wait for the child");
         let mut stderr = String::new();
         if let Some(mut e) = child.stderr.take() {
-            e.read_to_string(&mut stderr).expect("read the child's stderr");
+            e.read_to_string(&mut stderr)
+                .expect("read the child's stderr");
         }
         Run {
             code: status.code().unwrap_or(-1),
