@@ -511,7 +511,7 @@ fn hex16(d: scan::Digest) -> String {
 }
 
 /// A usage cap (HTTP 429 or in the stream): rate-limited until `until`, in memory and the store.
-async fn mark_limited(shared: &Arc<Shared>, id: &str, until: i64) {
+pub(super) async fn mark_limited(shared: &Arc<Shared>, id: &str, until: i64) {
     lock(&shared.selector)
         .rate_limited
         .insert(id.to_string(), until);

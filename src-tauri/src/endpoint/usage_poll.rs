@@ -93,7 +93,14 @@ pub async fn run(shared: Arc<Shared>, usage_url: String) {
                             }
                         }
                     }
+                    let capped_until = reached.then(|| capped_until(&snap, now, every));
                     shared.note_usage(&a.id, snap);
+                    if let (false, Some(until)) = (limited, capped_until) {
+                        // Known before a request meets the 429: the card says so, and the
+                        // selector skips the account until the window resets.
+                        super::failover::mark_limited(&shared, &a.id, until).await;
+                        tracing::info!(account = %a.id, "usage says its limit is reached; rate-limited until its window resets");
+                    }
                     if limited && !reached {
                         lock(&shared.selector).rate_limited.remove(&a.id);
                         let (h, id) = (shared.health.clone(), a.id.clone());
@@ -129,6 +136,25 @@ pub async fn run(shared: Arc<Shared>, usage_url: String) {
     }
 }
 
+/// Until when an account whose limit the backend says is reached stays limited: the latest
+/// reset of a window used up (every used-up window must reset first), else the soonest reset
+/// of any window, else the next poll.
+fn capped_until(snap: &UsageSnapshot, now: i64, every: Duration) -> i64 {
+    let windows = [snap.primary.as_ref(), snap.secondary.as_ref()];
+    let resets = |full: bool| {
+        windows
+            .iter()
+            .flatten()
+            .filter(move |w| !full || w.used_percent >= 100.0)
+            .filter_map(|w| w.resets_at.as_deref().and_then(rfc3339_to_ms))
+            .filter(|t| *t > now)
+    };
+    resets(true)
+        .max()
+        .or_else(|| resets(false).min())
+        .unwrap_or(now + every.as_millis() as i64)
+}
+
 /// The account's reset credits (`GET …/wham/rate-limit-reset-credits`), read only when the
 /// usage answer says some are available; `None` when the read fails (the count stays known).
 async fn read_reset_credits(
@@ -155,6 +181,7 @@ async fn read_reset_credits(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::account::usage::UsageWindow;
 
     #[test]
     fn parses_the_usage_body() {
@@ -174,5 +201,35 @@ mod tests {
         let body = serde_json::json!({"rate_limit":{"primary_window":{"used_percent":5.0,"reset_after_seconds":1e300}}});
         let (s, _) = parse(&body).unwrap();
         assert_eq!(s.primary.unwrap().used_percent, 5.0);
+    }
+
+    #[test]
+    fn a_capped_account_stays_limited_until_every_used_up_window_resets() {
+        let now = 1_900_000_000_000;
+        let every = Duration::from_secs(300);
+        let w = |used: f64, resets_in_s: Option<i64>| UsageWindow {
+            used_percent: used,
+            window_minutes: None,
+            resets_at: resets_in_s.map(|d| ms_to_rfc3339(now + d * 1000)),
+        };
+        let snap = |p, s| UsageSnapshot {
+            primary: Some(p),
+            secondary: Some(s),
+            updated_at: ms_to_rfc3339(now),
+            stale: false,
+            quota: None,
+        };
+        // Both used up: the later reset.
+        let both = snap(w(100.0, Some(60)), w(100.0, Some(3_600)));
+        assert_eq!(capped_until(&both, now, every), now + 3_600_000);
+        // Only the short one: its reset, not the long window's.
+        let short = snap(w(100.0, Some(60)), w(40.0, Some(3_600)));
+        assert_eq!(capped_until(&short, now, every), now + 60_000);
+        // Reached with no window at 100 %: the soonest reset.
+        let neither = snap(w(99.0, Some(600)), w(40.0, Some(3_600)));
+        assert_eq!(capped_until(&neither, now, every), now + 600_000);
+        // No reset times (or only past ones): asked again at the next poll.
+        let unknown = snap(w(100.0, None), w(100.0, Some(-5)));
+        assert_eq!(capped_until(&unknown, now, every), now + 300_000);
     }
 }

@@ -438,3 +438,32 @@ async fn a_terminal_verdict_of_this_processs_refresh_engine_shows_at_once() {
     );
     assert_eq!(rig.per_account_calls(), vec![0, 3]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_account_the_backend_says_is_capped_is_skipped_before_any_429() {
+    let rig = TestVault::with_settings(
+        2,
+        &[(codex_vault::endpoint::usage_poll::SETTING_POLL_SECS, "0.3")],
+    )
+    .await;
+    let a = &rig.accounts[0];
+    let now = chrono::Utc::now().timestamp();
+    rig.fake.set_rate_limited(&a.account_id, Some(now + 3600));
+    rig.fake.set_usage(&a.account_id, 100.0, 20.0);
+    // The poll alone: A is rate-limited until its window resets, with no request sent to it.
+    wait_health(&rig, "A rate-limited from its usage", |h| {
+        h.iter().any(|v| {
+            v["chatgpt_account_id"] == a.account_id.as_str() && v["status"] == "rate_limited"
+        })
+    })
+    .await;
+    for _ in 0..3 {
+        let (status, body) = rig.turn(&turn(None)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        rig.per_account_calls(),
+        vec![0, 3],
+        "a request went to the capped account"
+    );
+}
