@@ -6,6 +6,7 @@ Run by `make e2e` (inside scripts/keyring-session.sh). Screenshots go to target/
 Closing line: 'N passed, N failed'.
 """
 import json
+import re
 import os
 import shutil
 import socket
@@ -408,6 +409,48 @@ def main():
             card = wait_card("browser", lambda c: "Healthy" in badge(c))
             assert "browser@corp.com" in card.text and "Pro" in card.text, card.text
 
+        def pasted_callback():
+            # The browser is on another computer: the address it was sent to is pasted into the
+            # sign-in tab. One from a wrong sign-in (its state changed) is refused and stores nothing.
+            post(stack.fake_url + "/__admin/login_identity", {"email": "pasted@corp.com", "plan": "plus"})
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="add-account-button"]').click()
+            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="add-dialog"]')))
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="tab-sign-in"]').click()
+            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="signin-label"]'))).send_keys("pasted")
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="signin-start"]').click()
+            url = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="signin-url"]'))).get_attribute("value")
+
+            class NoRedirect(urllib.request.HTTPRedirectHandler):
+                def redirect_request(self, *args, **kwargs):
+                    return None
+
+            # The remote browser's part, stopped at the redirect it would follow.
+            try:
+                urllib.request.build_opener(NoRedirect).open(url, timeout=30)
+                raise AssertionError("the authorize page did not redirect")
+            except urllib.error.HTTPError as e:
+                assert e.code in (302, 303), e.code
+                callback = e.headers["Location"]
+            assert "code=" in callback and "state=" in callback, callback
+            before = len(json.loads(stack.cli("accounts", "list", "--json").stdout))
+            field = driver.find_element(By.CSS_SELECTOR, '[data-testid="signin-paste"]')
+            field.send_keys(re.sub(r"state=[^&]+", "state=not-this-sign-in", callback))
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="signin-paste-submit"]').click()
+            err = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="signin-paste-error"]')))
+            assert err.get_attribute("data-code") == "login_state_mismatch", (err.get_attribute("data-code"), err.text)
+            assert len(json.loads(stack.cli("accounts", "list", "--json").stdout)) == before, "a refused paste stored"
+            painted()
+            screenshot(stack, "05d-pasted-callback-refused.png")
+            field.send_keys(Keys.CONTROL, "a")
+            field.send_keys(callback)
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="signin-paste-submit"]').click()
+            result = wait.until(EC.visibility_of_element_located(
+                (By.CSS_SELECTOR, '[data-testid="signin-panel"] [data-testid="import-result"]')))
+            assert "Signed in" in result.text and "pasted" in result.text, result.text
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="add-dialog-close"]').click()
+            card = wait_card("pasted", lambda c: "Healthy" in badge(c))
+            assert "pasted@corp.com" in card.text, card.text
+
         def device_code_sign_in():
             # The Device code tab: code + URL with copy buttons and a countdown, then the user
             # approves on "another device" (the fake's admin route) and the account appears.
@@ -775,6 +818,7 @@ def main():
         check("paste_auth_json", paste_auth_json)
         check("rename", rename)
         check("sign_in_with_chatgpt", sign_in_with_chatgpt)
+        check("pasted_callback", pasted_callback)
         check("device_code_sign_in", device_code_sign_in)
         check("endpoint_panel", endpoint_panel)
         check("connect_codex", connect_codex)
