@@ -112,7 +112,10 @@ pub struct Account {
     pub usage_json: Option<String>,
     /// Where else this sign-in is held live (shared-grant detection), if anywhere.
     pub shared_grant_where: Option<String>,
-    /// The refresh broker knows a holder of this sign-in outside the vault (docs/broker.md).
+    /// The refresh broker knows a live holder of this sign-in outside the vault (docs/broker.md):
+    /// a brokered auth.json we write back into, or a caller that came through the broker. A
+    /// holder known only by the token of an imported file, never seen since, is not one: every
+    /// import registers such a guess, and the card would call every imported account brokered.
     pub brokered: bool,
     /// When a holder of this sign-in last came through the refresh broker.
     pub broker_holder_seen_at: Option<UnixMs>,

@@ -39,7 +39,8 @@ const ACCOUNT_COLUMNS: &str = "id, label, email, chatgpt_account_id, chatgpt_use
     failure_code, failure_message, failure_http_status, failure_at, last_error, last_error_at,
     access_expires_at, last_refresh_at, rate_limited_until, generation, disabled, created_at, updated_at,
     access_issued_at, usage_json, shared_grant_where,
-    EXISTS(SELECT 1 FROM broker_holders h WHERE h.account_id = accounts.id),
+    EXISTS(SELECT 1 FROM broker_holders h WHERE h.account_id = accounts.id
+           AND (h.auth_path IS NOT NULL OR h.seen_at IS NOT NULL)),
     (SELECT MAX(h.seen_at) FROM broker_holders h WHERE h.account_id = accounts.id)";
 
 fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {

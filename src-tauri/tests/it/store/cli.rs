@@ -34,6 +34,8 @@ fn import_lists_the_account_and_seals_every_token() {
     assert_eq!(a["chatgpt_account_id"], tokens.account_id.as_str());
     assert_eq!(a["status"], "healthy");
     assert!(a["failure"].is_null());
+    // A file of no Codex CLI's, whose tool never came through the broker: not called brokered.
+    assert_eq!(a["brokered"], false, "{a}");
     assert!(a["access_expires_at"].as_str().is_some());
     assert_eq!(a["last_refresh_at"], "2026-01-01T12:00:00Z");
 
