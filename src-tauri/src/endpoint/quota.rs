@@ -187,6 +187,13 @@ fn facts<'a>(
     }
 }
 
+/// Who asks (or the refusal to answer), then which account the answer is about: the pinned or
+/// the caller's own one, or `None` for the pool.
+async fn asked_about(shared: &Shared, headers: &HeaderMap) -> Result<Option<Account>, Response> {
+    let who = caller(shared, headers).await?;
+    subject(shared, &who, headers)
+}
+
 /// Figures are fresh for ten minutes, or two usage-poll intervals when that is longer (an idle
 /// account is read once per interval).
 fn fresh_ms(shared: &Shared) -> i64 {
@@ -194,13 +201,8 @@ fn fresh_ms(shared: &Shared) -> i64 {
 }
 
 async fn usage(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    let headers = req.headers();
-    let who = match caller(&shared, headers).await {
-        Ok(c) => c,
-        Err(resp) => return resp,
-    };
-    let one = match subject(&shared, &who, headers) {
-        Ok(s) => s,
+    let one = match asked_about(&shared, req.headers()).await {
+        Ok(one) => one,
         Err(resp) => return resp,
     };
     let now = now_ms();
@@ -224,13 +226,8 @@ async fn usage(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 /// The reset credits of the account asked about (as last read by the usage poll); the pool's
 /// are every usable account's.
 async fn reset_credits(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    let headers = req.headers();
-    let who = match caller(&shared, headers).await {
-        Ok(c) => c,
-        Err(resp) => return resp,
-    };
-    let one = match subject(&shared, &who, headers) {
-        Ok(s) => s,
+    let one = match asked_about(&shared, req.headers()).await {
+        Ok(one) => one,
         Err(resp) => return resp,
     };
     let usage = lock(&shared.usage).clone();

@@ -152,34 +152,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{NewAccount, SealedTokens, Store};
-
-    fn store_with_account() -> (tempfile::TempDir, Store, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let new = NewAccount {
-            id: "acct-1".into(),
-            label: "work".into(),
-            email: None,
-            chatgpt_account_id: "chatgpt-1".into(),
-            chatgpt_user_id: "user-1".into(),
-            plan: Some("plus".into()),
-            fedramp: false,
-            last_refresh_at: Some(1),
-        };
-        let sealed = SealedTokens {
-            access_token: b"a".to_vec(),
-            id_token: b"i".to_vec(),
-            refresh_token: b"r".to_vec(),
-            refresh_fingerprint: "fp".into(),
-            access_expires_at: Some(10),
-            access_issued_at: Some(5),
-        };
-        store
-            .insert_account(&new, &sealed, "imported", None)
-            .unwrap();
-        (dir, store, "acct-1".to_string())
-    }
+    use crate::store::seam::tests::store_with_account;
 
     #[test]
     fn one_pending_redemption_per_account_and_its_first_answer_kept() {

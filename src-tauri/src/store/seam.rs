@@ -365,4 +365,4 @@ impl ContinuityStore for Store {
 
 #[cfg(test)]
 #[path = "seam_tests.rs"]
-mod tests;
+pub(super) mod tests;

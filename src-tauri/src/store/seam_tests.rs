@@ -6,7 +6,8 @@ use super::*;
 use crate::account::Status;
 use crate::store::{NewAccount, SealedTokens};
 
-fn store_with_account() -> (tempfile::TempDir, Store, String) {
+/// A store in a temp dir holding one account, `acct-1` (the store's other unit tests use it too).
+pub(in crate::store) fn store_with_account() -> (tempfile::TempDir, Store, String) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let id = "acct-1".to_string();
