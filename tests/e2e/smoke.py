@@ -384,15 +384,21 @@ def main():
             wait.until(lambda d: setting() == "on")
             driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-accounts"]').click()
 
-        def sign_in_with_chatgpt():
-            post(stack.fake_url + "/__admin/settings", {"registered_redirect_ports": [stack.callback_port]})
-            post(stack.fake_url + "/__admin/login_identity", {"email": "browser@corp.com", "plan": "pro"})
+        def start_sign_in(label):
+            """Opens the Sign in with ChatGPT tab, starts a sign-in labelled `label`, and returns
+            the authorize address the app would open in the browser."""
             driver.find_element(By.CSS_SELECTOR, '[data-testid="add-account-button"]').click()
             wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="add-dialog"]')))
             driver.find_element(By.CSS_SELECTOR, '[data-testid="tab-sign-in"]').click()
-            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="signin-label"]'))).send_keys("browser")
+            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="signin-label"]'))).send_keys(label)
             driver.find_element(By.CSS_SELECTOR, '[data-testid="signin-start"]').click()
-            url = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="signin-url"]'))).get_attribute("value")
+            return wait.until(EC.visibility_of_element_located(
+                (By.CSS_SELECTOR, '[data-testid="signin-url"]'))).get_attribute("value")
+
+        def sign_in_with_chatgpt():
+            post(stack.fake_url + "/__admin/settings", {"registered_redirect_ports": [stack.callback_port]})
+            post(stack.fake_url + "/__admin/login_identity", {"email": "browser@corp.com", "plan": "pro"})
+            url = start_sign_in("browser")
             assert url.startswith(stack.fake_url + "/oauth/authorize?"), url
             assert "code_challenge_method=S256" in url, url
             assert f"redirect_uri=http%3A%2F%2Flocalhost%3A{stack.callback_port}%2Fauth%2Fcallback" in url, url
@@ -413,12 +419,7 @@ def main():
             # The browser is on another computer: the address it was sent to is pasted into the
             # sign-in tab. One from a wrong sign-in (its state changed) is refused and stores nothing.
             post(stack.fake_url + "/__admin/login_identity", {"email": "pasted@corp.com", "plan": "plus"})
-            driver.find_element(By.CSS_SELECTOR, '[data-testid="add-account-button"]').click()
-            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="add-dialog"]')))
-            driver.find_element(By.CSS_SELECTOR, '[data-testid="tab-sign-in"]').click()
-            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="signin-label"]'))).send_keys("pasted")
-            driver.find_element(By.CSS_SELECTOR, '[data-testid="signin-start"]').click()
-            url = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="signin-url"]'))).get_attribute("value")
+            url = start_sign_in("pasted")
 
             class NoRedirect(urllib.request.HTTPRedirectHandler):
                 def redirect_request(self, *args, **kwargs):
