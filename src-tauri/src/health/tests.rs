@@ -6,7 +6,9 @@ use crate::store::{NewAccount, SealedTokens};
 fn store_with_account() -> (tempfile::TempDir, Arc<Store>, String) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path()).unwrap());
-    let id = "acct-1".to_string();
+    // Unique per test: the views health tells (`register_view`) are process-wide, and the
+    // tests run in parallel; with one shared id a test saw another's rate limit of "acct-1".
+    let id = format!("acct-{}", uuid::Uuid::new_v4().simple());
     store
         .insert_account(
             &NewAccount {
