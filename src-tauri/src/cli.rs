@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod activity;
+mod backup;
 mod connect;
 mod import;
 mod login;
@@ -108,6 +109,12 @@ pub enum Command {
     /// Undo `connect` (`disconnect codex`).
     #[command(subcommand)]
     Disconnect(connect::DisconnectCommand),
+    /// Write an encrypted backup of the whole vault: accounts, labels, history, settings
+    /// (asks for a passphrase; README § Backup and restore).
+    Backup(backup::BackupArgs),
+    /// Restore an encrypted backup; restored accounts stay paused until you confirm the other
+    /// copy is retired (`accounts confirm-restored`).
+    Restore(backup::RestoreArgs),
     /// Print a valid access token of an account (refreshing it if needed).
     Token {
         /// The account: its id, label or email.
@@ -201,6 +208,13 @@ pub enum AccountsCommand {
     },
     /// Spend one reset credit of an account (lifts its usage limit); asks for --yes first.
     RedeemReset(quota::RedeemArgs),
+    /// A restored account may refresh and serve: its other copy (the machine the backup came
+    /// from) no longer refreshes it.
+    ConfirmRestored {
+        /// The accounts: id, label or email.
+        #[arg(value_name = "ID|LABEL", required = true)]
+        accounts: Vec<String>,
+    },
     /// Give an account a new label.
     Rename {
         /// The account: its id, label or email.
@@ -264,6 +278,11 @@ fn dispatch(command: Command) -> Result<ExitCode, AppError> {
             paste,
         }) => login::login(label, login::way(no_browser, device, paste), timeout),
         Command::Token { account } => token(&account),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
+        Command::Accounts(AccountsCommand::ConfirmRestored { accounts }) => {
+            backup::confirm(&accounts)
+        }
         Command::Diagnostics { json } => diagnostics(json),
         Command::Activity {
             since,
@@ -338,6 +357,12 @@ fn list(json: bool) -> Result<ExitCode, AppError> {
             reason.push_str(&format!(
                 "  [shared grant: {place}] {}",
                 crate::account::SHARED_GRANT_ADVICE
+            ));
+        }
+        if let Some(at) = &a.restored_at {
+            reason.push_str(&format!(
+                "  [restored {at}: paused until you confirm the other copy is retired: `codex-vault accounts confirm-restored {}`]",
+                a.label
             ));
         }
         if a.brokered {

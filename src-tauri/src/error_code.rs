@@ -139,6 +139,13 @@ codes! {
     CodexConfigUnsupported => "codex_config_unsupported",
     CodexConfigIo => "codex_config_io",
     CodexNotConnected => "codex_not_connected",
+    // Encrypted backup and restore.
+    BackupWrongPassphrase => "backup_wrong_passphrase",
+    BackupNotABackup => "backup_not_a_backup",
+    BackupTooNew => "backup_too_new",
+    BackupIo => "backup_io",
+    BackupPassphrase => "backup_passphrase",
+    RestoreUnconfirmed => "restore_unconfirmed",
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -4,6 +4,7 @@
 pub mod account;
 pub mod accounts;
 pub mod activity;
+pub mod backup;
 pub mod bus;
 pub mod cli;
 pub mod codex_writeback;

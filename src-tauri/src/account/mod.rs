@@ -119,6 +119,9 @@ pub struct Account {
     pub brokered: bool,
     /// When a holder of this sign-in last came through the refresh broker.
     pub broker_holder_seen_at: Option<UnixMs>,
+    /// Restored from a backup and not yet confirmed: paused (stored as disabled) until the user
+    /// says the other copy of the grant is retired (README § Backup and restore).
+    pub restored_at: Option<UnixMs>,
 }
 
 impl Account {
@@ -172,6 +175,7 @@ impl Account {
             held_rotation: None,
             brokered: self.brokered,
             broker_holder_seen_at: self.broker_holder_seen_at.map(ms_to_rfc3339),
+            restored_at: self.restored_at.map(ms_to_rfc3339),
         }
     }
 }
@@ -212,6 +216,10 @@ pub struct AccountView {
     /// When a brokered holder last came through the broker (RFC 3339), or null if not yet.
     #[serde(default)]
     pub broker_holder_seen_at: Option<String>,
+    /// Restored from a backup (RFC 3339) and paused until the user confirms the other copy is
+    /// retired; null otherwise. Its status reads `disabled` meanwhile.
+    #[serde(default)]
+    pub restored_at: Option<String>,
 }
 
 /// What the UI and `accounts list` say while a rotation is held in memory.
@@ -310,6 +318,7 @@ mod tests {
             shared_grant_where: None,
             brokered: false,
             broker_holder_seen_at: None,
+            restored_at: None,
         }
     }
 

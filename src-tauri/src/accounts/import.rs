@@ -299,7 +299,7 @@ impl Service {
         Ok(account_id)
     }
 
-    fn unique_label(&self, base: &str) -> Result<String, AppError> {
+    pub(crate) fn unique_label(&self, base: &str) -> Result<String, AppError> {
         let mut candidate = base.to_string();
         let mut n = 2;
         while self.store().label_exists(&candidate)? {

@@ -8,6 +8,7 @@
 //! - `ownership`: who keeps an imported Codex CLI sign-in (broker or detach), shared grants;
 //! - `ops`: rename, enable/disable, history;
 //! - `labels`: valid and default labels, rename hints;
+//! - `restore`: the encrypted backup of the whole vault, and restoring it (paused until confirmed);
 //! - `set_aside`: the way out of a store the keychain's key cannot open.
 //!
 //! SQL stays in `store/`: these functions call store methods, never a connection.
@@ -21,6 +22,7 @@ pub mod ops;
 pub mod ownership;
 pub mod preview;
 pub mod redeem;
+pub mod restore;
 pub mod service;
 pub mod set_aside;
 #[cfg(test)]

@@ -47,6 +47,9 @@ impl Service {
         if account.disabled == disabled {
             return self.view(&account.id);
         }
+        if !disabled {
+            crate::accounts::restore::refuse_enable_while_restored(&account)?;
+        }
         self.store()
             .set_disabled(&account.id, disabled)
             .map_err(|e| match e {

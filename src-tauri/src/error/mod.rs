@@ -7,12 +7,14 @@ use crate::store::StoreError;
 use crate::vault::VaultError;
 use serde::Serialize;
 
+mod backup;
 mod connect;
 mod endpoint;
 mod ownership;
 mod redeem;
 
 pub use crate::error_code::ErrorCode;
+pub use backup::BackupError;
 pub use connect::ConnectError;
 pub use endpoint::EndpointError;
 pub use ownership::OwnershipError;
@@ -59,6 +61,8 @@ pub enum AppError {
     Connect(#[from] ConnectError),
     #[error(transparent)]
     Redeem(#[from] RedeemError),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
 }
 
 impl From<crate::paths::NoDataDir> for AppError {
@@ -86,6 +90,7 @@ impl AppError {
             AppError::Activity(e) => e.code(),
             AppError::Connect(e) => e.code(),
             AppError::Redeem(e) => e.code(),
+            AppError::Backup(e) => e.code(),
         }
     }
 

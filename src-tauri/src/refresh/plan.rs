@@ -151,6 +151,7 @@ mod tests {
             shared_grant_where: None,
             brokered: false,
             broker_holder_seen_at: None,
+            restored_at: None,
         }
     }
 

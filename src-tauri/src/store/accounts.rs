@@ -35,15 +35,15 @@ pub struct NewAccount {
     pub last_refresh_at: Option<UnixMs>,
 }
 
-const ACCOUNT_COLUMNS: &str = "id, label, email, chatgpt_account_id, chatgpt_user_id, plan, fedramp, status,
+pub(super) const ACCOUNT_COLUMNS: &str = "id, label, email, chatgpt_account_id, chatgpt_user_id, plan, fedramp, status,
     failure_code, failure_message, failure_http_status, failure_at, last_error, last_error_at,
     access_expires_at, last_refresh_at, rate_limited_until, generation, disabled, created_at, updated_at,
     access_issued_at, usage_json, shared_grant_where,
     EXISTS(SELECT 1 FROM broker_holders h WHERE h.account_id = accounts.id
            AND (h.auth_path IS NOT NULL OR h.seen_at IS NOT NULL)),
-    (SELECT MAX(h.seen_at) FROM broker_holders h WHERE h.account_id = accounts.id)";
+    (SELECT MAX(h.seen_at) FROM broker_holders h WHERE h.account_id = accounts.id), restored_at";
 
-fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
+pub(super) fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
     let status: String = r.get(7)?;
     let failure_code: Option<String> = r.get(8)?;
     let last_error: Option<String> = r.get(12)?;
@@ -85,6 +85,7 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         shared_grant_where: r.get(23)?,
         brokered: r.get(24)?,
         broker_holder_seen_at: r.get(25)?,
+        restored_at: r.get(26)?,
     })
 }
 
@@ -260,46 +261,16 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let now = now_ms();
-        let moved = tx.execute(
-            "UPDATE accounts SET generation = generation + 1, status = 'healthy',
-                failure_code = NULL, failure_message = NULL, failure_http_status = NULL, failure_at = NULL,
-                last_error = NULL, last_error_at = NULL, rate_limited_until = NULL,
-                email = COALESCE(?3, email), plan = COALESCE(?4, plan), fedramp = ?9,
-                access_expires_at = ?5, last_refresh_at = ?6, updated_at = ?7, access_issued_at = ?8
-             WHERE id = ?1 AND generation = ?2",
-            params![
-                account_id,
-                expected_generation,
-                email,
-                plan,
-                tokens.access_expires_at,
-                last_refresh_at,
-                now,
-                tokens.access_issued_at,
-                fedramp
-            ],
-        )?;
-        if moved == 0 {
+        let grant = Grant {
+            tokens,
+            email,
+            plan,
+            fedramp,
+            last_refresh_at,
+        };
+        if !replace_grant_in(&tx, account_id, expected_generation, &grant)? {
             return Ok(false);
         }
-        tx.execute(
-            "UPDATE account_secrets SET access_token = ?2, id_token = ?3, refresh_token = ?4,
-                previous_refresh_fingerprint = refresh_fingerprint, refresh_fingerprint = ?5, rotated_at = ?6
-             WHERE account_id = ?1",
-            params![
-                account_id,
-                tokens.access_token,
-                tokens.id_token,
-                tokens.refresh_token,
-                tokens.refresh_fingerprint,
-                now
-            ],
-        )?;
-        tx.execute(
-            "DELETE FROM refresh_intents WHERE account_id = ?1",
-            [account_id],
-        )?;
         append(&tx, account_id, event_kind, event_detail)?;
         tx.commit()?;
         Ok(true)
@@ -438,4 +409,64 @@ impl Store {
         )?;
         Ok(())
     }
+}
+
+/// A whole token set and the claims that come with it (`Store::replace_grant`).
+pub(super) struct Grant<'a> {
+    pub tokens: &'a SealedTokens,
+    pub email: Option<&'a str>,
+    pub plan: Option<&'a str>,
+    pub fedramp: bool,
+    pub last_refresh_at: Option<UnixMs>,
+}
+
+/// `replace_grant`'s writes inside the caller's transaction (no event, no commit): false, and
+/// nothing written, when the row is no longer at `expected_generation`.
+pub(super) fn replace_grant_in(
+    tx: &rusqlite::Transaction<'_>,
+    account_id: &str,
+    expected_generation: i64,
+    g: &Grant<'_>,
+) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let moved = tx.execute(
+        "UPDATE accounts SET generation = generation + 1, status = 'healthy',
+            failure_code = NULL, failure_message = NULL, failure_http_status = NULL, failure_at = NULL,
+            last_error = NULL, last_error_at = NULL, rate_limited_until = NULL,
+            email = COALESCE(?3, email), plan = COALESCE(?4, plan), fedramp = ?9,
+            access_expires_at = ?5, last_refresh_at = ?6, updated_at = ?7, access_issued_at = ?8
+         WHERE id = ?1 AND generation = ?2",
+        params![
+            account_id,
+            expected_generation,
+            g.email,
+            g.plan,
+            g.tokens.access_expires_at,
+            g.last_refresh_at,
+            now,
+            g.tokens.access_issued_at,
+            g.fedramp
+        ],
+    )?;
+    if moved == 0 {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE account_secrets SET access_token = ?2, id_token = ?3, refresh_token = ?4,
+            previous_refresh_fingerprint = refresh_fingerprint, refresh_fingerprint = ?5, rotated_at = ?6
+         WHERE account_id = ?1",
+        params![
+            account_id,
+            g.tokens.access_token,
+            g.tokens.id_token,
+            g.tokens.refresh_token,
+            g.tokens.refresh_fingerprint,
+            now
+        ],
+    )?;
+    tx.execute(
+        "DELETE FROM refresh_intents WHERE account_id = ?1",
+        [account_id],
+    )?;
+    Ok(true)
 }

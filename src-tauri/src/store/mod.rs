@@ -9,6 +9,7 @@ mod continuity;
 mod events;
 mod redemptions;
 mod refresh;
+mod restore;
 pub mod schema;
 pub mod seam;
 mod settings;
@@ -22,6 +23,10 @@ pub use continuity::{AffinityRow, ContinuityBatch, ContinuityBounds, MintedRow};
 pub use events::{import_source_detail, Event};
 pub use redemptions::Redemption;
 pub use refresh::{Intent, Rotation};
+pub use restore::{
+    ExportedAccount, HolderRow, RestoredAccount, RestoredBroker, RestoredGrant, RestoredHolder,
+    StoreExport,
+};
 pub use seam::{
     AccountStore, BrokerStore, ContinuityStore, CoreStore, HealthStore, RefreshStore, SharedStore,
 };

@@ -181,6 +181,12 @@ pub const MIGRATIONS: &[&str] = &[
         WHERE state = 'pending';
     CREATE INDEX reset_redemptions_by_account ON reset_redemptions(account_id, finished_at);
     "#,
+    // 7: restored from a backup (README.md § Backup and restore): when, while unconfirmed. Such
+    // an account is also `disabled`, so every path that never refreshes or serves a disabled
+    // account leaves it alone; confirming clears both.
+    r#"
+    ALTER TABLE accounts ADD COLUMN restored_at INTEGER;
+    "#,
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

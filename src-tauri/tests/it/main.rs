@@ -68,6 +68,7 @@ mod refresh {
 }
 
 mod store {
+    mod backup;
     mod bad_input;
     mod bulk_import;
     mod cli;

@@ -31,4 +31,9 @@ brokered: boolean,
 /**
  * When a brokered holder last came through the broker (RFC 3339), or null if not yet.
  */
-broker_holder_seen_at: string | null, };
+broker_holder_seen_at: string | null, 
+/**
+ * Restored from a backup (RFC 3339) and paused until the user confirms the other copy is
+ * retired; null otherwise. Its status reads `disabled` meanwhile.
+ */
+restored_at: string | null, };
