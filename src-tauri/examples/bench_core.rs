@@ -40,6 +40,7 @@ fn account(i: usize) -> Account {
         shared_grant_where: None,
         brokered: false,
         broker_holder_seen_at: None,
+        restored_at: None,
     }
 }
 

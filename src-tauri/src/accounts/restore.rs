@@ -236,28 +236,11 @@ impl Service {
                 last_refresh_at: a.last_refresh_at,
                 access_expires_at: a.access_expires_at,
                 access_issued_at: a.access_issued_at,
-                failure: a
-                    .failure
-                    .as_ref()
-                    .filter(|_| a.status == crate::account::Status::Terminal)
-                    .map(|f| BackupFailure {
-                        code: f.code.clone(),
-                        message: f.message.clone(),
-                        http_status: f.http_status,
-                        at: f.at,
-                    }),
+                failure: backup_failure(a),
                 current_origin: origin_of(HeldToken::Current),
                 previous_origin: origin_of(HeldToken::Previous),
                 tokens,
-                events: e
-                    .events
-                    .iter()
-                    .map(|ev| BackupEvent {
-                        at: ev.at,
-                        kind: ev.kind.clone(),
-                        detail: ev.detail.clone(),
-                    })
-                    .collect(),
+                events: e.events.iter().map(backup_event).collect(),
                 holders,
             },
             left_behind,
@@ -466,6 +449,27 @@ impl Service {
             self.store().confirm_restored(&account.id)?;
         }
         self.view(&account.id)
+    }
+}
+
+fn backup_failure(a: &crate::account::Account) -> Option<BackupFailure> {
+    let f = a
+        .failure
+        .as_ref()
+        .filter(|_| a.status == crate::account::Status::Terminal)?;
+    Some(BackupFailure {
+        code: f.code.clone(),
+        message: f.message.clone(),
+        http_status: f.http_status,
+        at: f.at,
+    })
+}
+
+fn backup_event(ev: &crate::store::Event) -> BackupEvent {
+    BackupEvent {
+        at: ev.at,
+        kind: ev.kind.clone(),
+        detail: ev.detail.clone(),
     }
 }
 

@@ -41,6 +41,10 @@ fn run_with_fake(env: &DataDir, fake: &codex_vault_testkit::FakeOpenAi, args: &[
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scenario: backup, restore, paused, confirmed, served"
+)]
 fn a_backup_restored_elsewhere_is_paused_until_confirmed_then_refreshes_and_serves() {
     let fake = fake();
     let from = TestVault::builder().data_dir();
