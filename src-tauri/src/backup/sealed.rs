@@ -6,7 +6,7 @@ use super::{BackupDoc, FORMAT, VERSION};
 use crate::error::BackupError;
 use crate::secret::Secret;
 use age::secrecy::SecretString;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use zeroize::Zeroizing;
 
@@ -55,7 +55,7 @@ pub fn write(path: &Path, doc: &BackupDoc, passphrase: &Secret) -> Result<(), Ba
         .to_string_lossy()
         .into_owned();
     let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4()));
-    let written = write_new_private(&tmp, &sealed)
+    let written = crate::fsutil::write_private_new(&tmp, &sealed)
         .and_then(|()| std::fs::rename(&tmp, path))
         .and_then(|()| sync_dir(&dir));
     if let Err(e) = written {
@@ -63,19 +63,6 @@ pub fn write(path: &Path, doc: &BackupDoc, passphrase: &Secret) -> Result<(), Ba
         return Err(io(e.to_string()));
     }
     Ok(())
-}
-
-fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

@@ -14,6 +14,17 @@ pub struct Event {
     pub detail: Option<String>,
 }
 
+/// One `account_events` row selected as `id, account_id, at, kind, detail`.
+pub(super) fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        id: r.get(0)?,
+        account_id: r.get(1)?,
+        at: r.get(2)?,
+        kind: r.get(3)?,
+        detail: r.get(4)?,
+    })
+}
+
 /// Appends one event inside the caller's transaction, so history and state commit together.
 pub(crate) fn append(
     conn: &Connection,
@@ -35,15 +46,7 @@ impl Store {
             "SELECT id, account_id, at, kind, detail FROM account_events
              WHERE account_id = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
-        let rows = stmt.query_map(rusqlite::params![account_id, limit as i64], |r| {
-            Ok(Event {
-                id: r.get(0)?,
-                account_id: r.get(1)?,
-                at: r.get(2)?,
-                kind: r.get(3)?,
-                detail: r.get(4)?,
-            })
-        })?;
+        let rows = stmt.query_map(rusqlite::params![account_id, limit as i64], event_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

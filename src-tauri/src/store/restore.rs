@@ -6,7 +6,7 @@
 
 use super::accounts::{account_from_row, replace_grant_in, Grant, ACCOUNT_COLUMNS};
 use super::events::append;
-use super::{DigestOrigin, Event, NewAccount, SealedTokens, Store, StoreError, StoredSecrets};
+use super::{DigestOrigin, NewAccount, SealedTokens, Store, StoreError, StoredSecrets};
 use crate::account::{now_ms, Account, FailureReason, Status, UnixMs};
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
@@ -24,7 +24,7 @@ pub struct ExportedAccount {
     /// The sealed refresh token the current one replaced, if any.
     pub previous_refresh_token: Option<Vec<u8>>,
     /// Its history, oldest first.
-    pub events: Vec<Event>,
+    pub events: Vec<super::Event>,
     pub holders: Vec<HolderRow>,
     /// What is known of where each token digest came from.
     pub origins: Vec<(Vec<u8>, DigestOrigin)>,
@@ -248,15 +248,7 @@ fn export_one(tx: &Transaction<'_>, account: Account) -> Result<ExportedAccount,
         let mut stmt = tx.prepare_cached(
             "SELECT id, account_id, at, kind, detail FROM account_events WHERE account_id = ?1 ORDER BY id",
         )?;
-        let rows = stmt.query_map([&id], |r| {
-            Ok(Event {
-                id: r.get(0)?,
-                account_id: r.get(1)?,
-                at: r.get(2)?,
-                kind: r.get(3)?,
-                detail: r.get(4)?,
-            })
-        })?;
+        let rows = stmt.query_map([&id], super::events::event_from_row)?;
         rows.collect::<Result<Vec<_>, _>>()?
     };
     let holders = {
