@@ -99,7 +99,7 @@ pub async fn bulk_import(
 }
 
 /// Store work (SQLite, the keychain, file reads) on a blocking thread, not an async worker.
-async fn run_blocking<T: Send + 'static>(
+pub(super) async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
 ) -> Result<T, ErrorBody> {
     tauri::async_runtime::spawn_blocking(f)

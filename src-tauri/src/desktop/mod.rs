@@ -1,6 +1,7 @@
 //! The only module that names Tauri. Commands parse, call one service function, map the error
 //! to `{code, message}`; nothing else lives here.
 
+mod backup;
 mod bulk;
 mod commands;
 mod connect;
@@ -517,6 +518,10 @@ fn handlers() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
         bulk::pick_import_paths,
         bulk::bulk_import_preview,
         bulk::bulk_import,
+        backup::pick_backup_path,
+        backup::write_backup,
+        backup::restore_backup,
+        backup::confirm_restored,
     ]
 }
 
