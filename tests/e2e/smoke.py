@@ -701,6 +701,7 @@ def main():
             folder = os.path.join(stack.tmp, "peer-export")
             os.makedirs(folder)
             cpa = post(stack.fake_url + "/__admin/accounts", {"email": "cpa@corp.com", "plan": "pro"})
+            made["cpa"] = cpa
             s2a = post(stack.fake_url + "/__admin/accounts", {"email": "s2a@corp.com", "plan": "team"})
             old_work = post(stack.fake_url + "/__admin/auth_json", {"tokens": made["work"]})
             old_work["last_refresh"] = "2020-01-01T00:00:00Z"
@@ -808,6 +809,75 @@ def main():
             n = spent()
             assert (n["reset_consume_calls"], n["reset_credits_spent"]) == (1, 1), n
 
+        def backup_and_restore():
+            # Settings → Backup writes a sealed file; a wrong passphrase is refused in the restore
+            # dialog; an account removed since comes back paused, the others keep their tokens, and
+            # it refreshes only after its card's Confirm.
+            path = os.path.join(stack.tmp, "e2e-backup.age")
+            fill = lambda el, text: driver.execute_script(
+                "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input', {bubbles: true}));",
+                el, text)
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-settings"]').click()
+            fill(wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="backup-path"]'))), path)
+            fill(driver.find_element(By.CSS_SELECTOR, '[data-testid="backup-pass"]'), "correct horse battery")
+            fill(driver.find_element(By.CSS_SELECTOR, '[data-testid="backup-pass-again"]'), "correct horse battery")
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="backup-write"]').click()
+            result = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="backup-result"]')))
+            assert path in result.text, result.text
+            assert os.stat(path).st_mode & 0o777 == 0o600, oct(os.stat(path).st_mode)
+            with open(path, "rb") as f:
+                assert f.read(21) == b"age-encryption.org/v1", "not an age file"
+            r = stack.cli("accounts", "remove", "cpa")
+            assert r.returncode == 0, r.stderr
+            refreshes = lambda: json.loads(urllib.request.urlopen(
+                stack.fake_url + "/__admin/counters", timeout=10).read())["per_account"].get(
+                    made["cpa"]["account_id"], {}).get("refresh_calls", 0)
+            before = refreshes()
+
+            button = driver.find_element(By.CSS_SELECTOR, '[data-testid="restore-open"]')
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+            button.click()
+            dialog = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="restore-dialog"]')))
+            assert "log each other" in dialog.find_element(By.CSS_SELECTOR, '[data-testid="restore-warning"]').text
+            fill(dialog.find_element(By.CSS_SELECTOR, '[data-testid="restore-path"]'), path)
+            fill(dialog.find_element(By.CSS_SELECTOR, '[data-testid="restore-pass"]'), "wrong horse battery")
+            dialog.find_element(By.CSS_SELECTOR, '[data-testid="restore-run"]').click()
+            err = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="restore-error"]')))
+            assert err.get_attribute("data-code") == "backup_wrong_passphrase", err.get_attribute("data-code")
+            assert card_by_label("cpa") is None, "a wrong passphrase restored something"
+            painted()
+            screenshot(stack, "17a-restore-wrong-passphrase.png")
+            fill(dialog.find_element(By.CSS_SELECTOR, '[data-testid="restore-pass"]'), "correct horse battery")
+            dialog.find_element(By.CSS_SELECTOR, '[data-testid="restore-run"]').click()
+            report = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="restore-report"]')))
+            actions = [r.get_attribute("data-action") for r in report.find_elements(By.CSS_SELECTOR, '[data-testid="restore-row"]')]
+            assert actions.count("added") == 1 and set(actions) == {"added", "kept_newer"}, actions
+            painted()
+            screenshot(stack, "17-restore-dialog.png")
+            report.find_element(By.CSS_SELECTOR, '[data-testid="restore-close"]').click()
+            wait.until(EC.invisibility_of_element_located((By.CSS_SELECTOR, '[data-testid="restore-dialog"]')))
+
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="nav-accounts"]').click()
+            card = wait_card("cpa", lambda c: "Restored" in badge(c))
+            assert card.find_elements(By.CSS_SELECTOR, '[data-testid="restored"]'), card.text
+            assert not card.find_elements(By.CSS_SELECTOR, '[data-testid="action-toggle-disabled"]'), "Enable offered"
+            assert refreshes() == before, "a restored account refreshed before it was confirmed"
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", card)
+            card.find_element(By.CSS_SELECTOR, '[data-testid="action-confirm-restored"]').click()
+            shown = lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, '[data-testid="confirm-restored-dialog"]')
+                               if e.is_displayed()]
+            confirm = wait.until(lambda d: (shown(d) or [False])[0])
+            painted()
+            screenshot(stack, "17b-confirm-restored.png")
+            confirm.find_element(By.CSS_SELECTOR, '[data-testid="confirm-restored"]').click()
+            wait.until(lambda d: not shown(d))
+            card = wait_card("cpa", lambda c: "Restored" not in badge(c))
+            assert not card.find_elements(By.CSS_SELECTOR, '[data-testid="restored"]'), card.text
+            # It is an account like the others again: Refresh now reaches the fake.
+            card.find_element(By.CSS_SELECTOR, '[data-testid="action-refresh"]').click()
+            wait.until(lambda d: refreshes() > before)
+            wait_card("cpa", lambda c: "Healthy" in badge(c))
+
         def single_instance():
             # A second launch hands over to the running app and exits; the first window stays.
             second = subprocess.run([APP], env=stack.env, capture_output=True, text=True, timeout=60)
@@ -834,6 +904,7 @@ def main():
         check("settings_notifications", settings_notifications)
         check("bulk_import", bulk_import)
         check("reset_credits", reset_credits)
+        check("backup_and_restore", backup_and_restore)
     except Exception as e:
         results.append(("setup", e))
         print(f"FAIL setup: {e!r}")

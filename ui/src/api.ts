@@ -7,6 +7,7 @@ import type { About } from './bindings/About';
 import type { ActivityPage } from './bindings/ActivityPage';
 import type { AccountsChanged } from './bindings/AccountsChanged';
 import type { AccountView } from './bindings/AccountView';
+import type { BackupSummary } from './bindings/BackupSummary';
 import type { BrokerEnvState } from './bindings/BrokerEnvState';
 import type { BulkItem } from './bindings/BulkItem';
 import type { BulkPlan } from './bindings/BulkPlan';
@@ -45,6 +46,9 @@ import type { PreviewAction } from './bindings/PreviewAction';
 import type { QuitHeld } from './bindings/QuitHeld';
 import type { RedeemOutcome } from './bindings/RedeemOutcome';
 import type { RequestRow } from './bindings/RequestRow';
+import type { RestoreAction } from './bindings/RestoreAction';
+import type { RestoreItem } from './bindings/RestoreItem';
+import type { RestoreReport } from './bindings/RestoreReport';
 import type { SignInFinished } from './bindings/SignInFinished';
 import type { SignInStarted } from './bindings/SignInStarted';
 import type { StartupProblem } from './bindings/StartupProblem';
@@ -65,6 +69,7 @@ export type {
   Totals,
   UsagePoint,
   AccountsChanged,
+  BackupSummary,
   BrokerEnvState,
   BulkItem,
   BulkPlan,
@@ -94,6 +99,9 @@ export type {
   Prefs,
   PreviewAction,
   QuitHeld,
+  RestoreAction,
+  RestoreItem,
+  RestoreReport,
   SignInFinished,
   SignInStarted,
   StartupProblem,
@@ -240,6 +248,27 @@ export function bulkImport(
   const progress = new Channel<BulkProgress>();
   progress.onmessage = onProgress;
   return call<BulkPlan>('bulk_import', { paths, ownership, progress });
+}
+
+/** The native chooser for a backup file: where to write one (`save`) or which to restore. `null`: closed. */
+export function pickBackupPath(save: boolean): Promise<string | null> {
+  return call<string | null>('pick_backup_path', { save });
+}
+
+/** Seals every account, its history and the settings into `path` with the passphrase (typed twice). */
+export function writeBackup(path: string, passphrase: string, again: string): Promise<BackupSummary> {
+  return call<BackupSummary>('write_backup', { path, passphrase, again });
+}
+
+/** Opens the backup and restores it; restored accounts stay paused until confirmed. A wrong
+ *  passphrase (`backup_wrong_passphrase`) changes nothing. */
+export function restoreBackup(path: string, passphrase: string): Promise<RestoreReport> {
+  return call<RestoreReport>('restore_backup', { path, passphrase });
+}
+
+/** The user says the machine the backup came from no longer refreshes this account: it may run. */
+export function confirmRestored(id: string): Promise<Account> {
+  return call<Account>('confirm_restored', { id });
 }
 
 /** Starts a browser sign-in; its end arrives as `signin://finished`. */

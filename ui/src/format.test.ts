@@ -41,6 +41,12 @@ describe('statusView', () => {
     expect(statusView({ status: 'rate_limited', rate_limited_until: null }, opts)).toEqual({ icon: '◔', word: 'Rate-limited', tone: 'warn' });
   });
 
+  it('names a restored account paused, not just disabled', () => {
+    const restored = { status: 'disabled' as const, rate_limited_until: null, restored_at: '2026-12-03T09:00:00Z' };
+    expect(statusView(restored, opts)).toEqual({ icon: '○', word: 'Restored — paused', tone: 'warn' });
+    expect(statusView({ ...restored, restored_at: null }, opts).word).toBe('Disabled');
+  });
+
   it('does not crash on a status it does not know', () => {
     const v = statusView({ status: 'mystery' as never, rate_limited_until: null }, opts);
     expect(v.word).toBe('mystery');

@@ -99,9 +99,11 @@ const STATUS: Record<AccountStatus, StatusView> = {
 
 /** Status → icon + word + tone. A rate limit with a known end reads "Rate-limited until 14:20". */
 export function statusView(
-  account: Pick<Account, 'status' | 'rate_limited_until'>,
+  account: Pick<Account, 'status' | 'rate_limited_until'> & Partial<Pick<Account, 'restored_at'>>,
   opts: FormatOptions = {},
 ): StatusView {
+  // A restored account is disabled until confirmed; the badge says why, so it is not taken for one the user switched off.
+  if (account.status === 'disabled' && account.restored_at) return { icon: '○', word: 'Restored — paused', tone: 'warn' };
   const base = STATUS[account.status] ?? { icon: '?', word: String(account.status), tone: 'muted' };
   if (account.status === 'rate_limited') {
     const until = shortTime(account.rate_limited_until, opts);
