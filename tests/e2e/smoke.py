@@ -824,6 +824,9 @@ def main():
             driver.find_element(By.CSS_SELECTOR, '[data-testid="backup-write"]').click()
             result = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="backup-result"]')))
             assert path in result.text, result.text
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", result)
+            painted()
+            screenshot(stack, "17-backup-written.png")
             assert os.stat(path).st_mode & 0o777 == 0o600, oct(os.stat(path).st_mode)
             with open(path, "rb") as f:
                 assert f.read(21) == b"age-encryption.org/v1", "not an age file"
@@ -846,14 +849,14 @@ def main():
             assert err.get_attribute("data-code") == "backup_wrong_passphrase", err.get_attribute("data-code")
             assert card_by_label("cpa") is None, "a wrong passphrase restored something"
             painted()
-            screenshot(stack, "17a-restore-wrong-passphrase.png")
+            screenshot(stack, "17b-restore-wrong-passphrase.png")
             fill(dialog.find_element(By.CSS_SELECTOR, '[data-testid="restore-pass"]'), "correct horse battery")
             dialog.find_element(By.CSS_SELECTOR, '[data-testid="restore-run"]').click()
             report = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="restore-report"]')))
             actions = [r.get_attribute("data-action") for r in report.find_elements(By.CSS_SELECTOR, '[data-testid="restore-row"]')]
             assert actions.count("added") == 1 and set(actions) == {"added", "kept_newer"}, actions
             painted()
-            screenshot(stack, "17-restore-dialog.png")
+            screenshot(stack, "17c-restore-dialog.png")
             report.find_element(By.CSS_SELECTOR, '[data-testid="restore-close"]').click()
             wait.until(EC.invisibility_of_element_located((By.CSS_SELECTOR, '[data-testid="restore-dialog"]')))
 
@@ -868,7 +871,7 @@ def main():
                                if e.is_displayed()]
             confirm = wait.until(lambda d: (shown(d) or [False])[0])
             painted()
-            screenshot(stack, "17b-confirm-restored.png")
+            screenshot(stack, "17d-confirm-restored.png")
             confirm.find_element(By.CSS_SELECTOR, '[data-testid="confirm-restored"]').click()
             wait.until(lambda d: not shown(d))
             card = wait_card("cpa", lambda c: "Restored" not in badge(c))
