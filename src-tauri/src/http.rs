@@ -1,6 +1,7 @@
 //! The process's one upstream HTTP client, a leaf module so that the token client, the refresh
 //! engine and the endpoint can share it without depending on the composition root.
 
+pub mod inline;
 pub mod lean;
 
 use std::sync::OnceLock;

@@ -190,6 +190,17 @@ impl From<reqwest::Response> for Upstream {
 }
 
 impl Upstream {
+    pub(super) fn from_inline(r: axum::http::Response<crate::http::inline::Streaming>) -> Upstream {
+        let (parts, body) = r.into_parts();
+        Upstream {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: body
+                .map(|c| c.map_err(crate::http::BodyError::from))
+                .boxed(),
+        }
+    }
+
     pub(super) fn from_lean(r: axum::http::Response<hyper::body::Incoming>) -> Upstream {
         use http_body_util::BodyExt;
         let (parts, body) = r.into_parts();
@@ -408,7 +419,7 @@ mod tests {
             ] {
                 let want = reqwest::Url::parse(&format!("{}{path}", base.trim_end_matches('/')));
                 assert_eq!(
-                    lean.uri(path).map(|u| u.to_string()),
+                    lean.target(path),
                     want.ok().map(|u| u.to_string()),
                     "{base} {path}"
                 );

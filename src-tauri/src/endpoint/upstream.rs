@@ -9,11 +9,12 @@ use crate::refresh::AccessToken;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-/// The upstream's scheme, authority and base path, parsed once, for the lean client's URIs
-/// (`http::lean`). `None` (reqwest then sends, as before) when the upstream does not parse, has
-/// a query, a fragment or user info in it, or is reached through a proxy from the environment.
+/// The upstream's scheme, authority and base path, parsed once, for the lean clients' URIs
+/// (`http::inline` for `http://`, `http::lean` for `https://`). `None` (reqwest then sends, as
+/// before) when the upstream does not parse, has a query, a fragment or user info in it, or is
+/// reached through a proxy from the environment.
 pub(super) struct LeanBase {
-    client: crate::http::lean::Client,
+    client: LeanClient,
     scheme: axum::http::uri::Scheme,
     authority: axum::http::uri::Authority,
     path: String,
@@ -35,10 +36,16 @@ impl LeanBase {
             return None;
         }
         let parts = uri.into_parts();
+        let (scheme, authority) = (parts.scheme?, parts.authority?);
+        let client = if scheme == axum::http::uri::Scheme::HTTP {
+            LeanClient::Inline(crate::http::inline::Pool::new(&authority)?)
+        } else {
+            LeanClient::Pooled(crate::http::lean::client())
+        };
         Some(LeanBase {
-            client: crate::http::lean::client(),
-            scheme: parts.scheme?,
-            authority: parts.authority?,
+            client,
+            scheme,
+            authority,
             path: url.path().trim_end_matches('/').to_string(),
         })
     }
@@ -50,13 +57,47 @@ impl LeanBase {
         if !path.starts_with('/') || route.contains("/.") || !path.bytes().all(url_verbatim) {
             return None;
         }
-        axum::http::Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(format!("{}{path}", self.path))
-            .build()
-            .ok()
+        let path_and_query = format!("{}{path}", self.path);
+        match self.client {
+            // Origin form, as an HTTP/1.1 request line carries it (the pool sets `Host`).
+            LeanClient::Inline(_) => axum::http::Uri::builder().path_and_query(path_and_query),
+            LeanClient::Pooled(_) => axum::http::Uri::builder()
+                .scheme(self.scheme.clone())
+                .authority(self.authority.clone())
+                .path_and_query(path_and_query),
+        }
+        .build()
+        .ok()
     }
+}
+
+impl LeanBase {
+    /// The URL a request for `path` goes to: the URI itself, or for the inline pool's origin
+    /// form, scheme and `Host` before it.
+    #[cfg(test)]
+    pub(super) fn target(&self, path: &str) -> Option<String> {
+        let uri = self.uri(path)?;
+        Some(match &self.client {
+            LeanClient::Inline(pool) => format!(
+                "{}://{}{uri}",
+                self.scheme,
+                pool.host_header().to_str().ok()?
+            ),
+            LeanClient::Pooled(_) => uri.to_string(),
+        })
+    }
+}
+
+/// How the lean path reaches its upstream.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per endpoint, built once; boxing would add a pointer hop a request"
+)]
+enum LeanClient {
+    /// `http://`: connections driven in the request's own task (`http::inline`).
+    Inline(std::sync::Arc<crate::http::inline::Pool>),
+    /// `https://`: hyper-util's pooled client (TLS, HTTP/2).
+    Pooled(crate::http::lean::Client),
 }
 
 /// A byte the URL parser copies as it is into a path or a query (outside its percent-encode
@@ -72,6 +113,10 @@ fn url_verbatim(b: u8) -> bool {
     reason = "built and sent at once, never stored; boxing the hot variant would cost an allocation a request"
 )]
 pub(crate) enum UpstreamRequest {
+    Inline(
+        std::sync::Arc<crate::http::inline::Pool>,
+        axum::http::Request<crate::http::inline::Body>,
+    ),
     Lean(
         crate::http::lean::Client,
         axum::http::Request<crate::http::lean::Body>,
@@ -81,6 +126,7 @@ pub(crate) enum UpstreamRequest {
 
 /// Why an upstream request got no answer.
 pub(crate) enum SendError {
+    Inline(crate::http::inline::Error),
     Lean(hyper_util::client::legacy::Error),
     Reqwest(reqwest::Error),
 }
@@ -89,6 +135,7 @@ impl SendError {
     /// What went wrong, without the URL (nor any header: never the token).
     pub(crate) fn without_url(self) -> String {
         match self {
+            SendError::Inline(e) => e.to_string(),
             SendError::Lean(e) => crate::http::lean::describe(&e),
             SendError::Reqwest(e) => e.without_url().to_string(),
         }
@@ -98,6 +145,11 @@ impl SendError {
 impl UpstreamRequest {
     pub(crate) async fn send(self) -> Result<Upstream, SendError> {
         match self {
+            UpstreamRequest::Inline(pool, req) => pool
+                .request(req)
+                .await
+                .map(Upstream::from_inline)
+                .map_err(SendError::Inline),
             UpstreamRequest::Lean(client, req) => client
                 .request(req)
                 .await
@@ -153,7 +205,10 @@ pub(super) fn upstream_request(
         *req.method_mut() = method.clone();
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        return UpstreamRequest::Lean(lean.client.clone(), req);
+        return match &lean.client {
+            LeanClient::Inline(pool) => UpstreamRequest::Inline(pool.clone(), req),
+            LeanClient::Pooled(client) => UpstreamRequest::Lean(client.clone(), req),
+        };
     }
     let url = match upstream_url(shared.upstream_url.as_ref(), path) {
         Some(u) => u,
