@@ -130,7 +130,8 @@ pub(super) async fn serve_listener(
 #[derive(Debug, Clone, Copy)]
 pub(super) struct LingeringClose;
 
-/// The router behind hyper's `Service`, noting whether an answer asked for a lingering close.
+/// The router behind hyper's `Service`, behind the Host/Origin guard, noting whether an answer
+/// asked for a lingering close.
 struct Watched {
     inner: hyper_util::service::TowerToHyperService<Router>,
     closing: Arc<AtomicBool>,
@@ -146,6 +147,9 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Watched {
     type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        if let Some(refused) = super::routes::refused_browser(req.headers()) {
+            return Box::pin(std::future::ready(Ok(refused)));
+        }
         let fut = self.inner.call(req);
         let closing = self.closing.clone();
         Box::pin(async move {

@@ -1,6 +1,6 @@
-//! The endpoint's routes and the middleware in front of them (Host/Origin guard, local key,
-//! body cap), and the two small answers it makes itself (`/health`,
-//! `/v1/accounts`).
+//! The endpoint's routes and the middleware in front of them (local key, body cap; the
+//! Host/Origin guard runs before the router, `refused_browser`), and the small answers it
+//! makes itself (`/health`, `/v1/accounts`).
 
 use super::{broker, chat, error, guard, keyless, proxy, quota, KeylessLimits, Shared, MAX_BODY};
 use crate::error_code::ErrorCode;
@@ -37,7 +37,6 @@ pub(super) fn router(shared: Arc<Shared>, limits: KeylessLimits) -> Router {
         // Codex's own quota routes: the local key or a held account's token (`quota`).
         .merge(quota::router(shared.clone()))
         .merge(api)
-        .layer(middleware::from_fn(guard_browser))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
 }
@@ -62,23 +61,25 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-/// Host and Origin first: a rebinding or cross-site request learns nothing, not even 401.
-async fn guard_browser(req: Request, next: Next) -> Response {
-    if !guard::host_allowed(req.headers()) {
-        return error(
+/// Host and Origin first, for every route: a rebinding or cross-site request learns nothing,
+/// not even 401. Called by the accept loop before the router (`accept::Watched`): as a
+/// middleware layer it would clone the router's route services and box a future a request.
+pub(super) fn refused_browser(headers: &axum::http::HeaderMap) -> Option<Response> {
+    if !guard::host_allowed(headers) {
+        return Some(error(
             StatusCode::FORBIDDEN,
             ErrorCode::HostNotAllowed,
             "this endpoint answers only requests addressed to 127.0.0.1, localhost or [::1]",
-        );
+        ));
     }
-    if guard::has_browser_origin(req.headers()) {
-        return error(
+    if guard::has_browser_origin(headers) {
+        return Some(error(
             StatusCode::FORBIDDEN,
             ErrorCode::OriginNotAllowed,
             "browser requests are refused (the request carried an Origin header)",
-        );
+        ));
     }
-    next.run(req).await
+    None
 }
 
 async fn require_key(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
