@@ -51,14 +51,7 @@ pub enum Error {
 }
 
 fn describe(e: &hyper::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
+    super::lean::with_causes(e.to_string(), std::error::Error::source(e))
 }
 
 /// One upstream's connections (host and port of a plain `http://` base).

@@ -110,12 +110,18 @@ pub fn describe(e: &hyper_util::client::legacy::Error) -> String {
     } else {
         "error sending request"
     };
-    let mut out = what.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
+    with_causes(what.to_string(), std::error::Error::source(e))
+}
+
+/// `out` followed by `cause` and each of its own causes, `: ` between them.
+pub(super) fn with_causes(
+    mut out: String,
+    mut cause: Option<&(dyn std::error::Error + 'static)>,
+) -> String {
+    while let Some(s) = cause {
         out.push_str(": ");
         out.push_str(&s.to_string());
-        source = s.source();
+        cause = s.source();
     }
     out
 }
