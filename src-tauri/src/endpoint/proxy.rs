@@ -191,24 +191,25 @@ impl From<reqwest::Response> for Upstream {
 
 impl Upstream {
     pub(super) fn from_inline(r: axum::http::Response<crate::http::inline::Streaming>) -> Upstream {
-        let (parts, body) = r.into_parts();
-        Upstream {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body: body
-                .map(|c| c.map_err(crate::http::BodyError::from))
-                .boxed(),
-        }
+        Upstream::streaming(r)
     }
 
     pub(super) fn from_lean(r: axum::http::Response<hyper::body::Incoming>) -> Upstream {
         use http_body_util::BodyExt;
+        Upstream::streaming(r.map(|body| body.into_data_stream()))
+    }
+
+    /// Status and headers moved out of `r`, its body streaming on.
+    fn streaming<S, E>(r: axum::http::Response<S>) -> Upstream
+    where
+        S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+        crate::http::BodyError: From<E>,
+    {
         let (parts, body) = r.into_parts();
         Upstream {
             status: parts.status.as_u16(),
             headers: parts.headers,
             body: body
-                .into_data_stream()
                 .map(|c| c.map_err(crate::http::BodyError::from))
                 .boxed(),
         }

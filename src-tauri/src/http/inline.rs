@@ -58,7 +58,7 @@ fn describe(e: &hyper::Error) -> String {
 pub struct Pool {
     host: String,
     port: u16,
-    /// The `Host` header every request carries (the base's authority, as written).
+    /// The `Host` header every request carries (the port only when it is not 80).
     host_header: axum::http::HeaderValue,
     idle: Mutex<VecDeque<Live>>,
 }
