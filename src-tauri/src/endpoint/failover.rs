@@ -427,7 +427,7 @@ async fn on_answer(
         };
     }
     *lock(&shared.served).entry(id.to_string()).or_default() += 1;
-    crate::bus::publish(crate::bus::CoreEvent::EndpointChanged);
+    shared.served_dirtied.notify_one();
     if ok && req.posted {
         note_served(
             shared,
