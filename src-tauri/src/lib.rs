@@ -31,6 +31,7 @@ pub mod serve;
 pub mod settings;
 pub mod store;
 pub mod vault;
+pub mod workers;
 
 #[cfg(feature = "desktop")]
 pub mod desktop;

@@ -1,8 +1,9 @@
-//! The accept loop: each connection is served by hyper's HTTP/1 with a header-read timeout
-//! (`axum::serve` sets no timer, so it has none; its auto-detecting builder would also wait untimed
-//! for a silent connection's first bytes), within a connection budget derived from the process's
-//! file-descriptor limit, and closed with a lingering close after an answer that refused a body
-//! the client may still be sending (marked `LingeringClose`).
+//! The accept loop: each connection is handed to a connection worker (`crate::workers`: one
+//! thread per core; a connection never changes threads) and served there by hyper's HTTP/1 with
+//! a header-read timeout (`axum::serve` sets no timer, so it has none; its auto-detecting builder
+//! would also wait untimed for a silent connection's first bytes), within a connection budget
+//! derived from the process's file-descriptor limit, and closed with a lingering close after an
+//! answer that refused a body the client may still be sending (marked `LingeringClose`).
 //!
 //! HTTP/1.1 only: axum is built with just `http1`, and local tools speak it to a plain
 //! `http://127.0.0.1` URL. On stop, open connections finish the request in flight (graceful
@@ -80,9 +81,10 @@ fn soft_fd_limit() -> Option<u64> {
 }
 
 /// Accepts connections until `stop`, at most `slots`' worth at once (shared by the v4 and v6
-/// listeners).
+/// listeners), and hands each to a connection worker, which serves it to its end.
 pub(super) async fn serve_listener(
     listener: tokio::net::TcpListener,
+    workers: &'static crate::workers::ConnWorkers,
     app: Router,
     slots: Arc<Semaphore>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -117,8 +119,19 @@ pub(super) async fn serve_listener(
         let builder = builder.clone();
         let app = app.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
-            serve_connection(builder, stream, app, stop).await;
+        // Moved to the worker's event loop: out of this runtime's, into the worker's (there).
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("endpoint connection lost in the hand-over: {e}");
+                continue;
+            }
+        };
+        workers.pick().spawn(async move {
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => serve_connection(builder, stream, app, stop).await,
+                Err(e) => tracing::debug!("endpoint connection lost in the hand-over: {e}"),
+            }
             drop(slot);
         });
     }

@@ -346,6 +346,10 @@ pub async fn listen(
 ) -> Result<Endpoint, EndpointError> {
     let (v4, v6) = bind(port).await?;
     let port = v4.local_addr().map(|a| a.port()).unwrap_or(port);
+    let workers = crate::workers::ConnWorkers::get().map_err(|e| EndpointError::Bind {
+        port,
+        detail: format!("cannot start its connection threads: {e}"),
+    })?;
     let key = (deps.local_key)().map_err(|e| EndpointError::Bind {
         port,
         detail: e.to_string(),
@@ -371,6 +375,7 @@ pub async fn listen(
     for listener in std::iter::once(v4).chain(v6) {
         tasks.push(tokio::spawn(accept::serve_listener(
             listener,
+            workers,
             app.clone(),
             slots.clone(),
             stop_rx.clone(),

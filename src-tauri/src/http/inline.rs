@@ -60,7 +60,10 @@ pub struct Pool {
     port: u16,
     /// The `Host` header every request carries (the port only when it is not 80).
     host_header: axum::http::HeaderValue,
-    idle: Mutex<VecDeque<Live>>,
+    /// One list per connection worker (`crate::workers`), and one for every other thread: a
+    /// connection's socket belongs to the runtime it was opened on, so it is reused there only
+    /// (on another worker, its I/O would wake the thread that opened it).
+    idle: Vec<Mutex<VecDeque<Live>>>,
 }
 
 /// A connection: the handle requests are sent on and the connection future that does its I/O.
@@ -109,7 +112,9 @@ impl Pool {
             host: bare.to_string(),
             port,
             host_header: axum::http::HeaderValue::from_str(&host_header).ok()?,
-            idle: Mutex::new(VecDeque::new()),
+            idle: (0..=crate::workers::count())
+                .map(|_| Mutex::new(VecDeque::new()))
+                .collect(),
         }))
     }
 
@@ -206,8 +211,10 @@ impl Pool {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Live>> {
-        // The deque is consistent after any panic (push and pop only).
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+        // The deque is consistent after any panic (push and pop only). `slot()` never exceeds
+        // `count()`; the `min` keeps that from being an index panic.
+        let slot = crate::workers::slot().min(self.idle.len() - 1);
+        self.idle[slot].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     #[cfg(test)]
