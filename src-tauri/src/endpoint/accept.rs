@@ -119,7 +119,8 @@ pub(super) async fn serve_listener(
         let builder = builder.clone();
         let app = app.clone();
         let stop = stop.clone();
-        // Moved to the worker's event loop: out of this runtime's, into the worker's (there).
+        // `into_std` takes the socket out of this runtime's event loop; `from_std`, run on the
+        // worker, puts it into the worker's.
         let stream = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
