@@ -190,17 +190,14 @@ impl From<reqwest::Response> for Upstream {
 }
 
 impl Upstream {
-    pub(super) fn from_inline(r: axum::http::Response<crate::http::inline::Streaming>) -> Upstream {
-        Upstream::streaming(r)
-    }
-
     pub(super) fn from_lean(r: axum::http::Response<hyper::body::Incoming>) -> Upstream {
         use http_body_util::BodyExt;
         Upstream::streaming(r.map(|body| body.into_data_stream()))
     }
 
-    /// Status and headers moved out of `r`, its body streaming on.
-    fn streaming<S, E>(r: axum::http::Response<S>) -> Upstream
+    /// Status and headers moved out of `r`, its body streaming on (the inline pool's answers are
+    /// this shape already).
+    pub(super) fn streaming<S, E>(r: axum::http::Response<S>) -> Upstream
     where
         S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
         crate::http::BodyError: From<E>,

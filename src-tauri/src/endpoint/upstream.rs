@@ -69,9 +69,7 @@ impl LeanBase {
         .build()
         .ok()
     }
-}
 
-impl LeanBase {
     /// The URL a request for `path` goes to: the URI itself, or for the inline pool's origin
     /// form, scheme and `Host` before it.
     #[cfg(test)]
@@ -148,7 +146,7 @@ impl UpstreamRequest {
             UpstreamRequest::Inline(pool, req) => pool
                 .request(req)
                 .await
-                .map(Upstream::from_inline)
+                .map(Upstream::streaming)
                 .map_err(SendError::Inline),
             UpstreamRequest::Lean(client, req) => client
                 .request(req)
