@@ -120,8 +120,9 @@ bench:
 	@scripts/ensure-deps.sh bench
 	$(CARGO) build --profile bench-release -p codex-vault --no-default-features --bins --examples
 	$(CARGO) build --profile bench-release -p codex-vault-testkit --bins
-	@# The idle app row runs the desktop app (default features) under Xvfb; built if missing.
-	test -x target/debug/codex-vault || $(CARGO) build -p codex-vault --bin codex-vault
+	@# The idle app row runs the desktop app (default features) under Xvfb; built if missing
+	@# (with the UI it embeds: a fresh clone has no ui/dist yet).
+	test -x target/debug/codex-vault || { $(MAKE) --no-print-directory ui && $(CARGO) build -p codex-vault --bin codex-vault; }
 	ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; \
 	  scripts/keyring-session.sh target/bench-release/bench $(BENCH_ARGS)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Codex Vault needs, only what is missing, saying what it does.
 # Usage: scripts/ensure-deps.sh [build|test|bench]   (test adds the headless test tools and nginx for
-# the bench smoke, bench nginx)
+# the bench smoke, bench nginx and an X server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,10 @@ mode=${1:-build}
 # Tauri's build dependencies on Debian/Ubuntu (tauri.app prerequisites), plus what the app runs with.
 pkgs=(build-essential pkg-config curl file ca-certificates libwebkit2gtk-4.1-dev libxdo-dev libssl-dev
       libayatana-appindicator3-dev librsvg2-dev dbus gnome-keyring libsecret-tools)
+if [ "$mode" = bench ]; then
+  # The idle row of the app's core runs the desktop app under an X server.
+  pkgs+=(xvfb xauth)
+fi
 if [ "$mode" = bench ] && [ -z "${BENCH_NO_NGINX:-}" ]; then
   # Debian's nginx: the reverse-proxy baseline of `make bench` (BENCH_NO_NGINX=1 leaves it out).
   # On a host with systemd the package starts its own service on :80; the bench runs a private one.

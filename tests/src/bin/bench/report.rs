@@ -173,6 +173,15 @@ pub(crate) fn write_rows(o: &Opts, started: Instant, ov: &Overhead, notes: &[Str
         }
         target_line(&mut out, &x);
     }
+    // The footprint too: an allocator or buffer change is judged on memory as well as CPU.
+    let _ = writeln!(
+        out,
+        "serve RSS: idle {} MB, c=64 peak {} MB, VmHWM {} MB, after the load {} MB",
+        f(ov.idle_rss, 1),
+        f(ov.load_rss, 1),
+        f(ov.hwm, 1),
+        f(ov.rss_after, 1)
+    );
     for n in notes {
         let _ = writeln!(out, "note: {n}");
     }
