@@ -5,8 +5,9 @@ use clap::Parser;
 use codex_vault::cli::{self, Cli};
 use std::process::ExitCode;
 
-// Off by default (feature `mimalloc`): ≈ 10 % less CPU a request for the endpoint, but ≈ 10 MB more
-// resident idle and after a burst (README § Benchmarks, "Where the time goes").
+// Off by default (feature `mimalloc`): its arena's eager commit costs 10–20 MB resident, and with
+// that turned off (a compile-time option: it is read before `main`) the CPU it saves the endpoint
+// is within the noise (README § Benchmarks, "Where the time goes").
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
