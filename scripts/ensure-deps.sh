@@ -12,11 +12,9 @@ pkgs=(build-essential pkg-config curl file ca-certificates libwebkit2gtk-4.1-dev
 if [ "$mode" = bench ]; then
   # The idle row of the app's core runs the desktop app under an X server.
   pkgs+=(xvfb xauth)
-fi
-if [ "$mode" = bench ] && [ -z "${BENCH_NO_NGINX:-}" ]; then
   # Debian's nginx: the reverse-proxy baseline of `make bench` (BENCH_NO_NGINX=1 leaves it out).
   # On a host with systemd the package starts its own service on :80; the bench runs a private one.
-  pkgs+=(nginx)
+  [ -n "${BENCH_NO_NGINX:-}" ] || pkgs+=(nginx)
 fi
 if [ "$mode" = test ]; then
   # Headless testing: a private D-Bus + keyring, an X server, WebKit's WebDriver for e2e.

@@ -49,7 +49,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX usage_samples_account_at ON usage_samples(account_id, at_ms);",
     // 2: one index a request row instead of two. Every index costs each insert a B-tree write
-    // (≈ 0.7 µs a row here, on the endpoint's cores: README § "Where the time goes"); time is
+    // (≈ 0.8 µs a row here, on the endpoint's cores: README § "Where the time goes"); time is
     // in every query the app makes, so (time, account) answers a window, a window of one account
     // (read off the index, no table row for the others), `min(at_ms)` and pruning by age. An
     // account with no window scans the table from the newest row, which a page of rows stops.
