@@ -9,6 +9,7 @@ use crate::activity::Tokens;
 use crate::endpoint::record::{Terminal, TerminalSlot};
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -113,13 +114,8 @@ impl Tap {
             }
         }
         if self.mode == Mode::Json && !self.overflow && FIND_KEY.find(&self.carry).is_some() {
-            if let Ok(v) = serde_json::from_slice::<Value>(&self.carry) {
-                for item in v
-                    .get("output")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
+            if let Ok(doc) = serde_json::from_slice::<WireOutput>(&self.carry) {
+                for item in &doc.output {
                     self.record(item);
                 }
             }
@@ -145,42 +141,34 @@ impl Tap {
         }
         // The name borrowed and the data joined only when a frame is parsed: the frames before
         // the first output are a few allocations a request otherwise.
-        let name = frame_name(f);
-        let parse = || serde_json::from_slice::<Value>(&frame_data(f)).ok();
-        let mut parsed: Option<Value> = None;
-        let kind: std::borrow::Cow<'_, str> = match name {
+        let data = frame_data(f);
+        let kind: Cow<'_, str> = match frame_name(f) {
             Some(n) => n.into(),
-            None => {
-                parsed = parse();
-                parsed
-                    .as_ref()
-                    .and_then(|v| v.get("type")?.as_str().map(str::to_string))
-                    .unwrap_or_default()
-                    .into()
-            }
+            // A frame with no `event:` line names itself in its data's `type`.
+            None => serde_json::from_slice::<WireType>(&data)
+                .ok()
+                .and_then(|t| t.kind)
+                .unwrap_or_default(),
         };
         if !self.first_output {
             match &*kind {
                 // A comment / keep-alive frame, or the response's opening events.
                 "" | "response.created" | "response.in_progress" => {}
                 "response.failed" => {
-                    if parsed.is_none() {
-                        parsed = parse();
-                    }
-                    self.failed = Some(parsed.clone().unwrap_or(Value::Null));
+                    self.failed =
+                        Some(serde_json::from_slice::<Value>(&data).unwrap_or(Value::Null));
                 }
                 _ => self.first_output = true,
             }
         }
         if ends {
-            self.note_terminal(&kind, &frame_data(f));
+            self.note_terminal(&kind, &data);
         }
         if carries && kind == "response.output_item.done" {
-            if parsed.is_none() {
-                parsed = parse();
-            }
-            if let Some(item) = parsed.as_ref().and_then(|v| v.get("item")) {
-                self.record(item);
+            // Typed and borrowed: the item's other fields are skipped, not built, and its
+            // ciphertext is not copied (base64 has no escapes to undo).
+            if let Ok(WireDone { item: Some(item) }) = serde_json::from_slice::<WireDone>(&data) {
+                self.record(&item);
             }
         }
     }
@@ -200,14 +188,44 @@ impl Tap {
         }
     }
 
-    fn record(&self, item: &Value) {
-        let Some(ct) = item.get("encrypted_content").and_then(Value::as_str) else {
+    fn record(&self, item: &WireItem<'_>) {
+        let Some(ct) = &item.encrypted_content else {
             return;
         };
-        let kind = item.get("type").and_then(Value::as_str).unwrap_or("item");
+        let kind = item.kind.as_deref().unwrap_or("item");
         self.sink
             .record_minted(digest(ct.as_bytes()), &self.account, kind);
     }
+}
+
+/// An output item as far as continuity reads it: its type and ciphertext.
+#[derive(serde::Deserialize)]
+struct WireItem<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    encrypted_content: Option<Cow<'a, str>>,
+}
+
+/// `response.output_item.done`'s data.
+#[derive(serde::Deserialize)]
+struct WireDone<'a> {
+    #[serde(borrow)]
+    item: Option<WireItem<'a>>,
+}
+
+/// A compact answer: its output items.
+#[derive(serde::Deserialize)]
+struct WireOutput<'a> {
+    #[serde(borrow, default)]
+    output: Vec<WireItem<'a>>,
+}
+
+/// A frame's data, for its `type` when the frame has no `event:` line.
+#[derive(serde::Deserialize)]
+struct WireType<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
 }
 
 /// Whether a frame may be the answer's last event: its name is near its start (`event: …` or
@@ -283,11 +301,30 @@ fn frame_end(buf: &[u8]) -> Option<(usize, usize)> {
     })
 }
 
-/// The `event:` name of one frame, if any.
+/// The lines of one frame, without their `\r\n` / `\n` ends (memchr: a frame's data line
+/// may be kilobytes of ciphertext, too long to walk a byte at a time).
+fn lines(f: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(f);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        let line = match memchr::memchr(b'\n', r) {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                &r[..i]
+            }
+            None => {
+                rest = None;
+                r
+            }
+        };
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    })
+}
+
+/// The `event:` name of one frame, if any (the last such line wins, as in the SSE spec).
 fn frame_name(f: &[u8]) -> Option<&str> {
     let mut name = None;
-    for line in f.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+    for line in lines(f) {
         if let Some(v) = line.strip_prefix(b"event:") {
             name = std::str::from_utf8(v).ok().map(str::trim);
         }
@@ -295,16 +332,21 @@ fn frame_name(f: &[u8]) -> Option<&str> {
     name.filter(|n| !n.is_empty())
 }
 
-/// The joined `data:` lines of one frame.
-fn frame_data(f: &[u8]) -> Vec<u8> {
-    let mut data: Vec<u8> = Vec::new();
-    for line in f.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+/// The joined `data:` lines of one frame: borrowed when there is one (nearly always).
+fn frame_data(f: &[u8]) -> Cow<'_, [u8]> {
+    let mut data: Cow<'_, [u8]> = Cow::Borrowed(&[]);
+    let mut any = false;
+    for line in lines(f) {
         if let Some(v) = line.strip_prefix(b"data:") {
-            if !data.is_empty() {
-                data.push(b'\n');
+            let v = v.strip_prefix(b" ").unwrap_or(v);
+            if !any {
+                data = Cow::Borrowed(v);
+                any = true;
+            } else {
+                let joined = data.to_mut();
+                joined.push(b'\n');
+                joined.extend_from_slice(v);
             }
-            data.extend_from_slice(v.strip_prefix(b" ").unwrap_or(v));
         }
     }
     data
@@ -398,6 +440,41 @@ mod tests {
             "server_is_overloaded"
         );
         assert!(!tap.first_output);
+    }
+
+    #[test]
+    fn frame_lines_split_on_either_end_and_data_lines_join() {
+        let f =
+            b"event: a\r\nid: 1\nevent: response.output_item.done\ndata: {\"item\":\r\ndata:{}}";
+        assert_eq!(
+            frame_name(f),
+            Some("response.output_item.done"),
+            "the last name wins"
+        );
+        assert!(matches!(frame_data(f), Cow::Owned(_)));
+        assert_eq!(&*frame_data(f), b"{\"item\":\n{}}");
+        let one = b"event: x\ndata: {\"type\":\"y\"}";
+        assert!(matches!(
+            frame_data(one),
+            Cow::Borrowed(b"{\"type\":\"y\"}")
+        ));
+        assert_eq!(frame_name(b"data: {}"), None);
+        assert_eq!(
+            frame_name(b"event:   \ndata: {}"),
+            None,
+            "an empty name is none"
+        );
+        // A multi-line item still records its ciphertext, and a data-only frame names itself.
+        let s = sink();
+        let mut tap = Tap::sse(s.clone(), "acct");
+        tap.feed(b"data: {\"type\":\"response.output_item.done\",\n");
+        tap.feed(b"data: \"item\":{\"type\":\"reasoning\",\"encrypted_content\":\"gAAAAm\"}}\n\n");
+        assert!(tap.first_output);
+        assert_eq!(s.minter(&digest(b"gAAAAm")).as_deref(), Some("acct"));
+        assert_eq!(
+            s.kind_of(&digest(b"gAAAAm")),
+            Some(super::super::Kind::Reasoning)
+        );
     }
 
     #[test]
